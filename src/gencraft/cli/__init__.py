@@ -1,0 +1,57 @@
+"""The ``gencraft`` command. One module per command group; each exposes ``register(app)``.
+
+:func:`main` is the entry point: a :class:`~gencraft.errors.GencraftError` becomes one line
+on stderr and exit code 2 — never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+import typer
+from rich.console import Console
+
+from gencraft.errors import GencraftError
+
+app = typer.Typer(
+    name="gencraft",
+    help="gencraft: train generative models on your own material and generate with full control.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Command modules in the order their commands are listed in --help. Each defines register(app).
+COMMAND_MODULES = [
+    "gencraft.cli.quickstart",
+    "gencraft.cli.data",
+    "gencraft.cli.train",
+    "gencraft.cli.generate",
+]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(_name).register(app)
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; returns (and exits with) the exit code."""
+    try:
+        app(args=argv, prog_name="gencraft", standalone_mode=False)
+    except GencraftError as e:
+        err.print(f"[bold red]error:[/] {e}", markup=True)
+        sys.exit(2)
+    except click.exceptions.UsageError as e:
+        err.print(f"[bold red]error:[/] {e.format_message()}", markup=True)
+        sys.exit(2)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(0)

@@ -1,0 +1,5 @@
+"""`gencraft data` (being built)."""
+
+
+def register(app) -> None:
+    pass

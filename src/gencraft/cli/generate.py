@@ -1,0 +1,5 @@
+"""`gencraft generate` (being built)."""
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`gencraft quickstart` (being built)."""
+
+
+def register(app) -> None:
+    pass

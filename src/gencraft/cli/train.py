@@ -1,0 +1,5 @@
+"""`gencraft train` (being built)."""
+
+
+def register(app) -> None:
+    pass

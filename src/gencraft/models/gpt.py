@@ -1,0 +1,215 @@
+"""GPT: a pre-norm decoder-only Transformer language model (nanoGPT's shape).
+
+Read top to bottom: config -> attention -> MLP -> block -> model. Attention goes through
+``torch.nn.functional.scaled_dot_product_attention`` so PyTorch picks the fastest kernel.
+Generation goes through :meth:`GPT.step` with a preallocated :class:`KVCache`, so a new
+token costs one position of compute, not a re-run of the whole prefix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 256
+    block_size: int = 256  # longest context the position embedding covers
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    bias: bool = False  # biases in Linear/LayerNorm: a little slower, no better (nanoGPT's finding)
+    tie_weights: bool = True  # share the token embedding with the output layer
+
+
+PRESETS: dict[str, dict] = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, block_size=64),
+    "small": dict(n_layer=4, n_head=4, n_embd=192, block_size=128),
+    "base": dict(n_layer=6, n_head=6, n_embd=384, block_size=256),
+}
+
+
+class KVCache:
+    """Preallocated keys and values for every layer: ``[n_layer, B, n_head, max_len, head_dim]``.
+
+    ``length`` is how many positions are filled. Rows of a batch share ``length``; prompts of
+    different lengths are left-padded and ``pad`` (``[B, max_len]`` bool, True = padding) keeps
+    attention off the padding. ``offset`` (``[B]``) is each row's number of pad positions, so that
+    position embeddings start at 0 for every row's first real token.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int | None = None,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.max_len = max_len or cfg.block_size
+        hd = cfg.n_embd // cfg.n_head
+        shape = (cfg.n_layer, batch_size, cfg.n_head, self.max_len, hd)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.length = 0
+        self.pad: torch.Tensor | None = None
+        self.offset: torch.Tensor | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.k.shape[1]
+
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """Keep only ``rows`` of the batch (finished sequences drop out; beams reorder)."""
+        new = object.__new__(KVCache)
+        new.max_len, new.length = self.max_len, self.length
+        new.k, new.v = self.k[:, rows], self.v[:, rows]
+        new.pad = None if self.pad is None else self.pad[rows]
+        new.offset = None if self.offset is None else self.offset[rows]
+        return new
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        assert cfg.n_embd % cfg.n_head == 0, "n_embd must be a multiple of n_head"
+        self.n_head = cfg.n_head
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is None:  # training / full-sequence scoring: plain causal attention
+            y = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            )
+        else:
+            start, end = cache.length, cache.length + T
+            cache.k[layer, :, :, start:end] = k
+            cache.v[layer, :, :, start:end] = v
+            k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
+            mask = None
+            if T > 1:  # new token i sees every cached position and new positions <= i
+                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
+            if cache.pad is not None:
+                keep = ~cache.pad[:, None, None, :end]
+                mask = keep if mask is None else (mask & keep)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # tanh-approximated GELU: GPT-2's activation, so exported weights match HF's gelu_new
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(ln(x)), then x + mlp(ln(x))."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), cache, layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    kind = "gpt"
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.config = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        self.apply(self._init_weights)
+        # GPT-2: scale residual projections by 1/sqrt(2 * n_layer) so the residual stream's
+        # variance does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position ``[B, T, V]`` and, given targets, the mean cross-entropy."""
+        B, T = idx.shape
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than block_size {self.config.block_size}")
+        pos = torch.arange(T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        for block in self.h:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    # ---- the step interface: step(token_ids, cache) -> (logits, cache) ----
+
+    def new_cache(self, batch_size: int, max_len: int | None = None,
+                  device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> KVCache:
+        p = self.wte.weight
+        return KVCache(self.config, batch_size, min(max_len or self.config.block_size, self.config.block_size),
+                       device or p.device, dtype or p.dtype)
+
+    @torch.inference_mode()
+    def step(self, token_ids: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Feed ``token_ids`` ``[B, T]`` after what ``cache`` holds; return next-token logits ``[B, V]``.
+
+        The first call passes the whole prompt (T >= 1, cache None or empty); later calls pass one
+        token each. The caller keeps ``cache.length + T <= cache.max_len`` (sliding the window when
+        the context is full).
+        """
+        B, T = token_ids.shape
+        if cache is None:
+            cache = self.new_cache(B)
+        if cache.length + T > cache.max_len:
+            raise ValueError(f"KV cache full: {cache.length} + {T} > {cache.max_len}")
+        pos = torch.arange(cache.length, cache.length + T, device=token_ids.device)
+        if cache.offset is not None:  # left padding: each row's positions start at its first real token
+            pos = (pos[None, :] - cache.offset[:, None]).clamp_(min=0)
+        x = self.wte(token_ids) + self.wpe(pos)
+        for i, block in enumerate(self.h):
+            x = block(x, cache, i)
+        cache.length += T
+        return self.lm_head(self.ln_f(x[:, -1])), cache

@@ -1,0 +1,109 @@
+"""Reading and writing run directories (see docs/architecture.md).
+
+Weights are stored with safetensors (no pickle): loading a run never executes code from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from gencraft import __version__
+from gencraft.errors import RunError
+from gencraft.io import atomic_path, write_json
+from gencraft.paths import existing_run
+
+FORMAT = 1
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors with tied (shared) weights stored once, contiguous, on the CPU."""
+    out: dict[str, torch.Tensor] = {}
+    seen: dict[int, str] = {}
+    for name, t in model.state_dict().items():
+        key = t.data_ptr()
+        if key in seen and t.numel() > 0:
+            continue  # a tied weight (lm_head = wte): restored by the model's own tying
+        seen[key] = name
+        out[name] = t.detach().to("cpu").contiguous()
+    return out
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> str:
+    """Atomically write ``model``'s weights; returns their sha256."""
+    with atomic_path(path) as tmp:
+        save_file(state_dict_for_save(model), str(tmp), metadata=metadata or {"format": "pt"})
+    return sha256_file(path)
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """Load safetensors weights into ``model``; a corrupt or mismatched file is a RunError."""
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot read weights ({e}); the file is corrupted or not a safetensors file") from None
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    tied = set(model.state_dict()) - set(state_dict_for_save(model))  # restored by the model's tying
+    missing = [m for m in missing if m not in tied]
+    if missing or unexpected:
+        raise RunError(f"{path}: weights do not match the model config (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def read_info(run: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    """Resolve a run name/path and read its gencraft.json."""
+    path = existing_run(run)
+    try:
+        info = json.loads((path / "gencraft.json").read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path / 'gencraft.json'}: not valid JSON ({e})") from None
+    if not isinstance(info, dict) or "kind" not in info:
+        raise RunError(f"{path / 'gencraft.json'}: missing field 'kind'")
+    if info.get("format", FORMAT) > FORMAT:
+        raise RunError(f"{path}: run format {info['format']} is newer than this gencraft ({__version__}); upgrade")
+    return path, info
+
+
+def write_info(run_dir: str | os.PathLike[str], info: dict[str, Any]) -> None:
+    info = {"format": FORMAT, "gencraft_version": __version__, **info}
+    write_json(Path(run_dir) / "gencraft.json", info)
+
+
+def load_text_model(run: str | os.PathLike[str], device: str | torch.device = "cpu"):
+    """Load a gpt/lstm run: returns ``(model in eval mode, info, run_path)``."""
+    from gencraft.config import from_dict
+    from gencraft.models import build, config_class
+
+    path, info = read_info(run)
+    kind = info["kind"]
+    cfg = from_dict(config_class(kind), info.get("model", {}))
+    model = build(kind, cfg)
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise RunError(f"{weights}: missing; the run is incomplete (train it again or --resume)")
+    load_weights(model, weights)
+    return model.to(device).eval(), info, path
