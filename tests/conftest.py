@@ -1,0 +1,57 @@
+"""Fixtures shared by every test module.
+
+Every test gets its own ``GENCRAFT_HOME`` (a temporary folder), so tests never touch
+``~/.gencraft`` and never see each other's datasets and runs. Keep helpers that only one
+test module needs in that module.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not SHARED_DATA.is_dir():  # CI lays shared/ beside the clone; a developer's checkout too
+    SHARED_DATA = Path(os.environ.get("GENCRAFT_SHARED_DATA", "/work/shared/data"))
+
+
+@pytest.fixture(autouse=True)
+def gencraft_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path_factory.mktemp("gencraft_home")
+    monkeypatch.setenv("GENCRAFT_HOME", str(home))
+    return home
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):
+    """Run ``gencraft ARGS...`` in-process: ``cli("data", "prepare", ...) -> CliResult``."""
+    from gencraft.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = int(e.code or 0)
+        cap = capsys.readouterr()
+        return CliResult(code, cap.out, cap.err)
+
+    return run
