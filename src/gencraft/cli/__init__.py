@@ -29,6 +29,9 @@ COMMAND_MODULES = [
     "gencraft.cli.data",
     "gencraft.cli.train",
     "gencraft.cli.generate",
+    "gencraft.cli.export",
+    "gencraft.cli.music",
+    "gencraft.cli.image",
 ]
 
 for _name in COMMAND_MODULES:

@@ -2,9 +2,72 @@
 
 from __future__ import annotations
 
+import warnings
+
 import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 data_app = typer.Typer(help="Prepare datasets from your own files.", no_args_is_help=True)
+
+console = Console(highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@data_app.command("prepare")
+def prepare_cmd(
+    sources: list[str] = typer.Argument(..., help="Files or folders: .txt .md .html .json .jsonl .csv."),
+    out: str = typer.Option(..., "--out", "-o", help="Dataset name (under GENCRAFT_HOME/datasets) or path."),
+    tokenizer: str = typer.Option("char", "--tokenizer", "-t", help="char or bpe (byte-level BPE)."),
+    vocab_size: int = typer.Option(None, "--vocab-size", help="BPE vocabulary size (default 8000)."),
+    field: str = typer.Option(None, "--field", help="JSON/JSONL key or dotted path holding the text."),
+    column: str = typer.Option(None, "--column", help="CSV column holding the text."),
+    license: str = typer.Option(None, "--license", help="License of the sources, e.g. CC-BY-4.0."),
+    normalize: str = typer.Option("nfc", "--normalize", help="Unicode normalization: nfc or nfkc."),
+    near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold",
+                                             help="Jaccard similarity above which near duplicates are dropped."),
+    no_dedupe: bool = typer.Option(False, "--no-dedupe", help="Keep exact and near duplicates."),
+    min_chars: int = typer.Option(1, "--min-chars", help="Drop documents shorter than this."),
+    max_chars: int = typer.Option(None, "--max-chars", help="Drop documents longer than this."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of documents for validation."),
+    split: str = typer.Option("hash", "--split", help="hash (stable per document) or tail (the last ones)."),
+    unit: str = typer.Option("auto", "--unit", help="Document unit: auto, file, paragraph or line."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the hash split."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+) -> None:
+    """Read, clean, deduplicate and split SOURCES, train a tokenizer, write a dataset."""
+    from gencraft.data.prepare import prepare
+
+    progress = None if quiet else (lambda msg: console.print(msg, style="dim", markup=False))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = prepare(sources, out, tokenizer=tokenizer, vocab_size=vocab_size, field=field, column=column,
+                       license=license, normalization=normalize, dedupe=not no_dedupe,
+                       near_dup_threshold=near_dup_threshold, min_chars=min_chars, max_chars=max_chars,
+                       val_fraction=val_fraction, split=split, unit=unit, seed=seed, progress=progress)
+    for w in caught:
+        err.print(f"[yellow]warning:[/] {escape(str(w.message))}")
+
+    import json
+
+    m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    steps = Table(title="cleaning", title_justify="left", show_edge=False)
+    steps.add_column("step")
+    steps.add_column("documents", justify="right")
+    steps.add_column("chars", justify="right")
+    for s in m["steps"]:
+        removed = f" (-{s['removed']})" if s.get("removed") else ""
+        steps.add_row(s["step"], f"{s['documents']:,}{removed}", f"{s['chars']:,}")
+    console.print(steps)
+    tok = m["tokenizer"]
+    for name in ("train", "val"):
+        s = m["splits"][name]
+        console.print(f"{name:>5}: {s['documents']:,} documents, {s['tokens']:,} tokens, {s['chars']:,} chars")
+    console.print(f"tokenizer {tok['kind']}, vocab {tok['vocab_size']:,} ({m['dtype']}); "
+                  f"{len(m['sources'])} source file(s)")
+    console.print(f"dataset written to [cyan]{escape(str(path))}[/]")
+    console.print(f"next: gencraft train {escape(out)} --model gpt --preset tiny", markup=True)
 
 
 def register(app: typer.Typer) -> None:

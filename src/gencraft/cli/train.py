@@ -1,5 +1,59 @@
-"""`gencraft train` (being built)."""
+"""`gencraft train` and `gencraft evaluate`."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from rich.console import Console
+
+console = Console(highlight=False)
 
 
-def register(app) -> None:
-    pass
+def train_cmd(
+    dataset: str = typer.Argument(..., help="Dataset name (under GENCRAFT_HOME) or path, from `gencraft data prepare`."),
+    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt or lstm."),
+    preset: str = typer.Option("tiny", "--preset", "-p", help="Size preset: tiny, small or base."),
+    out: str = typer.Option(None, "--out", "-o", help="Run name or path (default: DATASET-MODEL)."),
+    sets: list[str] = typer.Option(None, "--set", help="Override a model or training field: key=value (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    max_time: float = typer.Option(None, "--max-time", help="Wall-clock budget in seconds (stops cleanly)."),
+    seed: int = typer.Option(None, "--seed", help="Seed for initialization, data order and dropout."),
+    device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train a GPT or LSTM language model on a prepared dataset."""
+    from gencraft.train.loop import train
+
+    run = train(dataset, model=model, preset=preset, out=out, overrides=sets or [], resume=resume,
+                max_time=max_time, seed=seed, device=device, progress=not quiet)
+    if not (run / "gencraft.json").is_file():  # a non-zero rank under torchrun writes nothing
+        return
+    info = json.loads((run / "gencraft.json").read_text(encoding="utf-8"))
+    m = info.get("metrics", {})
+    console.print(f"run written to [cyan]{run}[/] (step {m.get('step')}, best val loss "
+                  f"{m.get('best_val_loss', float('nan')):.4f}, bpc {m.get('val_bpc', float('nan')):.3f})")
+    console.print(f"next: gencraft generate {run} --prompt 'Once upon a time'")
+    console.print(f"      gencraft evaluate {run}")
+
+
+def evaluate_cmd(
+    run: str = typer.Argument(..., help="Run name (under GENCRAFT_HOME) or path."),
+    data: str = typer.Option(None, "--data", help="Evaluate on this dataset's validation split instead."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Loss, perplexity and bits per character of a run on a whole validation split."""
+    from gencraft.train.evaluate import evaluate
+
+    r = evaluate(run, data, device=device)
+    if as_json:
+        console.print_json(json.dumps(r))
+        return
+    console.print(f"{r['run']} on {r['dataset']} (val, {r['tokens']:,} tokens)")
+    console.print(f"loss {r['loss']:.4f}  perplexity {r['ppl']:.3f}  bits per character {r['bpc']:.4f}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_cmd)
+    app.command("evaluate")(evaluate_cmd)

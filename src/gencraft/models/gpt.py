@@ -49,8 +49,9 @@ class KVCache:
         self.max_len = max_len or cfg.block_size
         hd = cfg.n_embd // cfg.n_head
         shape = (cfg.n_layer, batch_size, cfg.n_head, self.max_len, hd)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        # empty, not zeros: a position is always written (prefill or step) before it is read
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
         self.length = 0
         self.pad: torch.Tensor | None = None
         self.offset: torch.Tensor | None = None
@@ -59,14 +60,42 @@ class KVCache:
     def batch_size(self) -> int:
         return self.k.shape[1]
 
+    def mask(self, T: int, device: torch.device) -> torch.Tensor:
+        """Attention mask for ``T`` new positions: causal, off the padding, but every position
+        sees itself (a padding query with nothing to attend to would turn into NaN)."""
+        start, end = self.length, self.length + T
+        mask = torch.ones(T, end, dtype=torch.bool, device=device).tril(diagonal=start)
+        if self.pad is None:
+            return mask
+        keep = mask & ~self.pad[:, None, None, :end]
+        return keep | _diagonal(T, start, end, device)
+
+    def left_pad(self, n_pad: torch.Tensor) -> None:
+        """Mark the first ``n_pad[b]`` positions of row ``b`` as padding (call before the first step)."""
+        n_pad = n_pad.to(self.k.device)
+        self.offset = n_pad
+        self.pad = torch.arange(self.max_len, device=self.k.device)[None, :] < n_pad[:, None]
+
     def select(self, rows: torch.Tensor) -> KVCache:
-        """Keep only ``rows`` of the batch (finished sequences drop out; beams reorder)."""
+        """Keep only ``rows`` of the batch (finished sequences drop out; beams reorder; samples repeat)."""
         new = object.__new__(KVCache)
         new.max_len, new.length = self.max_len, self.length
-        new.k, new.v = self.k[:, rows], self.v[:, rows]
+        # copy only the filled positions: the rest of the new buffers is never read before written
+        shape = list(self.k.shape)
+        shape[1] = rows.numel()
+        new.k, new.v = self.k.new_empty(shape), self.v.new_empty(shape)
+        new.k[:, :, :, :self.length] = self.k[:, rows, :, :self.length]
+        new.v[:, :, :, :self.length] = self.v[:, rows, :, :self.length]
         new.pad = None if self.pad is None else self.pad[rows]
         new.offset = None if self.offset is None else self.offset[rows]
         return new
+
+
+def _diagonal(T: int, start: int, end: int, device: torch.device) -> torch.Tensor:
+    """``[T, end]`` bool, True where new position i meets itself (column start + i)."""
+    d = torch.zeros(T, end, dtype=torch.bool, device=device)
+    d[torch.arange(T, device=device), torch.arange(start, end, device=device)] = True
+    return d
 
 
 class CausalSelfAttention(nn.Module):
@@ -92,12 +121,7 @@ class CausalSelfAttention(nn.Module):
             cache.k[layer, :, :, start:end] = k
             cache.v[layer, :, :, start:end] = v
             k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
-            mask = None
-            if T > 1:  # new token i sees every cached position and new positions <= i
-                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start)
-            if cache.pad is not None:
-                keep = ~cache.pad[:, None, None, :end]
-                mask = keep if mask is None else (mask & keep)
+            mask = cache.mask(T, x.device) if (T > 1 or cache.pad is not None) else None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
@@ -166,6 +190,11 @@ class GPT(nn.Module):
 
     @property
     def block_size(self) -> int:
+        return self.config.block_size
+
+    @property
+    def max_context(self) -> int:
+        """Longest context generation can attend to (the position embedding's length)."""
         return self.config.block_size
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None

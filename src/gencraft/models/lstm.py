@@ -39,6 +39,11 @@ class LSTMState:
     def __init__(self, h: torch.Tensor, c: torch.Tensor) -> None:
         self.h, self.c = h, c
         self.length = 0
+        self.n_pad: torch.Tensor | None = None  # left padding of the first step, skipped
+
+    def left_pad(self, n_pad: torch.Tensor) -> None:
+        """Row ``b``'s first ``n_pad[b]`` tokens of the next step are padding: its state starts after them."""
+        self.n_pad = n_pad
 
     @property
     def batch_size(self) -> int:
@@ -47,6 +52,7 @@ class LSTMState:
     def select(self, rows: torch.Tensor) -> LSTMState:
         new = LSTMState(self.h[:, rows], self.c[:, rows])
         new.length = self.length
+        new.n_pad = None if self.n_pad is None else self.n_pad[rows]
         return new
 
 
@@ -71,6 +77,8 @@ class LSTMLM(nn.Module):
     @property
     def block_size(self) -> int:
         return self.config.block_size
+
+    max_context = None  # a recurrent state has no context limit
 
     def num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -101,9 +109,24 @@ class LSTMLM(nn.Module):
     @torch.inference_mode()
     def step(self, token_ids: torch.Tensor, cache: LSTMState | None = None) -> tuple[torch.Tensor, LSTMState]:
         """Feed ``token_ids`` ``[B, T]``; return next-token logits ``[B, V]`` and the new state."""
+        B, T = token_ids.shape
         if cache is None:
-            cache = self.new_cache(token_ids.shape[0])
-        logits, (h, c) = self._run(token_ids, (cache.h, cache.c))
+            cache = self.new_cache(B)
+        if cache.n_pad is not None and bool(cache.n_pad.any()):
+            # left-padded prompts: shift each row to the left and run a packed sequence, so the
+            # state of every row sees its real tokens only and stops at its last one
+            n_pad = cache.n_pad.to(token_ids.device)
+            lengths = T - n_pad
+            idx = (torch.arange(T, device=token_ids.device)[None, :] + n_pad[:, None]).clamp_(max=T - 1)
+            x = self.drop(self.wte(token_ids.gather(1, idx)))
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            y, (h, c) = self.lstm(packed, (cache.h, cache.c))
+            y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True, total_length=T)
+            last = y[torch.arange(B, device=y.device), lengths - 1]
+            logits = self.lm_head(self.proj(last))
+        else:
+            y, (h, c) = self.lstm(self.drop(self.wte(token_ids)), (cache.h, cache.c))
+            logits = self.lm_head(self.proj(y[:, -1]))  # only the last position is needed
         new = LSTMState(h, c)
-        new.length = cache.length + token_ids.shape[1]
-        return logits[:, -1], new
+        new.length = cache.length + T
+        return logits, new

@@ -1,0 +1,194 @@
+"""Benchmark: char-level training on tinyshakespeare, side by side with nanoGPT's CPU figures.
+
+    .venv/bin/python bench/train_shakespeare.py                 # everything
+    .venv/bin/python bench/train_shakespeare.py --only nanogpt  # one piece: nanogpt | small | lstm | speed
+    .venv/bin/python bench/train_shakespeare.py --only small --minutes 5
+
+Pieces:
+  nanogpt  nanoGPT's CPU baseline shape (4L/4H/128, ctx 64, batch 12, 2000 iters, lr 1e-3, no dropout)
+  small    the `small` GPT preset within a wall-clock budget (--minutes, default 5)
+  lstm     the `small` LSTM preset within the same budget
+  speed    short A/B runs of the nanoGPT shape: float32 vs bf16 autocast, torch.compile, fused vs
+           foreach AdamW (tokens/s, back to back)
+
+The dataset is prepared with gencraft's data pipeline (char tokenizer, validation = the last 10%
+of the text, no dedupe: comparable with nanoGPT's split) when it is available.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+SHAKESPEARE = Path(os.environ.get("GENCRAFT_SHARED_DATA", ROOT.parent / "shared" / "data")) / "tinyshakespeare.txt"
+if not SHAKESPEARE.is_file():
+    SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")
+
+NANOGPT_SHAPE = ["n_layer=4", "n_head=4", "n_embd=128", "block_size=64", "batch_size=12", "max_iters=2000",
+                 "lr_decay_iters=2000", "learning_rate=1e-3", "min_lr=1e-4", "warmup_iters=100", "dropout=0.0",
+                 "beta2=0.99", "weight_decay=0.1", "eval_interval=250", "eval_iters=200", "grad_clip=1.0"]
+
+REFERENCE = {
+    "nanogpt": {"val": 1.874, "time_s": 71.0, "tok_s": 22000, "target": "val <= 1.88 at >= 22k tok/s"},
+    "small": {"val": 1.678, "time_s": 330.0, "tok_s": None, "target": "val <= 1.62 within 5 min"},
+    "lstm": {"val": None, "time_s": None, "tok_s": None, "target": "(no reference)"},
+}
+
+
+def prepare_dataset(root: Path) -> Path:
+    """tinyshakespeare as a gencraft dataset: char tokenizer, last 10% of the text as validation."""
+    out = root / "shakespeare"
+    try:
+        from gencraft.data.prepare import prepare
+    except ImportError:
+        prepare = None
+    if prepare is not None:
+        try:
+            return Path(prepare([SHAKESPEARE], out=str(out), tokenizer="char", split="tail", dedupe=False,
+                                license="public-domain"))
+        except TypeError as e:  # the pipeline's options differ from what this script expects
+            print(f"(data pipeline: {e}; writing the dataset directly)")
+    return _write_direct(out)
+
+
+def _write_direct(out: Path) -> Path:
+    """The documented dataset format, written directly (nanoGPT's split: first 90% / last 10%)."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+
+    text = SHAKESPEARE.read_text(encoding="utf-8")
+    chars = sorted(set(text))
+    vocab = {"<|endoftext|>": 0, **{c: i + 1 for i, c in enumerate(chars)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(?m:.)"), "isolated")
+    out.mkdir(parents=True, exist_ok=True)
+    tok.save(str(out / "tokenizer.json"))
+    n = int(len(text) * 0.9)
+    splits = {}
+    for name, part in (("train", text[:n]), ("val", text[n:])):
+        ids = np.array([vocab[c] for c in part], dtype=np.uint16)
+        ids.tofile(out / f"{name}.bin")
+        splits[name] = {"documents": 1, "tokens": len(ids), "chars": len(part)}
+    manifest = {"format": 1, "name": "shakespeare", "sources": [{"path": str(SHAKESPEARE), "sha256": "",
+                "license": "public-domain"}], "tokenizer": {"kind": "char", "vocab_size": len(vocab), "eos_id": 0},
+                "splits": splits, "dtype": "uint16", "digest": "bench"}
+    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    return out
+
+
+def run_one(ds: Path, name: str, model: str, preset: str, overrides: list[str], max_time: float | None,
+            home: Path) -> dict:
+    from gencraft.train.evaluate import evaluate
+    from gencraft.train.loop import train
+
+    out = home / "runs" / name
+    t0 = time.time()
+    run = train(ds, model=model, preset=preset, out=str(out), overrides=overrides, max_time=max_time,
+                progress=sys.stderr.isatty())
+    wall = time.time() - t0
+    info = json.loads((run / "gencraft.json").read_text())
+    events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    tps = [e["tokens_per_s"] for e in events if e["split"] == "train"][1:]  # skip the warm-up window
+    full = evaluate(run)
+    m = info["metrics"]
+    return {"name": name, "val": m["best_val_loss"], "val_full": full["loss"], "bpc": full["bpc"],
+            "time_s": wall, "tok_s": float(np.median(tps)) if tps else float("nan"), "steps": m["step"],
+            "bf16": m.get("bf16"), "compile": info["train"]["compile"]}
+
+
+def row(r: dict, ref: dict) -> str:
+    def f(v, fmt):
+        return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
+    return (f"| {r['name']} | {f(r['val'], '.4f')} | {f(r['val_full'], '.4f')} | {f(r['time_s'], '.0f')} s | "
+            f"{f(r['tok_s'], ',.0f')} | {r['steps']} | {'bf16' if r['bf16'] else 'fp32'}"
+            f"{'+compile' if r['compile'] else ''} | {f(ref['val'], '.3f')} | {f(ref['time_s'], '.0f')} | "
+            f"{f(ref['tok_s'], ',.0f')} | {ref['target']} |")
+
+
+HEADER = ("| run | val loss (eval) | val loss (whole split) | wall | train tok/s | steps | precision | "
+          "nanoGPT val | nanoGPT s | nanoGPT tok/s | target |\n|" + " --- |" * 11)
+
+
+def speed_ab(ds: Path, home: Path, iters: int) -> None:
+    """Short back-to-back runs of the nanoGPT shape: what each speed knob buys (tokens/s)."""
+    variants = [("fp32", ["dtype=float32"]), ("bf16 autocast", ["dtype=bfloat16"]),
+                ("fp32 + compile", ["dtype=float32", "compile=true"]),
+                ("bf16 + compile", ["dtype=bfloat16", "compile=true"]), ("fp32 (again)", ["dtype=float32"])]
+    base = [o for o in NANOGPT_SHAPE if not o.startswith(("max_iters", "eval_", "lr_decay"))]
+    print(f"\nspeed A/B: nanoGPT shape, {iters} steps each (tokens/s = median over log windows after the first)")
+    print("| variant | train tok/s | total wall (incl. compile) |\n| --- | --- | --- |")
+    for i, (label, extra) in enumerate(variants):
+        r = run_one(ds, f"ab{i}", "gpt", "small", base + extra + [f"max_iters={iters}", f"eval_interval={iters}",
+                                                                  "eval_iters=5", "log_interval=25"], None, home)
+        print(f"| {label} | {r['tok_s']:,.0f} | {r['time_s']:.1f} s |", flush=True)
+    _optimizer_ab()
+
+
+def _optimizer_ab(steps: int = 200) -> None:
+    """AdamW step time on the nanoGPT-shape parameters: fused vs foreach vs for-loop."""
+    import torch
+
+    from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.train.optim import param_groups
+
+    model = GPT(GPTConfig(vocab_size=66, block_size=64, n_layer=4, n_head=4, n_embd=128))
+    for p in model.parameters():
+        p.grad = torch.randn_like(p) * 1e-3
+    print("\n| AdamW variant | ms per step |\n| --- | --- |")
+    for label, kw in (("fused", dict(fused=True)), ("foreach", dict(foreach=True)), ("for-loop", dict(foreach=False))):
+        opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, **kw)
+        for _ in range(10):
+            opt.step()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            opt.step()
+        print(f"| {label} | {(time.perf_counter() - t0) / steps * 1e3:.3f} |", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--only", choices=["nanogpt", "small", "lstm", "speed"], action="append")
+    ap.add_argument("--minutes", type=float, default=5.0, help="budget for the small presets")
+    ap.add_argument("--speed-iters", type=int, default=150)
+    ap.add_argument("--set", dest="sets", action="append", default=[], help="extra key=value for small/lstm")
+    args = ap.parse_args()
+    pieces = args.only or ["nanogpt", "small", "lstm"]
+    import torch
+
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.2f} (the CPU is shared: figures are under contention)")
+    with tempfile.TemporaryDirectory() as tmp:
+        home = Path(tmp)
+        os.environ["GENCRAFT_HOME"] = str(home)
+        ds = prepare_dataset(home / "datasets")
+        results = []
+        if "speed" in pieces:
+            speed_ab(ds, home, args.speed_iters)
+        if "nanogpt" in pieces:
+            results.append(("nanogpt", run_one(ds, "nanogpt-shape", "gpt", "small", NANOGPT_SHAPE, None, home)))
+            print(HEADER + "\n" + row(results[-1][1], REFERENCE["nanogpt"]), flush=True)
+        if "small" in pieces:
+            results.append(("small", run_one(ds, "gpt-small", "gpt", "small", ["max_iters=100000", *args.sets],
+                                             args.minutes * 60, home)))
+            print(HEADER + "\n" + row(results[-1][1], REFERENCE["small"]), flush=True)
+        if "lstm" in pieces:
+            results.append(("lstm", run_one(ds, "lstm-small", "lstm", "small", ["max_iters=100000", *args.sets],
+                                            args.minutes * 60, home)))
+            print(HEADER + "\n" + row(results[-1][1], REFERENCE["lstm"]), flush=True)
+        if results:
+            print(f"\nall results (load average now {os.getloadavg()[0]:.2f}):")
+            print(HEADER)
+            for key, r in results:
+                print(row(r, REFERENCE[key]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m gencraft.cli`."""
+
+from gencraft.cli import main
+
+main()

@@ -1,0 +1,294 @@
+"""``prepare``: sources -> a dataset directory (the contract in docs/architecture.md).
+
+read -> normalize -> control characters -> whitespace -> exact dedupe -> near dedupe ->
+length filter -> split by document -> train the tokenizer -> encode -> write, all at once
+with :func:`gencraft.io.atomic_dir`, so an error at any step leaves no dataset behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gencraft import __version__
+from gencraft.data.clean import check_normalization, normalize_unicode, normalize_whitespace, remove_control
+from gencraft.data.dedupe import exact_dedupe, near_dedupe
+from gencraft.data.readers import UNITS, SourceFile, iter_source_files, read_file
+from gencraft.errors import DataError, UsageError
+from gencraft.io import atomic_dir, write_json
+from gencraft.paths import dataset_path
+from gencraft.tokenize import Tokenizer, train_tokenizer
+
+SPLITS = ("hash", "tail")
+TOKENIZERS = ("char", "bpe")
+FORMAT = 1
+
+
+@dataclass
+class _Doc:
+    source: int  # index into the manifest's sources
+    text: str
+
+
+def _say(progress: Callable[[str], None] | None, msg: str) -> None:
+    if progress is not None:
+        progress(msg)
+
+
+def _check_options(tokenizer: str, vocab_size: int | None, normalization: str, near_dup_threshold: float,
+                   min_chars: int, max_chars: int | None, val_fraction: float, split: str, unit: str) -> str:
+    if tokenizer not in TOKENIZERS:
+        raise UsageError(f"--tokenizer {tokenizer!r} must be one of {', '.join(TOKENIZERS)}", param="tokenizer")
+    if vocab_size is not None and tokenizer != "bpe":
+        raise UsageError("--vocab-size only applies to --tokenizer bpe", param="vocab_size")
+    if vocab_size is not None and not 257 <= vocab_size <= 1 << 20:
+        raise UsageError(f"--vocab-size {vocab_size} must be between 257 and {1 << 20}", param="vocab_size")
+    norm = check_normalization(normalization)
+    if not 0.0 < near_dup_threshold <= 1.0:
+        raise UsageError(f"--near-dup-threshold {near_dup_threshold} must be in (0, 1]", param="near_dup_threshold")
+    if min_chars < 0:
+        raise UsageError(f"--min-chars {min_chars} must be >= 0", param="min_chars")
+    if max_chars is not None and max_chars < max(min_chars, 1):
+        raise UsageError(f"--max-chars {max_chars} must be >= --min-chars ({min_chars}) and >= 1", param="max_chars")
+    if not 0.0 <= val_fraction < 1.0 or math.isnan(val_fraction):
+        raise UsageError(f"--val-fraction {val_fraction} must be in [0, 1)", param="val_fraction")
+    if split not in SPLITS:
+        raise UsageError(f"--split {split!r} must be one of {', '.join(SPLITS)}", param="split")
+    if unit not in UNITS:
+        raise UsageError(f"--unit {unit!r} must be one of {', '.join(UNITS)}", param="unit")
+    return norm
+
+
+def _license_for(path: Path, license: str | Mapping[str, str] | None) -> str:
+    """The license of one file: a string for all, or the mapping entry of the file or a folder above it."""
+    if license is None:
+        return "unknown"
+    if isinstance(license, str):
+        return license or "unknown"
+    resolved = path.resolve()
+    best, best_len = "unknown", -1
+    for key, value in license.items():
+        k = Path(os.path.expanduser(key)).resolve()
+        if (resolved == k or k in resolved.parents) and len(k.parts) > best_len:
+            best, best_len = value, len(k.parts)
+    return best
+
+
+def _split_hash(texts: Sequence[str], val_fraction: float, seed: int) -> list[bool]:
+    """``True`` = validation. A stable hash of (seed, text) decides, independent of order."""
+    keys = [int.from_bytes(hashlib.sha256(f"{seed}\x00{t}".encode()).digest()[:8], "big") / 2.0**64 for t in texts]
+    is_val = [k < val_fraction for k in keys]
+    if val_fraction > 0 and len(texts) >= 2:
+        if not any(is_val):
+            is_val[min(range(len(keys)), key=keys.__getitem__)] = True
+        if all(is_val):
+            is_val[max(range(len(keys)), key=keys.__getitem__)] = False
+    return is_val
+
+
+def _split_tail(texts: Sequence[str], val_fraction: float) -> list[bool]:
+    """The last documents holding ``val_fraction`` of the characters are validation (like nanoGPT)."""
+    n = len(texts)
+    is_val = [False] * n
+    if val_fraction <= 0 or n < 2:
+        return is_val
+    target = val_fraction * sum(len(t) for t in texts)
+    acc, i = 0, n
+    while i > 1 and (acc < target or i == n):
+        i -= 1
+        acc += len(texts[i])
+        is_val[i] = True
+    return is_val
+
+
+def _step(steps: list[dict[str, Any]], name: str, docs: list[_Doc], before: int | None = None) -> None:
+    entry: dict[str, Any] = {"step": name, "documents": len(docs), "chars": sum(len(d.text) for d in docs)}
+    if before is not None:
+        entry["removed"] = before - len(docs)
+    steps.append(entry)
+
+
+def _collect(sources: Sequence[str | os.PathLike[str]], field: str | None, column: str | None,
+             unit: str, progress: Callable[[str], None] | None) -> tuple[list[SourceFile], list[dict[str, str]]]:
+    files: list[SourceFile] = []
+    skipped: list[dict[str, str]] = []
+    seen: set[Path] = set()
+    for src in sources:
+        root = Path(os.path.expanduser(os.fspath(src)))
+        readable = 0
+        for path, reason in iter_source_files(root):
+            if reason is not None:
+                skipped.append({"path": str(path), "reason": reason})
+                continue
+            readable += 1
+            if path.resolve() in seen:
+                continue
+            seen.add(path.resolve())
+            files.append(read_file(path, field=field, column=column, unit=unit))
+            _say(progress, f"read {path} ({files[-1].encoding}, {len(files[-1].documents)} documents)")
+        if root.is_dir() and readable == 0:
+            raise DataError(f"{root}: folder has no readable files (supported: .txt .md .html .json .jsonl .csv)")
+    return files, skipped
+
+
+def prepare(
+    sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    tokenizer: str = "char",
+    vocab_size: int | None = None,
+    field: str | None = None,
+    column: str | None = None,
+    license: str | Mapping[str, str] | None = None,
+    normalization: str = "NFC",
+    dedupe: bool = True,
+    near_dup_threshold: float = 0.8,
+    min_chars: int = 1,
+    max_chars: int | None = None,
+    val_fraction: float = 0.1,
+    split: str = "hash",
+    unit: str = "auto",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Read, clean, deduplicate and split ``sources``, train a tokenizer, write a dataset directory.
+
+    ``sources`` are files or folders (walked recursively in sorted order). ``out`` is a dataset
+    name (under ``GENCRAFT_HOME/datasets``) or a path. ``license`` is one license for every source
+    or a mapping ``path -> license`` (a folder's entry covers its files); an unknown license
+    warns once. Returns the dataset directory. Bad input raises a ``GencraftError`` subclass and
+    leaves no directory behind.
+    """
+    if isinstance(sources, str | os.PathLike):
+        sources = [sources]
+    if not sources:
+        raise UsageError("no sources given; pass files or folders to read", param="sources")
+    norm = _check_options(tokenizer, vocab_size, normalization, near_dup_threshold, min_chars, max_chars,
+                          val_fraction, split, unit)
+    out_path = dataset_path(out)
+    if out_path.exists() and not (out_path / "manifest.json").is_file():
+        raise UsageError(f"--out {out_path} exists and is not a gencraft dataset; choose another name", param="out")
+    for src in sources:
+        s = Path(os.path.expanduser(os.fspath(src))).resolve()
+        o = out_path.resolve()
+        if s == o or o in s.parents:
+            raise UsageError(f"--out {out_path} is inside source {src}; choose another name", param="out")
+
+    files, skipped = _collect(sources, field, column, unit, progress)
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} file(s) of unsupported type, e.g. {skipped[0]['path']}", stacklevel=2)
+
+    steps: list[dict[str, Any]] = []
+    docs = [_Doc(i, t) for i, f in enumerate(files) for t in f.documents]
+    _step(steps, "read", docs)
+    for d in docs:
+        d.text = normalize_unicode(d.text, norm)
+    _step(steps, "normalize", docs)
+    for d in docs:
+        d.text = remove_control(d.text)
+    _step(steps, "control_chars", docs)
+    for d in docs:
+        d.text = normalize_whitespace(d.text)
+    _step(steps, "whitespace", docs)
+    if dedupe:
+        before = len(docs)
+        docs = [docs[i] for i in exact_dedupe([d.text for d in docs])]
+        _step(steps, "exact_dedupe", docs, before)
+        before = len(docs)
+        docs = [docs[i] for i in near_dedupe([d.text for d in docs], near_dup_threshold)]
+        _step(steps, "near_dedupe", docs, before)
+        _say(progress, f"deduplicated: {steps[-3]['documents']} -> {len(docs)} documents")
+    before = len(docs)
+    docs = [d for d in docs if len(d.text) >= max(min_chars, 1) and (max_chars is None or len(d.text) <= max_chars)]
+    _step(steps, "length_filter", docs, before)
+
+    names = ", ".join(str(s) for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
+    if not docs:
+        raise DataError(f"{names}: empty corpus: no documents left after cleaning (read {steps[0]['documents']}); "
+                        "check the files, --field/--column, --min-chars/--max-chars")
+    if len(docs) == 1 and val_fraction > 0:
+        raise DataError(f"{names}: only one document after cleaning, none left for validation; "
+                        "use --unit paragraph or --unit line, add files, or --val-fraction 0")
+
+    texts = [d.text for d in docs]
+    is_val = _split_hash(texts, val_fraction, seed) if split == "hash" else _split_tail(texts, val_fraction)
+
+    _say(progress, f"training the {tokenizer} tokenizer on {len(texts)} documents")
+    tok = train_tokenizer(tokenizer, texts, vocab_size)
+    ids = tok.encode_batch(texts)
+    dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
+
+    licenses = [_license_for(f.path, license) for f in files]
+    if "unknown" in licenses:
+        warnings.warn(f"license unknown for {licenses.count('unknown')} source file(s), e.g. "
+                      f"{files[licenses.index('unknown')].path}; pass --license to record it", stacklevel=2)
+    kept_per_source = [0] * len(files)
+    for d in docs:
+        kept_per_source[d.source] += 1
+    manifest_sources = [
+        {"path": str(f.path.resolve()), "sha256": f.sha256, "bytes": f.size, "license": lic,
+         "documents": kept, "encoding": f.encoding}
+        for f, lic, kept in zip(files, licenses, kept_per_source, strict=True)
+    ]
+    options = {"normalization": norm, "min_chars": min_chars, "max_chars": max_chars, "dedupe": dedupe,
+               "near_dup_threshold": near_dup_threshold, "val_fraction": val_fraction, "split": split,
+               "unit": unit, "seed": seed, "field": field, "column": column}
+    tok_text = tok.to_str()
+    digest = hashlib.sha256(json.dumps({
+        "sources": sorted(s["sha256"] for s in manifest_sources),
+        "options": options,
+        "tokenizer": hashlib.sha256(tok_text.encode()).hexdigest(),
+    }, sort_keys=True).encode()).hexdigest()
+
+    with atomic_dir(out_path) as tmp:
+        splits = {}
+        for name, want in (("train", False), ("val", True)):
+            chosen = [i for i in range(len(docs)) if is_val[i] == want]
+            arr = _join_with_eos([ids[i] for i in chosen], tok, dtype)
+            arr.tofile(tmp / f"{name}.bin")
+            splits[name] = {"documents": len(chosen), "tokens": int(arr.size), "chars": sum(len(texts[i]) for i in chosen)}
+        with open(tmp / "documents.jsonl", "w", encoding="utf-8") as fh:
+            for i, d in enumerate(docs):
+                fh.write(json.dumps({"id": i, "source": d.source, "split": "val" if is_val[i] else "train",
+                                     "text": d.text}, ensure_ascii=False) + "\n")
+        (tmp / "tokenizer.json").write_text(tok_text, encoding="utf-8")
+        manifest = {
+            "format": FORMAT,
+            "gencraft_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "name": out_path.name,
+            "sources": manifest_sources,
+            "skipped": skipped,
+            "options": options,
+            "steps": steps,
+            "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
+            "splits": splits,
+            "dtype": dtype,
+            "digest": digest,
+        }
+        write_json(tmp / "manifest.json", manifest)
+    _say(progress, f"wrote {out_path}")
+    return out_path
+
+
+def _join_with_eos(seqs: Sequence[list[int]], tok: Tokenizer, dtype: str) -> np.ndarray:
+    """Concatenate token sequences, each followed by the end-of-text id, as little-endian ``dtype``."""
+    total = sum(len(s) + 1 for s in seqs)
+    out = np.empty(total, dtype=np.dtype(dtype).newbyteorder("<"))
+    pos = 0
+    for s in seqs:
+        out[pos:pos + len(s)] = s
+        pos += len(s)
+        out[pos] = tok.eos_id
+        pos += 1
+    return out

@@ -1,0 +1,546 @@
+"""Structured generation: constrain any text model's output to a JSON Schema, a regular
+expression, a choice list or a bounded text field, by masking tokens at every step.
+
+The masking engine is `llguidance <https://github.com/guidance-ai/llguidance>`_. We compared the
+four well-kept engines on gencraft's own tokenizers (char = BPE-without-merges with byte fallback,
+bpe = byte-level BPE; both describe each token by the bytes it adds) on this machine (torch 2.13
+CPU, Python 3.11); figures in ``bench/RESULTS.md``, script ``bench/constraints.py``:
+
+* **llguidance** -- installs as one abi3 wheel with no Python dependencies; takes the vocabulary
+  as ``bytes`` per token (so byte-fallback pieces and partial UTF-8 tokens are exact); computes
+  each mask lazily (no index to build, ~10-15 us a token on 300-token vocabularies); enforces
+  integer/number ranges, ``maxLength``, ``pattern``, enums and required fields; and its Lark
+  lexemes support intersection ``&`` and negation ``~``, which is how the ad kit expresses
+  "at most 30 characters AND contains the brand AND none of the banned claims" as one mask.
+* **outlines-core** -- installs and takes a bytes vocabulary, but compiles JSON Schema to a regex
+  that ignores ``minimum``/``maximum`` (a random model wrote ``"age": 640311167228296170568273``
+  for ``maximum: 120``) and allows free whitespace, so outputs do not always validate.
+* **xgrammar** -- needs the extra ``apache-tvm-ffi`` wheel and imports torch; with a RAW bytes
+  vocabulary it let raw control characters into JSON strings (``json.loads`` rejected the output).
+* **lm-format-enforcer** -- pure Python; describes tokens by their *decoded strings*, which a
+  byte-fallback token (half a UTF-8 character) does not have, and costs milliseconds a token.
+
+So llguidance does the masking; this module adds what it lacks for gencraft's guarantees:
+
+* **Termination.** Every grammar made here accepts a *finite* language with a known upper bound
+  on its length in bytes (``Grammar.max_bytes``): JSON Schemas are closed before compiling
+  (strings without ``maxLength`` get one, arrays get ``maxItems``, numbers a range and a step,
+  objects ``additionalProperties: false``, whitespace is fixed) and regexes are intersected with
+  ``.{0,max_chars}``. Every token adds at least one byte, so after at most ``max_bytes`` tokens the
+  only token the mask leaves is end-of-text: even a random-weight model always finishes with a
+  complete, valid document. :func:`generate` sets the token budget to that bound.
+* **Validation.** ``Grammar.parse(text)`` re-checks the finished text (``json.loads`` +
+  ``jsonschema`` against the caller's *original* schema, ``re.fullmatch`` for regexes), so a
+  kit never hands on an output it has not verified.
+
+Use it either through :class:`ConstraintProcessor` -- a logits processor ``(ids, logits) ->
+logits`` for the decoding engine's ``processors=[...]`` hook -- or through :func:`generate`, a
+small sampling loop over the step interface that also returns the model's log-likelihood of the
+output (the ad kit ranks by it).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from gencraft.errors import UsageError
+
+try:  # the masking engine; a hard dependency of structured generation only
+    import llguidance
+    import llguidance.numpy as llg_numpy
+except ImportError:  # pragma: no cover - reported when a constraint is first built
+    llguidance = None  # type: ignore[assignment]
+    llg_numpy = None  # type: ignore[assignment]
+
+# Defaults that close an open JSON Schema (documented in the module docstring).
+DEFAULT_MAX_STRING = 64
+DEFAULT_MAX_ITEMS = 8
+DEFAULT_INT_RANGE = (-(10**9), 10**9)
+DEFAULT_NUMBER_RANGE = (-1e6, 1e6)
+DEFAULT_NUMBER_STEP = 0.01
+_MAX_SCHEMA_DEPTH = 12
+
+_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+
+
+def _require_engine() -> None:
+    if llguidance is None:
+        raise UsageError("structured generation needs the 'llguidance' package; `pip install llguidance`",
+                         param="constraint")
+
+
+# ---------------------------------------------------------------- grammars
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """A compiled constraint: the llguidance grammar, a byte bound, and how to check a result.
+
+    ``kind`` is ``"json"``, ``"regex"``, ``"choice"`` or ``"lark"``. ``schema`` is the caller's
+    original JSON Schema (validation uses it, not the closed copy the mask was built from).
+    """
+
+    kind: str
+    spec: str  # what llguidance.LLMatcher takes
+    max_bytes: int  # no accepted output is longer than this many UTF-8 bytes
+    schema: dict[str, Any] | None = None
+    pattern: str | None = None
+    options: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def max_tokens(self) -> int:
+        """Token budget that always suffices: each token adds >= 1 byte, plus end-of-text."""
+        return self.max_bytes + 1
+
+    def parse(self, text: str) -> Any:
+        """Check a finished output; return the parsed value (JSON) or the text. Raises UsageError."""
+        if self.kind == "json":
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UsageError(f"constrained output is not JSON ({e.msg}): {text[:80]!r}",
+                                 param="constraint") from None
+            validate_json(value, self.schema or {})
+            return value
+        if self.kind == "choice":
+            if text not in self.options:
+                raise UsageError(f"output {text!r} is not one of the choices", param="constraint")
+            return text
+        if self.kind == "regex" and self.pattern is not None:
+            if re.fullmatch(self.pattern, text, flags=re.DOTALL) is None:
+                raise UsageError(f"output {text!r} does not match {self.pattern!r}", param="constraint")
+        return text
+
+
+def validate_json(value: Any, schema: dict[str, Any], *, where: str = "output") -> None:
+    """Validate ``value`` against a JSON Schema; raise UsageError naming the failing path."""
+    import jsonschema
+
+    try:
+        jsonschema.validate(value, schema, cls=jsonschema.Draft202012Validator)
+    except jsonschema.ValidationError as e:
+        path = "/".join(str(p) for p in e.absolute_path) or "(root)"
+        raise UsageError(f"{where} fails the schema at {path}: {e.message}", param="schema") from None
+    except jsonschema.SchemaError as e:
+        raise UsageError(f"invalid JSON Schema: {e.message}", param="schema") from None
+
+
+def _check_schema(schema: Any) -> None:
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        raise UsageError("a JSON Schema must be a JSON object", param="schema")
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as e:
+        raise UsageError(f"invalid JSON Schema: {e.message}", param="schema") from None
+
+
+def close_schema(schema: dict[str, Any], *, max_string: int = DEFAULT_MAX_STRING,
+                 max_items: int = DEFAULT_MAX_ITEMS) -> dict[str, Any]:
+    """A copy of ``schema`` whose language is finite (see the module docstring)."""
+    root = copy.deepcopy(schema)
+    defs = {**root.get("$defs", {}), **root.get("definitions", {})}
+
+    def walk(s: Any, depth: int) -> Any:
+        if not isinstance(s, dict):
+            return s
+        if depth > _MAX_SCHEMA_DEPTH:
+            raise UsageError(f"JSON Schema nests deeper than {_MAX_SCHEMA_DEPTH} levels (recursive $ref?); "
+                             "flatten it", param="schema")
+        if "$ref" in s:  # inline local refs so each use is closed (and recursion is caught)
+            ref = s["$ref"]
+            name = ref.rsplit("/", 1)[-1]
+            if not ref.startswith("#/") or name not in defs:
+                raise UsageError(f"JSON Schema $ref {ref!r} is not a local #/$defs entry", param="schema")
+            merged = {**copy.deepcopy(defs[name]), **{k: v for k, v in s.items() if k != "$ref"}}
+            return walk(merged, depth + 1)
+        s = dict(s)
+        s.pop("$defs", None)
+        s.pop("definitions", None)
+        for key in ("anyOf", "oneOf", "allOf"):
+            if key in s:
+                s[key] = [walk(x, depth + 1) for x in s[key]]
+        if "enum" in s or "const" in s:
+            return s
+        types = s.get("type")
+        types = [types] if isinstance(types, str) else list(types or [])
+        if "string" in types:
+            s.setdefault("maxLength", max(max_string, int(s.get("minLength", 0))))
+        if "integer" in types:
+            s.setdefault("minimum", DEFAULT_INT_RANGE[0])
+            s.setdefault("maximum", DEFAULT_INT_RANGE[1])
+        if "number" in types:
+            s.setdefault("minimum", DEFAULT_NUMBER_RANGE[0])
+            s.setdefault("maximum", DEFAULT_NUMBER_RANGE[1])
+            s.setdefault("multipleOf", DEFAULT_NUMBER_STEP)
+        if "array" in types or "items" in s:
+            s.setdefault("maxItems", max(max_items, int(s.get("minItems", 0))))
+            if "items" in s:
+                s["items"] = walk(s["items"], depth + 1)
+            if "prefixItems" in s:
+                s["prefixItems"] = [walk(x, depth + 1) for x in s["prefixItems"]]
+        if "object" in types or "properties" in s:
+            s["properties"] = {k: walk(v, depth + 1) for k, v in s.get("properties", {}).items()}
+            s["additionalProperties"] = False
+            s.pop("patternProperties", None)
+        if not types and not any(k in s for k in ("anyOf", "oneOf", "allOf", "properties", "items")):
+            # an unconstrained value: keep it finite by allowing a short string, number, bool or null
+            return {"anyOf": [{"type": "string", "maxLength": max_string}, {"type": "integer",
+                    "minimum": DEFAULT_INT_RANGE[0], "maximum": DEFAULT_INT_RANGE[1]},
+                    {"type": "boolean"}, {"type": "null"}]}
+        return s
+
+    return walk(root, 0)
+
+
+def _json_len(v: Any) -> int:
+    return max(len(json.dumps(v, ensure_ascii=False).encode()), len(json.dumps(v).encode()))
+
+
+def schema_max_bytes(s: dict[str, Any]) -> int:
+    """Upper bound on the UTF-8 length of any JSON text the closed schema ``s`` accepts."""
+    if "const" in s:
+        return _json_len(s["const"])
+    if "enum" in s:
+        return max(_json_len(v) for v in s["enum"])
+    branches = [schema_max_bytes(x) for key in ("anyOf", "oneOf", "allOf") for x in s.get(key, [])]
+    if branches and "type" not in s:
+        return max(branches)
+    types = s.get("type")
+    types = [types] if isinstance(types, str) else list(types or [])
+    if "properties" in s and "object" not in types:
+        types.append("object")
+    sizes = [max(branches)] if branches else []
+    for t in types:
+        if t == "string":
+            sizes.append(2 + 6 * int(s.get("maxLength", DEFAULT_MAX_STRING)))  # worst case: \uXXXX each
+        elif t == "integer":
+            sizes.append(1 + max(len(str(int(abs(s["minimum"])))), len(str(int(abs(s["maximum"]))))))
+        elif t == "number":
+            step = s.get("multipleOf", DEFAULT_NUMBER_STEP)
+            decimals = max(0, -math.floor(math.log10(step))) if step < 1 else 0
+            whole = max(len(str(int(abs(s["minimum"])))), len(str(int(abs(s["maximum"])))))
+            sizes.append(1 + whole + 1 + decimals + 8)  # sign, digits, point, exponent slack
+        elif t == "boolean":
+            sizes.append(5)
+        elif t == "null":
+            sizes.append(4)
+        elif t == "array":
+            items = s.get("items", {})
+            per = schema_max_bytes(items) if items else DEFAULT_MAX_STRING * 6 + 2
+            pre = sum(schema_max_bytes(x) + 2 for x in s.get("prefixItems", []))
+            sizes.append(2 + pre + int(s["maxItems"]) * (per + 2))
+        elif t == "object":
+            props = s.get("properties", {})
+            sizes.append(2 + sum(_json_len(k) + 2 + schema_max_bytes(v) + 2 for k, v in props.items()))
+    if not sizes:
+        raise UsageError("JSON Schema has a value with no type, enum or const that gencraft can bound; "
+                         "give it a \"type\"", param="schema")
+    return max(sizes)
+
+
+def json_schema(schema: dict[str, Any], *, max_string: int = DEFAULT_MAX_STRING,
+                max_items: int = DEFAULT_MAX_ITEMS) -> Grammar:
+    """A grammar for JSON documents that validate against ``schema`` (a dict)."""
+    _require_engine()
+    _check_schema(schema)
+    closed = close_schema(schema, max_string=max_string, max_items=max_items)
+    try:
+        spec = llguidance.LLMatcher.grammar_from_json_schema(closed, defaults=_JSON_OPTIONS)
+    except Exception as e:  # llguidance reports unsupported keywords here
+        raise UsageError(f"JSON Schema not supported by the constraint engine: {e}", param="schema") from None
+    _validate_spec(spec, "schema")
+    return Grammar("json", spec, schema_max_bytes(closed) + 16, schema=schema,
+                   description=f"JSON Schema {schema.get('title', '')}".strip())
+
+
+def _lark_regex(pattern: str) -> str:
+    """A regex as a Lark ``/.../`` literal (slashes escaped)."""
+    return "/" + pattern.replace("/", "\\/") + "/"
+
+
+def _check_regex(pattern: str, param: str) -> None:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise UsageError(f"{param}: invalid regular expression {pattern!r}: {e}", param=param) from None
+
+
+def regex(pattern: str, *, max_chars: int = 256) -> Grammar:
+    """A grammar for text matching ``pattern`` in full, at most ``max_chars`` characters long."""
+    _require_engine()
+    _check_regex(pattern, "regex")
+    spec = llguidance.LLMatcher.grammar_from_lark(
+        f"start: VALUE\nVALUE: {_lark_regex(pattern)} & /(?s:.{{0,{int(max_chars)}}})/\n")
+    _validate_spec(spec, "regex")
+    return Grammar("regex", spec, 4 * int(max_chars), pattern=pattern, description=f"regex {pattern}")
+
+
+def choice(options: Sequence[str]) -> Grammar:
+    """A grammar that produces exactly one of ``options``."""
+    _require_engine()
+    opts = tuple(dict.fromkeys(str(o) for o in options))
+    if not opts or any(o == "" for o in opts):
+        raise UsageError("choice needs at least one non-empty option", param="choices")
+    alts = " | ".join(json.dumps(o) for o in opts)
+    spec = llguidance.LLMatcher.grammar_from_lark(f"start: {alts}\n")
+    _validate_spec(spec, "choices")
+    return Grammar("choice", spec, max(len(o.encode()) for o in opts), options=opts,
+                   description="one of " + ", ".join(opts))
+
+
+def text_field(*, max_chars: int, min_chars: int = 1, charset: str = r"[^\n]",
+               required: Sequence[str] = (), banned: Sequence[str] = (), prefix: str = "",
+               suffix: str = "") -> Grammar:
+    """Free text of ``min_chars..max_chars`` characters drawn from ``charset`` (a regex class)
+    that contains every ``required`` term and none of the ``banned`` ones (case-insensitively),
+    between a fixed ``prefix`` and ``suffix``. The character limit is part of the mask: the model
+    can never write past it, so nothing is truncated afterwards."""
+    _require_engine()
+    if max_chars < 1 or min_chars < 0 or min_chars > max_chars:
+        raise UsageError(f"max_chars={max_chars}, min_chars={min_chars}: need 0 <= min_chars <= max_chars, "
+                         "max_chars >= 1", param="max_chars")
+    _check_regex(charset, "charset")
+    parts = [f"/(?s:{charset}{{{int(min_chars)},{int(max_chars)}}})/"]
+    for term in required:
+        if term:
+            parts.append(f"/(?s:.*){re.escape(term)}(?s:.*)/")
+    for term in banned:
+        if term:
+            parts.append(f"~/(?s:.*)(?i:{_loose(term)})(?s:.*)/")
+    lines = ["start: " + " ".join(x for x in (json.dumps(prefix) if prefix else "", "VALUE",
+                                               json.dumps(suffix) if suffix else "") if x),
+             "VALUE: " + " & ".join(parts)]
+    spec = llguidance.LLMatcher.grammar_from_lark("\n".join(lines) + "\n")
+    _validate_spec(spec, "text")
+    pattern = None
+    return Grammar("lark", spec, 4 * int(max_chars) + len(prefix.encode()) + len(suffix.encode()),
+                   pattern=pattern, description=f"text <= {max_chars} chars")
+
+
+def _loose(term: str) -> str:
+    """Regex for a banned term that also catches it with other spacing ("best  in the world")."""
+    words = [re.escape(w) for w in term.split()]
+    return r"\s*".join(words) if words else re.escape(term)
+
+
+def lark(grammar: str, *, max_bytes: int) -> Grammar:
+    """A raw llguidance Lark grammar. The caller promises its language is finite within ``max_bytes``."""
+    _require_engine()
+    spec = llguidance.LLMatcher.grammar_from_lark(grammar)
+    _validate_spec(spec, "grammar")
+    return Grammar("lark", spec, int(max_bytes), description="lark grammar")
+
+
+def _validate_spec(spec: str, param: str) -> None:
+    err = llguidance.LLMatcher.validate_grammar(spec)
+    if err and not err.startswith("WARNING"):
+        raise UsageError(f"{param}: the constraint engine rejected it: {' '.join(str(err).split())[:200]}",
+                         param=param)
+
+
+# ---------------------------------------------------------------- tokenizers
+
+_LL_CACHE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def token_table(tokenizer: Any) -> list[bytes]:
+    """``token_bytes`` of every id (the tokenizer's own table when it has one)."""
+    if hasattr(tokenizer, "token_bytes_table"):
+        return [bytes(b) for b in tokenizer.token_bytes_table()]
+    return [bytes(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)]
+
+
+def special_ids(tokenizer: Any, table: list[bytes] | None = None) -> list[int]:
+    """Ids that are not text: end-of-text and any token that adds no bytes."""
+    table = token_table(tokenizer) if table is None else table
+    return sorted({int(tokenizer.eos_id)} | {i for i, b in enumerate(table) if not b})
+
+
+class _Wrapper:
+    """The object ``llguidance.LLTokenizer`` reads a vocabulary from."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self._tok = tokenizer
+        self.eos_token_id = int(tokenizer.eos_id)
+        self.bos_token_id = None
+        table = token_table(tokenizer)
+        specials = set(special_ids(tokenizer, table))
+        self.special_token_ids = sorted(specials)
+        # llguidance marks special tokens with a leading 0xFF byte (never valid UTF-8)
+        self.tokens = [b"\xff<|special_%d|>" % i if i in specials else b for i, b in enumerate(table)]
+
+    def __call__(self, s: bytes | str) -> list[int]:
+        text = s.decode("utf-8", errors="replace") if isinstance(s, bytes) else s
+        return list(self._tok.encode(text))
+
+
+def engine_tokenizer(tokenizer: Any) -> Any:
+    """The llguidance view of a gencraft tokenizer (built once per tokenizer object)."""
+    _require_engine()
+    try:
+        return _LL_CACHE[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    ll = llguidance.LLTokenizer(llguidance.TokenizerWrapper(_Wrapper(tokenizer)))
+    try:
+        _LL_CACHE[tokenizer] = ll
+    except TypeError:
+        pass
+    return ll
+
+
+# ---------------------------------------------------------------- the logits processor
+
+
+class ConstraintProcessor:
+    """Logits processor that masks every token the grammar does not allow next.
+
+    One grammar matcher per sequence. The first call remembers where the prompt ends; each later
+    call first feeds every matcher the tokens sampled since, then masks. When the decoding engine
+    drops finished rows from the batch, the remaining rows are matched back to their matchers by
+    their token history (the engine keeps the rows' order). Once a document is complete only
+    end-of-text stays allowed.
+    """
+
+    def __init__(self, grammar: Grammar, tokenizer: Any) -> None:
+        self.grammar = grammar
+        self.tokenizer = tokenizer
+        self._ll = engine_tokenizer(tokenizer)
+        self.vocab_size = int(tokenizer.vocab_size)
+        self.eos_id = int(tokenizer.eos_id)
+        self._start: int | None = None
+        self._rows: list[tuple[list[int], Any]] = []  # (tokens consumed, matcher) per live sequence
+
+    def _new_matcher(self) -> Any:
+        m = llguidance.LLMatcher(self._ll, self.grammar.spec)
+        if m.is_error():
+            raise UsageError(f"constraint: {m.get_error()}", param="constraint")
+        return m
+
+    def _match_rows(self, gen: list[list[int]]) -> list[tuple[list[int], Any]]:
+        """The (history, matcher) of each current row; rows that finished are dropped."""
+        if len(gen) == len(self._rows):
+            return self._rows
+        out, j = [], 0
+        for row in gen:
+            while j < len(self._rows) and row[:len(self._rows[j][0])] != self._rows[j][0]:
+                j += 1
+            if j == len(self._rows):
+                raise UsageError("ConstraintProcessor: a batch row does not continue any constrained "
+                                 "sequence; use a new processor per generate() call", param="processors")
+            out.append(self._rows[j])
+            j += 1
+        return out
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        B = ids.shape[0]
+        if self._start is None:
+            self._start = ids.shape[1]
+            self._rows = [([], self._new_matcher()) for _ in range(B)]
+        gen = ids[:, self._start:].tolist()
+        self._rows = self._match_rows(gen)
+        bitmask = llg_numpy.allocate_token_bitmask(B, self._ll.vocab_size)
+        for b, (hist, matcher) in enumerate(self._rows):
+            for tok in gen[b][len(hist):]:
+                if not matcher.is_stopped():
+                    matcher.consume_token(int(tok))
+                hist.append(int(tok))
+            llg_numpy.fill_next_token_bitmask(matcher, bitmask, b)
+        allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size]
+        allowed = torch.from_numpy(allowed.astype(bool)).to(logits.device)
+        V = logits.shape[-1]
+        if V > allowed.shape[1]:  # model's output layer padded past the tokenizer's vocabulary
+            allowed = torch.nn.functional.pad(allowed, (0, V - allowed.shape[1]), value=False)
+        allowed = allowed[:, :V]
+        for b, (_, matcher) in enumerate(self._rows):
+            if matcher.is_stopped() or not allowed[b].any():
+                allowed[b] = False
+                allowed[b, self.eos_id] = True
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    def accepting(self, row: int = 0) -> bool:
+        """True when the output of ``row`` so far is a complete document of the grammar."""
+        return bool(self._rows) and bool(self._rows[row][1].is_accepting())
+
+
+# ---------------------------------------------------------------- a small sampling loop
+
+
+@dataclass
+class Structured:
+    """One constrained output: the text, its parsed value, token ids and log-likelihood."""
+
+    text: str
+    value: Any
+    token_ids: list[int] = field(default_factory=list)
+    logprob: float = 0.0  # sum of the model's own (unmasked) log-probabilities of the tokens
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob / max(1, len(self.token_ids))
+
+
+def _parts(model: Any, tokenizer: Any | None) -> tuple[Any, Any]:
+    """Accept a TextModel (``.model`` + ``.tokenizer``) or a step model plus tokenizer."""
+    if tokenizer is None:
+        if not hasattr(model, "tokenizer"):
+            raise UsageError("pass a TextModel (from gencraft.backends.load) or a model and its tokenizer",
+                             param="model")
+        return model.model, model.tokenizer
+    return getattr(model, "model", model), tokenizer
+
+
+def generate_many(model: Any, prompt: str | Sequence[int], grammar: Grammar, *, n: int = 1,
+                  tokenizer: Any | None = None, seed: int | None = None,
+                  max_new_tokens: int | None = None, **options: Any) -> list[Structured]:
+    """Sample ``n`` outputs of ``grammar`` after ``prompt`` in one batch; every one is valid.
+
+    ``model`` is a ``TextModel`` or anything with the step interface given with its ``tokenizer``.
+    Decoding goes through the engine (:func:`gencraft.generate.generate`) with the constraint as a
+    processor; ``options`` are its generation options (temperature, top_p, repetition_penalty...).
+    ``max_new_tokens`` defaults to ``grammar.max_tokens``; a smaller budget is refused when the
+    grammar could need more (the output would be cut off).
+    """
+    from gencraft.generate import generate as engine_generate
+    from gencraft.generate.config import GenerationConfig
+
+    step_model, tok = _parts(model, tokenizer)
+    budget = grammar.max_tokens if max_new_tokens is None else int(max_new_tokens)
+    if budget < grammar.max_tokens:
+        raise UsageError(f"max_new_tokens={budget} is below what this constraint may need "
+                         f"({grammar.max_tokens}); raise it or lower the constraint's maxLength/max_chars",
+                         param="max_new_tokens")
+    if isinstance(prompt, str) and not prompt:
+        prompt = [int(tok.eos_id)]  # an empty prompt starts like a new document
+    extra = list(options.pop("processors", []))
+    proc = ConstraintProcessor(grammar, tok)
+    cfg = GenerationConfig.from_options(max_new_tokens=budget, n=int(n), seed=seed, logprobs=True,
+                                        processors=[*extra, proc], stop=[], stop_at_eos=True, **options)
+    results = engine_generate(step_model, tok, [prompt], cfg)[0]
+    out = []
+    for r in results:
+        text = b"".join(bytes(tok.token_bytes(t)) for t in r.token_ids).decode("utf-8")
+        out.append(Structured(text=text, value=grammar.parse(text), token_ids=list(r.token_ids),
+                              logprob=float(r.score or 0.0)))
+    return out
+
+
+def generate(model: Any, prompt: str | Sequence[int], grammar: Grammar, *, tokenizer: Any | None = None,
+             seed: int | None = None, max_new_tokens: int | None = None, **options: Any) -> Structured:
+    """Sample one output of ``grammar`` from ``model`` after ``prompt``; always valid
+    (see :func:`generate_many`)."""
+    return generate_many(model, prompt, grammar, n=1, tokenizer=tokenizer, seed=seed,
+                         max_new_tokens=max_new_tokens, **options)[0]

@@ -1,0 +1,383 @@
+"""The training loop for text models (GPT and LSTM): ``gencraft.train(dataset, ...)``.
+
+One loop, read top to bottom: resolve configs -> set up device, threads, seeds, processes ->
+build model and optimizer (or restore them from ``checkpoints/last``) -> step: random windows,
+forward under autocast, backward with gradient accumulation, clip, AdamW -> every
+``eval_interval`` steps: validation loss, best weights, checkpoint, early stopping -> write the
+run directory (docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from gencraft.config import apply_overrides, from_dict
+from gencraft.errors import ConfigError, TrainingDiverged, UsageError
+from gencraft.io import append_jsonl, write_bytes, write_text
+from gencraft.models import build, config_class
+from gencraft.paths import run_path
+from gencraft.train import dist as D
+from gencraft.train.card import model_card
+from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
+from gencraft.train.config import TrainConfig, check, check_model, resolve
+from gencraft.train.data import Dataset, check_split, get_batch, load_dataset
+from gencraft.train.optim import lr_at, make_optimizer
+from gencraft.train.rundir import new_run_id, now_iso, save_weights, write_info
+
+
+def cpu_has_bf16() -> bool:
+    """True on CPUs with native bf16 dot products (avx512_bf16 or AMX), where bf16 autocast can pay."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_device(tc: TrainConfig) -> torch.device:
+    if tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda: no CUDA device is available; use --device cpu", param="device")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def use_bf16(tc: TrainConfig, device: torch.device, kind: str) -> bool:
+    """bf16 autocast: on request, or by default on CUDA; on CPU only where it measurably helps.
+
+    Measured on this project's 2-core avx512_bf16 CPU (bench/RESULTS.md): see CPU_BF16_AUTO.
+    """
+    if tc.dtype == "float32":
+        return False
+    if tc.dtype == "bfloat16":
+        return True
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return CPU_BF16_AUTO.get(kind, False) and cpu_has_bf16()
+
+
+# Whether dtype=auto turns on bf16 autocast on a CPU with avx512_bf16, per model kind: set from the
+# A/B measurements in bench/RESULTS.md (small shapes are bound by overheads, not matmuls).
+CPU_BF16_AUTO: dict[str, bool] = {"gpt": False, "lstm": False}
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _dataset_record(ds: Dataset) -> dict[str, Any]:
+    return {
+        "dataset": str(ds.path.resolve()),
+        "manifest_digest": ds.manifest.get("digest", ""),
+        "sources": [{"path": s.get("path"), "sha256": s.get("sha256"), "license": s.get("license", "unknown")}
+                    for s in ds.manifest.get("sources", [])],
+    }
+
+
+@torch.no_grad()
+def estimate_val_loss(model: torch.nn.Module, ds: Dataset, tc: TrainConfig, block_size: int,
+                      device: torch.device, autocast, info: D.DistInfo) -> float:
+    """Mean loss over ``eval_iters`` random validation windows, the same windows at every evaluation.
+
+    A fresh generator with a fixed seed picks them (so evaluations compare like with like and the
+    training data stream is untouched); under torchrun the batches are shared out between ranks.
+    """
+    gen = torch.Generator().manual_seed(tc.seed + 1)
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), device=device)
+    for i in range(tc.eval_iters):
+        x, y = get_batch(ds.val, tc.batch_size, block_size, gen, device)
+        if i % info.world_size != info.rank:
+            continue
+        with autocast:
+            _, loss = model(x, y)
+        total += loss.float()
+    if info.enabled:
+        torch.distributed.all_reduce(total)
+    model.train(was_training)
+    return float(total.item()) / tc.eval_iters
+
+
+def _resolve_configs(ds: Dataset, run_dir: Path, model: str, preset: str, overrides, resume: bool):
+    """Fresh run: preset + overrides. Resume: the checkpoint's configs + overrides (training fields only)."""
+    if not resume:
+        mcfg, tcfg = resolve(model, preset, ds.vocab_size, overrides)
+        return model, preset, mcfg, tcfg, {}
+    state = read_checkpoint_state(run_dir)
+    kind = state["kind"]
+    mcfg0 = from_dict(config_class(kind), state["model"])
+    tcfg0 = from_dict(TrainConfig, state["train"])
+    mcfg, tcfg = apply_overrides([mcfg0, tcfg0], overrides)
+    if asdict(mcfg) != asdict(mcfg0):
+        changed = [k for k in asdict(mcfg) if asdict(mcfg)[k] != asdict(mcfg0)[k]]
+        raise ConfigError(f"--set {changed[0]}: the model shape cannot change on --resume; "
+                          "start a new run with another --out", param=changed[0])
+    check(tcfg)
+    digest = ds.manifest.get("digest", "")
+    if state.get("manifest_digest") and digest != state["manifest_digest"]:
+        raise UsageError(f"{ds.path}: not the dataset this run was trained on (manifest digest differs); "
+                         "resume with the original dataset", param="dataset")
+    return kind, state.get("preset", preset), mcfg, tcfg, state
+
+
+def train(
+    dataset: str | os.PathLike[str],
+    *,
+    model: str = "gpt",
+    preset: str = "tiny",
+    out: str | os.PathLike[str] | None = None,
+    overrides: list[str] | dict[str, str] | None = None,
+    resume: bool = False,
+    max_time: float | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Train a ``gpt`` or ``lstm`` language model on a prepared dataset; returns the run directory.
+
+    ``overrides`` are ``key=value`` strings for any model or training field (``n_layer=4``,
+    ``learning_rate=1e-3``...). ``resume`` continues ``out`` exactly from its last checkpoint.
+    ``max_time`` is the run's wall-clock budget in seconds (resumes included): training stops
+    cleanly when it is spent and the learning-rate schedule is stretched to end with it.
+    Under ``torchrun`` every process calls this; rank 0 writes the run directory.
+    """
+    ds = load_dataset(dataset)
+    run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{model}")
+    if not resume and ((run_dir / "gencraft.json").exists() or (run_dir / CHECKPOINT).exists()):
+        raise UsageError(f"{run_dir}: a run already exists there; continue it with --resume, or choose "
+                         "another --out (or delete the folder)", param="out")
+    kind, preset, mcfg, tc, state = _resolve_configs(ds, run_dir, model, preset, overrides, resume)
+    if max_time is not None:
+        tc.max_time = float(max_time)
+    if seed is not None:
+        tc.seed = int(seed)
+    if device is not None:
+        tc.device = device
+    check(tc)
+    check_model(kind, mcfg)
+    if mcfg.vocab_size < ds.vocab_size:
+        raise ConfigError(f"--set vocab_size={mcfg.vocab_size}: smaller than the dataset's tokenizer "
+                          f"({ds.vocab_size}); leave it unset", param="vocab_size")
+    T = mcfg.block_size
+    check_split(ds.train, T, "train", ds.path)
+    check_split(ds.val, T, "val", ds.path)
+
+    dev = pick_device(tc)
+    info = D.setup(dev.type)
+    if dev.type == "cuda" and info.enabled:
+        dev = torch.device("cuda", info.local_rank)
+    if dev.type == "cpu":
+        torch.set_num_threads(tc.num_threads or max(1, (os.cpu_count() or 1) // info.local_world_size))
+    try:
+        return _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress)
+    finally:
+        D.teardown(info)
+
+
+def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainConfig, state: dict,
+           dev: torch.device, info: D.DistInfo, show_progress: bool) -> Path:
+    main = info.is_main
+    _seed_all(tc.seed + info.rank)  # dropout masks differ between ranks; the data stream does not
+    gen = torch.Generator().manual_seed(tc.seed)  # the training data stream (identical on every rank)
+    raw = build(kind, mcfg).to(dev)
+    opt = make_optimizer(raw, tc, dev.type)
+    if state:
+        load_checkpoint(run_dir, raw, opt, gen, state)
+        for g, wd in zip(opt.param_groups, (tc.weight_decay, 0.0), strict=True):  # overrides win
+            g["weight_decay"], g["betas"] = wd, (tc.beta1, tc.beta2)
+        if info.rank:
+            torch.manual_seed(tc.seed + info.rank + state["step"])
+    fwd: torch.nn.Module = torch.compile(raw) if tc.compile else raw  # what evaluation runs
+    net = DDP(fwd, device_ids=[dev.index] if dev.type == "cuda" else None) if info.enabled else fwd
+    bf16 = use_bf16(tc, dev, kind)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    run_id = D.broadcast_str(state.get("run_id") or new_run_id(), info, dev)
+    created = state.get("created") or now_iso()
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_bytes(run_dir / "tokenizer.json", (ds.path / "tokenizer.json").read_bytes())
+        write_bytes(run_dir / "data_manifest.json", (ds.path / "manifest.json").read_bytes())
+    metrics_path = run_dir / "metrics.jsonl"
+
+    step: int = state.get("step", 0)
+    best: float = state.get("best_val_loss", math.inf)
+    bad_evals: int = state.get("bad_evals", 0)
+    tokens_seen: int = state.get("tokens_seen", 0)
+    time_before: float = state.get("train_time_s", 0.0)
+    model_digest: str = state.get("model_digest", "")
+    last_val: dict[str, float] = state.get("last_val", {})
+    B, T, A = tc.batch_size, mcfg.block_size, tc.grad_accum
+    tokens_per_step = B * T * A * info.world_size
+    ck_interval = tc.checkpoint_interval or tc.eval_interval
+    record = {
+        "kind": kind, "preset": preset, "run_id": run_id, "created": created, "name": run_dir.name,
+        "model": asdict(mcfg), "train": asdict(tc),
+        "tokenizer": {k: ds.manifest["tokenizer"].get(k) for k in ("kind", "vocab_size", "eos_id")},
+        "data": _dataset_record(ds),
+    }
+
+    def summary(stopped: str | None = None) -> dict[str, Any]:
+        m = {"best_val_loss": best, "val_ppl": math.exp(best) if best < 50 else math.inf,
+             "val_bpc": ds.bpc(best), "step": step, "tokens_seen": tokens_seen,
+             "train_time_s": round(time_before + (time.time() - t_start), 2), "bf16": bf16}
+        if stopped:
+            m["stopped"] = stopped
+        return m
+
+    def write_run_info(stopped: str | None = None) -> None:
+        full = {**record, "metrics": summary(stopped), "model_digest": model_digest}
+        write_info(run_dir, full)
+        write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": _version()}))
+
+    def checkpoint() -> None:
+        save_checkpoint(run_dir, raw, opt, gen, {
+            "kind": kind, "preset": preset, "run_id": run_id, "created": created,
+            "model": asdict(mcfg), "train": asdict(tc), "manifest_digest": ds.manifest.get("digest", ""),
+            "step": step, "best_val_loss": best, "bad_evals": bad_evals, "tokens_seen": tokens_seen,
+            "train_time_s": time_before + (time.time() - t_start), "model_digest": model_digest,
+            "last_val": last_val,
+        })
+
+    def diverged(where: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"training diverged at step {step} ({where} is NaN/inf); the last good checkpoint in "
+            f"{run_dir / CHECKPOINT} is kept: lower the learning rate (--set learning_rate=...) and --resume")
+
+    bar = _Progress(show_progress and main, tc.max_iters, step)
+    t_start = time.time()
+    t_log, tokens_log = t_start, tokens_seen
+    loss_sum = torch.zeros((), device=dev)  # summed on the device; read only every log_interval steps
+    loss_n = 0
+    stopped = None
+    net.train()
+    try:
+        while step < tc.max_iters:
+            elapsed = time_before + (time.time() - t_start)
+            lr = lr_at(step, tc, elapsed / tc.max_time if tc.max_time else 0.0)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            for micro in range(A):
+                x, y = get_batch(ds.train, B * info.world_size, T, gen, dev)
+                if info.enabled:
+                    x, y = x[info.rank * B:(info.rank + 1) * B], y[info.rank * B:(info.rank + 1) * B]
+                sync = nullcontext() if (not info.enabled or micro == A - 1) else net.no_sync()
+                with sync:
+                    with autocast:
+                        _, loss = net(x, y)
+                    (loss / A).backward()
+                loss_sum += loss.detach().float()
+                loss_n += 1
+            if tc.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(raw.parameters(), tc.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            tokens_seen += tokens_per_step
+
+            if step % tc.log_interval == 0 or step == tc.max_iters:
+                train_loss = float(loss_sum.item()) / max(loss_n, 1)
+                loss_sum.zero_()
+                loss_n = 0
+                if not math.isfinite(train_loss):
+                    raise diverged("the training loss")
+                now = time.time()
+                tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
+                t_log, tokens_log = now, tokens_seen
+                bar.update(step, train_loss, tps)
+                if main:
+                    append_jsonl(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 5),
+                                                "lr": lr, "tokens_per_s": round(tps, 1),
+                                                "time_s": round(time_before + now - t_start, 2)})
+
+            out_of_time = bool(tc.max_time) and time_before + (time.time() - t_start) >= tc.max_time
+            out_of_time = D.any_true(out_of_time, info, dev)
+            last = step == tc.max_iters or out_of_time
+            if step % tc.eval_interval == 0 or last:
+                val = estimate_val_loss(fwd, ds, tc, T, dev, autocast, info)
+                if not math.isfinite(val):
+                    raise diverged("the validation loss")
+                last_val = {"loss": val, "step": step}
+                improved = val < best
+                if improved:
+                    best, bad_evals = val, 0
+                    if main:
+                        model_digest = save_weights(raw, run_dir / "model.safetensors")
+                else:
+                    bad_evals += 1
+                if main:
+                    append_jsonl(metrics_path, {
+                        "step": step, "split": "val", "loss": round(val, 5), "ppl": round(math.exp(val), 4),
+                        "bpc": round(ds.bpc(val), 5), "best": round(best, 5),
+                        "time_s": round(time_before + time.time() - t_start, 2)})
+                    bar.log(f"step {step}: val loss {val:.4f}, ppl {math.exp(val):.2f}, "
+                            f"bpc {ds.bpc(val):.3f}{' (best)' if improved else ''}")
+                    if improved:
+                        write_run_info()
+                if tc.patience and bad_evals >= tc.patience:
+                    stopped = f"early stopping: {bad_evals} evaluations without improvement"
+            if out_of_time and stopped is None:
+                stopped = f"max_time: {tc.max_time:g} s budget spent"
+            if main and (step % ck_interval == 0 or last or stopped):
+                if not all(torch.isfinite(p).all() for p in raw.parameters()):
+                    raise diverged("a weight")
+                checkpoint()
+            if stopped:
+                break
+    finally:
+        bar.close()
+    if main:
+        if stopped:
+            bar.log(stopped)
+        write_run_info(stopped)
+    return run_dir
+
+
+def _version() -> str:
+    from gencraft import __version__
+    return __version__
+
+
+class _Progress:
+    """A rich progress bar with the loss, tokens/s and ETA (nothing at all when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, completed: int) -> None:
+        self.enabled = enabled
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.p = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
+                          TextColumn("ETA"), TimeRemainingColumn(),
+                          console=Console(stderr=True, highlight=False), transient=False)
+        self.task = self.p.add_task("train", total=total, completed=completed, loss="-", tps="-")
+        self.p.start()
+
+    def update(self, step: int, loss: float, tps: float) -> None:
+        if self.enabled:
+            self.p.update(self.task, completed=step, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
+
+    def log(self, line: str) -> None:
+        if self.enabled:
+            self.p.console.print(line)
+
+    def close(self) -> None:
+        if self.enabled:
+            self.p.stop()
+
