@@ -30,12 +30,15 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=250)
     ap.add_argument("--set", action="append", default=[], help="key=value override for every model")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
 
     os.environ.setdefault("GENCRAFT_HOME", tempfile.mkdtemp(prefix="gencraft-bench-"))
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from gencraft.data.images import load_image_dataset, prepare_images
     from gencraft.generate.image import load_image_run
     from gencraft.models.image_common import to_uint8

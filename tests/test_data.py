@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import codecs
 import json
+import unicodedata
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gencraft.data import load_dataset, prepare
 from gencraft.data.clean import normalize_unicode, normalize_whitespace, remove_control
@@ -58,6 +61,9 @@ def test_html_text_only(tmp_path: Path) -> None:
     [text] = read_file(tmp_path / "p.html").documents
     assert "var x" not in text and "color" not in text and "<" not in text.replace("<3", "")
     assert text.split("\n") == ["The Kettle", "", "Fish & chips", "tonight", "", "明月 <3"]
+    (tmp_path / "code.htm").write_text("<p>Code:</p><pre>def f():\n    return 1\n</pre><p>  after   it </p>",
+                                       encoding="utf-8")
+    assert read_file(tmp_path / "code.htm").documents == ["Code:\n\ndef f():\n    return 1\n\nafter it"]
 
 
 def test_json_fields(tmp_path: Path) -> None:
@@ -130,6 +136,9 @@ def test_units(tmp_path: Path) -> None:
     big.write_text("\n\n".join(f"paragraph {i} " + "x" * 200 for i in range(400)), encoding="utf-8")
     assert len(read_file(big).documents) == 400  # auto: a large plain-text file splits into paragraphs
     assert len(read_file(big, unit="file").documents) == 1
+    lines = tmp_path / "lines.txt"  # big and no blank lines at all: one document per line
+    lines.write_text("\n".join(f"line {i} " + "y" * 100 for i in range(1000)), encoding="utf-8")
+    assert len(read_file(lines).documents) == 1000
 
 
 # ---------------------------------------------------------------- cleaning, dedupe, split
@@ -141,6 +150,16 @@ def test_cleaning_steps() -> None:
     assert normalize_unicode("ｆｕｌｌ", "NFC") == "ｆｕｌｌ"
     assert remove_control("a\x00b\x1b[0m\tc\r\nd\u0085e\ufeff") == "ab[0m\tc\nde"
     assert normalize_whitespace("\n\n  title  \r\nline \t\n\n\n\n\nnext\n\n") == "  title\nline\n\nnext"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text())
+def test_cleaning_properties(text: str) -> None:
+    once = normalize_whitespace(remove_control(normalize_unicode(text, "NFC")))
+    assert normalize_whitespace(remove_control(normalize_unicode(once, "NFC"))) == once  # idempotent
+    assert not any(unicodedata.category(c) == "Cc" and c not in "\n\t" for c in once)
+    assert "\n\n\n" not in once and not once.startswith("\n") and once == once.rstrip()
+    assert all(line == line.rstrip(" \t") for line in once.split("\n"))
 
 
 def test_exact_and_near_dedupe() -> None:
@@ -270,6 +289,20 @@ def test_prepare_tang300_cli(cli, shared_data: Path, gencraft_home: Path) -> Non
     assert ds.tokenizer.decode(val[: int(np.argmax(val == 0))].tolist()) == next(ds.documents("val"))["text"]
 
 
+def test_license_per_path_cli(cli, tmp_path: Path) -> None:
+    a = write_corpus(tmp_path / "a", 3)
+    b = write_corpus(tmp_path / "b", 2)
+    (b / "doc00.txt").write_text("another text in b, quite different from a's\n", encoding="utf-8")
+    (b / "doc01.txt").write_text("and a second one, also of b, with its own words\n", encoding="utf-8")
+    r = cli("data", "prepare", a, b, "--out", "lic", "--license", f"{b}=CC-BY-4.0", "--license", "MIT", "-q")
+    assert r.code == 0, r.err
+    assert "license unknown" not in r.err
+    lic = {Path(s["path"]).parent.name: s["license"] for s in load_dataset("lic").sources()}
+    assert lic == {"a": "MIT", "b": "CC-BY-4.0"}
+    r = cli("data", "prepare", a, "--out", "lic2", "--license", "=MIT")
+    assert r.code == 2 and "--license '=MIT'" in r.err
+
+
 def test_prepare_tinyshakespeare_slice_cli(cli, shared_data: Path, tmp_path: Path) -> None:
     text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
     src = tmp_path / "shakespeare.txt"
@@ -284,6 +317,26 @@ def test_prepare_tinyshakespeare_slice_cli(cli, shared_data: Path, tmp_path: Pat
     assert ds.vocab_size == 1000 and s["train"]["tokens"] < s["train"]["chars"] / 2
     last = list(ds.documents())[-1]["text"]
     assert text[:100_000].rstrip().endswith(last)
+
+
+def test_single_document_tail_split_like_nanogpt(shared_data: Path) -> None:
+    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    with pytest.warns(UserWarning, match="license"):
+        path = prepare([shared_data / "tinyshakespeare.txt"], "whole", unit="file", split="tail", dedupe=False)
+    ds = load_dataset(path)
+    cleaned = normalize_whitespace(remove_control(normalize_unicode(text, "NFC")))
+    s = ds.manifest["splits"]
+    assert s["train"]["chars"] == round(len(cleaned) * 0.9) and s["val"]["chars"] == len(cleaned) - s["train"]["chars"]
+    assert s["train"]["tokens"] == s["train"]["chars"] + 1  # one char per token, then end-of-text
+    val = next(ds.documents("val"))["text"]
+    assert cleaned.endswith(val) and ds.tokenizer.decode(ds.val_ids()[:-1].tolist()) == val
+
+
+def test_single_document_hash_split_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "one.txt").write_text("just one short document\n", encoding="utf-8")
+    with pytest.raises(DataError, match="one.txt: only one document"):
+        prepare([tmp_path / "one.txt"], "one", license="MIT")
+    assert prepare([tmp_path / "one.txt"], "one", license="MIT", val_fraction=0).is_dir()
 
 
 # ---------------------------------------------------------------- bad input through the CLI
@@ -338,3 +391,26 @@ def test_bad_input_keeps_previous_dataset(cli, tmp_path: Path, gencraft_home: Pa
     assert r.code == 2 and "img.txt" in r.err
     assert (gencraft_home / "datasets/keep/manifest.json").read_bytes() == before
     assert datasets_left(gencraft_home) == ["keep"]
+
+
+def test_join_with_eos_and_uint32() -> None:
+    from gencraft.data.prepare import _join_with_eos
+
+    arr = _join_with_eos([[70_000, 1], [], [5]], eos_id=0, dtype="uint32")
+    assert arr.dtype == np.dtype("<u4") and arr.tolist() == [70_000, 1, 0, 0, 5, 0]
+    assert _join_with_eos([], 0, "uint16").size == 0
+
+
+def test_load_dataset_errors(tmp_path: Path, gencraft_home: Path) -> None:
+    from gencraft.errors import NotFoundError
+
+    with pytest.raises(NotFoundError, match="'nope' not found"):
+        load_dataset("nope")
+    bad = gencraft_home / "datasets" / "bad"
+    bad.mkdir(parents=True)
+    (bad / "manifest.json").write_text("{broken", encoding="utf-8")
+    with pytest.raises(DataError, match="manifest.json: not readable JSON"):
+        load_dataset("bad")
+    (bad / "manifest.json").write_text(json.dumps({"kind": "images"}), encoding="utf-8")
+    with pytest.raises(DataError, match="not a text dataset"):
+        load_dataset("bad")

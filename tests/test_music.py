@@ -166,3 +166,43 @@ def test_data_music_from_music21_corpus(cli, gencraft_home):
     assert tok.decode(first.tolist()) == train[0]["text"]
     r = cli("data", "music", str(gencraft_home / "nothing-here"), "--out", "y")
     assert r.code == 2 and "nothing-here" in r.err
+
+
+@pytest.fixture
+def music_run(gencraft_home):
+    """A tiny GPT trained briefly on six chorales through the ordinary text training loop."""
+    from gencraft.data.music import prepare_music
+    from gencraft.train.loop import train
+
+    ds = prepare_music(["music21:bach"], out="bach6", limit=6, transpose_range=1)
+    return train(ds, model="gpt", preset="tiny", out="bach-gpt", progress=False,
+                 overrides=["max_iters=40", "eval_interval=40", "eval_iters=2", "num_threads=1"])
+
+
+def test_compose_writes_wellformed_midi_wav_and_provenance(music_run, tmp_path, cli):
+    out = tmp_path / "tune.mid"
+    r = cli("compose", str(music_run), "--bars", "4", "--seed", "0", "--out", str(out), "--wav",
+            "--tempo", "120", "--time-signature", "3/4")
+    assert r.code == 0, r.err
+    mid = mido.MidiFile(str(out))  # reloads as a valid standard MIDI file
+    assert mid.length == pytest.approx(4 * 3 * 60 / 120)  # exactly 4 bars of 3/4 at 120 bpm
+    back = read_midi(out)
+    assert back.time_signature == "3/4" and back.bars == 4
+    ons = sum(1 for m in mid if m.type == "note_on" and m.velocity > 0)
+    offs = sum(1 for m in mid if m.type == "note_off")
+    assert ons == offs  # every note is ended
+    with wave.open(str(out.with_suffix(".wav"))) as w:
+        assert w.getnframes() == round(6.0 * w.getframerate())
+    man = json.loads((tmp_path / "tune.mid.manifest.json").read_text())
+    import hashlib
+    assert man["content_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert man["kind"] == "music" and man["seed"] == 0 and man["parameters"]["bars"] == 4
+    assert man["sources"] and "public-domain" in man["sources"][0]["license"]
+    assert (tmp_path / "tune.wav.manifest.json").is_file()
+    # same seed, same tune
+    again = tmp_path / "again.mid"
+    assert cli("compose", str(music_run), "--bars", "4", "--seed", "0", "--out", str(again), "--tempo", "120",
+               "--time-signature", "3/4").code == 0
+    assert again.read_bytes() == out.read_bytes()
+    r = cli("compose", str(music_run), "--bars", "0", "--out", str(tmp_path / "x.mid"))
+    assert r.code == 2 and "--bars" in r.err

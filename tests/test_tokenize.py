@@ -109,6 +109,10 @@ def test_bad_inputs(tmp_path) -> None:
         train_tokenizer("bpe", CORPUS, vocab_size=100)
     with pytest.raises(UsageError, match="vocab-size"):
         train_tokenizer("char", CORPUS, vocab_size=1000)
+    with pytest.raises(UsageError, match="lone surrogate"):
+        train_tokenizer("char", CORPUS).encode("ok\udcff")
+    with pytest.raises(UsageError, match="lone surrogate"):
+        train_tokenizer("bpe", CORPUS).encode_batch(["ok", "\ud800"])
     with pytest.raises(UsageError, match="token id"):
         train_tokenizer("char", CORPUS).token_bytes(10_000)
 
@@ -125,3 +129,18 @@ def test_tinyshakespeare_round_trip(shared_data, kind: str) -> None:
         assert tok.vocab_size == 257 + len(set(text)) and n_tokens == len(text) - 2 * (len(docs) - 1)
     else:
         assert tok.vocab_size == 8000 and n_tokens < len(text) / 3
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=TEXT)
+def test_char_fast_path_equals_hf(toks: dict[str, Tokenizer], text: str) -> None:
+    tok = toks["char"]  # the numpy lookup must give exactly what the tokenizer.json model gives
+    assert tok.encode(text) == tok.hf.encode(text, add_special_tokens=False).ids
+
+
+@pytest.mark.parametrize("kind", ["char", "bpe"])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=st.lists(TEXT, max_size=6))
+def test_encode_batch_equals_encode(toks: dict[str, Tokenizer], kind: str, texts: list[str]) -> None:
+    tok = toks[kind]
+    assert tok.encode_batch(texts) == [tok.encode(t) for t in texts]

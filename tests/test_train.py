@@ -74,7 +74,7 @@ def dataset(tmp_path: Path) -> Path:
 
 
 FAST = ["n_layer=1", "n_head=2", "n_embd=32", "block_size=32", "batch_size=8", "eval_iters=4",
-        "log_interval=5", "warmup_iters=5", "learning_rate=3e-3"]
+        "log_interval=5", "warmup_iters=5", "learning_rate=3e-3", "num_threads=1"]
 
 
 def fast(*extra: str) -> list[str]:
@@ -300,7 +300,7 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(dataset: Path):
 def test_cli_train_prints_the_run_and_next_command(dataset: Path, cli):
     res = cli("train", str(dataset), "--model", "lstm", "--out", "cl", "--seed", "3", "-q",
               "--set", "n_embd=16", "--set", "n_hidden=32", "--set", "block_size=16", "--set", "max_iters=10",
-              "--set", "eval_interval=5", "--set", "eval_iters=2")
+              "--set", "eval_interval=5", "--set", "eval_iters=2", "--set", "num_threads=1")
     assert res.code == 0, res.err
     assert "gencraft generate" in res.out and "cl" in res.out
     info = json.loads((Path(os.environ["GENCRAFT_HOME"]) / "runs/cl/gencraft.json").read_text())
@@ -351,7 +351,7 @@ def _env() -> dict[str, str]:
 def test_sigkill_then_resume_loses_at_most_one_checkpoint_interval(dataset: Path):
     run = Path(os.environ["GENCRAFT_HOME"]) / "runs" / "killed"
     args = [sys.executable, "-m", "gencraft", "train", str(dataset), "--out", "killed", "-q",
-            *[a for s in fast("max_iters=100000", "eval_interval=20", "checkpoint_interval=10", "num_threads=1")
+            *[a for s in fast("max_iters=100000", "eval_interval=20", "checkpoint_interval=10")
               for a in ("--set", s)]]
     proc = subprocess.Popen(args, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     state = run / "checkpoints" / "last" / "state.json"
@@ -382,7 +382,7 @@ def test_torchrun_two_cpu_processes_write_one_run(dataset: Path):
     if not torchrun.exists():
         pytest.skip("torchrun not installed beside python")
     args = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "gencraft", "train", str(dataset),
-            "--out", "ddp", "-q", *[a for s in fast("max_iters=10", "eval_interval=5", "num_threads=1")
+            "--out", "ddp", "-q", *[a for s in fast("max_iters=10", "eval_interval=5")
                                     for a in ("--set", s)]]
     res = subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -393,3 +393,41 @@ def test_torchrun_two_cpu_processes_write_one_run(dataset: Path):
     vals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["step"] for e in vals if e["split"] == "val"] == [5, 10]  # written once, by rank 0
     assert math.isfinite(info["metrics"]["best_val_loss"])
+
+
+# ---------------------------------------------------------------- end to end with the real pipeline
+
+def test_end_to_end_prepare_train_generate_evaluate_resume(shared_data: Path, cli):
+    """tang300 (Chinese, --field paragraphs) -> prepare -> train -> generate -> evaluate -> resume."""
+    import gencraft
+
+    ds = gencraft.prepare([shared_data / "tang300.json"], out="tang", field="paragraphs", license="CC0-1.0")
+    run = gencraft.train(ds, model="gpt", preset="tiny", out="tang-gpt", progress=False,
+                         overrides=["max_iters=30", "eval_interval=15", "eval_iters=4", "batch_size=8", "num_threads=1"])
+    info = json.loads((run / "gencraft.json").read_text())
+    assert info["data"]["sources"][0]["license"] == "CC0-1.0" and info["tokenizer"]["kind"] == "char"
+    result = gencraft.load(run).generate("西陸", max_new_tokens=12, temperature=0.8, seed=1)
+    assert isinstance(result.text, str) and result.text
+    ev = gencraft.evaluate(run)
+    assert math.isfinite(ev["bpc"]) and ev["bpc"] > 0
+    res = cli("train", "tang", "--out", "tang-gpt", "--resume", "-q", "--set", "max_iters=45")  # keeps num_threads
+    assert res.code == 0, res.err
+    assert json.loads((run / "gencraft.json").read_text())["metrics"]["step"] == 45
+    res = cli("evaluate", "tang-gpt")
+    assert res.code == 0 and "perplexity" in res.out
+
+
+def test_lstm_end_to_end_on_a_folder_of_text(tmp_path: Path):
+    import gencraft
+
+    src = tmp_path / "stories"
+    src.mkdir()
+    for i, doc in enumerate(corpus(60, seed=2)):
+        (src / f"{i:03d}.txt").write_text(doc + "\n", encoding="utf-8")
+    ds = gencraft.prepare([src], out="stories", license="CC-BY-4.0")
+    run = gencraft.train(ds, model="lstm", preset="tiny", out="st", progress=False,
+                         overrides=["max_iters=40", "eval_interval=20", "eval_iters=4", "block_size=32", "num_threads=1"])
+    m = json.loads((run / "gencraft.json").read_text())["metrics"]
+    first = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()][0]
+    assert m["best_val_loss"] < first["loss"]  # the loss went down
+    assert gencraft.load(run).generate("the", max_new_tokens=10, temperature=0).text

@@ -10,6 +10,7 @@ and SentencePiece-style vocabularies such as Llama's with ``▁`` spaces and ``<
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -130,6 +131,8 @@ class HFStepModel:
         self.max_context: int | None = (getattr(cfg, "max_position_embeddings", None)
                                         or getattr(cfg, "n_positions", None))
         self.vocab_size = hf_model.get_output_embeddings().weight.shape[0]
+        # transformers renamed past_key_values to cache (5.x); speak whichever this version knows
+        self._cache_kw = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
 
     @property
     def device(self) -> torch.device:
@@ -155,8 +158,9 @@ class HFStepModel:
         if cache.attn is not None:
             kwargs["attention_mask"] = cache.attn
             kwargs["position_ids"] = (cache.attn.cumsum(-1) - 1).clamp_(min=0)[:, -T:]
-        out = self.hf(input_ids=token_ids, past_key_values=cache.pkv, use_cache=True, logits_to_keep=1, **kwargs)
-        cache.pkv = out.past_key_values
+        kwargs[self._cache_kw] = cache.pkv
+        out = self.hf(input_ids=token_ids, use_cache=True, logits_to_keep=1, **kwargs)
+        cache.pkv = out.cache if self._cache_kw == "cache" else out.past_key_values
         cache.length += T
         return out.logits[:, -1].float(), cache
 

@@ -31,7 +31,13 @@ COMMAND_MODULES = [
     "gencraft.cli.generate",
     "gencraft.cli.export",
     "gencraft.cli.music",
+    "gencraft.cli.vae",
     "gencraft.cli.image",
+    "gencraft.cli.guard",
+    "gencraft.cli.keys",
+    "gencraft.cli.write",
+    "gencraft.cli.game",
+    "gencraft.cli.ads",
 ]
 
 for _name in COMMAND_MODULES:

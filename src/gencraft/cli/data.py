@@ -23,7 +23,8 @@ def prepare_cmd(
     vocab_size: int = typer.Option(None, "--vocab-size", help="BPE vocabulary size (default 8000)."),
     field: str = typer.Option(None, "--field", help="JSON/JSONL key or dotted path holding the text."),
     column: str = typer.Option(None, "--column", help="CSV column holding the text."),
-    license: str = typer.Option(None, "--license", help="License of the sources, e.g. CC-BY-4.0."),
+    license: list[str] = typer.Option(None, "--license", help="License of the sources, e.g. CC-BY-4.0; "
+                                      "or PATH=LICENSE per file/folder (repeatable)."),
     normalize: str = typer.Option("nfc", "--normalize", help="Unicode normalization: nfc or nfkc."),
     near_dup_threshold: float = typer.Option(0.8, "--near-dup-threshold",
                                              help="Jaccard similarity above which near duplicates are dropped."),
@@ -37,13 +38,13 @@ def prepare_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
 ) -> None:
     """Read, clean, deduplicate and split SOURCES, train a tokenizer, write a dataset."""
-    from gencraft.data.prepare import prepare
+    from gencraft.data.prepare import parse_licenses, prepare
 
     progress = None if quiet else (lambda msg: console.print(msg, style="dim", markup=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = prepare(sources, out, tokenizer=tokenizer, vocab_size=vocab_size, field=field, column=column,
-                       license=license, normalization=normalize, dedupe=not no_dedupe,
+                       license=parse_licenses(license), normalization=normalize, dedupe=not no_dedupe,
                        near_dup_threshold=near_dup_threshold, min_chars=min_chars, max_chars=max_chars,
                        val_fraction=val_fraction, split=split, unit=unit, seed=seed, progress=progress)
     for w in caught:

@@ -18,6 +18,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gencraft.errors import UsageError
+
 NUM_PERM = 128
 MINHASH_SEED = 1  # fixed: the same corpus is always deduplicated the same way
 
@@ -75,7 +77,11 @@ def _identity(x: int) -> int:
 def near_dedupe(texts: Sequence[str], threshold: float = 0.8) -> list[int]:
     """Indices of documents to keep: a document whose estimated Jaccard similarity (character
     shingles) with an earlier kept one is ``>= threshold`` is dropped."""
-    from datasketch import MinHash, MinHashLSH
+    try:
+        from datasketch import MinHash, MinHashLSH
+    except ImportError:
+        raise UsageError("near-duplicate removal needs the datasketch package (pip install datasketch); "
+                         "or pass --no-dedupe", param="dedupe") from None
 
     if len(texts) < 2:
         return list(range(len(texts)))

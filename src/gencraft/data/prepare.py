@@ -70,18 +70,39 @@ def _check_options(tokenizer: str, vocab_size: int | None, normalization: str, n
 
 
 def _license_for(path: Path, license: str | Mapping[str, str] | None) -> str:
-    """The license of one file: a string for all, or the mapping entry of the file or a folder above it."""
+    """The license of one file: one string for all, or from a mapping ``path -> license`` where the
+    entry of the file or of the nearest folder above it wins and ``"*"`` is the default."""
     if license is None:
         return "unknown"
     if isinstance(license, str):
         return license or "unknown"
     resolved = path.resolve()
-    best, best_len = "unknown", -1
+    best, best_len = license.get("*", "unknown"), -1
     for key, value in license.items():
+        if key == "*":
+            continue
         k = Path(os.path.expanduser(key)).resolve()
         if (resolved == k or k in resolved.parents) and len(k.parts) > best_len:
             best, best_len = value, len(k.parts)
-    return best
+    return best or "unknown"
+
+
+def parse_licenses(values: Sequence[str] | None) -> str | dict[str, str] | None:
+    """``--license`` values -> ``prepare``'s ``license``: ``["MIT"]`` -> ``"MIT"``;
+    ``["stories/=CC-BY-4.0", "MIT"]`` -> ``{"stories/": "CC-BY-4.0", "*": "MIT"}``."""
+    if not values:
+        return None
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, lic = v.rpartition("=")
+        if not sep:
+            key, lic = "*", v
+        if not key or not lic or key in out:
+            raise UsageError(f"--license {v!r}: give one LICENSE, or PATH=LICENSE once per path", param="license")
+        out[key] = lic
+    return out
 
 
 def _split_hash(texts: Sequence[str], val_fraction: float, seed: int) -> list[bool]:
@@ -141,6 +162,61 @@ def _collect(sources: Sequence[str | os.PathLike[str]], field: str | None, colum
     return files, skipped
 
 
+def _check_out(out_path: Path, sources: Sequence[str | os.PathLike[str]]) -> Path:
+    """Refuse an ``--out`` that would replace something that is not a dataset, or a source."""
+    if out_path.exists() and not (out_path / "manifest.json").is_file():
+        raise UsageError(f"--out {out_path} exists and is not a gencraft dataset; choose another name", param="out")
+    o = out_path.resolve()
+    for src in sources:
+        s = Path(os.path.expanduser(os.fspath(src))).resolve()
+        if s == o or o in s.parents:
+            raise UsageError(f"--out {out_path} is inside source {src}; choose another name", param="out")
+    return out_path
+
+
+def clean_documents(docs: list[_Doc], normalization: str = "NFC", *, dedupe: bool = True,
+                    near_dup_threshold: float = 0.8, min_chars: int = 1,
+                    max_chars: int | None = None) -> tuple[list[_Doc], list[dict[str, Any]]]:
+    """Apply the cleaning steps in order; returns the kept documents and the count after each step."""
+    steps: list[dict[str, Any]] = []
+    _step(steps, "read", docs)
+    for name, fn in (("normalize", lambda t: normalize_unicode(t, normalization)),
+                     ("control_chars", remove_control), ("whitespace", normalize_whitespace)):
+        for d in docs:
+            d.text = fn(d.text)
+        _step(steps, name, docs)
+    if dedupe:
+        before = len(docs)
+        docs = [docs[i] for i in exact_dedupe([d.text for d in docs])]
+        _step(steps, "exact_dedupe", docs, before)
+        before = len(docs)
+        docs = [docs[i] for i in near_dedupe([d.text for d in docs], near_dup_threshold)]
+        _step(steps, "near_dedupe", docs, before)
+    before = len(docs)
+    lo = max(min_chars, 1)
+    docs = [d for d in docs if len(d.text) >= lo and (max_chars is None or len(d.text) <= max_chars)]
+    _step(steps, "length_filter", docs, before)
+    return docs, steps
+
+
+def _write_dataset(out_path: Path, manifest: dict[str, Any], docs: list[_Doc], is_val: list[bool],
+                   ids: list[list[int]], tok: Tokenizer) -> None:
+    """Write the dataset directory in one go (``atomic_dir``); fills ``manifest["splits"]``."""
+    with atomic_dir(out_path) as tmp:
+        for name, want in (("train", False), ("val", True)):
+            chosen = [i for i in range(len(docs)) if is_val[i] == want]
+            arr = _join_with_eos([ids[i] for i in chosen], tok.eos_id, manifest["dtype"])
+            arr.tofile(tmp / f"{name}.bin")
+            manifest["splits"][name] = {"documents": len(chosen), "tokens": int(arr.size),
+                                        "chars": sum(len(docs[i].text) for i in chosen)}
+        with open(tmp / "documents.jsonl", "w", encoding="utf-8") as fh:
+            for i, d in enumerate(docs):
+                fh.write(json.dumps({"id": i, "source": d.source, "split": "val" if is_val[i] else "train",
+                                     "text": d.text}, ensure_ascii=False) + "\n")
+        tok.save(tmp / "tokenizer.json")
+        write_json(tmp / "manifest.json", manifest)
+
+
 def prepare(
     sources: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
@@ -175,50 +251,31 @@ def prepare(
         raise UsageError("no sources given; pass files or folders to read", param="sources")
     norm = _check_options(tokenizer, vocab_size, normalization, near_dup_threshold, min_chars, max_chars,
                           val_fraction, split, unit)
-    out_path = dataset_path(out)
-    if out_path.exists() and not (out_path / "manifest.json").is_file():
-        raise UsageError(f"--out {out_path} exists and is not a gencraft dataset; choose another name", param="out")
-    for src in sources:
-        s = Path(os.path.expanduser(os.fspath(src))).resolve()
-        o = out_path.resolve()
-        if s == o or o in s.parents:
-            raise UsageError(f"--out {out_path} is inside source {src}; choose another name", param="out")
+    out_path = _check_out(dataset_path(out), sources)
 
     files, skipped = _collect(sources, field, column, unit, progress)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} file(s) of unsupported type, e.g. {skipped[0]['path']}", stacklevel=2)
 
-    steps: list[dict[str, Any]] = []
-    docs = [_Doc(i, t) for i, f in enumerate(files) for t in f.documents]
-    _step(steps, "read", docs)
-    for d in docs:
-        d.text = normalize_unicode(d.text, norm)
-    _step(steps, "normalize", docs)
-    for d in docs:
-        d.text = remove_control(d.text)
-    _step(steps, "control_chars", docs)
-    for d in docs:
-        d.text = normalize_whitespace(d.text)
-    _step(steps, "whitespace", docs)
+    docs, steps = clean_documents([_Doc(i, t) for i, f in enumerate(files) for t in f.documents], norm,
+                                  dedupe=dedupe, near_dup_threshold=near_dup_threshold, min_chars=min_chars,
+                                  max_chars=max_chars)
     if dedupe:
-        before = len(docs)
-        docs = [docs[i] for i in exact_dedupe([d.text for d in docs])]
-        _step(steps, "exact_dedupe", docs, before)
-        before = len(docs)
-        docs = [docs[i] for i in near_dedupe([d.text for d in docs], near_dup_threshold)]
-        _step(steps, "near_dedupe", docs, before)
-        _say(progress, f"deduplicated: {steps[-3]['documents']} -> {len(docs)} documents")
-    before = len(docs)
-    docs = [d for d in docs if len(d.text) >= max(min_chars, 1) and (max_chars is None or len(d.text) <= max_chars)]
-    _step(steps, "length_filter", docs, before)
+        _say(progress, f"deduplicated: {steps[3]['documents']} -> {steps[5]['documents']} documents")
 
     names = ", ".join(str(s) for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
     if not docs:
         raise DataError(f"{names}: empty corpus: no documents left after cleaning (read {steps[0]['documents']}); "
                         "check the files, --field/--column, --min-chars/--max-chars")
     if len(docs) == 1 and val_fraction > 0:
-        raise DataError(f"{names}: only one document after cleaning, none left for validation; "
-                        "use --unit paragraph or --unit line, add files, or --val-fraction 0")
+        if split != "tail" or len(docs[0].text) < 2:
+            raise DataError(f"{names}: only one document after cleaning, none left for validation; "
+                            "use --split tail, --unit paragraph or --unit line, add files, or --val-fraction 0")
+        # One long text with --split tail: cut it like nanoGPT does (first 1-f of the characters
+        # train, the rest validation), so figures compare with nanoGPT's tinyshakespeare.
+        d = docs[0]
+        cut = min(max(1, round(len(d.text) * (1 - val_fraction))), len(d.text) - 1)
+        docs = [_Doc(d.source, d.text[:cut]), _Doc(d.source, d.text[cut:])]
 
     texts = [d.text for d in docs]
     is_val = _split_hash(texts, val_fraction, seed) if split == "hash" else _split_tail(texts, val_fraction)
@@ -250,38 +307,26 @@ def prepare(
         "tokenizer": hashlib.sha256(tok_text.encode()).hexdigest(),
     }, sort_keys=True).encode()).hexdigest()
 
-    with atomic_dir(out_path) as tmp:
-        splits = {}
-        for name, want in (("train", False), ("val", True)):
-            chosen = [i for i in range(len(docs)) if is_val[i] == want]
-            arr = _join_with_eos([ids[i] for i in chosen], tok, dtype)
-            arr.tofile(tmp / f"{name}.bin")
-            splits[name] = {"documents": len(chosen), "tokens": int(arr.size), "chars": sum(len(texts[i]) for i in chosen)}
-        with open(tmp / "documents.jsonl", "w", encoding="utf-8") as fh:
-            for i, d in enumerate(docs):
-                fh.write(json.dumps({"id": i, "source": d.source, "split": "val" if is_val[i] else "train",
-                                     "text": d.text}, ensure_ascii=False) + "\n")
-        (tmp / "tokenizer.json").write_text(tok_text, encoding="utf-8")
-        manifest = {
-            "format": FORMAT,
-            "gencraft_version": __version__,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "name": out_path.name,
-            "sources": manifest_sources,
-            "skipped": skipped,
-            "options": options,
-            "steps": steps,
-            "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
-            "splits": splits,
-            "dtype": dtype,
-            "digest": digest,
-        }
-        write_json(tmp / "manifest.json", manifest)
+    manifest = {
+        "format": FORMAT,
+        "gencraft_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "name": out_path.name,
+        "sources": manifest_sources,
+        "skipped": skipped,
+        "options": options,
+        "steps": steps,
+        "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
+        "splits": {},
+        "dtype": dtype,
+        "digest": digest,
+    }
+    _write_dataset(out_path, manifest, docs, is_val, ids, tok)
     _say(progress, f"wrote {out_path}")
     return out_path
 
 
-def _join_with_eos(seqs: Sequence[list[int]], tok: Tokenizer, dtype: str) -> np.ndarray:
+def _join_with_eos(seqs: Sequence[list[int]], eos_id: int, dtype: str) -> np.ndarray:
     """Concatenate token sequences, each followed by the end-of-text id, as little-endian ``dtype``."""
     total = sum(len(s) + 1 for s in seqs)
     out = np.empty(total, dtype=np.dtype(dtype).newbyteorder("<"))
@@ -289,6 +334,6 @@ def _join_with_eos(seqs: Sequence[list[int]], tok: Tokenizer, dtype: str) -> np.
     for s in seqs:
         out[pos:pos + len(s)] = s
         pos += len(s)
-        out[pos] = tok.eos_id
+        out[pos] = eos_id
         pos += 1
     return out

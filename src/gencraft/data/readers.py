@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import re
@@ -124,7 +125,7 @@ class _HTMLText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.parts: list[str] = []
         self.skip_depth = 0
-        self.pre_depth = 0
+        self.pre_depth = 0  # inside <pre>: whitespace is kept as written
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag in self.SKIP:
@@ -150,7 +151,9 @@ class _HTMLText(HTMLParser):
 
     def text(self) -> str:
         joined = "".join(self.parts)
-        lines = [ln.strip() if not self.pre_depth else ln.rstrip() for ln in joined.split("\n")]
+        # A single leading space is what collapsing left behind; deeper indentation is <pre> text.
+        lines = [ln.rstrip() for ln in joined.split("\n")]
+        lines = [ln[1:] if ln.startswith(" ") and not ln.startswith("  ") else ln for ln in lines]
         return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
 
 
@@ -273,8 +276,6 @@ def split_units(docs: list[str], unit: str) -> list[str]:
 def read_file(path: Path, *, field: str | None = None, column: str | None = None,
               unit: str = "auto") -> SourceFile:
     """Read one file into a :class:`SourceFile` with its raw documents (before cleaning)."""
-    import hashlib
-
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -296,7 +297,10 @@ def read_file(path: Path, *, field: str | None = None, column: str | None = None
                         f"supported: {', '.join(sorted(SUPPORTED))}")
     if unit == "auto":
         if suffix in TEXT_SUFFIXES and len(data) > BIG_TEXT_BYTES:
+            # a big single text (a novel, tinyshakespeare): paragraphs, or lines if it has no blank lines
             docs = split_units(docs, "paragraph")
+            if len(docs) < 2:
+                docs = split_units(docs, "line")
     elif unit == "file":
         docs = ["\n\n".join(docs)] if len(docs) > 1 else docs
     else:

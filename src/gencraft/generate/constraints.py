@@ -42,6 +42,7 @@ output (the ad kit ranks by it).
 from __future__ import annotations
 
 import copy
+import heapq
 import json
 import math
 import re
@@ -70,6 +71,10 @@ DEFAULT_NUMBER_RANGE = (-1e6, 1e6)
 DEFAULT_NUMBER_STEP = 0.01
 _MAX_SCHEMA_DEPTH = 12
 
+# Lexer budget for text fields that intersect a length bound with required and banned terms: the
+# defaults stop at ~250k derivative expressions, which 12 banned claims x 90 characters exceed.
+_HEAVY_LIMITS = {"initial_lexer_fuel": 20_000_000, "step_lexer_fuel": 5_000_000, "max_lexer_states": 1_000_000}
+
 _JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 
@@ -97,6 +102,7 @@ class Grammar:
     pattern: str | None = None
     options: tuple[str, ...] = ()
     description: str = ""
+    heavy: bool = False  # intersections/negations: give the lexer more room (see _HEAVY_LIMITS)
 
     @property
     def max_tokens(self) -> int:
@@ -117,6 +123,14 @@ class Grammar:
             if text not in self.options:
                 raise UsageError(f"output {text!r} is not one of the choices", param="constraint")
             return text
+        if self.kind == "text":
+            cfg = json.loads(self.spec)["text_field"]
+            low = text.lower()
+            if not cfg["min_chars"] <= len(text) <= cfg["max_chars"]:
+                raise UsageError(f"output has {len(text)} characters, outside {cfg['min_chars']}.."
+                                 f"{cfg['max_chars']}", param="constraint")
+            if any(r not in text for r in cfg["required"]) or any(b in low for b in cfg["banned"]):
+                raise UsageError(f"output {text!r} breaks the required/banned terms", param="constraint")
         if self.kind == "regex" and self.pattern is not None:
             if re.fullmatch(self.pattern, text, flags=re.DOTALL) is None:
                 raise UsageError(f"output {text!r} does not match {self.pattern!r}", param="constraint")
@@ -285,7 +299,8 @@ def regex(pattern: str, *, max_chars: int = 256) -> Grammar:
     spec = llguidance.LLMatcher.grammar_from_lark(
         f"start: VALUE\nVALUE: {_lark_regex(pattern)} & /(?s:.{{0,{int(max_chars)}}})/\n")
     _validate_spec(spec, "regex")
-    return Grammar("regex", spec, 4 * int(max_chars), pattern=pattern, description=f"regex {pattern}")
+    return Grammar("regex", spec, 4 * int(max_chars), pattern=pattern, description=f"regex {pattern}",
+                   heavy=True)
 
 
 def choice(options: Sequence[str]) -> Grammar:
@@ -301,39 +316,231 @@ def choice(options: Sequence[str]) -> Grammar:
                    description="one of " + ", ".join(opts))
 
 
-def text_field(*, max_chars: int, min_chars: int = 1, charset: str = r"[^\n]",
-               required: Sequence[str] = (), banned: Sequence[str] = (), prefix: str = "",
-               suffix: str = "") -> Grammar:
-    """Free text of ``min_chars..max_chars`` characters drawn from ``charset`` (a regex class)
-    that contains every ``required`` term and none of the ``banned`` ones (case-insensitively),
-    between a fixed ``prefix`` and ``suffix``. The character limit is part of the mask: the model
-    can never write past it, so nothing is truncated afterwards."""
-    _require_engine()
+def text_field(*, max_chars: int, min_chars: int = 1, required: Sequence[str] = (),
+               banned: Sequence[str] = (), allow_newlines: bool = False) -> Grammar:
+    """Free text of ``min_chars..max_chars`` characters that contains every ``required`` term
+    (exactly) and none of the ``banned`` ones (ignoring ASCII case), without control characters
+    (newlines only with ``allow_newlines``). The limit is part of the mask: the model can never
+    write past it, and a required term is forced in while it still fits, so nothing is truncated.
+
+    Masked by gencraft's own byte automaton (:class:`TextFieldMatcher`): llguidance's lexer gives
+    up ("too many expressions") on the length bound x required x banned intersections of ad copy.
+    """
     if max_chars < 1 or min_chars < 0 or min_chars > max_chars:
         raise UsageError(f"max_chars={max_chars}, min_chars={min_chars}: need 0 <= min_chars <= max_chars, "
                          "max_chars >= 1", param="max_chars")
-    _check_regex(charset, "charset")
-    parts = [f"/(?s:{charset}{{{int(min_chars)},{int(max_chars)}}})/"]
-    for term in required:
-        if term:
-            parts.append(f"/(?s:.*){re.escape(term)}(?s:.*)/")
-    for term in banned:
-        if term:
-            parts.append(f"~/(?s:.*)(?i:{_loose(term)})(?s:.*)/")
-    lines = ["start: " + " ".join(x for x in (json.dumps(prefix) if prefix else "", "VALUE",
-                                               json.dumps(suffix) if suffix else "") if x),
-             "VALUE: " + " & ".join(parts)]
-    spec = llguidance.LLMatcher.grammar_from_lark("\n".join(lines) + "\n")
-    _validate_spec(spec, "text")
-    pattern = None
-    return Grammar("lark", spec, 4 * int(max_chars) + len(prefix.encode()) + len(suffix.encode()),
-                   pattern=pattern, description=f"text <= {max_chars} chars")
+    req = tuple(dict.fromkeys(t for t in required if t))
+    ban = tuple(dict.fromkeys(t.lower() for t in banned if t))
+    if sum(len(t) for t in req) + max(0, len(req) - 1) > max_chars:
+        raise UsageError(f"required terms {list(req)} do not fit in {max_chars} characters", param="required")
+    for r in req:
+        for b in ban:
+            if b in r.lower():
+                raise UsageError(f"required term {r!r} contains banned term {b!r}", param="banned")
+    spec = json.dumps({"text_field": {"max_chars": int(max_chars), "min_chars": int(min_chars),
+                                      "required": list(req), "banned": list(ban),
+                                      "allow_newlines": bool(allow_newlines)}})
+    return Grammar("text", spec, 4 * int(max_chars), options=req + ban,
+                   description=f"text {min_chars}..{max_chars} chars")
 
 
-def _loose(term: str) -> str:
-    """Regex for a banned term that also catches it with other spacing ("best  in the world")."""
-    words = [re.escape(w) for w in term.split()]
-    return r"\s*".join(words) if words else re.escape(term)
+class _Automaton:
+    """Aho-Corasick over bytes: ``delta[state, byte]`` and the terms (bitmask) each state completes."""
+
+    def __init__(self, terms: Sequence[bytes]) -> None:
+        goto: list[dict[int, int]] = [{}]
+        out = [0]
+        for i, t in enumerate(terms):
+            s = 0
+            for b in t:
+                if b not in goto[s]:
+                    goto.append({})
+                    out.append(0)
+                    goto[s][b] = len(goto) - 1
+                s = goto[s][b]
+            out[s] |= 1 << i
+        fail = [0] * len(goto)
+        delta = np.zeros((len(goto), 256), dtype=np.int32)
+        queue = []
+        for b, nxt in goto[0].items():
+            delta[0, b] = nxt
+            queue.append(nxt)
+        while queue:  # breadth first: fail links, inherited outputs, the full transition table
+            s = queue.pop(0)
+            out[s] |= out[fail[s]]
+            delta[s] = delta[fail[s]]
+            for b, nxt in goto[s].items():
+                fail[nxt] = int(delta[fail[s], b]) if s else 0
+                delta[s, b] = nxt
+                queue.append(nxt)
+        self.delta = delta
+        self.out = np.array(out, dtype=np.int64)
+
+
+# UTF-8 validity as a small automaton: state = continuation bytes still due * 5 + allowed range of the next
+_UTF8_RANGES = [(0x80, 0xBF), (0xA0, 0xBF), (0x80, 0x9F), (0x90, 0xBF), (0x80, 0x8F)]
+
+
+def _utf8_tables(allow_newlines: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``nxt[state, byte]`` (-1: invalid or control byte) and ``chars[state, byte]`` (1 when the
+    byte starts a character)."""
+    nxt = np.full((20, 256), -1, dtype=np.int32)
+    chars = np.zeros((20, 256), dtype=np.int32)
+    for b in range(256):  # state 0: a new character starts
+        if b < 0x80:
+            if (b >= 0x20 and b != 0x7F) or (allow_newlines and b == 0x0A):
+                nxt[0, b], chars[0, b] = 0, 1
+        elif 0xC2 <= b <= 0xDF:  # after 0xC2 only A0..BF: no C1 control characters
+            nxt[0, b], chars[0, b] = 5 + (b == 0xC2), 1
+        elif 0xE0 <= b <= 0xEF:
+            nxt[0, b], chars[0, b] = 10 + {0xE0: 1, 0xED: 2}.get(b, 0), 1
+        elif 0xF0 <= b <= 0xF4:
+            nxt[0, b], chars[0, b] = 15 + {0xF0: 3, 0xF4: 4}.get(b, 0), 1
+    for due in (1, 2, 3):
+        for r, (lo, hi) in enumerate(_UTF8_RANGES):
+            nxt[due * 5 + r, lo:hi + 1] = (due - 1) * 5
+    return nxt, chars
+
+
+State = tuple[int, int, int, int]  # banned automaton, required automaton, required found, UTF-8
+
+
+class TextFieldMatcher:
+    """The mask for :func:`text_field`, over bytes, for any tokenizer.
+
+    State = (banned-terms automaton, required-terms automaton, required terms found, UTF-8 state)
+    plus the characters written. A token is allowed when its bytes keep the text valid UTF-8
+    without control characters, spell no banned term, and leave room -- within ``max_chars`` --
+    for the shortest way to finish the required terms still missing (a small search over the
+    automata, so a term split across tokens or overlapping earlier text is handled exactly).
+    End-of-text is allowed once every term is in and ``min_chars`` is reached. Each state's
+    effect of every token is computed once, for the whole vocabulary at a time (numpy).
+    """
+
+    def __init__(self, grammar: Grammar, tokenizer: Any) -> None:
+        cfg = json.loads(grammar.spec)["text_field"]
+        self.max_chars, self.min_chars = cfg["max_chars"], cfg["min_chars"]
+        self.req = _Automaton([t.encode() for t in cfg["required"]])
+        self.ban = _Automaton([t.encode() for t in cfg["banned"]])
+        self.all_found = (1 << len(cfg["required"])) - 1
+        self.utf_next, self.utf_chars = _utf8_tables(cfg["allow_newlines"])
+        self.lower = np.arange(256, dtype=np.int32)
+        self.lower[ord("A"):ord("Z") + 1] += 32
+        table = token_table(tokenizer)
+        self.vocab_size, self.eos_id = len(table), int(tokenizer.eos_id)
+        width = max(1, max(len(b) for b in table))
+        self.bytes = np.full((len(table), width), -1, dtype=np.int32)
+        for i, b in enumerate(table):
+            self.bytes[i, :len(b)] = list(b)
+        self.empty = np.array([len(b) == 0 for b in table])
+        alphabet = {b for t in cfg["required"] + cfg["banned"] for b in t.encode()}
+        filler = next((c for c in b" .-x_qz" if c not in alphabet), 0x20)
+        self.search_bytes = sorted(alphabet | {filler})
+        self.state: State = (0, 0, 0, 0)
+        self.chars = 0
+        self.stopped = False
+        self._cache: dict[State, tuple[np.ndarray, ...]] = {}
+        self._need: dict[State, int] = {}
+
+    def _step_byte(self, st: State, b: int) -> tuple[State, int] | None:
+        ban, req, found, utf = st
+        nu = int(self.utf_next[utf, b])
+        if nu < 0:
+            return None
+        nb = int(self.ban.delta[ban, self.lower[b]])
+        if self.ban.out[nb]:
+            return None
+        nr = int(self.req.delta[req, b])
+        return (nb, nr, found | int(self.req.out[nr]), nu), int(self.utf_chars[utf, b])
+
+    def need(self, st: State) -> int:
+        """Fewest characters that finish the current character and every missing required term."""
+        if st in self._need:
+            return self._need[st]
+        best = {st: 0}
+        heap = [(0, st)]
+        result = 1 << 30
+        while heap:  # Dijkstra; continuation bytes cost no character
+            cost, cur = heapq.heappop(heap)
+            if cost > best.get(cur, 1 << 30):
+                continue
+            if cur[2] == self.all_found and cur[3] == 0:
+                result = cost
+                break
+            if cost > self.max_chars:
+                break
+            for b in (self.search_bytes if cur[3] == 0 else range(0x80, 0xC0)):
+                nxt = self._step_byte(cur, b)
+                if nxt is not None and cost + nxt[1] < best.get(nxt[0], 1 << 30):
+                    best[nxt[0]] = cost + nxt[1]
+                    heapq.heappush(heap, (cost + nxt[1], nxt[0]))
+        self._need[st] = result
+        return result
+
+    def _transitions(self, st: State) -> tuple[np.ndarray, ...]:
+        """Every token's effect from state ``st``, for the whole vocabulary at once."""
+        if st in self._cache:
+            return self._cache[st]
+        V = self.vocab_size
+        ban = np.full(V, st[0], dtype=np.int32)
+        req = np.full(V, st[1], dtype=np.int32)
+        found = np.full(V, st[2], dtype=np.int64)
+        utf = np.full(V, st[3], dtype=np.int32)
+        dchars = np.zeros(V, dtype=np.int64)
+        dead = self.empty.copy()
+        for j in range(self.bytes.shape[1]):
+            b = self.bytes[:, j]
+            live = (b >= 0) & ~dead
+            bb = np.where(live, b, 0)
+            nu = self.utf_next[utf, bb]
+            nb = self.ban.delta[ban, self.lower[bb]]
+            nr = self.req.delta[req, bb]
+            bad = live & ((nu < 0) | (self.ban.out[nb] != 0))
+            dead |= bad
+            live &= ~bad
+            dchars += np.where(live, self.utf_chars[utf, bb], 0)
+            utf = np.where(live, nu, utf)
+            ban = np.where(live, nb, ban)
+            req = np.where(live, nr, req)
+            found = np.where(live, found | self.req.out[nr], found)
+        need = np.zeros(V, dtype=np.int64)
+        ok = ~dead
+        if ok.any():
+            keys = np.stack([ban[ok], req[ok], found[ok], utf[ok]], axis=1)
+            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+            needs = np.array([self.need(tuple(int(x) for x in k)) for k in uniq], dtype=np.int64)
+            need[ok] = needs[inv.reshape(-1)]
+        out = (dead, dchars, need, ban, req, found, utf)
+        self._cache[st] = out
+        return out
+
+    def allowed(self) -> np.ndarray:
+        """Boolean mask over the vocabulary for the next token."""
+        if self.stopped:
+            mask = np.zeros(self.vocab_size, dtype=bool)
+        else:
+            dead, dchars, need, *_ = self._transitions(self.state)
+            mask = ~dead & (self.chars + dchars + need <= self.max_chars)
+        mask[self.eos_id] = self.is_accepting()
+        return mask
+
+    def is_accepting(self) -> bool:
+        return self.state[2] == self.all_found and self.state[3] == 0 and self.chars >= self.min_chars
+
+    def is_stopped(self) -> bool:
+        return self.stopped
+
+    def consume_token(self, t: int) -> bool:
+        if t == self.eos_id:
+            self.stopped = True
+            return self.is_accepting()
+        dead, dchars, need, ban, req, found, utf = self._transitions(self.state)
+        if dead[t] or self.chars + int(dchars[t]) + int(need[t]) > self.max_chars:
+            raise UsageError("text constraint: a token outside the mask was fed to the matcher",
+                             param="constraint")
+        self.chars += int(dchars[t])
+        self.state = (int(ban[t]), int(req[t]), int(found[t]), int(utf[t]))
+        return True
 
 
 def lark(grammar: str, *, max_bytes: int) -> Grammar:
@@ -405,6 +612,36 @@ def engine_tokenizer(tokenizer: Any) -> Any:
 # ---------------------------------------------------------------- the logits processor
 
 
+def new_matcher(grammar: Grammar, ll_tokenizer: Any) -> Any:
+    """A fresh llguidance matcher for ``grammar`` (raises UsageError when it cannot be built)."""
+    limits = llguidance.LLParserLimits(**_HEAVY_LIMITS) if grammar.heavy else None
+    m = llguidance.LLMatcher(ll_tokenizer, grammar.spec, log_level=0, limits=limits)
+    _check_matcher(m)
+    return m
+
+
+def _check_matcher(m: Any) -> None:
+    if m.is_error():
+        msg = " ".join(m.get_error().split())[:160]
+        raise UsageError(f"constraint engine gave up ({msg}); simplify the constraint (fewer/shorter "
+                         "terms, smaller limits)", param="constraint")
+
+
+def accepts(grammar: Grammar, tokenizer: Any, token_ids: Sequence[int]) -> bool:
+    """True when ``token_ids`` form a complete document of ``grammar`` (checked from scratch)."""
+    if grammar.kind == "text":
+        tm = TextFieldMatcher(grammar, tokenizer)
+        try:
+            for t in token_ids:
+                tm.consume_token(int(t))
+        except UsageError:
+            return False
+        return tm.is_accepting()
+    m = new_matcher(grammar, engine_tokenizer(tokenizer))
+    ok = m.consume_tokens([int(t) for t in token_ids]) if token_ids else True
+    return bool(ok) and not m.is_error() and m.is_accepting()
+
+
 class ConstraintProcessor:
     """Logits processor that masks every token the grammar does not allow next.
 
@@ -418,17 +655,16 @@ class ConstraintProcessor:
     def __init__(self, grammar: Grammar, tokenizer: Any) -> None:
         self.grammar = grammar
         self.tokenizer = tokenizer
-        self._ll = engine_tokenizer(tokenizer)
+        self._ll = engine_tokenizer(tokenizer) if grammar.kind != "text" else None
         self.vocab_size = int(tokenizer.vocab_size)
         self.eos_id = int(tokenizer.eos_id)
         self._start: int | None = None
         self._rows: list[tuple[list[int], Any]] = []  # (tokens consumed, matcher) per live sequence
 
     def _new_matcher(self) -> Any:
-        m = llguidance.LLMatcher(self._ll, self.grammar.spec)
-        if m.is_error():
-            raise UsageError(f"constraint: {m.get_error()}", param="constraint")
-        return m
+        if self.grammar.kind == "text":
+            return TextFieldMatcher(self.grammar, self.tokenizer)
+        return new_matcher(self.grammar, self._ll)
 
     def _match_rows(self, gen: list[list[int]]) -> list[tuple[list[int], Any]]:
         """The (history, matcher) of each current row; rows that finished are dropped."""
@@ -452,15 +688,24 @@ class ConstraintProcessor:
             self._rows = [([], self._new_matcher()) for _ in range(B)]
         gen = ids[:, self._start:].tolist()
         self._rows = self._match_rows(gen)
-        bitmask = llg_numpy.allocate_token_bitmask(B, self._ll.vocab_size)
+        text = self._ll is None
+        if text:
+            rows = np.zeros((B, self.vocab_size), dtype=bool)
+        else:
+            bitmask = llg_numpy.allocate_token_bitmask(B, self._ll.vocab_size)
         for b, (hist, matcher) in enumerate(self._rows):
             for tok in gen[b][len(hist):]:
                 if not matcher.is_stopped():
                     matcher.consume_token(int(tok))
                 hist.append(int(tok))
-            llg_numpy.fill_next_token_bitmask(matcher, bitmask, b)
-        allowed = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size]
-        allowed = torch.from_numpy(allowed.astype(bool)).to(logits.device)
+            if text:
+                rows[b] = matcher.allowed()
+            else:
+                llg_numpy.fill_next_token_bitmask(matcher, bitmask, b)
+                _check_matcher(matcher)
+        if not text:
+            rows = np.unpackbits(bitmask.view(np.uint8), axis=1, bitorder="little")[:, : self.vocab_size]
+        allowed = torch.from_numpy(rows.astype(bool)).to(logits.device)
         V = logits.shape[-1]
         if V > allowed.shape[1]:  # model's output layer padded past the tokenizer's vocabulary
             allowed = torch.nn.functional.pad(allowed, (0, V - allowed.shape[1]), value=False)
@@ -532,6 +777,9 @@ def generate_many(model: Any, prompt: str | Sequence[int], grammar: Grammar, *, 
     results = engine_generate(step_model, tok, [prompt], cfg)[0]
     out = []
     for r in results:
+        if r.finish_reason != "eos" or not accepts(grammar, tok, r.token_ids):
+            raise UsageError(f"constrained generation ended incomplete ({r.finish_reason}); this is a bug "
+                             "in the constraint, please report it", param="constraint")
         text = b"".join(bytes(tok.token_bytes(t)) for t in r.token_ids).decode("utf-8")
         out.append(Structured(text=text, value=grammar.parse(text), token_ids=list(r.token_ids),
                               logprob=float(r.score or 0.0)))

@@ -14,7 +14,9 @@ max_new_tokens, max_time).
 
 from __future__ import annotations
 
+import contextlib
 import secrets
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +26,7 @@ import torch
 
 from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.generate.processors import apply, build_processors, vocab_bytes
+from gencraft.generate.processors import TopK, apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
 
 Prompt = str | Sequence[int]
@@ -81,6 +83,47 @@ def _prefill(model: Any, ids: torch.Tensor, limit: int | None, max_len: int | No
     return logits, cache
 
 
+# Below this many parameters a decode step is a chain of tiny ops: one thread beats two (no
+# fork/join per op, no waiting on a busy sibling core). Measured in bench/generate.py.
+SINGLE_THREAD_BELOW = 30_000_000
+_threads_lock = threading.Lock()
+_threads_users = 0
+_threads_saved = 0
+
+
+@contextlib.contextmanager
+def decode_threads(model: Any) -> Iterator[None]:
+    """Run small models' decoding on one CPU thread (restored after, safe across threads)."""
+    global _threads_users, _threads_saved
+    small = model_device(model).type == "cpu" and _num_params(model) < SINGLE_THREAD_BELOW
+    if not small:
+        yield
+        return
+    with _threads_lock:
+        if _threads_users == 0:
+            _threads_saved = torch.get_num_threads()
+            torch.set_num_threads(1)
+        _threads_users += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_users -= 1
+            if _threads_users == 0:
+                torch.set_num_threads(_threads_saved)
+
+
+def _num_params(model: Any) -> int:
+    n = getattr(model, "_gencraft_num_params", None)
+    if n is None:
+        n = sum(p.numel() for p in model.parameters())
+        try:
+            model._gencraft_num_params = n
+        except AttributeError:
+            pass
+    return n
+
+
 def _advance(model: Any, tokens: torch.Tensor, cache: Any, ids: torch.Tensor,
              limit: int | None) -> tuple[torch.Tensor, Any]:
     """Feed one token per row; when the context is full, slide the window (re-prefill)."""
@@ -131,6 +174,10 @@ class Decoder:
 
     def deltas(self) -> Iterator[tuple[int, str]]:
         """Yield ``(row, text delta)`` as tokens come; row = prompt index * n + sample index."""
+        with decode_threads(self.model):
+            yield from self._deltas()
+
+    def _deltas(self) -> Iterator[tuple[int, str]]:
         cfg, tok = self.cfg, self.tokenizer
         dev = model_device(self.model)
         n = cfg.n
@@ -165,6 +212,11 @@ class Decoder:
             ids = torch.empty((len(self.rows), total), dtype=torch.long, device=dev)
             ids[:, :P] = prompt_ids
             procs = build_processors(cfg, tok, P, V, sampling)
+            # top-k as the last filter: sample among the k best directly (same distribution)
+            topk_only = (sampling and 0 < cfg.top_k < V and cfg.top_p == 1.0 and cfg.min_p == 0.0
+                         and cfg.typical_p == 1.0)
+            if topk_only:
+                procs = [p for p in procs if not isinstance(p, TopK)]
             gen = torch.Generator(device=dev).manual_seed(seed) if sampling else None
         active = list(range(len(self.rows)))  # row index of each batch position
         want_lp = cfg.logprobs or cfg.top_logprobs
@@ -177,7 +229,12 @@ class Decoder:
                     if scores is logits:
                         scores = scores.clone()
                     scores = apply(procs, ids[:, :cur], scores)
-                if sampling:
+                if sampling and topk_only:  # the k survivors only: a race over k, not the vocabulary
+                    vals, idx = scores.topk(cfg.top_k, dim=-1)
+                    probs = vals.softmax(-1)
+                    race = torch.empty_like(probs).exponential_(generator=gen)
+                    nxt = idx.gather(1, probs.div_(race).argmax(-1, keepdim=True))[:, 0]
+                elif sampling:
                     probs = scores.softmax(-1)
                     race = torch.empty_like(probs).exponential_(generator=gen)
                     nxt = probs.div_(race).argmax(-1)

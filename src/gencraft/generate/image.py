@@ -181,7 +181,7 @@ def reconstruct(run: ImageRun, image_path: str | os.PathLike[str], label: int | 
                             parse_color(opts.get("background", "#ffffff")), "L" if run.model.cfg.channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise UsageError(f"--reconstruct {p}: not a readable image ({e})", param="reconstruct") from None
-    x = to_unit(torch.from_numpy(arr[None]))
+    x = to_unit(torch.from_numpy(np.array(arr[None])))
     y = torch.tensor([label]) if (run.n_classes and label is not None) else (
         torch.zeros(1, dtype=torch.long) if run.n_classes else None)
     return np.concatenate([arr[None], to_uint8(run.model.reconstruct(x, y)).numpy()])

@@ -2,7 +2,7 @@
 
 Text (Kirchenbauer et al., 2023). At every step the vocabulary is split by a keyed hash of the
 previous ``context_width`` token(s): a fraction ``gamma`` of the tokens is "green" and gets
-``delta`` added to its logit. The split is ``splitmix64(seed(context) ^ token * golden) < gamma * 2^64``
+``delta`` added to its logit. The split is ``mix(seed(context) XOR word[token]) < gamma * 2^64`` (``word``: keyed random 64-bit words)
 with ``seed(context)`` = the first 8 bytes of HMAC-SHA256(key, context ids) — one HMAC per row,
 then a few vectorised integer operations over the whole ``[B, V]`` block. Detection counts green
 tokens among the *unique* (context, token) pairs of a text (repeated n-grams would otherwise
@@ -31,20 +31,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-
 
 def derive_key(secret: bytes, label: str) -> bytes:
     """A sub-key of the watermark secret for one use ("text", "image")."""
     return hmac.new(secret, b"gencraft-watermark:" + label.encode(), hashlib.sha256).digest()
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        x = x + GOLDEN
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
 
 
 # --- text ----------------------------------------------------------------------------------------
@@ -63,23 +53,32 @@ class TextWatermark:
         self.delta = float(delta)
         self.context_width = int(context_width)
         self._limit = np.uint64(min(int(gamma * 2.0**64), 2**64 - 1))
-        self._token_mix = np.arange(self.vocab_size, dtype=np.uint64) * GOLDEN
+        # one keyed random 64-bit word per token id; a context's seed is XORed into all of them
+        rng = np.random.default_rng(np.frombuffer(hmac.new(key, b"tokens", hashlib.sha256).digest(), np.uint32))
+        self._token_words = rng.integers(0, 2**64, size=self.vocab_size, dtype=np.uint64, endpoint=False)
         self._seed = lru_cache(maxsize=1 << 16)(self._seed_uncached)
+        self._mask = lru_cache(maxsize=512)(self._mask_uncached)
 
     def _seed_uncached(self, context: tuple[int, ...]) -> int:
         msg = b"".join(int(t).to_bytes(4, "little", signed=True) for t in context)
         return int.from_bytes(hmac.new(self.key, msg, hashlib.sha256).digest()[:8], "little")
 
-    def green_mask(self, contexts: list[tuple[int, ...]]) -> np.ndarray:
-        """``bool[len(contexts), V]``: the green tokens after each context."""
-        seeds = np.array([self._seed(c) for c in contexts], dtype=np.uint64)[:, None]
+    def _mix(self, words: np.ndarray, seed: int) -> np.ndarray:
         with np.errstate(over="ignore"):
-            return _splitmix64(seeds ^ self._token_mix[None, :]) < self._limit
+            x = (words ^ np.uint64(seed)) * np.uint64(0xBF58476D1CE4E5B9)
+            x ^= x >> np.uint64(31)
+            x *= np.uint64(0x94D049BB133111EB)
+        return x < self._limit
+
+    def _mask_uncached(self, context: tuple[int, ...]) -> np.ndarray:
+        return self._mix(self._token_words, self._seed(context))
+
+    def green_mask(self, contexts: list[tuple[int, ...]]) -> np.ndarray:
+        """``bool[len(contexts), V]``: the green tokens after each context (the last 512 are cached)."""
+        return np.stack([self._mask(c) for c in contexts])
 
     def is_green(self, context: tuple[int, ...], token: int) -> bool:
-        with np.errstate(over="ignore"):
-            x = np.array([self._seed(context)], dtype=np.uint64) ^ (np.uint64(token) * GOLDEN)
-        return bool(_splitmix64(x)[0] < self._limit)
+        return bool(self._mix(self._token_words[token:token + 1], self._seed(context))[0])
 
 
 class WatermarkProcessor:
@@ -100,8 +99,8 @@ class WatermarkProcessor:
         contexts = [tuple(t for t in row if t >= 0) or (-1,) for row in tail]
         mask = self.rule.green_mask(contexts)
         v = min(logits.shape[1], mask.shape[1])
-        bias = torch.from_numpy(mask[:, :v]).to(logits.device)
-        logits[:, :v] += bias.to(logits.dtype) * self.rule.delta
+        bias = mask[:, :v].astype(np.float32) * np.float32(self.rule.delta)
+        logits[:, :v] += torch.from_numpy(bias).to(device=logits.device, dtype=logits.dtype)
         return logits
 
 

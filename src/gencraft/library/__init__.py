@@ -1,1 +1,285 @@
-"""gencraft.library"""
+"""The content library: every generation with its prompt, parameters, model, manifest and guard results.
+
+SQLite under ``GENCRAFT_HOME/library.db`` by default (WAL journal: a writer killed mid-write loses
+nothing it committed), or any SQLAlchemy URL (``postgresql://...``). The schema comes from the
+Alembic migrations shipped in this package, applied when the library is opened::
+
+    lib = Library.open()                       # or Library.open("postgresql://user@host/db")
+    item_id = lib.add(kind="completion", model="shakespeare", prompt="ROMEO:", text="...")
+    lib.search(text="romeo", kind="completion")
+    lib.rate(item_id, +1, note="good rhythm")
+    rank_toward_liked(["variant a", "variant b"], kind="ads")   # kits: liked-first order
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, func, or_, select
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from gencraft.errors import NotFoundError, UsageError
+from gencraft.library.models import Base, Item
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+KINDS = ("completion", "chat", "image", "write", "game", "ads")
+
+
+def default_url() -> str:
+    """``sqlite:///GENCRAFT_HOME/library.db``."""
+    from gencraft.paths import home
+
+    return f"sqlite:///{home() / 'library.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; a kill -9 keeps every commit
+    cur.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable against process crashes
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL mode and a busy timeout on every connection."""
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):] if _has("psycopg") else url
+    try:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as e:
+        raise UsageError(f"--db {url!r}: not a usable database URL ({str(e).splitlines()[0]}); "
+                         "use sqlite:///PATH or postgresql://USER@HOST/DB (with a driver installed)",
+                         param="db") from None
+
+
+def _has(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def migrate(engine: Engine) -> None:
+    """Apply the packaged Alembic migrations up to ``head``."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except OperationalError as e:
+        raise UsageError(f"library database {engine.url!r}: cannot open or migrate it "
+                         f"({str(e.orig).splitlines()[0]})", param="db") from None
+
+
+@dataclass
+class Filters:
+    """Search filters; every field is optional."""
+
+    text: str | None = None
+    kind: str | None = None
+    model: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    rating: int | None = None
+
+
+def item_dict(item: Item, *, with_image: bool = True) -> dict[str, Any]:
+    """An item as JSON-able data (the image as base64 PNG)."""
+    d = {
+        "id": item.id, "created": _iso(item.created), "kind": item.kind, "model": item.model,
+        "prompt": item.prompt, "text": item.text, "media_type": item.media_type,
+        "parameters": item.parameters or {}, "manifest": item.manifest, "guard": item.guard,
+        "rating": item.rating, "note": item.note,
+    }
+    if item.image is not None:
+        d["image_b64"] = base64.b64encode(item.image).decode("ascii") if with_image else None
+    return d
+
+
+def _iso(dt: datetime) -> str:
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.isoformat()
+
+
+class Library:
+    """A handle on the library database (thread-safe: one short session per call)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._session = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str | None = None) -> Library:
+        """Open (and migrate) the library at ``url`` (default: SQLite under GENCRAFT_HOME)."""
+        engine = make_engine(url or os.environ.get("GENCRAFT_DB") or default_url())
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self._session()
+
+    def add(self, *, kind: str, model: str = "", prompt: str = "", text: str | None = None,
+            image: bytes | None = None, parameters: dict[str, Any] | None = None,
+            manifest: dict[str, Any] | None = None, guard: dict[str, Any] | None = None,
+            api_key: str | None = None) -> int:
+        """Store one item (committed before returning); returns its id."""
+        item = Item(created=datetime.now(UTC), kind=kind, model=model, prompt=prompt, text=text, image=image,
+                    media_type="image/png" if image is not None else "text/plain",
+                    parameters=parameters or {}, manifest=manifest, guard=guard, rating=0, note="",
+                    api_key=api_key)
+        with self.session() as s, s.begin():
+            s.add(item)
+        return item.id
+
+    def get(self, item_id: int) -> Item:
+        """One item; NotFoundError when there is none with that id."""
+        with self.session() as s:
+            item = s.get(Item, item_id)
+        if item is None:
+            raise NotFoundError(f"library item {item_id} not found; list items with GET /v1/gencraft/library",
+                                param="id")
+        return item
+
+    def delete(self, item_id: int) -> None:
+        with self.session() as s, s.begin():
+            item = s.get(Item, item_id)
+            if item is None:
+                raise NotFoundError(f"library item {item_id} not found", param="id")
+            s.delete(item)
+
+    def rate(self, item_id: int, rating: int, note: str | None = None) -> Item:
+        """Thumbs up (+1), down (-1) or clear (0), with an optional note."""
+        if rating not in (-1, 0, 1):
+            raise UsageError(f"rating={rating!r}: use 1 (thumbs up), -1 (thumbs down) or 0 (clear)",
+                             param="rating")
+        with self.session() as s, s.begin():
+            item = s.get(Item, item_id)
+            if item is None:
+                raise NotFoundError(f"library item {item_id} not found", param="id")
+            item.rating = rating
+            if note is not None:
+                item.note = note
+        return item
+
+    def search(self, filters: Filters | None = None, *, limit: int = 50, offset: int = 0,
+               **kw: Any) -> tuple[list[Item], int]:
+        """Items matching ``filters`` (newest first) and how many match in all."""
+        f = filters or Filters(**kw)
+        if f.kind is not None and not f.kind:
+            f.kind = None
+        q = select(Item)
+        if f.text:
+            like = f"%{f.text.lower()}%"
+            q = q.where(or_(func.lower(Item.text).like(like), func.lower(Item.prompt).like(like)))
+        if f.kind:
+            q = q.where(Item.kind == f.kind)
+        if f.model:
+            q = q.where(Item.model == f.model)
+        if f.since:
+            q = q.where(Item.created >= f.since)
+        if f.until:
+            q = q.where(Item.created <= f.until)
+        if f.rating is not None:
+            q = q.where(Item.rating == f.rating)
+        with self.session() as s:
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            rows = list(s.scalars(q.order_by(Item.id.desc()).limit(limit).offset(offset)))
+        return rows, int(total)
+
+    def count(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count(Item.id))) or 0)
+
+    def ids(self) -> list[int]:
+        with self.session() as s:
+            return list(s.scalars(select(Item.id).order_by(Item.id)))
+
+    def rated_texts(self, kind: str | None = None, limit: int = 200) -> tuple[list[str], list[str]]:
+        """Texts rated up and down (newest first), optionally of one kind."""
+        q = select(Item.text, Item.rating).where(Item.rating != 0, Item.text.is_not(None))
+        if kind:
+            q = q.where(Item.kind == kind)
+        with self.session() as s:
+            rows = s.execute(q.order_by(Item.id.desc()).limit(limit)).all()
+        return [t for t, r in rows if r > 0], [t for t, r in rows if r < 0]
+
+
+# ---------------------------------------------------------------- ranking toward what was liked
+
+def _grams(s: str) -> Counter[str]:
+    s = " ".join(s.lower().split())
+    return Counter(s[i:i + 3] for i in range(max(1, len(s) - 2)))
+
+
+def _cosine(a: Counter[str], b: Counter[str]) -> float:
+    dot = sum(v * b.get(k, 0) for k, v in a.items())
+    na = math.sqrt(sum(v * v for v in a.values()))
+    nb = math.sqrt(sum(v * v for v in b.values()))
+    return dot / (na * nb) if na and nb else 0.0
+
+
+def preference_scores(candidates: Sequence[str], liked: Sequence[str], disliked: Sequence[str]) -> list[float]:
+    """How much each candidate resembles liked items more than disliked ones (character-trigram
+    cosine: mean similarity to the liked minus mean similarity to the disliked)."""
+    lg, dg = [_grams(t) for t in liked], [_grams(t) for t in disliked]
+    out = []
+    for c in candidates:
+        g = _grams(c)
+        up = sum(_cosine(g, x) for x in lg) / len(lg) if lg else 0.0
+        down = sum(_cosine(g, x) for x in dg) / len(dg) if dg else 0.0
+        out.append(up - down)
+    return out
+
+
+def rank_toward_liked(candidates: Sequence[str], *, kind: str | None = None,
+                      library: Library | None = None) -> list[tuple[str, float]]:
+    """Order ``candidates`` (e.g. ad variants) toward what the person rated up in the library.
+
+    Returns ``(text, score)`` pairs, best first; with no ratings the order is unchanged (scores 0).
+    """
+    lib = library or Library.open()
+    try:
+        liked, disliked = lib.rated_texts(kind)
+    finally:
+        if library is None:
+            lib.close()
+    scores = preference_scores(candidates, liked, disliked)
+    order = sorted(range(len(candidates)), key=lambda i: -scores[i])
+    return [(candidates[i], scores[i]) for i in order]
+
+
+def record(**fields: Any) -> int:
+    """Store one item in the default library (for kits and the CLI); returns its id."""
+    lib = Library.open()
+    try:
+        return lib.add(**fields)
+    finally:
+        lib.close()
+
+
+__all__ = ["Base", "Filters", "Item", "KINDS", "Library", "default_url", "item_dict", "make_engine", "migrate",
+           "preference_scores", "rank_toward_liked", "record"]

@@ -110,6 +110,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
+        if cache is not None and T == 1 and cache.pad is None:
+            return self._decode_one(x, cache, layer)
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if cache is None:  # training / full-sequence scoring: plain causal attention
@@ -125,6 +127,20 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def _decode_one(self, x: torch.Tensor, cache: KVCache, layer: int) -> torch.Tensor:
+        """One new position per row, no padding: the generation hot path, with as few ops as we can.
+
+        With one position, ``[B, 3C]`` views straight into q/k/v heads and the attention output
+        ``[B, H, 1, hd]`` is already laid out as ``[B, 1, C]``: no transposes, no copies.
+        """
+        B, _, C = x.shape
+        qkv = self.c_attn(x).view(B, 3, self.n_head, 1, C // self.n_head)
+        pos = cache.length
+        cache.k[layer, :, :, pos:pos + 1] = qkv[:, 1]
+        cache.v[layer, :, :, pos:pos + 1] = qkv[:, 2]
+        y = F.scaled_dot_product_attention(qkv[:, 0], cache.k[layer, :, :, :pos + 1], cache.v[layer, :, :, :pos + 1])
+        return self.c_proj(y.reshape(B, 1, C))
 
 
 class MLP(nn.Module):
@@ -234,10 +250,13 @@ class GPT(nn.Module):
             cache = self.new_cache(B)
         if cache.length + T > cache.max_len:
             raise ValueError(f"KV cache full: {cache.length} + {T} > {cache.max_len}")
-        pos = torch.arange(cache.length, cache.length + T, device=token_ids.device)
-        if cache.offset is not None:  # left padding: each row's positions start at its first real token
-            pos = (pos[None, :] - cache.offset[:, None]).clamp_(min=0)
-        x = self.wte(token_ids) + self.wpe(pos)
+        if T == 1 and cache.offset is None:  # decoding: one position, no index tensor to build
+            x = self.wte(token_ids) + self.wpe.weight[cache.length]
+        else:
+            pos = torch.arange(cache.length, cache.length + T, device=token_ids.device)
+            if cache.offset is not None:  # left padding: each row's positions start at its first real token
+                pos = (pos[None, :] - cache.offset[:, None]).clamp_(min=0)
+            x = self.wte(token_ids) + self.wpe(pos)
         for i, block in enumerate(self.h):
             x = block(x, cache, i)
         cache.length += T

@@ -91,6 +91,16 @@ def make_ema(module: nn.Module) -> nn.Module:
     return ema.eval()
 
 
+def ema_decay(step: int, halflife: float, rampup: float = 0.1) -> float:
+    """Decay of the weight EMA at ``step``: half-life ``halflife`` steps, ramped up as ``rampup * step``.
+
+    Early in training the weights move fast; a fixed long half-life would average in the
+    random initial weights for thousands of steps (StyleGAN2-ADA ramps it up the same way).
+    """
+    hl = min(halflife, rampup * step)
+    return 0.5 ** (1.0 / hl) if hl > 0 else 0.0
+
+
 @torch.no_grad()
 def update_ema(ema: nn.Module, live: nn.Module, decay: float) -> None:
     """``ema = decay * ema + (1 - decay) * live`` for parameters; buffers are copied."""

@@ -48,13 +48,13 @@ class StyleGANConfig:
     mix_prob: float = 0.9  # style-mixing regularization
     r1_gamma: float = 0.1
     r1_every: int = 4  # lazy R1: every this many D steps, scaled up to match
-    ema_decay: float = 0.999
+    ema_halflife: float = 100.0  # steps (ramped up from 0 over the first 10x that)
     w_avg_decay: float = 0.995
 
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(z_dim=32, w_dim=32, n_mlp=2, ch=16, d_ch=16, max_ch=64),
-    "small": dict(z_dim=128, w_dim=128, n_mlp=4, ch=64, d_ch=64, max_ch=256),
+    "small": dict(z_dim=64, w_dim=128, n_mlp=4, ch=32, d_ch=32, max_ch=128),
     "base": dict(z_dim=256, w_dim=256, n_mlp=6, ch=64, d_ch=64, max_ch=512),  # up to 64 px on a CPU
 }
 

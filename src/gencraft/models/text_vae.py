@@ -1,7 +1,7 @@
 """Text VAE: a sentence variational autoencoder (Bowman et al., 2016, "Generating Sentences from
 a Continuous Space").
 
-Read top to bottom: config -> encoder (bidirectional GRU over the sentence) -> Gaussian latent
+Read top to bottom: config -> encoder (a GRU over the sentence) -> Gaussian latent
 ``z = mu + sigma * eps`` -> decoder (GRU language model conditioned on ``z``) -> the loss pieces.
 
 The decoder is conditioned twice, because an RNN decoder that is strong enough to model text on
@@ -56,6 +56,11 @@ class VAEState:
     def __init__(self, h: torch.Tensor, z: torch.Tensor) -> None:
         self.h, self.z = h, z
         self.length = 0
+        self.n_pad: torch.Tensor | None = None  # left padding of the next (prefill) step, per row
+
+    def left_pad(self, n_pad: torch.Tensor) -> None:
+        """Row ``b``'s first ``n_pad[b]`` tokens of the next step are padding (prompts of different lengths)."""
+        self.n_pad = n_pad
 
     @property
     def batch_size(self) -> int:
@@ -64,6 +69,7 @@ class VAEState:
     def select(self, rows: torch.Tensor) -> VAEState:
         new = VAEState(self.h[:, rows], self.z[rows])
         new.length = self.length
+        new.n_pad = None if self.n_pad is None else self.n_pad[rows]
         return new
 
 
@@ -77,10 +83,10 @@ class TextVAE(nn.Module):
         self.bos_id, self.mask_id = V, V + 1
         self.wte = nn.Embedding(V + 2, E)  # shared by encoder and decoder
         self.drop = nn.Dropout(cfg.dropout)
-        # encoder: bidirectional GRU; its last forward and first backward states summarize the sentence
-        self.encoder = nn.GRU(E, H, batch_first=True, bidirectional=True)
-        self.to_mu = nn.Linear(2 * H, Z)
-        self.to_logvar = nn.Linear(2 * H, Z)
+        # encoder: a GRU read left to right; its state after the last token summarizes the sentence
+        self.encoder = nn.GRU(E, H, batch_first=True)
+        self.to_mu = nn.Linear(H, Z)
+        self.to_logvar = nn.Linear(H, Z)
         # decoder: z -> initial state; GRU over [token embedding ; z]
         self.z_to_h = nn.Linear(Z, cfg.n_layer * H)
         self.decoder = nn.GRU(E + (Z if cfg.z_to_input else 0), H, num_layers=cfg.n_layer, batch_first=True,
@@ -100,11 +106,10 @@ class TextVAE(nn.Module):
 
     def encode(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` ``[B, T]`` token ids (padding past ``lengths`` ignored) -> ``mu, logvar`` ``[B, Z]``."""
-        emb = self.drop(self.wte(x))
-        packed = nn.utils.rnn.pack_padded_sequence(emb, lengths.clamp(min=1).cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        _, h = self.encoder(packed)  # [2, B, H]: forward and backward final states
-        h = torch.cat([h[0], h[1]], dim=-1)
+        y, _ = self.encoder(self.drop(self.wte(x)))  # [B, T, H]
+        # the state after each sentence's last real token (padding comes after it, so it never leaks in)
+        last = (lengths.clamp(min=1) - 1).to(x.device)
+        h = y[torch.arange(x.shape[0], device=x.device), last]
         return self.to_mu(h), self.to_logvar(h).clamp(-10.0, 10.0)
 
     # ---- decoder: p(x|z), teacher-forced for training, step by step for generation ----
@@ -178,20 +183,99 @@ class TextVAE(nn.Module):
     def step(self, token_ids: torch.Tensor, cache: VAEState | None = None) -> tuple[torch.Tensor, VAEState]:
         """Feed ``token_ids`` ``[B, T]``; return next-token logits ``[B, V]`` and the new state.
 
-        On the first call the decoder's BOS is put in front; a leading end-of-text token (the
-        engine's usual start for an empty prompt) stands for BOS.
+        On the first call the decoder's BOS is put in front of each row; a row's leading
+        end-of-text token (the engine's start for an empty prompt) stands for BOS. Left-padded
+        prompts (``cache.left_pad``) are run packed, so each row's state sees its real tokens only.
         """
-        B = token_ids.shape[0]
+        B, T = token_ids.shape
         if cache is None:
             cache = self.new_cache(B, device=token_ids.device)
-        inp = token_ids
-        if cache.length == 0:
-            bos = torch.full((B, 1), self.bos_id, dtype=token_ids.dtype, device=token_ids.device)
-            if token_ids.shape[1] and bool((token_ids[:, 0] == self.config.eos_id).all()):
-                inp = torch.cat([bos, token_ids[:, 1:]], dim=1)
-            else:
-                inp = torch.cat([bos, token_ids], dim=1)
-        logits, h = self._decode(inp, cache.z, cache.h)
+        if cache.length > 0 and cache.n_pad is None:
+            logits, h = self._decode(token_ids, cache.z, cache.h)
+            last = logits[:, -1]
+        else:  # the prefill: per-row BOS and padding
+            n_pad = cache.n_pad.tolist() if cache.n_pad is not None else [0] * B
+            rows = []
+            for b in range(B):
+                r = token_ids[b, n_pad[b]:]
+                if cache.length == 0:
+                    if len(r) and int(r[0]) == self.config.eos_id:
+                        r = r[1:]
+                    r = torch.cat([r.new_full((1,), self.bos_id), r])
+                rows.append(r)
+            lengths = torch.tensor([len(r) for r in rows])
+            inp = nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=self.config.eos_id)
+            x = self.drop(self.wte(inp))
+            if self.config.z_to_input:
+                x = torch.cat([x, cache.z[:, None, :].expand(-1, inp.shape[1], -1)], dim=-1)
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+            y, h = self.decoder(packed, cache.h)
+            y, _ = nn.utils.rnn.pad_packed_sequence(y, batch_first=True)
+            last = self.lm_head(y[torch.arange(B), (lengths - 1).to(y.device)])
         new = VAEState(h, cache.z)
-        new.length = cache.length + token_ids.shape[1]
-        return logits[:, -1], new
+        new.length = cache.length + T
+        return last, new
+
+
+# ---- the latent space: encode sentences, decode latents, interpolate, vary ----
+
+@torch.no_grad()
+def encode_texts(model: TextVAE, tokenizer, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior ``mu, logvar`` ``[N, Z]`` of each text (cut to the model's ``block_size``)."""
+    eos = model.config.eos_id
+    rows = [tokenizer.encode(t)[: model.config.block_size - 1] + [eos] for t in texts]
+    T = max(len(r) for r in rows)
+    x = torch.full((len(rows), T), eos, dtype=torch.long)
+    for i, r in enumerate(rows):
+        x[i, :len(r)] = torch.tensor(r)
+    lengths = torch.tensor([len(r) for r in rows])
+    dev = model.lm_head.weight.device
+    return model.encode(x.to(dev), lengths.to(dev))
+
+
+@torch.no_grad()
+def decode_latents(model: TextVAE, tokenizer, z: torch.Tensor, max_new_tokens: int | None = None,
+                   temperature: float = 0.0, generator: torch.Generator | None = None) -> list[str]:
+    """Text of each latent in ``z`` ``[N, Z]`` through :meth:`TextVAE.step`: greedy at
+    ``temperature=0``, sampled otherwise; each stops at the end-of-text token."""
+    eos = model.config.eos_id
+    n = z.shape[0]
+    limit = max_new_tokens or model.config.block_size
+    cache = model.new_cache(n, z=z)
+    tok = torch.full((n, 1), eos, dtype=torch.long, device=z.device)  # the start: stands for BOS
+    out: list[list[int]] = [[] for _ in range(n)]
+    done = torch.zeros(n, dtype=torch.bool)
+    for _ in range(limit):
+        logits, cache = model.step(tok, cache)
+        if temperature > 0:
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(z.device)
+        else:
+            nxt = logits.argmax(-1, keepdim=True)
+        for i, t in enumerate(nxt[:, 0].tolist()):
+            if not done[i]:
+                if t == eos:
+                    done[i] = True
+                else:
+                    out[i].append(t)
+        if bool(done.all()):
+            break
+        tok = nxt
+    return [tokenizer.decode(ids) for ids in out]
+
+
+def interpolate(model: TextVAE, tokenizer, text_a: str, text_b: str, steps: int = 8) -> list[str]:
+    """Greedy decodings of ``steps`` evenly spaced points from ``text_a``'s posterior mean to ``text_b``'s."""
+    mu, _ = encode_texts(model, tokenizer, [text_a, text_b])
+    t = torch.linspace(0, 1, steps, device=mu.device)[:, None]
+    return decode_latents(model, tokenizer, (1 - t) * mu[0] + t * mu[1])
+
+
+def vary(model: TextVAE, tokenizer, text: str, n: int = 5, radius: float = 0.5, seed: int = 0,
+         temperature: float = 0.0) -> list[str]:
+    """``n`` variations of ``text``: greedy decodings of ``z = mu + radius * eps``, ``eps ~ N(0, I)``
+    (``radius`` in the prior's units: 0 gives the reconstruction, ~1 roams far)."""
+    mu, _ = encode_texts(model, tokenizer, [text])
+    g = torch.Generator().manual_seed(seed)
+    eps = torch.randn(n, mu.shape[1], generator=g).to(mu.device)
+    return decode_latents(model, tokenizer, mu + radius * eps, temperature=temperature, generator=g)

@@ -9,7 +9,6 @@ processor chain, so the output is always ``bars`` complete bars with every note 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +46,8 @@ def load_music_run(run: str | os.PathLike[str]):
 
 def generate_events(model, tok: MusicTokenizer, bars: int, seed: int, time_signature: str = "4/4",
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[int]:
-    """Token ids of one constrained piece (without the prompt)."""
-    from gencraft.generate import generate_ids
+    """Token ids of one constrained piece (without the prompt), drawn by the decoding engine."""
+    from gencraft.generate import GenerationConfig, generate
 
     if time_signature not in TIME_SIGNATURES:
         raise UsageError(f"--time-signature {time_signature}: expected one of {', '.join(TIME_SIGNATURES)}",
@@ -56,22 +55,22 @@ def generate_events(model, tok: MusicTokenizer, bars: int, seed: int, time_signa
     prompt = [tok.eos_id, tok.vocab[f"TS_{time_signature}"]]
     budget = bars * TOKENS_PER_BAR_BUDGET
     grammar = MusicGrammar(tok, bars, prompt_length=len(prompt), max_new_tokens=budget)
-    return generate_ids(model, prompt, max_new_tokens=budget, temperature=temperature, top_k=top_k,
-                        top_p=top_p, seed=seed, processors=[grammar], eos_id=tok.eos_id)
+    cfg = GenerationConfig.from_options(max_new_tokens=budget, temperature=temperature, top_k=top_k, top_p=top_p,
+                                        seed=seed, processors=[grammar])
+    return generate(model, tok, [prompt], cfg)[0][0].token_ids
 
 
-def provenance(info: dict[str, Any], content: bytes, parameters: dict[str, Any], seed: int) -> dict[str, Any]:
-    """The provenance record of a generated file (docs/architecture.md, "Provenance manifest")."""
-    from gencraft import __version__
-    from gencraft.train.rundir import now_iso
+def provenance(info: dict[str, Any], content: bytes, parameters: dict[str, Any], seed: int,
+               media_type: str) -> dict[str, Any]:
+    """The provenance manifest of a generated file (``gencraft.guard.provenance``), signed when the
+    user has keys (``gencraft keys init``)."""
+    from gencraft.guard.keys import load_keys
+    from gencraft.guard.provenance import build_manifest, sign_manifest
 
-    return {
-        "generator": f"gencraft {__version__}", "created": now_iso(),
-        "run_id": info.get("run_id"), "model_digest": info.get("model_digest"), "kind": "music",
-        "sources": (info.get("data") or {}).get("sources", []),
-        "parameters": parameters, "seed": seed, "watermark": None, "guard": {},
-        "content_sha256": hashlib.sha256(content).hexdigest(), "signature": None,
-    }
+    manifest = build_manifest(content_sha256=hashlib.sha256(content).hexdigest(), kind="music", run_info=info,
+                              parameters=parameters, seed=seed, media_type=media_type)
+    keys = load_keys()
+    return sign_manifest(manifest, keys) if keys is not None else manifest
 
 
 def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: int = 16, seed: int = 0,
@@ -91,7 +90,7 @@ def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: i
     params = {"bars": bars, "tempo": tempo, "temperature": temperature, "top_k": top_k, "top_p": top_p,
               "time_signature": time_signature}
     manifest = out.with_name(out.name + ".manifest.json")
-    write_json(manifest, provenance(info, out.read_bytes(), params, seed))
+    write_json(manifest, provenance(info, out.read_bytes(), params, seed, "audio/midi"))
     wav_path = None
     if wav:
         from gencraft.music.synth import render, write_wav
@@ -99,9 +98,5 @@ def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: i
         wav_path = out.with_suffix(".wav")
         write_wav(render(piece, tempo, sample_rate), wav_path, sample_rate)
         write_json(wav_path.with_name(wav_path.name + ".manifest.json"),
-                   provenance(info, wav_path.read_bytes(), {**params, "sample_rate": sample_rate}, seed))
+                   provenance(info, wav_path.read_bytes(), {**params, "sample_rate": sample_rate}, seed, "audio/wav"))
     return Composition(piece, events, out, wav_path, manifest)
-
-
-def events_json(c: Composition) -> str:
-    return json.dumps({"midi": str(c.midi), "bars": c.piece.bars, "notes": len(c.piece.notes)})

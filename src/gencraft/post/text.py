@@ -143,6 +143,8 @@ def normalize_chinese(text: str) -> str:
 def normalize(text: str, lang: str | None = None) -> str:
     """Unicode NFC plus the language's spacing and punctuation rules."""
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n")
+    # control characters (other than newline and tab) and U+FFFD never belong in prose
+    text = "".join(c for c in text if c in "\n\t" or (unicodedata.category(c) != "Cc" and c != "\ufffd"))
     lang = lang or detect_language(text)
     return normalize_chinese(text) if lang == "zh" else normalize_english(text)
 

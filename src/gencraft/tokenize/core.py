@@ -35,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import tokenizers
 from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -81,6 +82,17 @@ class TokenizerLike(Protocol):
     def save(self, path: str | os.PathLike[str]) -> None: ...
 
 
+def _check_text(text: str) -> None:
+    """Text must be valid Unicode: a lone surrogate (from undecodable bytes) cannot be tokenized."""
+    if not isinstance(text, str):
+        raise UsageError(f"expected text, got {type(text).__name__}", param="text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"text has an invalid character (lone surrogate) at position {e.start}; "
+                         "pass valid UTF-8 text", param="text") from None
+
+
 class Tokenizer:
     """A trained tokenizer: ``encode``/``decode`` text, the bytes of every token, ``save``.
 
@@ -101,18 +113,69 @@ class Tokenizer:
         self.eos_id: int = int(hf.token_to_id(eos))
         self._special = {int(i) for i, t in hf.get_added_tokens_decoder().items() if t.special}
         self._bytes: list[bytes] | None = None
+        self._char_table: np.ndarray | None = None
+        self._byte_ids: list[int] = []
+        if kind == "char":
+            self._char_table = self._build_char_table()
+            self._byte_ids = [int(hf.token_to_id(f"<0x{b:02X}>")) for b in range(256)]
 
     def __repr__(self) -> str:
         return f"Tokenizer(kind={self.kind!r}, vocab_size={self.vocab_size}, eos_id={self.eos_id})"
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` (no end-of-text id added)."""
+        _check_text(text)
+        if self._char_table is not None:
+            return self._char_encode(text)
         return self.hf.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of many texts at once (parallel inside ``tokenizers``)."""
-        encs = self.hf.encode_batch_fast(list(texts), add_special_tokens=False)
+        texts = list(texts)
+        for t in texts:
+            _check_text(t)
+        if self._char_table is not None:
+            flat = self._char_ids("".join(texts))
+            if not (flat >= 0).all():  # some characters fall back to bytes: one text at a time
+                return [self._char_encode(t) for t in texts]
+            ends = np.cumsum([len(t) for t in texts]).tolist()
+            return [flat[a:b].tolist() for a, b in zip([0, *ends], ends, strict=False)]
+        encs = self.hf.encode_batch_fast(texts, add_special_tokens=False)
         return [e.ids for e in encs]
+
+    # The char model is a lookup per code point (no merges, no pre-tokenizer, no normalizer), so
+    # we do that lookup with numpy: ~5x faster than going through ``tokenizers``' BPE machinery
+    # and Encoding objects, and identical to it (the property tests compare the two).
+    def _build_char_table(self) -> np.ndarray:
+        """A dense code point -> id table (-1 = not in the vocabulary)."""
+        singles = {ord(t): i for t, i in self.hf.get_vocab(with_added_tokens=False).items()
+                   if len(t) == 1 and i not in self._special}
+        table = np.full(max(singles, default=0) + 1, -1, dtype=np.int32)
+        for cp, i in singles.items():
+            table[cp] = i
+        return table
+
+    def _char_ids(self, text: str) -> np.ndarray:
+        """The id of every code point of ``text``; -1 where the character is not in the vocabulary."""
+        table: np.ndarray = self._char_table  # type: ignore[assignment]
+        cps = np.frombuffer(text.encode("utf-32-le"), dtype="<u4")
+        if len(cps) and int(cps.max()) >= len(table):  # code points above every known character
+            return np.where(cps < len(table), table[np.minimum(cps, len(table) - 1)], -1)
+        return table[cps]
+
+    def _char_encode(self, text: str) -> list[int]:
+        ids = self._char_ids(text)
+        hit = ids >= 0
+        if hit.all():
+            return ids.tolist()
+        out: list[int] = []
+        start = 0
+        for miss in np.flatnonzero(~hit).tolist():  # unseen characters: their UTF-8 bytes
+            out.extend(ids[start:miss].tolist())
+            out.extend(self._byte_ids[b] for b in text[miss].encode("utf-8"))
+            start = miss + 1
+        out.extend(ids[start:].tolist())
+        return out
 
     def decode(self, ids: Iterable[int]) -> str:
         """Text of ``ids``; special tokens (end-of-text) add nothing, like :meth:`token_bytes`."""

@@ -32,7 +32,7 @@ from gencraft.config import apply_overrides, from_dict
 from gencraft.data.images import ImageDataset, load_image_dataset, split_indices
 from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
 from gencraft.io import append_jsonl, atomic_dir, read_jsonl, write_json, write_text
-from gencraft.models.image_common import diff_augment, to_uint8, to_unit, update_ema
+from gencraft.models.image_common import diff_augment, ema_decay, to_uint8, to_unit, update_ema
 from gencraft.paths import run_path
 from gencraft.train.image_eval import Evaluator, sample_for_eval
 from gencraft.train.rundir import load_weights, new_run_id, now_iso, save_weights, sha256_file, write_info
@@ -62,8 +62,8 @@ class ImageTrainConfig:
 
 KIND_DEFAULTS: dict[str, dict[str, float]] = {
     "vae": dict(lr=1e-3, lr_d=0.0, beta1=0.9, beta2=0.999),
-    "dcgan": dict(lr=2e-4, lr_d=2e-4, beta1=0.0, beta2=0.9),
-    "stylegan": dict(lr=2e-3, lr_d=2e-3, beta1=0.0, beta2=0.99),
+    "dcgan": dict(lr=2e-4, lr_d=4e-4, beta1=0.5, beta2=0.999),
+    "stylegan": dict(lr=2e-3, lr_d=4e-4, beta1=0.0, beta2=0.99),
 }
 
 
@@ -206,7 +206,7 @@ def _gan_step(s: _Setup, x: torch.Tensor, y: torch.Tensor | None, step: int) -> 
     loss_g.backward()
     s.opts["opt_g"].step()
     m.D.requires_grad_(True)
-    update_ema(m.G_ema, m.G, cfg.ema_decay if step > 100 else 0.0 if step < 10 else 0.9)
+    update_ema(m.G_ema, m.G, ema_decay(step, cfg.ema_halflife))
     stats["loss_g"] = loss_g.item()
     stats["loss"] = stats["loss_d"] + stats["loss_g"]
     return stats

@@ -69,7 +69,7 @@ def use_bf16(tc: TrainConfig, device: torch.device, kind: str) -> bool:
 
 # Whether dtype=auto turns on bf16 autocast on a CPU with avx512_bf16, per model kind: set from the
 # A/B measurements in bench/RESULTS.md (small shapes are bound by overheads, not matmuls).
-CPU_BF16_AUTO: dict[str, bool] = {"gpt": False, "lstm": False}
+CPU_BF16_AUTO: dict[str, bool] = {"gpt": True, "lstm": True}
 
 
 def _seed_all(seed: int) -> None:
@@ -180,11 +180,13 @@ def train(
     info = D.setup(dev.type)
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)
+    threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(tc.num_threads or max(1, (os.cpu_count() or 1) // info.local_world_size))
     try:
         return _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress)
     finally:
+        torch.set_num_threads(threads)  # a library call leaves the process as it found it
         D.teardown(info)
 
 

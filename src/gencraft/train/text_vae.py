@@ -54,7 +54,7 @@ KIND = "text_vae"
 @dataclass
 class KLConfig:
     kl_anneal: str = "linear"  # linear | cyclical | none
-    kl_anneal_iters: int = 0  # steps of the linear ramp; 0 = half of max_iters
+    kl_anneal_iters: int = 0  # steps of the linear ramp from 0 to 1; 0 = max_iters (the whole run)
     kl_cycles: int = 4  # cyclical: number of cycles over max_iters
     kl_ratio: float = 0.5  # cyclical: share of each cycle spent rising (then beta = 1)
     free_bits: float = 0.0  # nats per latent dimension the KL term does not penalize (0 = off)
@@ -75,7 +75,7 @@ def kl_weight(step: int, kc: KLConfig, max_iters: int) -> float:
     if kc.kl_anneal == "none":
         return 1.0
     if kc.kl_anneal == "linear":
-        ramp = kc.kl_anneal_iters or max(max_iters // 2, 1)
+        ramp = kc.kl_anneal_iters or max(max_iters, 1)
         return min(1.0, step / ramp)
     period = max(max_iters / max(kc.kl_cycles, 1), 1.0)
     tau = (step % period) / period
@@ -311,7 +311,7 @@ def train_text_vae(
             opt.step()
             step += 1
             tokens_seen += int(ntok)
-            loss_sum += float(loss)
+            loss_sum += float(loss.detach())
             loss_n += 1
             if step % tc.log_interval == 0 or step == tc.max_iters:
                 train_loss = loss_sum / loss_n
@@ -324,8 +324,8 @@ def train_text_vae(
                 t_log, tokens_log = now, tokens_seen
                 bar.update(step, train_loss, tps)
                 append_jsonl(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 5),
-                                            "recon": round(float(out["recon"] / ntok), 5),
-                                            "kl": round(float(out["kl"].sum() / ntok), 5), "beta": round(beta, 4),
+                                            "recon": round(float(out["recon"].detach() / ntok), 5),
+                                            "kl": round(float(out["kl"].detach().sum() / ntok), 5), "beta": round(beta, 4),
                                             "lr": lr, "tokens_per_s": round(tps, 1),
                                             "time_s": round(time_before + now - t_start, 2)})
             out_of_time = bool(tc.max_time) and time_before + time.time() - t_start >= tc.max_time

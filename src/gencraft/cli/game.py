@@ -1,0 +1,128 @@
+"""`gencraft game names|npc|quest|item|dialogue|map|sprites`: the game content kit."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import typer
+
+from gencraft.errors import DataError
+
+
+def _records(kind: str):
+    def cmd(
+        model: str = typer.Argument(..., help="Run name/path or hf:PATH."),
+        n: int = typer.Option(5, "--n", "-n", help="How many records."),
+        seed: int = typer.Option(0, "--seed", help="Same seed, same batch."),
+        schema: Path = typer.Option(None, "--schema", help="Your own JSON Schema instead of the built-in one."),
+        prompt: str = typer.Option(None, "--prompt", help="Override the prompt."),
+        temperature: float = typer.Option(1.0, "--temperature", "-t"),
+        nodes: int = typer.Option(4, "--nodes", help="Dialogue: number of nodes (2..8)."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write .json, .jsonl or .csv (default: JSON on stdout)."),
+    ) -> None:
+        from gencraft.apps import game
+
+        recs = game.generate(model, kind, n=n, seed=seed, schema=schema, prompt=prompt,
+                             temperature=temperature, nodes=nodes)
+        for i, r in enumerate(recs):
+            for note in r.notes:
+                typer.echo(f"record {i}: {note}", err=True)
+        if out is None:
+            sys.stdout.write(json.dumps([r.value for r in recs], ensure_ascii=False, indent=2) + "\n")
+        else:
+            game.export_records(recs, out)
+            typer.echo(f"wrote {len(recs)} {kind} records to {out}", err=True)
+
+    cmd.__doc__ = f"Generate {kind} records that validate against the {kind} JSON Schema."
+    return cmd
+
+
+def register(app: typer.Typer) -> None:
+    g = typer.Typer(help="Game content kit: typed records, tile maps, sprites.", no_args_is_help=True)
+    for kind in ("names", "npc", "quest", "item", "dialogue"):
+        g.command(kind)(_records(kind))
+
+    @g.command("schema")
+    def schema_cmd(kind: str = typer.Argument(..., help="names, npc, quest, item or dialogue.")) -> None:
+        """Print a built-in schema (start your own from it)."""
+        from gencraft.apps import game
+
+        sys.stdout.write(json.dumps(game.load_schema(kind), indent=2, ensure_ascii=False) + "\n")
+
+    @g.command("map")
+    def map_cmd(
+        examples: list[Path] = typer.Option(..., "--examples", "-e", help="Example map files or folders (.txt)."),
+        width: int = typer.Option(None, "--width", help="Default: the first example's width."),
+        height: int = typer.Option(None, "--height"),
+        n: int = typer.Option(1, "--n", "-n", help="How many maps."),
+        seed: int = typer.Option(0, "--seed"),
+        blocking: str = typer.Option("#~^T", "--blocking", help="Tiles that cannot be walked on."),
+        max_carve: int = typer.Option(8, "--max-carve", help="Most wall tiles a repair may open."),
+        out: Path = typer.Option(None, "--out", "-o", help="Write maps as .txt, or a .json/.csv report."),
+    ) -> None:
+        """Generate tile maps in the examples' style; each is checked playable (start-goal path)."""
+        from gencraft.apps import maps
+        from gencraft.apps._common import export
+        from gencraft.io import write_text
+
+        grids = maps.load_maps(examples)
+        results = [maps.generate_map(grids, width=width, height=height, seed=seed + 1000 * i,
+                                     blocking=blocking, max_carve=max_carve) for i in range(n)]
+        bad = [r for r in results if not r.playable]
+        for r in results:
+            typer.echo(f"seed {r.seed}: {'playable' if r.playable else 'NOT PLAYABLE'} -- {r.report}"
+                       f"{f', carved {r.carved}' if r.carved else ''}; pattern coverage {r.coverage:.2f}", err=True)
+        good = [r for r in results if r.playable]
+        if out is not None and good:
+            if out.suffix.lower() in (".json", ".csv", ".jsonl"):
+                export([r.to_dict() for r in good], out)
+            else:
+                write_text(out, "\n".join(r.text for r in good))
+        elif good:
+            sys.stdout.write("\n".join(r.text for r in good))
+        if bad:
+            raise DataError(f"{len(bad)} of {n} maps could not be made playable ({bad[0].report}); "
+                            "raise --max-carve, change --seed or give more open examples", param="examples")
+
+    @g.command("check-map")
+    def check_map_cmd(
+        path: Path = typer.Argument(..., help="A map file (text grid)."),
+        blocking: str = typer.Option("#~^T", "--blocking"),
+    ) -> None:
+        """Check that a map's start and goal are connected (exit 2 when not)."""
+        from gencraft.apps import maps
+
+        for grid in maps.load_maps([path]):
+            rep = maps.check_playable(grid, blocking=blocking)
+            if not rep.playable:
+                raise DataError(f"{path}: not playable: {rep.reason}", param="map")
+            typer.echo(f"{path}: playable, path length {rep.path_length}")
+
+    @g.command("sprites")
+    def sprites_cmd(
+        run: str = typer.Argument(..., help="An image run (vae, dcgan or stylegan)."),
+        n: int = typer.Option(8, "--n", "-n"),
+        size: int = typer.Option(32, "--size", help="Sprite width and height in pixels."),
+        palette: str = typer.Option("16", "--palette", help="A colour count, or #rrggbb,#rrggbb,..."),
+        label: str = typer.Option(None, "--label", help="Class to sample (conditional runs)."),
+        seed: int = typer.Option(0, "--seed"),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for sprite_000.png ..."),
+    ) -> None:
+        """Sprites from an image run, reduced to the game's palette and size (PNG with provenance)."""
+        from gencraft.apps import game
+        from gencraft.generate.image import load_image_run, provenance
+        from gencraft.guard.provenance import image_sha256, write_image_artifact
+
+        imgs = game.sprites(run, n=n, seed=seed, size=size, palette=palette, label=label)
+        out.mkdir(parents=True, exist_ok=True)
+        ir = load_image_run(run)
+        for i, im in enumerate(imgs):
+            manifest = provenance(ir, {"n": n, "size": size, "palette": palette, "label": label, "index": i,
+                                       "post": "sprite"}, seed)
+            manifest["content_sha256"] = image_sha256(im)
+            write_image_artifact(out / f"sprite_{i:03d}.png", im, manifest, c2pa=False)
+        typer.echo(f"wrote {len(imgs)} sprites to {out}", err=True)
+
+    app.add_typer(g, name="game")

@@ -1,0 +1,348 @@
+"""Copy checks: how much of an output was copied verbatim from the training data, and from where.
+
+The index: hashed n-grams, not a suffix array. Why:
+
+* it builds in a few linear numpy passes plus one sort (a suffix array needs O(n log n) rank
+  doubling passes whose count grows with the longest repeat in the corpus: slow and memory-hungry
+  in numpy on the large, repetitive corpora people bring);
+* every window of ``n`` units (characters, or tokens of the run's tokenizer) is stored as one
+  ``uint64`` key ``hash32 << 32 | position`` in a sorted array: a lookup is a binary search, and
+  the position points into the stored corpus, so every hash hit is *verified* against the real
+  text and extended to the exact length of the verbatim match — hash collisions never produce a
+  false match, and spans of any length (≥ n) are measured exactly;
+* the same code works on characters (Chinese needs no word boundaries) and on token ids, and the
+  thresholds of the deduplication literature (50 tokens; Lee et al. 2022) sit far above ``n``.
+
+Windows never cross a document boundary. ``stride`` > 1 stores every stride-th window only (a
+smaller index): a copied span of at least ``n + stride - 1`` units is then still always found,
+shorter ones may be missed and the n-gram fraction becomes a lower bound.
+
+Stored in a run as ``copy_index/`` (``meta.json`` + ``.npy`` arrays, loaded with
+``allow_pickle=False`` and memory-mapped). Only the train split is indexed: that is what the
+model saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from gencraft.errors import DataError, GuardError, NotFoundError
+from gencraft.io import atomic_dir
+
+FORMAT = 1
+BASE = np.uint64(0x100000001B3)  # FNV prime: the polynomial base of the rolling hash
+LOW32 = np.uint64(0xFFFFFFFF)
+CHUNK = 1 << 22
+
+
+def window_hashes(x: np.ndarray, n: int) -> np.ndarray:
+    """Polynomial hash (mod 2^64) of every length-``n`` window of ``x``: ``uint64[len(x) - n + 1]``."""
+    w = len(x) - n + 1
+    if w <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    h = np.zeros(w, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            h *= BASE
+            h += x[j:j + w].astype(np.uint64)
+        # finalise: mix the high bits (we keep the top 32)
+        h ^= h >> np.uint64(29)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(32)
+    return h
+
+
+def _build_keys(x: np.ndarray, sep: int, n: int, stride: int) -> np.ndarray:
+    """Sorted ``hash32 << 32 | position`` keys of every stride-th window not containing ``sep``."""
+    parts = []
+    bad = np.concatenate([[0], np.cumsum(x == sep, dtype=np.int64)])
+    total = len(x) - n + 1
+    for start in range(0, max(total, 0), CHUNK):
+        stop = min(start + CHUNK, total)
+        h = window_hashes(x[start:stop + n - 1], n)
+        pos = np.arange(start, stop, dtype=np.uint64)
+        ok = (bad[start + n:stop + n] - bad[start:stop]) == 0
+        if stride > 1:
+            ok &= (pos % np.uint64(stride)) == 0
+        parts.append(((h[ok] >> np.uint64(32)) << np.uint64(32)) | pos[ok])
+    keys = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    keys.sort()
+    return keys
+
+
+def _extend(q: np.ndarray, i: int, corpus: np.ndarray, p: int) -> int:
+    """Length of the common prefix of ``q[i:]`` and ``corpus[p:]``."""
+    length, step = 0, 64
+    while True:
+        a = q[i + length:i + length + step]
+        b = corpus[p + length:p + length + step]
+        m = min(len(a), len(b))
+        if m == 0:
+            return length
+        eq = a[:m] == b[:m]
+        if not eq.all():
+            return length + int(np.argmin(eq))
+        length += m
+        if m < step:
+            return length
+        step *= 2
+
+
+def match_statistics(q: np.ndarray, corpus: np.ndarray, keys: np.ndarray, n: int,
+                     max_candidates: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """For each window start ``i`` of ``q``: the verified verbatim match length (0 if < n) and its
+    corpus position. A match found at ``i`` carries to ``i + 1`` (one shorter) while it stays ≥ n."""
+    w = len(q) - n + 1
+    lengths = np.zeros(max(w, 0), dtype=np.int64)
+    where = np.full(max(w, 0), -1, dtype=np.int64)
+    if w <= 0 or len(keys) == 0:
+        return lengths, where
+    valid = np.concatenate([[0], np.cumsum(q < 0, dtype=np.int64)])
+    ok = (valid[n:n + w] - valid[:w]) == 0
+    h = window_hashes(np.where(q < 0, 0, q), n) >> np.uint64(32) << np.uint64(32)
+    lo = np.searchsorted(keys, h, side="left")
+    hi = np.searchsorted(keys, h | LOW32, side="right")
+    prev_len, prev_pos = 0, -1
+    for i in range(w):
+        if prev_len - 1 >= n:
+            prev_len, prev_pos = prev_len - 1, prev_pos + 1
+            lengths[i], where[i] = prev_len, prev_pos
+            continue
+        best, best_pos = 0, -1
+        if ok[i]:
+            for k in range(int(lo[i]), min(int(hi[i]), int(lo[i]) + max_candidates)):
+                p = int(keys[k] & LOW32)
+                length = _extend(q, i, corpus, p)
+                if length > best:
+                    best, best_pos = length, p
+        if best >= n:
+            lengths[i], where[i] = best, best_pos
+        prev_len, prev_pos = best, best_pos
+    return lengths, where
+
+
+@dataclass
+class CopySpan:
+    """One verbatim span of the output found in a training document."""
+
+    start: int  # offsets into the output (characters, or tokens for unit="token")
+    end: int
+    length: int
+    unit: str  # "char" | "token"
+    doc_id: int
+    source: int
+    path: str | None
+    license: str
+    excerpt: str
+
+
+@dataclass
+class CopyReport:
+    """Copy check of one output. ``copy_risk``: a span reached ``max_tokens`` or ``max_chars``."""
+
+    copy_risk: bool
+    longest_chars: int
+    longest_tokens: int | None
+    char_ngram_fraction: float
+    token_ngram_fraction: float | None
+    char_n: int
+    token_n: int | None
+    max_chars: int
+    max_tokens: int
+    spans: list[CopySpan] = field(default_factory=list)
+    sources: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class CopyIndex:
+    """A loaded copy index (see the module docstring). Build one with :func:`build_copy_index`."""
+
+    def __init__(self, folder: str | os.PathLike[str], tokenizer: Any = None) -> None:
+        self.folder = Path(folder)
+        meta_path = self.folder / "meta.json"
+        if not meta_path.is_file():
+            raise NotFoundError(f"no copy index at {self.folder} (meta.json missing); build it with "
+                                "`gencraft guard index RUN`", param="copy_index")
+        self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+
+        def arr(name: str) -> np.ndarray:
+            return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+        self.chars, self.char_keys, self.char_starts = arr("chars"), arr("char_keys"), arr("char_starts")
+        self.doc_ids, self.doc_sources = arr("doc_ids"), arr("doc_sources")
+        self.has_tokens = bool(self.meta.get("token_n"))
+        if self.has_tokens:
+            self.tokens, self.token_keys, self.token_starts = arr("tokens"), arr("token_keys"), arr("token_starts")
+        self.tokenizer = tokenizer
+        self.sources: list[dict[str, Any]] = self.meta.get("sources", [])
+
+    def _doc(self, pos: int, starts: np.ndarray) -> int:
+        return int(np.searchsorted(starts, pos, side="right") - 1)
+
+    def _source(self, doc: int) -> tuple[int, int, str | None, str]:
+        src = int(self.doc_sources[doc])
+        info = self.sources[src] if 0 <= src < len(self.sources) else {}
+        return int(self.doc_ids[doc]), src, info.get("path"), info.get("license", "unknown")
+
+    def check(self, text: str, *, max_tokens: int = 50, max_chars: int = 100, top: int = 5) -> CopyReport:
+        """Longest verbatim spans, n-gram fractions and source documents of ``text``."""
+        n = int(self.meta["char_n"])
+        sep = int(self.meta["char_sep"])
+        q = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        q[q >= sep] = -1  # characters the corpus never holds cannot match
+        lengths, where = match_statistics(q, self.chars, self.char_keys, n)
+        spans = self._spans(lengths, where, self.char_starts, "char", text, top)
+        longest_chars = int(lengths.max()) if len(lengths) else 0
+        char_frac = float((lengths >= n).mean()) if len(lengths) else 0.0
+
+        longest_tokens = token_frac = token_n = None
+        if self.has_tokens and self.tokenizer is not None:
+            token_n = int(self.meta["token_n"])
+            ids = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
+            ids[ids == int(self.meta["eos_id"])] = -1
+            tl, tw = match_statistics(ids, self.tokens, self.token_keys, token_n)
+            longest_tokens = int(tl.max()) if len(tl) else 0
+            token_frac = float((tl >= token_n).mean()) if len(tl) else 0.0
+            tok_spans = self._spans(tl, tw, self.token_starts, "token", None, top, ids=ids)
+            spans = sorted(spans + tok_spans, key=lambda s: -s.length)
+        risk = longest_chars >= max_chars or (longest_tokens is not None and longest_tokens >= max_tokens)
+        seen: dict[int, dict[str, Any]] = {}
+        for s in spans:
+            seen.setdefault(s.doc_id, {"doc_id": s.doc_id, "source": s.source, "path": s.path,
+                                       "license": s.license})
+        return CopyReport(risk, longest_chars, longest_tokens, char_frac, token_frac, n, token_n,
+                          max_chars, max_tokens, spans, list(seen.values()))
+
+    def _spans(self, lengths: np.ndarray, where: np.ndarray, starts: np.ndarray, unit: str,
+               text: str | None, top: int, ids: np.ndarray | None = None) -> list[CopySpan]:
+        out: list[CopySpan] = []
+        i = 0
+        while i < len(lengths):  # maximal spans: a match and the positions it carries to
+            if lengths[i] == 0:
+                i += 1
+                continue
+            length, pos = int(lengths[i]), int(where[i])
+            doc, src, path, lic = self._source(self._doc(pos, starts))
+            if text is not None:
+                excerpt = text[i:i + length]
+            else:
+                excerpt = self.tokenizer.decode([int(t) for t in ids[i:i + length]])
+            excerpt = excerpt if len(excerpt) <= 200 else excerpt[:197] + "..."
+            out.append(CopySpan(i, i + length, length, unit, doc, src, path, lic, excerpt))
+            i += length
+        out.sort(key=lambda s: -s.length)
+        return out[:top]
+
+
+def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Concatenate texts as code points, each followed by a separator; returns (array, starts, sep)."""
+    arrays = [np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32) for t in texts]
+    top = max((int(a.max()) for a in arrays if len(a)), default=0)
+    dtype = np.uint8 if top < 255 else np.uint16 if top < 65535 else np.uint32
+    sep = int(np.iinfo(dtype).max)
+    lengths = np.array([len(a) + 1 for a in arrays], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    out = np.full(int(lengths.sum()), sep, dtype=dtype)
+    for a, s in zip(arrays, starts, strict=True):
+        out[s:s + len(a)] = a
+    return out, starts, sep
+
+
+def build_copy_index(out: str | os.PathLike[str], documents: list[dict[str, Any]], sources: list[dict[str, Any]],
+                     *, tokens: np.ndarray | None = None, eos_id: int | None = None, char_n: int = 16,
+                     token_n: int = 8, stride: int = 1, extra_meta: dict | None = None) -> Path:
+    """Build an index from ``documents`` (``{"id", "source", "text"}``, train split, in order) and
+    optionally their token ids (``tokens``: the documents' ids each followed by ``eos_id``, as in
+    ``train.bin``). Written atomically to ``out``; returns it."""
+    if not documents:
+        raise DataError("no training documents to index; prepare a dataset with a train split", param="dataset")
+    chars, char_starts, sep = _codepoints([d["text"] for d in documents])
+    with atomic_dir(out) as tmp:
+        np.save(tmp / "chars.npy", chars, allow_pickle=False)
+        np.save(tmp / "char_keys.npy", _build_keys(chars, sep, char_n, stride), allow_pickle=False)
+        np.save(tmp / "char_starts.npy", char_starts, allow_pickle=False)
+        np.save(tmp / "doc_ids.npy", np.array([int(d["id"]) for d in documents], dtype=np.int64), allow_pickle=False)
+        np.save(tmp / "doc_sources.npy", np.array([int(d.get("source", 0)) for d in documents], dtype=np.int64),
+                allow_pickle=False)
+        meta: dict[str, Any] = {"format": FORMAT, "char_n": char_n, "char_sep": sep, "stride": stride,
+                                "documents": len(documents), "chars": int(len(chars) - len(documents)),
+                                "sources": [{"path": s.get("path"), "sha256": s.get("sha256"),
+                                             "license": s.get("license", "unknown")} for s in sources]}
+        if tokens is not None and eos_id is not None:
+            tokens = np.ascontiguousarray(tokens)
+            ends = np.flatnonzero(tokens == eos_id)
+            if len(ends) != len(documents):
+                raise DataError(f"train.bin holds {len(ends)} documents but documents.jsonl {len(documents)} "
+                                "train documents; prepare the dataset again", param="dataset")
+            token_starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+            np.save(tmp / "tokens.npy", tokens, allow_pickle=False)
+            np.save(tmp / "token_keys.npy", _build_keys(tokens, eos_id, token_n, stride), allow_pickle=False)
+            np.save(tmp / "token_starts.npy", token_starts, allow_pickle=False)
+            meta.update(token_n=token_n, eos_id=int(eos_id), tokens=int(len(tokens) - len(documents)))
+        meta.update(extra_meta or {})
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return Path(out)
+
+
+def build_dataset_index(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **kw: Any) -> Path:
+    """Index the train split of a prepared dataset (``gencraft.data.load_dataset``) into ``out``."""
+    from gencraft.data import load_dataset
+
+    ds = load_dataset(dataset)
+    docs = list(ds.documents("train"))
+    return build_copy_index(out, docs, ds.sources(), tokens=np.asarray(ds.train_ids()),
+                            eos_id=ds.tokenizer.eos_id, extra_meta={"dataset": str(ds.path), "digest": ds.digest},
+                            **kw)
+
+
+def run_dataset(run_dir: Path, info: dict[str, Any]) -> str:
+    ds = (info.get("data") or {}).get("dataset")
+    if not ds:
+        raise NotFoundError(f"{run_dir / 'gencraft.json'} names no dataset (data.dataset); pass --dataset",
+                            param="dataset")
+    return str(ds)
+
+
+def build_run_index(run: str | os.PathLike[str], *, dataset: str | None = None, **kw: Any) -> Path:
+    """Build ``RUN/copy_index/`` from the run's training dataset (or ``dataset``)."""
+    from gencraft.paths import existing_run
+
+    run_dir = existing_run(run)
+    info = json.loads((run_dir / "gencraft.json").read_text(encoding="utf-8"))
+    return build_dataset_index(dataset or run_dataset(run_dir, info), run_dir / "copy_index", **kw)
+
+
+def load_run_index(run: str | os.PathLike[str], *, build: bool = True) -> CopyIndex:
+    """The run's copy index with its tokenizer, built on first use when ``build`` (and the dataset exists)."""
+    from gencraft.paths import existing_run
+    from gencraft.tokenize import load_tokenizer
+
+    run_dir = existing_run(run)
+    folder = run_dir / "copy_index"
+    if not (folder / "meta.json").is_file():
+        if not build:
+            raise NotFoundError(f"run {run_dir} has no copy_index/; build it with `gencraft guard index {run}`",
+                                param="copy_index")
+        build_run_index(run_dir)
+    tok_path = run_dir / "tokenizer.json"
+    tokenizer = load_tokenizer(tok_path) if tok_path.is_file() else None
+    return CopyIndex(folder, tokenizer)
+
+
+def enforce(report: CopyReport, action: str = "flag") -> None:
+    """Raise :class:`GuardError` for a copy-risk output when ``action == "block"``."""
+    if report.copy_risk and action == "block":
+        longest = f"{report.longest_chars} characters"
+        if report.longest_tokens is not None:
+            longest += f" / {report.longest_tokens} tokens"
+        raise GuardError(f"output copies {longest} verbatim from the training data (limit {report.max_chars} "
+                         f"characters / {report.max_tokens} tokens); regenerate or raise the copy threshold",
+                         param="copy")

@@ -1,0 +1,328 @@
+"""The FastAPI application: OpenAI-compatible API, gencraft kits and library, metrics, web studio.
+
+``create_app(ServerConfig(...))`` builds it; ``gencraft serve`` runs it with uvicorn. Every
+:class:`~gencraft.errors.GencraftError` is answered by one exception handler in OpenAI's error
+shape with the error's status (404 unknown model, 400 bad parameter, 401, 429, 503...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import time
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from gencraft import __version__
+from gencraft.errors import GencraftError, GuardError, UsageError
+from gencraft.server.auth import KeyStore, RateLimiter
+from gencraft.server.catalog import Catalog
+from gencraft.server.errors import (
+    PayloadTooLarge,
+    RateLimited,
+    Unauthenticated,
+    error_body,
+    gencraft_error_body,
+)
+from gencraft.server.metrics import Metrics
+
+STATIC = Path(__file__).resolve().parent / "static"
+PUBLIC_PATHS = ("/", "/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/favicon.ico")
+
+
+@dataclass
+class ServerConfig:
+    """How a server runs. Defaults are safe for a laptop: loopback only, keys required."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    auth: bool = True  # False (--no-auth) only on a loopback address
+    db: str | None = None  # SQLAlchemy URL; None = SQLite under GENCRAFT_HOME
+    hf_models: list[str] = field(default_factory=list)
+    max_batch: int = 64
+    max_queue: int = 256
+    queue_timeout: float = 30.0  # seconds a request may wait to join a batch (then 503)
+    request_timeout: float = 300.0  # seconds of generation per request (then finish_reason "length")
+    max_body_bytes: int = 1 << 20
+    max_prompt_tokens: int | None = None  # None = the model's context
+    rate_per_minute: float = 600.0  # per key (or per client address without auth); 0 = off
+    rate_burst: float | None = None
+    default_chat_tokens: int = 256
+    continuous: bool = True  # False: one request at a time (the baseline of bench/serve.py)
+    device: str | None = None
+    store: bool = True  # keep every generation in the library
+
+    def check(self) -> None:
+        if not self.auth and not is_loopback(self.host):
+            raise UsageError(f"--no-auth with --host {self.host}: anyone on the network could use the server; "
+                             "bind to 127.0.0.1 or create a key with `gencraft keys create`", param="no_auth")
+        for name in ("max_batch", "max_queue", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name}: must be >= 1", param=name)
+        if not 0 < self.port < 65536:
+            raise UsageError(f"--port {self.port}: expected 1..65535", param="port")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Studio:
+    """What the routes share (``request.app.state.gc``)."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.catalog = Catalog(config.hf_models, max_batch=config.max_batch, max_queue=config.max_queue,
+                               queue_timeout=config.queue_timeout, continuous=config.continuous,
+                               device=config.device)
+        self.metrics = Metrics(self.catalog)
+        self.keys = KeyStore()
+        self.limiter = RateLimiter(config.rate_per_minute, config.rate_burst)
+        self._library: Any = None
+        self.started = time.time()
+
+    @property
+    def library(self) -> Any:
+        if self._library is None:
+            from gencraft.library import Library
+
+            self._library = Library.open(self.config.db)
+        return self._library
+
+    def close(self) -> None:
+        self.catalog.close()
+        if self._library is not None:
+            self._library.close()
+
+    async def store(self, *, request: Request | None = None, **fields: Any) -> int | None:
+        """Keep one generation in the library (in a worker thread)."""
+        if not self.config.store:
+            return None
+        key = getattr(request.state, "key_id", None) if request is not None else None
+        return await asyncio.to_thread(self.library.add, api_key=key, **fields)
+
+    async def store_texts(self, kind: str, model: str, prompts: list[str], results: list[list[Any]],
+                          params: dict[str, Any], request: Request, *, raise_blocked: bool = True
+                          ) -> list[list[str]]:
+        """Guard, sign and store each generated text; returns the texts as released (masked spans starred).
+
+        A text the moderation policy blocks raises GuardError when ``raise_blocked`` (the response
+        has not been sent); it is stored either way with the guard's verdict.
+        """
+        tm, _ = await self.catalog.text(model)
+        out: list[list[str]] = []
+        blocked: GuardError | None = None
+        for prompt, rs in zip(prompts, results, strict=True):
+            texts = []
+            for r in rs:
+                self.metrics.completion_tokens(model, r.completion_tokens)
+                p = dict(params, index=r.index, finish_reason=r.finish_reason)
+                try:
+                    text, report, manifest = await asyncio.to_thread(
+                        _finalize, r.text, tm.info, p, params.get("seed_used"), prompt)
+                    guard = report.to_dict()
+                except GuardError as e:
+                    blocked = blocked or e
+                    text, manifest, guard = r.text, None, {"blocked": str(e)}
+                texts.append(text)
+                await self.store(request=request, kind=kind, model=model, prompt=prompt, text=text,
+                                 parameters=p, manifest=manifest, guard=guard)
+            out.append(texts)
+        if blocked is not None and raise_blocked:
+            raise blocked
+        return out
+
+
+def _finalize(text: str, info: dict[str, Any], params: dict[str, Any], seed: int | None, prompt: str):
+    from gencraft import guard
+
+    return guard.finalize_text(text, run_info=info, params=params, seed=seed, prompt=prompt)
+
+
+class Guardrails:
+    """Pure ASGI middleware: body-size cap, API-key check, rate limit, request metrics.
+
+    Pure ASGI (not BaseHTTPMiddleware) so streaming responses and client disconnects pass
+    straight through.
+    """
+
+    def __init__(self, app: Any, studio: Studio) -> None:
+        self.app, self.gc = app, studio
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.monotonic()
+        path = scope.get("path", "")
+        status_box = [500]
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        try:
+            err = self._check(scope)
+            if err is not None:
+                await _send_error(send, err)
+                status_box[0] = err.status
+                return
+            receive = self._capped(receive, self.gc.config.max_body_bytes)
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            if path.startswith("/v1/") or path == "/health":
+                self.gc.metrics.request(_route(path), status_box[0], time.monotonic() - t0)
+
+    def _check(self, scope: dict) -> GencraftError | None:
+        path = scope.get("path", "")
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        size = headers.get("content-length")
+        if size and size.isdigit() and int(size) > self.gc.config.max_body_bytes:
+            return PayloadTooLarge(f"request body of {size} bytes is over the limit of "
+                                   f"{self.gc.config.max_body_bytes}; send less", param=None)
+        if not path.startswith("/v1/"):
+            return None
+        scope.setdefault("state", {})
+        who, rate = None, None
+        try:
+            if self.gc.config.auth:
+                auth = headers.get("authorization", "")
+                if not auth.lower().startswith("bearer "):
+                    raise Unauthenticated("missing API key: send 'Authorization: Bearer KEY' "
+                                          "(create one with `gencraft keys create`)")
+                rec = self.gc.keys.verify(auth[7:].strip())
+                who, rate = f"key {rec.id}", rec.rate_per_minute
+                scope["state"]["key_id"] = rec.id
+            else:
+                client = scope.get("client") or ("local", 0)
+                who = f"client {client[0]}"
+            self.gc.limiter.check(who, rate)
+        except GencraftError as e:
+            return e
+        return None
+
+    @staticmethod
+    def _capped(receive: Any, limit: int) -> Any:
+        seen = [0]
+
+        async def wrapped() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                seen[0] += len(message.get("body", b""))
+                if seen[0] > limit:
+                    raise PayloadTooLarge(f"request body is over the limit of {limit} bytes; send less")
+            return message
+
+        return wrapped
+
+
+def _route(path: str) -> str:
+    """A low-cardinality label for the metrics (ids dropped)."""
+    parts = path.strip("/").split("/")
+    if len(parts) >= 3 and parts[:3] == ["v1", "gencraft", "library"]:
+        return "/v1/gencraft/library"
+    if len(parts) >= 3 and parts[:3] == ["v1", "gencraft", "game"]:
+        return "/v1/gencraft/game"
+    if len(parts) >= 2 and parts[:2] == ["v1", "models"]:
+        return "/v1/models"
+    return path if len(path) < 64 else path[:64]
+
+
+async def _send_error(send: Any, e: GencraftError) -> None:
+    import json
+
+    body = json.dumps(gencraft_error_body(e)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(e, RateLimited):
+        headers.append((b"retry-after", str(max(1, round(e.retry_after))).encode()))
+    await send({"type": "http.response.start", "status": e.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(config: ServerConfig | None = None) -> FastAPI:
+    """The studio app. Models load on first use; the library is migrated at startup."""
+    config = config or ServerConfig()
+    config.check()
+    studio = Studio(config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if config.store:
+            await asyncio.to_thread(lambda: studio.library)  # runs the Alembic migrations
+        try:
+            yield
+        finally:
+            studio.close()
+
+    app = FastAPI(
+        title="gencraft studio", version=__version__, lifespan=lifespan,
+        description="OpenAI-compatible API for gencraft runs and Hugging Face models, the gencraft kits "
+                    "(write, game, ads) and the content library. Authenticate with `Authorization: Bearer KEY` "
+                    "(`gencraft keys create`) unless the server runs with --no-auth.")
+    app.state.gc = studio
+
+    @app.exception_handler(GencraftError)
+    async def _gencraft_error(request: Request, e: GencraftError) -> JSONResponse:
+        headers = {"Retry-After": str(max(1, round(e.retry_after)))} if isinstance(e, RateLimited) else None
+        return JSONResponse(gencraft_error_body(e), status_code=e.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
+        errs = e.errors()
+        first = errs[0] if errs else {}
+        loc = [str(x) for x in first.get("loc", ()) if x not in ("body", "query", "path")]
+        param = ".".join(loc) or None
+        msg = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
+        return JSONResponse(error_body(msg, 400, "invalid_value", param), status_code=400)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, e: Exception) -> JSONResponse:
+        return JSONResponse(error_body(f"no route {request.url.path}; see /docs", 404, "not_found", None),
+                            status_code=404)
+
+    @app.exception_handler(405)
+    async def _bad_method(request: Request, e: Exception) -> JSONResponse:
+        return JSONResponse(error_body(f"{request.method} is not allowed on {request.url.path}; see /docs", 405,
+                                       "method_not_allowed", None), status_code=405)
+
+    from gencraft.server.kits_api import router as kits_router
+    from gencraft.server.library_api import router as library_router
+    from gencraft.server.openai_api import router as openai_router
+
+    app.include_router(openai_router)
+    app.include_router(kits_router)
+    app.include_router(library_router)
+
+    @app.get("/health", tags=["server"], summary="Liveness and load")
+    async def health() -> dict[str, Any]:
+        loaded = studio.catalog.loaded()
+        return {"status": "ok", "version": __version__, "uptime_s": round(time.time() - studio.started, 1),
+                "auth": config.auth,
+                "models_loaded": {k: {"queued": s.stats.queued, "active": s.stats.active} for k, s in loaded.items()}}
+
+    @app.get("/metrics", tags=["server"], summary="Prometheus metrics", response_class=Response)
+    async def metrics() -> Response:
+        return Response(studio.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(Guardrails, studio=studio)
+    return app
+
+
+__all__ = ["ServerConfig", "Studio", "create_app", "is_loopback"]

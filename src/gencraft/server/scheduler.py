@@ -1,0 +1,481 @@
+"""Continuous batching: one scheduler thread per model decodes every active request in one batch.
+
+At each step boundary the scheduler
+
+1. admits waiting requests: their prompts are prefilled together (left-padded) and their cache
+   rows are merged into the running batch's cache (:func:`merge_caches`);
+2. picks the next token of every active sequence from the batch's logits (each sequence with its
+   own processors, seed and stop strings -- requests never share sampling state);
+3. hands each sequence's text delta to its request (an ``asyncio`` queue on the server's loop);
+4. drops finished, cancelled (client gone) and timed-out sequences (``cache.select``);
+5. runs one batched ``step`` for all that remain.
+
+So a new request waits at most one decode step before its prefill, and a long request never
+holds up a short one. Models whose cache cannot be merged (Hugging Face ``past_key_values``) are
+batched in waves instead: new requests join when the running batch is empty.
+
+The thread only touches torch; requests talk to it through :meth:`Scheduler.submit` (a bounded
+queue: a full one raises :class:`~gencraft.server.errors.QueueFull`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from gencraft.errors import UsageError
+from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
+from gencraft.generate.engine import model_device
+from gencraft.generate.processors import apply, build_processors, vocab_bytes
+from gencraft.generate.text import TextTracker
+from gencraft.server.errors import Overloaded, QueueFull
+
+# ---------------------------------------------------------------- cache surgery
+
+
+def merge_caches(a: Any, b: Any, max_len: int | None) -> Any | None:
+    """One cache holding the rows of ``a`` then the rows of ``b``, or None when the kind can't merge.
+
+    GPT ``KVCache``: rows share ``length``, so the shorter cache's rows are shifted right and the
+    gap is marked as left padding (``pad``/``offset``), exactly as if the prompt had been padded.
+    LSTM state: rows are independent, the hidden states are concatenated.
+    """
+    from gencraft.models.gpt import KVCache
+    from gencraft.models.lstm import LSTMState
+
+    if isinstance(a, KVCache) and isinstance(b, KVCache):
+        L = max(a.length, b.length)
+        size = max(max_len or 0, L + 1)
+        shape = list(a.k.shape)
+        Ba, Bb = a.k.shape[1], b.k.shape[1]
+        shape[1], shape[3] = Ba + Bb, size
+        new = object.__new__(KVCache)
+        new.max_len, new.length = size, L
+        new.k, new.v = a.k.new_empty(shape), a.v.new_empty(shape)
+        pad = torch.zeros(Ba + Bb, size, dtype=torch.bool, device=a.k.device)
+        offset = torch.zeros(Ba + Bb, dtype=torch.long, device=a.k.device)
+        for c, lo, hi in ((a, 0, Ba), (b, Ba, Ba + Bb)):
+            d = L - c.length
+            new.k[:, lo:hi, :, d:L] = c.k[:, :, :, :c.length]
+            new.v[:, lo:hi, :, d:L] = c.v[:, :, :, :c.length]
+            pad[lo:hi, :d] = True
+            if c.pad is not None:
+                pad[lo:hi, d:L] = c.pad[:, :c.length]
+            offset[lo:hi] = d + (c.offset if c.offset is not None else 0)
+        new.pad, new.offset = pad, offset
+        return new
+    if isinstance(a, LSTMState) and isinstance(b, LSTMState):
+        new = LSTMState(torch.cat([a.h, b.h], 1), torch.cat([a.c, b.c], 1))
+        new.length = max(a.length, b.length)
+        return new
+    return None
+
+
+def trim_cache(cache: Any) -> bool:
+    """Drop leading positions that are padding in every row (a KV cache that filled up); True if room was made."""
+    from gencraft.models.gpt import KVCache
+
+    if not isinstance(cache, KVCache) or cache.offset is None:
+        return False
+    d = int(cache.offset.min())
+    if d <= 0:
+        return False
+    L = cache.length
+    cache.k[:, :, :, :L - d] = cache.k[:, :, :, d:L].clone()
+    cache.v[:, :, :, :L - d] = cache.v[:, :, :, d:L].clone()
+    pad = torch.zeros_like(cache.pad)
+    pad[:, :L - d] = cache.pad[:, d:L]
+    cache.pad, cache.offset, cache.length = pad, cache.offset - d, L - d
+    return True
+
+
+# ---------------------------------------------------------------- one sequence
+
+
+@dataclass
+class Event:
+    """What a request receives: text deltas (with their tokens' log-probabilities), then the result."""
+
+    kind: str  # "delta" | "done" | "error"
+    index: int = 0  # which of the request's n sequences
+    text: str = ""
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    result: GenerationResult | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class Sequence:
+    """One sequence being generated (a request with ``n`` choices has ``n`` of them)."""
+
+    prompt_ids: list[int]
+    cfg: GenerationConfig
+    index: int
+    emit: Callable[[Event], None]
+    deadline: float | None
+    seed: int
+    procs: list = field(default_factory=list)
+    tracker: TextTracker | None = None
+    gen: torch.Generator | None = None
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    pending_lp: list[TokenLogprob] = field(default_factory=list)
+    history: torch.Tensor | None = None  # [1, P + max_new] prompt then generated ids (for processors)
+    finish: str | None = None
+    cancelled: bool = False
+    submitted: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+
+    def result(self) -> GenerationResult:
+        return GenerationResult(text=self.tracker.text if self.tracker else "", token_ids=list(self.tokens),
+                                prompt_tokens=len(self.prompt_ids), completion_tokens=len(self.tokens),
+                                finish_reason=self.finish or "length", logprobs=self.logprobs,
+                                score=(sum(t.logprob for t in self.logprobs) if self.logprobs is not None else None),
+                                index=self.index)
+
+
+class Ticket:
+    """A submitted request: iterate :meth:`events` on the event loop; :meth:`cancel` stops it."""
+
+    def __init__(self, sequences: list[Sequence], queue: asyncio.Queue) -> None:
+        self.sequences, self.queue = sequences, queue
+
+    def cancel(self) -> None:
+        for s in self.sequences:
+            s.cancelled = True
+
+    async def events(self):
+        """Events until every sequence is done (``done`` events carry each result)."""
+        left = len(self.sequences)
+        try:
+            while left:
+                ev: Event = await self.queue.get()
+                if ev.kind == "error":
+                    raise ev.error  # type: ignore[misc]
+                if ev.kind == "done":
+                    left -= 1
+                yield ev
+        finally:
+            if left:
+                self.cancel()
+
+    async def results(self) -> list[GenerationResult]:
+        out: list[GenerationResult | None] = [None] * len(self.sequences)
+        async for ev in self.events():
+            if ev.kind == "done":
+                out[ev.index] = ev.result
+        return out  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------- the scheduler
+
+
+@dataclass
+class Stats:
+    """Counters the metrics endpoint reads."""
+
+    queued: int = 0
+    active: int = 0
+    steps: int = 0
+    tokens: int = 0
+    prefills: int = 0
+
+
+class Scheduler:
+    """Continuous batching for one text model (a :class:`~gencraft.backends.TextModel`)."""
+
+    def __init__(self, tm: Any, *, max_batch: int = 64, max_queue: int = 256, queue_timeout: float = 30.0,
+                 continuous: bool = True, on_tokens: Callable[[int], None] | None = None) -> None:
+        self.tm, self.model, self.tokenizer = tm, tm.model, tm.tokenizer
+        self.max_batch, self.max_queue, self.queue_timeout = max_batch, max_queue, queue_timeout
+        self.continuous = continuous  # False: one request at a time (the baseline the bench compares to)
+        self.on_tokens = on_tokens
+        self.device = model_device(self.model)
+        self.limit: int | None = getattr(self.model, "max_context", None)
+        self.vocab = _vocab_size(self.model, self.tokenizer)
+        self.table = vocab_bytes(self.tokenizer, self.vocab)
+        self.stats = Stats()
+        self._pending: collections.deque[list[Sequence]] = collections.deque()
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="gencraft-scheduler")
+        self._thread.start()
+
+    # -- called on the event loop
+
+    def submit(self, prompt_ids: list[int], cfg: GenerationConfig, *, timeout: float | None = None,
+               make_processors: Callable[[], list] | None = None) -> Ticket:
+        """Queue one request (``cfg.n`` sequences); raise QueueFull when the queue is at its bound.
+
+        ``make_processors`` builds extra (stateful) processors, a fresh set per sequence -- e.g. a
+        JSON-schema constraint; they run after ``cfg.processors``.
+        """
+        cfg.validate()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def emit(ev: Event) -> None:
+            loop.call_soon_threadsafe(queue.put_nowait, ev)
+
+        seed = cfg.seed if cfg.seed is not None else secrets.randbits(62)
+        deadline = time.monotonic() + timeout if timeout else None
+        if cfg.max_time is not None:
+            deadline = min(deadline or float("inf"), time.monotonic() + cfg.max_time)
+        seqs = [Sequence(list(prompt_ids), cfg, i, emit, deadline, seed + i) for i in range(cfg.n)]
+        for s in seqs:  # processors are per sequence (constraints keep per-row state); errors surface now
+            c = cfg
+            if make_processors is not None:
+                c = dataclasses.replace(cfg, processors=[*cfg.processors, *make_processors()])
+            s.procs = build_processors(c, self.tokenizer, len(prompt_ids), self.vocab, cfg.temperature > 0)
+        with self._cv:
+            if self._stop:
+                raise Overloaded("the server is shutting down; retry on another instance", param=None)
+            if self.stats.queued + cfg.n > self.max_queue:
+                raise QueueFull(f"the request queue for this model is full ({self.max_queue} waiting); "
+                                "retry after a short wait", param=None)
+            self._pending.append(seqs)
+            self.stats.queued += cfg.n
+            self._cv.notify()
+        return Ticket(seqs, queue)
+
+    def close(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        self._thread.join(timeout=10)
+
+    # -- the scheduler thread
+
+    def _loop(self) -> None:
+        active: list[Sequence] = []
+        cache: Any = None
+        logits: torch.Tensor | None = None
+        while True:
+            with self._cv:
+                while not self._stop and not active and not self._pending:
+                    self._cv.wait()
+                if self._stop:
+                    for group in self._pending:
+                        for s in group:
+                            s.emit(Event("error", s.index, error=Overloaded("the server is shutting down")))
+                    for s in active:
+                        s.emit(Event("error", s.index, error=Overloaded("the server is shutting down")))
+                    return
+                new = self._take(len(active), cache)
+            try:
+                if new:
+                    new_logits, new_cache = self._prefill(new)
+                    if active:
+                        merged = merge_caches(cache, new_cache, self.limit)
+                        assert merged is not None  # _take admits only into mergeable batches
+                        cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
+                    else:
+                        cache, logits = new_cache, new_logits
+                    active = active + new
+                if not active:
+                    continue
+                nxt = self._choose(active, logits)  # type: ignore[arg-type]
+                keep = self._advance_text(active, nxt)
+                if len(keep) < len(active):
+                    active = [active[i] for i in keep]
+                    if not active:
+                        cache = logits = None
+                        continue
+                    sel = torch.tensor(keep, device=self.device)
+                    cache = cache.select(sel)
+                    nxt = nxt[sel]
+                if self.limit is not None and cache.length + 1 > cache.max_len and not trim_cache(cache):
+                    for s in active:  # context full for every row (cannot happen within the caps)
+                        self._finish(s, "length")
+                    active, cache, logits = [], None, None
+                    continue
+                with torch.inference_mode():
+                    logits, cache = self.model.step(nxt[:, None], cache)
+                self.stats.steps += 1
+            except Exception as e:  # a bug or OOM: fail the requests in flight, keep serving
+                for s in active + new:
+                    if s.finish is None:
+                        s.finish = "error"
+                        s.emit(Event("error", s.index, error=e))
+                active, cache, logits = [], None, None
+            finally:
+                self.stats.active = len(active)
+
+    def _take(self, n_active: int, cache: Any) -> list[Sequence]:
+        """Requests to admit now (called under the lock)."""
+        if n_active and (not self.continuous or not merge_caches_possible(cache)):
+            return []
+        out: list[Sequence] = []
+        now = time.monotonic()
+        room = self.max_batch - n_active if self.continuous else 1
+        while self._pending and room > 0:
+            group = self._pending[0]
+            if len(group) > room and (out or n_active):
+                break
+            self._pending.popleft()
+            self.stats.queued -= len(group)
+            live = [s for s in group if not s.cancelled]
+            if not live:
+                continue
+            if now - group[0].submitted > self.queue_timeout:
+                for s in live:
+                    s.finish = "error"
+                    s.emit(Event("error", s.index, error=Overloaded(
+                        f"the server is overloaded: the request waited over {self.queue_timeout:g} s in the queue; "
+                        "retry later")))
+                continue
+            out.extend(live)
+            room -= len(live)
+            if not self.continuous:
+                break
+        return out
+
+    def _prefill(self, seqs: list[Sequence]) -> tuple[torch.Tensor, Any]:
+        """Prefill new sequences together (left-padded); set up their per-sequence state."""
+        rows = [s.prompt_ids for s in seqs]
+        P = max(len(r) for r in rows)
+        ids = torch.full((len(rows), P), -1, dtype=torch.long, device=self.device)
+        for i, r in enumerate(rows):
+            ids[i, P - len(r):] = torch.tensor(r, dtype=torch.long)
+        n_pad = (ids < 0).sum(1)
+        with torch.inference_mode():
+            cache = self.model.new_cache(len(rows), max_len=self.limit)
+            if bool(n_pad.any()):
+                cache.left_pad(n_pad)
+            logits, cache = self.model.step(ids.clamp(min=0), cache)
+        self.stats.prefills += 1
+        for s in seqs:
+            cfg = s.cfg
+            s.tracker = TextTracker(self.table, list(cfg.stop))
+            s.logprobs = [] if (cfg.logprobs or cfg.top_logprobs) else None
+            s.history = torch.empty((1, len(s.prompt_ids) + cfg.max_new_tokens + 1), dtype=torch.long,
+                                    device=self.device)
+            s.history[0, :len(s.prompt_ids)] = torch.tensor(s.prompt_ids, dtype=torch.long)
+            if cfg.temperature > 0:
+                s.gen = torch.Generator(device=self.device).manual_seed(s.seed)
+        return logits, cache
+
+    def _choose(self, active: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
+        """The next token of every active sequence (its own processors and sampler)."""
+        nxt = torch.empty(len(active), dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            raw = logits.float()
+            plain_probs = None
+            for b, s in enumerate(active):
+                cur = len(s.prompt_ids) + len(s.tokens)
+                scores = raw[b:b + 1]
+                if s.procs:
+                    scores = apply(s.procs, s.history[:, :cur], scores.clone())
+                if s.gen is None:
+                    tok = scores.argmax(-1)
+                else:
+                    if not s.procs:  # plain sampling: softmax of the whole batch once
+                        plain_probs = raw.softmax(-1) if plain_probs is None else plain_probs
+                        probs = plain_probs[b:b + 1].clone()
+                    else:
+                        probs = scores.softmax(-1)
+                    race = torch.empty_like(probs).exponential_(generator=s.gen)
+                    tok = probs.div_(race).argmax(-1)
+                nxt[b] = tok[0]
+                s.history[0, cur] = tok[0]
+                if s.logprobs is not None:
+                    s.pending_lp = [self._logprob(raw[b], int(tok[0]), s.cfg.top_logprobs)]
+        return nxt
+
+    def _logprob(self, logits: torch.Tensor, tid: int, k: int) -> TokenLogprob:
+        lp = logits.log_softmax(-1)
+        top = []
+        if k:
+            v, i = lp.topk(k)
+            top = [(self._text(t), t, float(x)) for t, x in zip(i.tolist(), v.tolist(), strict=True)]
+        return TokenLogprob(self._text(tid), tid, float(lp[tid]), top)
+
+    def _text(self, tid: int) -> str:
+        return self.table[tid].decode("utf-8", errors="replace") if tid < len(self.table) else ""
+
+    def _advance_text(self, active: list[Sequence], nxt: torch.Tensor) -> list[int]:
+        """Record each sequence's token, emit deltas, finish what ended; returns batch rows to keep."""
+        keep = []
+        now = time.monotonic()
+        eos = self.tokenizer.eos_id
+        n_tok = 0
+        for b, (s, tid) in enumerate(zip(active, nxt.tolist(), strict=True)):
+            if s.cancelled:
+                s.finish = "cancelled"
+                continue
+            if s.first_token is None:
+                s.first_token = now
+            if tid == eos and s.cfg.stop_at_eos:
+                self._finish(s, "eos")
+                continue
+            s.tokens.append(tid)
+            n_tok += 1
+            lp = s.pending_lp if s.logprobs is not None else []
+            if s.logprobs is not None:
+                s.logprobs.extend(lp)
+            stopped = s.tracker.push(tid)
+            delta = s.tracker.delta()
+            if delta or lp:
+                s.emit(Event("delta", s.index, delta, list(lp)))
+            if stopped:
+                self._finish(s, "stop")
+            elif len(s.tokens) >= s.cfg.max_new_tokens:
+                self._finish(s, "length")
+            elif s.deadline is not None and now > s.deadline:
+                self._finish(s, "time")
+            elif self.limit is not None and len(s.prompt_ids) + len(s.tokens) >= self.limit:
+                self._finish(s, "length")
+            else:
+                keep.append(b)
+        self.stats.tokens += n_tok
+        if self.on_tokens is not None and n_tok:
+            self.on_tokens(n_tok)
+        return keep
+
+    def _finish(self, s: Sequence, reason: str) -> None:
+        s.finish = reason
+        s.tracker.finish()
+        tail = s.tracker.delta(final=True)
+        if tail:
+            s.emit(Event("delta", s.index, tail))
+        s.emit(Event("done", s.index, result=s.result()))
+
+
+def merge_caches_possible(cache: Any) -> bool:
+    """Whether a running batch with this cache can take new rows (GPT and LSTM caches can)."""
+    from gencraft.models.gpt import KVCache
+    from gencraft.models.lstm import LSTMState
+
+    return isinstance(cache, KVCache | LSTMState)
+
+
+def _vocab_size(model: Any, tokenizer: Any) -> int:
+    v = getattr(model, "vocab_size", None) or getattr(getattr(model, "config", None), "vocab_size", None)
+    return int(v or tokenizer.vocab_size)
+
+
+def check_prompt(prompt_ids: list[int], max_tokens: int, limit: int | None, cap: int | None,
+                 param: str) -> None:
+    """Refuse a prompt that cannot fit: longer than the model's context (or the server's cap)."""
+    n = len(prompt_ids)
+    if cap is not None and n > cap:
+        raise UsageError(f"{param}: {n} tokens is over this server's prompt limit of {cap}; shorten it",
+                         param=param)
+    if limit is not None and n >= limit:
+        raise UsageError(f"{param}: {n} tokens does not fit the model's context of {limit} tokens "
+                         "(leave room for at least one new token); shorten it", param=param)
+    if limit is not None and n + max_tokens > limit:
+        raise UsageError(f"max_tokens: {n} prompt tokens + {max_tokens} new tokens is over the model's "
+                         f"context of {limit}; ask for at most {limit - n}", param="max_tokens")
+
+
+__all__ = ["Event", "Scheduler", "Sequence", "Stats", "Ticket", "check_prompt", "merge_caches", "trim_cache"]

@@ -1,0 +1,384 @@
+"""Guard without a trained model: moderation, copy index, watermarks, keys, provenance, verify, C2PA."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gencraft import guard
+from gencraft.errors import GuardError, UsageError
+from gencraft.guard.copies import CopyIndex, build_copy_index
+from gencraft.guard.moderation import Policy, moderate, parse_lexicon
+from gencraft.guard.provenance import read_c2pa, read_png_manifest
+from gencraft.guard.watermark import TextWatermark, WatermarkProcessor, detect_ids, detect_image, embed_image
+
+# --- moderation ----------------------------------------------------------------------------------
+
+CASES = [
+    # (category, positive text, negative text that shares letters/characters)
+    ("profanity", "What the fuck is this?", "The fun duck is his."),
+    ("profanity", "这个人真是个傻逼", "这个人真是个好人"),
+    ("hate", "Those people are subhuman.", "Those people are human."),
+    ("hate", "他们都是劣等民族", "他们都是优秀的民族"),
+    ("sexual", "Click here for free porn tonight", "Click here for free popcorn tonight"),
+    ("sexual", "网站上有色情内容", "网站上有彩色内容"),
+    ("violence", "I will kill you tomorrow.", "I will call you tomorrow."),
+    ("violence", "我要杀了你", "我要请你吃饭"),
+    ("self_harm", "Sometimes I want to kill myself.", "Sometimes I want to treat myself."),
+    ("self_harm", "我想自杀", "我想自学"),
+    ("pii", "Write to jane.doe@example.org today", "Write to Jane Doe today"),
+    ("pii", "我的手机号是13812345678", "我的房间号是1381"),
+]
+
+
+@pytest.mark.parametrize("category,positive,negative", CASES)
+def test_each_category_positive_and_negative(category: str, positive: str, negative: str) -> None:
+    hit = moderate(positive, Policy(classifier_threshold=None))
+    assert category in hit.categories, (positive, hit.hits)
+    spans = [h for h in hit.hits if h.category == category]
+    assert all(positive[h.start:h.end] == h.text for h in spans)
+    miss = moderate(negative, Policy(classifier_threshold=None))
+    assert miss.categories == {}, (negative, miss.hits)
+
+
+@pytest.mark.parametrize("text", [
+    "f u c k off", "f.u.c.k off", "f-u-c-k off", "fuuuuck off", "ｆｕｃｋ off", "FUCK off", "5h1t happens",
+    "sh!t happens", "what a b1tch",
+])
+def test_english_evasions_are_folded(text: str) -> None:
+    r = moderate(text, Policy(classifier_threshold=None))
+    assert r.categories.get("profanity") == 1.0, text
+    assert r.action == "mask"
+    assert "off" in r.masked_text or "happens" in r.masked_text or "what a" in r.masked_text
+    assert r.masked_text != text
+
+
+@pytest.mark.parametrize("text", ["他 媽 的", "他媽的", "他，妈，的", "殺了你", "自殺"])
+def test_chinese_spacing_and_traditional_forms(text: str) -> None:
+    r = moderate(text, Policy(classifier_threshold=None))
+    assert r.categories, text
+
+
+def test_no_scunthorpe_false_positives() -> None:
+    text = "A classic assistant from Scunthorpe passed the cocktail to the therapist in Essex."
+    assert moderate(text, Policy(classifier_threshold=None)).categories == {}
+
+
+def test_actions_masking_and_block() -> None:
+    text = "you shit, mail me at a.b@example.com"
+    r = moderate(text)
+    assert r.action == "mask"
+    assert "shit" not in r.masked_text and "a.b@example.com" not in r.masked_text
+    assert len(r.masked_text) == len(text)
+    r = moderate(text, Policy(actions={"profanity": "block"}))
+    assert r.blocked
+    r = moderate(text, Policy(actions={"profanity": "allow", "pii": "flag"}))
+    assert r.action == "flag" and r.masked_text == text
+    with pytest.raises(UsageError, match="policy action"):
+        Policy(actions={"profanity": "delete"})
+    with pytest.raises(UsageError, match="category"):
+        Policy(actions={"spam": "block"})
+
+
+def test_user_lexicon_and_credit_cards() -> None:
+    terms = parse_lexicon("violence  smash*\nprofanity 呆瓜\n")
+    r = moderate("I'll s m a s h it, 你这个呆瓜", Policy(terms=terms, classifier_threshold=None))
+    assert set(r.categories) == {"violence", "profanity"}
+    with pytest.raises(UsageError, match="line 1"):
+        parse_lexicon("justoneword\n")
+    good = moderate("card 4111 1111 1111 1111", Policy(classifier_threshold=None))
+    assert [h.rule for h in good.hits] == ["credit_card"]
+    bad_luhn = moderate("card 4111 1111 1111 1112", Policy(classifier_threshold=None))
+    assert "credit_card" not in [h.rule for h in bad_luhn.hits]
+
+
+def test_classifier_flags_insults_the_lexicon_misses() -> None:
+    if guard.moderation.classifier_name() is None:
+        pytest.skip("alt-profanity-check not installed")
+    r = moderate("you are a stupid worthless piece of crap, go to hell you moron")
+    assert r.categories.get("profanity", 0) > 0.95 and r.action == "flag"
+    assert moderate("What a lovely afternoon for a walk in the park.").categories == {}
+
+
+def test_guard_check_cli(tmp_path, cli) -> None:
+    f = tmp_path / "in.txt"
+    f.write_text("hello f u c k world, call 415-555-0134", encoding="utf-8")
+    res = cli("guard", "check", f, "--json")
+    assert res.code == 0, res.err
+    out = json.loads(res.out)
+    assert set(out["categories"]) == {"profanity", "pii"} and "415-555-0134" not in out["masked_text"]
+    res = cli("guard", "check", f, "--action", "pii=block")
+    assert res.code == 1 and "block" in res.out
+    res = cli("guard", "check", tmp_path / "missing.txt")
+    assert res.code == 2 and "not found" in res.err and "Traceback" not in res.err
+
+
+# --- copy index ----------------------------------------------------------------------------------
+
+DOCS = [
+    "The quick brown fox jumps over the lazy dog while the farmer sleeps under the old oak tree.",
+    "床前明月光，疑是地上霜。举头望明月，低头思故乡。这首诗写的是静夜里对故乡的思念，千百年来人人会背。",
+    "In a hole in the ground there lived a small creature who loved tea, cake and quiet afternoons by the fire, "
+    "and never went on adventures of any kind until a wizard knocked on the round green door one morning.",
+]
+SOURCES = [{"path": "fox.txt", "sha256": "a", "license": "CC-BY-4.0"},
+           {"path": "poems.txt", "sha256": "b", "license": "public-domain"},
+           {"path": "novel.txt", "sha256": "c", "license": "unknown"}]
+
+
+@pytest.fixture
+def copy_index(tmp_path) -> CopyIndex:
+    docs = [{"id": 10 + i, "source": i, "text": t} for i, t in enumerate(DOCS)]
+    build_copy_index(tmp_path / "idx", docs, SOURCES)
+    return CopyIndex(tmp_path / "idx")
+
+
+def test_planted_passage_found_with_its_source(copy_index: CopyIndex) -> None:
+    planted = DOCS[2][20:150]
+    text = "Totally new words come first here. " + planted + " And a brand new ending of mine."
+    r = copy_index.check(text)
+    assert r.copy_risk and r.longest_chars == len(planted)
+    top = r.spans[0]
+    assert text[top.start:top.end] == planted
+    assert (top.doc_id, top.path, top.license) == (12, "novel.txt", "unknown")
+    assert r.sources[0]["doc_id"] == 12
+    assert 0.3 < r.char_ngram_fraction < 1.0
+
+
+def test_chinese_copy_and_short_overlap_is_not_a_risk(copy_index: CopyIndex) -> None:
+    r = copy_index.check("他说：床前明月光，疑是地上霜。举头望明月。")
+    assert r.longest_chars >= 16 and not r.copy_risk and r.spans[0].path == "poems.txt"
+    clean = copy_index.check("An entirely original sentence about zebras, quantum flux and violins.")
+    assert clean.longest_chars == 0 and clean.char_ngram_fraction == 0.0 and clean.spans == []
+
+
+def test_matches_do_not_cross_documents(copy_index: CopyIndex) -> None:
+    joined = DOCS[0][-40:] + DOCS[1][:40]
+    r = copy_index.check(joined)
+    assert r.longest_chars == 40
+
+
+# --- text watermark ------------------------------------------------------------------------------
+
+
+def _bigram_model(text: str) -> tuple[list[str], torch.Tensor]:
+    vocab = sorted(set(text))
+    index = {c: i for i, c in enumerate(vocab)}
+    counts = torch.ones(len(vocab), len(vocab))
+    for a, b in zip(text, text[1:], strict=False):
+        counts[index[a], index[b]] += 1
+    return vocab, counts.log() - counts.sum(1, keepdim=True).log()
+
+
+def _sample(logp: torch.Tensor, n: int, processor=None, seed: int = 0) -> list[int]:
+    g = torch.Generator().manual_seed(seed)
+    ids = [1]
+    for _ in range(n):
+        logits = logp[ids[-1]].clone()[None]
+        if processor is not None:
+            logits = processor(torch.tensor([ids]), logits)
+        ids.append(int(torch.multinomial(logits.softmax(-1), 1, generator=g)))
+    return ids
+
+
+def test_text_watermark_detected_only_when_applied(shared_data) -> None:
+    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    vocab, logp = _bigram_model(text[:200_000])
+    key = b"k" * 32
+    proc = WatermarkProcessor(key, len(vocab))
+    rule = proc.rule
+    marked = _sample(logp, 200, proc)
+    plain = _sample(logp, 200, None, seed=1)
+    hit = detect_ids(marked, rule)
+    assert hit.detected and hit.z > 4 and hit.p_value < 1e-4
+    assert not detect_ids(plain, rule).detected
+    index = {c: i for i, c in enumerate(vocab)}
+    human = [index[c] for c in text[-20_000:-19_000] if c in index]
+    assert not detect_ids(human, rule).detected
+    assert not detect_ids(marked, TextWatermark(b"other key" * 4, len(vocab))).detected
+
+
+def test_repeated_ngrams_are_scored_once() -> None:
+    rule = TextWatermark(b"k" * 32, 50)
+    green = next(t for t in range(50) if rule.is_green((7,), t))
+    ids = [7, green] * 200
+    d = detect_ids(ids, rule)
+    assert d.scored == 2 and not d.detected
+
+
+def test_processor_rows_depend_on_context_only() -> None:
+    proc = WatermarkProcessor(b"k" * 32, 1000)
+    ids = torch.tensor([[-1, -1, 5], [3, 4, 9]])
+    out = proc(ids, torch.zeros(2, 1000))
+    swapped = proc(ids[[1, 0]], torch.zeros(2, 1000))
+    assert torch.equal(out[[1, 0]], swapped)
+    assert abs(float((out[0] > 0).float().mean()) - 0.25) < 0.05
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+
+
+# --- image watermark -----------------------------------------------------------------------------
+
+
+def _test_image() -> Image.Image:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().images[:16].reshape(4, 4, 8, 8).transpose(0, 2, 1, 3).reshape(32, 32) / 16.0
+    base = np.kron(digits, np.ones((6, 6)))  # 192 x 192
+    rgb = np.stack([base * 200 + 30, base * 120 + 60, 220 - base * 150], -1)
+    return Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+
+
+def _jpeg(image: Image.Image, quality: int = 75) -> Image.Image:
+    buf = io.BytesIO()
+    image.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    return Image.open(buf)
+
+
+def test_image_watermark_survives_jpeg_and_resize() -> None:
+    key = b"i" * 32
+    img = _test_image()
+    marked = embed_image(img, key)
+    a, b = np.asarray(img, float), np.asarray(marked, float)
+    assert 10 * np.log10(255**2 / ((a - b) ** 2).mean()) > 35  # invisible: PSNR above 35 dB
+    assert detect_image(_jpeg(marked), key).bit_accuracy >= 0.9
+    half = marked.resize((96, 96), Image.BICUBIC)
+    assert detect_image(half, key).bit_accuracy >= 0.9
+    assert detect_image(_jpeg(marked), key).detected
+    assert not detect_image(_jpeg(img), key).detected
+    assert not detect_image(_jpeg(marked), b"j" * 32).detected
+
+
+# --- keys, provenance, verify, C2PA --------------------------------------------------------------
+
+
+def test_keys_init_permissions(gencraft_home, cli) -> None:
+    res = cli("keys", "init")
+    assert res.code == 0, res.err
+    folder = gencraft_home / "keys"
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    for f in folder.iterdir():
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+    keys = guard.load_keys(required=True)
+    assert keys.key_id in res.out
+    res = cli("keys", "init")
+    assert res.code == 2 and "--force" in res.err
+
+
+RUN_INFO = {"run_id": "abc123", "model_digest": "d" * 64, "kind": "gpt",
+            "data": {"sources": [{"path": "a.txt", "sha256": "s", "license": "CC-BY-4.0"}]}}
+
+
+def test_text_artifact_verify_valid_tampered_unsigned(tmp_path, cli) -> None:
+    guard.init_keys()
+    text, report, manifest = guard.finalize_text("A calm sea. Write to me: x.y@example.com", run_info=RUN_INFO,
+                                                 params={"temperature": 0.8}, seed=3, watermarked=True)
+    assert "x.y@example.com" not in text and report.action == "mask"
+    assert manifest["watermark"]["key_id"] == guard.load_keys().key_id
+    assert manifest["sources"][0]["license"] == "CC-BY-4.0" and manifest["seed"] == 3
+    out = tmp_path / "story.txt"
+    guard.write_text_artifact(out, text, manifest)
+    res = cli("verify", out)
+    assert res.code == 0 and res.out.startswith("valid"), res.out + res.err
+
+    out.write_text(text + " (edited)", encoding="utf-8")  # content changed
+    res = cli("verify", out)
+    assert res.code == 1 and "tampered" in res.out and "content" in res.out
+
+    out.write_text(text, encoding="utf-8")
+    side = tmp_path / "story.txt.manifest.json"
+    m = json.loads(side.read_text())
+    m["seed"] = 4  # manifest changed
+    side.write_text(json.dumps(m))
+    res = cli("verify", out)
+    assert res.code == 1 and "tampered" in res.out and "manifest" in res.out
+
+    side.unlink()
+    res = cli("verify", out)
+    assert res.code == 1 and "unsigned" in res.out
+
+
+def test_markdown_front_matter(tmp_path) -> None:
+    guard.init_keys()
+    text, _, manifest = guard.finalize_text("# Title\n\nBody.\n", run_info=RUN_INFO)
+    p = guard.write_text_artifact(tmp_path / "a.md", text, manifest, front_matter=True)
+    assert p.read_text().startswith("---\ngencraft_manifest: ")
+    assert guard.verify_file(p).status == "valid"
+    p.write_text(p.read_text().replace("Body.", "Bodies."))
+    assert guard.verify_file(p).status == "tampered"
+
+
+def test_png_manifest_c2pa_and_tampering(tmp_path) -> None:
+    guard.init_keys()
+    image, report, manifest = guard.finalize_image(_test_image(), run_info=RUN_INFO, params={"steps": 10}, seed=1)
+    assert manifest["watermark"]["scheme"] == "dct-spread-spectrum"
+    p = guard.write_image_artifact(tmp_path / "img.png", image, manifest)
+    v = guard.verify_file(p)
+    assert v.status == "valid" and v.trusted
+
+    store = read_c2pa(p.read_bytes())  # read back with c2pa-python's Reader
+    active = store["manifests"][store["active_manifest"]]
+    actions = [a for x in active["assertions"] if x["label"].startswith("c2pa.actions")
+               for a in x["data"]["actions"]]
+    assert actions[0]["action"] == "c2pa.created"
+    assert actions[0]["digitalSourceType"].endswith("/trainedAlgorithmicMedia")
+    assert active["signature_info"]["alg"] == "Ed25519"
+    ours = next(x for x in active["assertions"] if x["label"] == "org.gencraft.provenance")
+    assert ours["data"]["content_sha256"] == manifest["content_sha256"]
+
+    # watermark survives the PNG round trip; a pixel edit is tampering
+    loaded, m = read_png_manifest(p.read_bytes())
+    assert m["signature"]["key_id"] == guard.load_keys().key_id
+    assert detect_image(loaded, guard.watermark.derive_key(guard.load_keys().watermark_secret, "image")).detected
+    arr = np.asarray(loaded).copy()
+    arr[0, 0] = 255 - arr[0, 0]
+    edited = Image.fromarray(arr)
+    from gencraft.guard.provenance import png_bytes_with_manifest
+
+    (tmp_path / "edited.png").write_bytes(png_bytes_with_manifest(edited, m))
+    assert guard.verify_file(tmp_path / "edited.png").status == "tampered"
+    buf = io.BytesIO()
+    _test_image().save(buf, format="PNG")
+    (tmp_path / "plain.png").write_bytes(buf.getvalue())
+    assert guard.verify_file(tmp_path / "plain.png").status == "unsigned"
+
+
+def test_watermark_detect_cli_on_image(tmp_path, cli) -> None:
+    guard.init_keys()
+    image, _, manifest = guard.finalize_image(_test_image(), run_info=RUN_INFO)
+    _jpeg(image).save(tmp_path / "x.jpg", quality=75)
+    res = cli("guard", "watermark", "detect", tmp_path / "x.jpg", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["bit_accuracy"] >= 0.9
+    _jpeg(_test_image()).save(tmp_path / "y.jpg", quality=75)
+    assert cli("guard", "watermark", "detect", tmp_path / "y.jpg").code == 1
+
+
+def test_unsigned_without_keys_and_license_rule(tmp_path) -> None:
+    text, _, manifest = guard.finalize_text("plain words", run_info=RUN_INFO)
+    assert "signature" not in manifest and manifest["watermark"] is None
+    guard.write_text_artifact(tmp_path / "t.txt", text, manifest)
+    assert guard.verify_file(tmp_path / "t.txt").status == "unsigned"
+    info = {"run_id": "r-unknown-1", "data": {"sources": [{"path": "x.txt", "license": "unknown"}]}}
+    with pytest.warns(UserWarning, match="unknown license"):
+        assert guard.check_licenses(info) == ["x.txt"]
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per run: no second warning
+        guard.check_licenses(info)
+    with pytest.raises(GuardError, match="license unknown"):
+        guard.finalize_text("words", run_info=info, strict_licenses=True)
+
+
+def test_block_raises_guard_error() -> None:
+    with pytest.raises(GuardError, match="blocked"):
+        guard.finalize_text("they are subhuman", policy=Policy(classifier_threshold=None))
+    assert os.environ["GENCRAFT_HOME"]

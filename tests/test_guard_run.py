@@ -1,0 +1,94 @@
+"""Guard on a real (tiny) trained run: engine watermark, copy index of the run, memorization, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gencraft import guard
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Path:
+    """A 1-layer char GPT trained for a few steps on 60k characters of tinyshakespeare."""
+    from gencraft.data import prepare
+    from gencraft.train.loop import train
+
+    root = tmp_path_factory.mktemp("guard_run")
+    src = root / "shakespeare.txt"
+    src.write_text((shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+    ds = prepare([src], root / "ds", license="public-domain", unit="paragraph")
+    return train(ds, out=root / "run", seed=0, progress=False,
+                 overrides=["max_iters=40", "n_layer=1", "n_embd=32", "n_head=2", "block_size=32",
+                            "eval_interval=40", "eval_iters=2", "batch_size=8"])
+
+
+@pytest.fixture(scope="module")
+def shared_data() -> Path:  # module scope for the run fixture
+    import os
+
+    here = Path(__file__).resolve().parents[2] / "shared" / "data"
+    SHARED_DATA = here if here.is_dir() else Path(os.environ.get("GENCRAFT_SHARED_DATA", "/work/shared/data"))
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def test_engine_watermark_detected_through_run_tokenizer(tiny_run: Path, tmp_path: Path, cli) -> None:
+    from gencraft.backends import load
+
+    guard.init_keys()
+    tm = load(tiny_run)
+    wm = guard.text_watermark(tm.tokenizer.vocab_size)
+    assert wm is not None and guard.text_watermark(10, enabled=False) is None
+    marked = tm.generate("ROMEO:", max_new_tokens=200, seed=1, processors=[wm], stop_at_eos=False,
+                         top_k=20)
+    plain = tm.generate("ROMEO:", max_new_tokens=200, seed=1, stop_at_eos=False, top_k=20)
+    rule = guard.text_detector(tm.tokenizer.vocab_size)
+    assert guard.detect_text(marked.text, tm.tokenizer, rule).z > 4
+    assert guard.detect_text(plain.text, tm.tokenizer, rule).z < 4
+
+    text, report, manifest = guard.finalize_text(marked.text, run_info=tm.info, params={"seed": 1}, seed=1,
+                                                 watermarked=True)
+    out = guard.write_text_artifact(tmp_path / "gen.txt", text, manifest)
+    res = cli("guard", "watermark", "detect", out, "--run", tiny_run, "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["z"] > 4
+    (tmp_path / "plain.txt").write_text(plain.text, encoding="utf-8")
+    assert cli("guard", "watermark", "detect", tmp_path / "plain.txt", "--run", tiny_run).code == 1
+    assert cli("verify", out).code == 0
+
+
+def test_run_copy_index_and_cli(tiny_run: Path, tmp_path: Path, cli) -> None:
+    res = cli("guard", "index", tiny_run)
+    assert res.code == 0, res.err
+    idx = guard.load_run_index(tiny_run, build=False)
+    assert idx.has_tokens and idx.meta["documents"] > 10
+    info = json.loads((tiny_run / "gencraft.json").read_text())
+    from gencraft.data import load_dataset
+
+    docs = [d for d in load_dataset(info["data"]["dataset"]).documents("train") if len(d["text"]) > 200]
+    planted = docs[0]["text"][:180]
+    f = tmp_path / "out.txt"
+    f.write_text("Something fresh, never seen. " + planted, encoding="utf-8")
+    res = cli("guard", "copies", tiny_run, f, "--json")
+    assert res.code == 1, res.err  # copy risk
+    report = json.loads(res.out)
+    assert report["copy_risk"] and report["longest_chars"] >= 180 and report["longest_tokens"] >= 50
+    assert report["sources"][0]["doc_id"] == docs[0]["id"]
+    assert report["sources"][0]["license"] == "public-domain"
+    f.write_text("Zebras in quantum violins, nothing of the bard.", encoding="utf-8")
+    assert cli("guard", "copies", tiny_run, f).code == 0
+
+
+def test_memorization_benchmark_runs_through_engine(tiny_run: Path, cli) -> None:
+    from gencraft.guard.memorization import extractability
+
+    r = extractability(tiny_run, prompts=4, prefix_tokens=16, suffix_tokens=8, batch_size=4)
+    assert r.prompts == 4 and 0.0 <= r.extractable_fraction <= 1.0
+    assert 0.0 <= r.mean_matched_prefix <= 8
+    res = cli("guard", "memorization", tiny_run, "--prompts", "2", "--prefix", "8", "--suffix", "4", "--json")
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["prompts"] == 2
