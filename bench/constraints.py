@@ -49,8 +49,9 @@ def walk_llguidance(tok, walks: int, rng) -> tuple[float, int, int]:
         ids = [tok.eos_id]
         out = []
         for _ in range(g.max_tokens):
+            x, logits = torch.tensor([ids]), torch.zeros(1, tok.vocab_size)
             t0 = time.perf_counter()
-            masked = proc(torch.tensor([ids]), torch.zeros(1, tok.vocab_size))
+            masked = proc(x, logits)
             t_mask += time.perf_counter() - t0
             steps += 1
             allowed = torch.nonzero(torch.isfinite(masked[0]))[:, 0].numpy()
@@ -58,6 +59,34 @@ def walk_llguidance(tok, walks: int, rng) -> tuple[float, int, int]:
             if t == tok.eos_id:
                 break
             ids.append(t)
+            out.append(t)
+        bad += not valid(b"".join(tok.token_bytes(t) for t in out).decode("utf-8", "replace"))
+    return t_mask / steps * 1e6, steps, bad
+
+
+def walk_llguidance_raw(tok, walks: int, rng) -> tuple[float, int, int]:
+    """llguidance alone: fill the bitmask + consume the token (no torch)."""
+    import llguidance.numpy as lnp
+
+    g = C.json_schema(SCHEMA)
+    ll = C.engine_tokenizer(tok)
+    t_mask, steps, bad = 0.0, 0, 0
+    for _ in range(walks):
+        m = C.new_matcher(g, ll)
+        bm = lnp.allocate_token_bitmask(1, ll.vocab_size)
+        out = []
+        while not m.is_stopped():
+            t0 = time.perf_counter()
+            lnp.fill_next_token_bitmask(m, bm, 0)
+            t_mask += time.perf_counter() - t0
+            steps += 1
+            allowed = np.nonzero(np.unpackbits(bm[0].view(np.uint8), bitorder="little")[:tok.vocab_size])[0]
+            t = int(rng.choice(allowed))
+            t0 = time.perf_counter()
+            m.consume_token(t)
+            t_mask += time.perf_counter() - t0
+            if t == tok.eos_id:
+                break
             out.append(t)
         bad += not valid(b"".join(tok.token_bytes(t) for t in out).decode("utf-8", "replace"))
     return t_mask / steps * 1e6, steps, bad
@@ -72,8 +101,9 @@ def walk_textfield(tok, walks: int, rng) -> tuple[float, int, int]:
         ids = [tok.eos_id]
         out = []
         for _ in range(g.max_tokens):
+            x, logits = torch.tensor([ids]), torch.zeros(1, tok.vocab_size)
             t0 = time.perf_counter()
-            masked = proc(torch.tensor([ids]), torch.zeros(1, tok.vocab_size))
+            masked = proc(x, logits)
             t_mask += time.perf_counter() - t0
             steps += 1
             allowed = torch.nonzero(torch.isfinite(masked[0]))[:, 0].numpy()
@@ -162,7 +192,7 @@ def walk_lmfe(tok, walks: int, rng):
         seq: list[int] = [tok.eos_id]
         for _ in range(1500):
             t0 = time.perf_counter()
-            allowed = list(enf.get_allowed_tokens(seq))
+            allowed = list(enf.get_allowed_tokens(seq).allowed_tokens)
             t_mask += time.perf_counter() - t0
             steps += 1
             if not allowed:
@@ -191,6 +221,8 @@ def main() -> None:
         rng = np.random.default_rng(0)
         us, steps, bad = walk_llguidance(tok, args.walks, rng)
         print(f"{name:9} {'gencraft+llguidance (JSON Schema)':34} {us:9.1f} {bad:>4}/{args.walks:<3} {'-':>8}")
+        us, steps, bad = walk_llguidance_raw(tok, args.walks, rng)
+        print(f"{name:9} {'  of which llguidance mask+consume':34} {us:9.1f} {bad:>4}/{args.walks:<3} {'-':>8}")
         us, steps, bad = walk_textfield(tok, args.walks, rng)
         print(f"{name:9} {'gencraft text_field (own automaton)':34} {us:9.1f} {bad:>4}/{args.walks:<3} {'-':>8}")
         for label, fn in (("outlines-core 0.2 (JSON Schema)", walk_outlines), ("xgrammar 0.2 (JSON Schema)", walk_xgrammar),

@@ -59,8 +59,8 @@ def main() -> None:
     print(f"corpus: {m['splits']['train']['documents']} train / {m['splits']['val']['documents']} val lines, "
           f"char vocabulary {m['tokenizer']['vocab_size']}", flush=True)
 
-    shape = ["n_embd=128", "n_hidden=256", "n_latent=32", "block_size=64", f"num_threads={args.threads}",
-             "max_iters=100000", "eval_interval=200", "eval_iters=1000", "batch_size=64", "patience=0"]
+    shape = ["n_embd=64", "n_hidden=192", "n_latent=32", "block_size=48", f"num_threads={args.threads}",
+             "max_iters=100000", "eval_interval=200", "eval_iters=1000", "batch_size=32", "patience=0"]
     results = {}
     for name in args.runs.split(","):
         run = train_text_vae(ds, out=name, preset="small", overrides=shape + RUNS[name],

@@ -25,7 +25,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+if "--omp-active" not in sys.argv:  # before torch loads OpenMP: sleeping waiters (see RESULTS.md)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -35,7 +38,7 @@ if not SHAKESPEARE.is_file():
 
 NANOGPT_SHAPE = ["n_layer=4", "n_head=4", "n_embd=128", "block_size=64", "batch_size=12", "max_iters=2000",
                  "lr_decay_iters=2000", "learning_rate=1e-3", "min_lr=1e-4", "warmup_iters=100", "dropout=0.0",
-                 "beta2=0.99", "weight_decay=0.1", "eval_interval=250", "eval_iters=200", "grad_clip=1.0"]
+                 "beta2=0.99", "weight_decay=0.1", "eval_interval=250", "eval_iters=20", "grad_clip=1.0"]
 
 REFERENCE = {
     "nanogpt": {"val": 1.874, "time_s": 71.0, "tok_s": 22000, "target": "val <= 1.88 at >= 22k tok/s"},
@@ -90,10 +93,10 @@ def run_one(ds: Path, name: str, model: str, preset: str, overrides: list[str], 
     from gencraft.train.loop import train
 
     out = home / "runs" / name
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     run = train(ds, model=model, preset=preset, out=str(out), overrides=overrides, max_time=max_time,
                 progress=sys.stderr.isatty())
-    wall = time.time() - t0
+    wall, cpu = time.time() - t0, time.process_time() - c0
     info = json.loads((run / "gencraft.json").read_text())
     events = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     tps = [e["tokens_per_s"] for e in events if e["split"] == "train"][1:]  # skip the warm-up window
@@ -101,20 +104,21 @@ def run_one(ds: Path, name: str, model: str, preset: str, overrides: list[str], 
     m = info["metrics"]
     return {"name": name, "val": m["best_val_loss"], "val_full": full["loss"], "bpc": full["bpc"],
             "time_s": wall, "tok_s": float(np.median(tps)) if tps else float("nan"), "steps": m["step"],
-            "bf16": m.get("bf16"), "compile": info["train"]["compile"]}
+            "bf16": m.get("bf16"), "compile": info["train"]["compile"], "cpu_s": cpu,
+            "tok_cpu_s": m["tokens_seen"] / cpu}
 
 
 def row(r: dict, ref: dict) -> str:
     def f(v, fmt):
         return format(v, fmt) if isinstance(v, (int, float)) and v == v else "-"
     return (f"| {r['name']} | {f(r['val'], '.4f')} | {f(r['val_full'], '.4f')} | {f(r['time_s'], '.0f')} s | "
-            f"{f(r['tok_s'], ',.0f')} | {r['steps']} | {'bf16' if r['bf16'] else 'fp32'}"
+            f"{f(r['tok_s'], ',.0f')} | {f(r['cpu_s'], '.0f')} s | {f(r['tok_cpu_s'], ',.0f')} | {r['steps']} | {'bf16' if r['bf16'] else 'fp32'}"
             f"{'+compile' if r['compile'] else ''} | {f(ref['val'], '.3f')} | {f(ref['time_s'], '.0f')} | "
             f"{f(ref['tok_s'], ',.0f')} | {ref['target']} |")
 
 
-HEADER = ("| run | val loss (eval) | val loss (whole split) | wall | train tok/s | steps | precision | "
-          "nanoGPT val | nanoGPT s | nanoGPT tok/s | target |\n|" + " --- |" * 11)
+HEADER = ("| run | val loss (eval) | val loss (whole split) | wall | train tok/s | CPU time | tok per CPU-s | steps | "
+          "precision | nanoGPT val | nanoGPT s | nanoGPT tok/s | target |\n|" + " --- |" * 13)
 
 
 def speed_ab(ds: Path, home: Path, iters: int) -> None:
@@ -158,12 +162,17 @@ def main() -> None:
     ap.add_argument("--only", choices=["nanogpt", "small", "lstm", "speed"], action="append")
     ap.add_argument("--minutes", type=float, default=5.0, help="budget for the small presets")
     ap.add_argument("--speed-iters", type=int, default=150)
+    ap.add_argument("--omp-active", action="store_true", help="leave OMP_WAIT_POLICY unset (spinning waiters)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra key=value for small/lstm")
     args = ap.parse_args()
     pieces = args.only or ["nanogpt", "small", "lstm"]
     import torch
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+    if args.threads:
+        NANOGPT_SHAPE.append(f"num_threads={args.threads}")
+        args.sets.append(f"num_threads={args.threads}")
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.2f} (the CPU is shared: figures are under contention)")
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)

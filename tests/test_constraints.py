@@ -170,3 +170,37 @@ def test_user_errors_name_the_parameter(tok):
         C.choice([])
     with pytest.raises(UsageError, match="does not match"):
         C.regex("[0-9]+").parse("abc")
+
+
+def test_text_field_random_walks_never_break_the_rules(tok):
+    """Uniformly random tokens among the allowed ones (the worst model) on the own byte automaton."""
+    import numpy as np
+
+    g = C.text_field(max_chars=24, min_chars=4, required=["Acme Co", "tea"], banned=["free", "best ever", "a c"])
+    rng = np.random.default_rng(0)
+    for _ in range(25):
+        m = C.TextFieldMatcher(g, tok)
+        out = []
+        for _ in range(g.max_tokens):
+            t = int(rng.choice(np.nonzero(m.allowed())[0]))
+            m.consume_token(t)
+            if t == tok.eos_id:
+                break
+            out.append(t)
+        text = b"".join(tok.token_bytes(t) for t in out).decode("utf-8")  # always valid UTF-8
+        g.parse(text)  # length, required and banned terms re-checked from the text
+        assert C.accepts(g, tok, out)
+    with pytest.raises(UsageError, match="banned"):
+        C.text_field(max_chars=30, required=["Freedom"], banned=["free"])
+    with pytest.raises(UsageError, match="fit"):
+        C.text_field(max_chars=5, required=["Acme Kettle"])
+
+
+def test_beam_search_reorders_rows_and_stays_valid(tok):
+    """Beam search copies and reorders rows; the processor follows each row by its history."""
+    model = tiny_gpt(tok.vocab_size, seed=2)
+    r = C.generate(model, "x", C.json_schema(SHEET), tokenizer=tok, num_beams=3)
+    C.validate_json(r.value, SHEET)
+    t = C.generate(model, "x", C.text_field(max_chars=30, required=["Acme"], banned=["free"]),
+                   tokenizer=tok, num_beams=3)
+    assert "Acme" in t.text and len(t.text) <= 30

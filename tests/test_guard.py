@@ -330,6 +330,7 @@ def test_png_manifest_c2pa_and_tampering(tmp_path) -> None:
     assert actions[0]["action"] == "c2pa.created"
     assert actions[0]["digitalSourceType"].endswith("/trainedAlgorithmicMedia")
     assert active["signature_info"]["alg"] == "Ed25519"
+    assert store["validation_state"] == "Trusted"  # our local CA is a trust anchor of the reader
     ours = next(x for x in active["assertions"] if x["label"] == "org.gencraft.provenance")
     assert ours["data"]["content_sha256"] == manifest["content_sha256"]
 
@@ -382,3 +383,32 @@ def test_block_raises_guard_error() -> None:
     with pytest.raises(GuardError, match="blocked"):
         guard.finalize_text("they are subhuman", policy=Policy(classifier_threshold=None))
     assert os.environ["GENCRAFT_HOME"]
+
+
+# --- properties ----------------------------------------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("ab fuck shit 他妈的 ｆｕ1@.5") + ["殺", "\u3000"]), max_size=40))
+def test_moderation_spans_and_mask_keep_offsets(text: str) -> None:
+    r = moderate(text, Policy(classifier_threshold=None))
+    assert len(r.masked_text) == len(text)
+    for h in r.hits:
+        assert 0 <= h.start < h.end <= len(text) and text[h.start:h.end] == h.text
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2), st.integers(0, 60), st.integers(16, 60))
+def test_any_copied_substring_is_found_exactly(tmp_path_factory, doc: int, start: int, length: int) -> None:
+    folder = tmp_path_factory.mktemp("idx")
+    build_copy_index(folder, [{"id": i, "source": i, "text": t} for i, t in enumerate(DOCS)], SOURCES)
+    src = DOCS[doc]
+    piece = src[start:start + length]
+    if len(piece) < 16:
+        return
+    r = CopyIndex(folder).check("\x00" + piece + "\x01")
+    assert r.longest_chars == len(piece)
+    assert r.spans[0].path == SOURCES[doc]["path"]

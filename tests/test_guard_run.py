@@ -22,7 +22,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> Pat
     ds = prepare([src], root / "ds", license="public-domain", unit="paragraph")
     return train(ds, out=root / "run", seed=0, progress=False,
                  overrides=["max_iters=40", "n_layer=1", "n_embd=32", "n_head=2", "block_size=32",
-                            "eval_interval=40", "eval_iters=2", "batch_size=8"])
+                            "eval_interval=40", "eval_iters=2", "batch_size=8", "dtype=float32"])
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +92,29 @@ def test_memorization_benchmark_runs_through_engine(tiny_run: Path, cli) -> None
     res = cli("guard", "memorization", tiny_run, "--prompts", "2", "--prefix", "8", "--suffix", "4", "--json")
     assert res.code == 0, res.err
     assert json.loads(res.out)["prompts"] == 2
+
+
+def test_generate_guarded_regenerates_on_copy_risk(tiny_run: Path, tmp_path: Path) -> None:
+    from gencraft.backends import load
+    from gencraft.errors import GuardError
+    from gencraft.guard.copies import CopyIndex, build_copy_index
+
+    guard.init_keys()
+    tm = load(tiny_run)
+    opts = dict(max_new_tokens=150, top_k=20, stop_at_eos=False)
+    wm = guard.text_watermark(tm.tokenizer.vocab_size)
+    first = tm.generate("ROMEO:", seed=3, processors=[wm], **opts).text
+    # an index whose "training data" holds exactly what seed 3 produces: that attempt is a copy
+    build_copy_index(tmp_path / "idx", [{"id": 0, "source": 0, "text": first}],
+                     [{"path": "planted.txt", "license": "CC0-1.0"}])
+    index = CopyIndex(tmp_path / "idx")
+    text, report, manifest = guard.generate_guarded(tm, "ROMEO:", seed=3, copy_index=index, **opts)
+    assert manifest["parameters"]["attempt"] == 1 and manifest["seed"] == 4
+    assert not report.copies.copy_risk and text != first
+    assert manifest["watermark"]["key_id"] and "signature" in manifest
+    with pytest.raises(GuardError, match="2 attempts"):  # greedy: every attempt is the same copy
+        first_greedy = tm.generate("ROMEO:", temperature=0, processors=[wm], **opts).text
+        build_copy_index(tmp_path / "idx2", [{"id": 0, "source": 0, "text": first_greedy}],
+                         [{"path": "planted.txt", "license": "CC0-1.0"}])
+        guard.generate_guarded(tm, "ROMEO:", copy_index=CopyIndex(tmp_path / "idx2"), retries=1,
+                               temperature=0, **opts)

@@ -206,3 +206,20 @@ def test_compose_writes_wellformed_midi_wav_and_provenance(music_run, tmp_path, 
     assert again.read_bytes() == out.read_bytes()
     r = cli("compose", str(music_run), "--bars", "0", "--out", str(tmp_path / "x.mid"))
     assert r.code == 2 and "--bars" in r.err
+
+
+def test_data_music_from_a_midi_folder(tmp_path, gencraft_home):
+    from gencraft.data.music import prepare_music
+
+    folder = tmp_path / "tunes"
+    folder.mkdir()
+    pieces = [make_piece([Note(4 * i + k, 60 + k + i, 2) for k in range(4)], "4/4") for i in range(3)]
+    for i, p in enumerate(pieces):
+        write_midi(p, folder / f"t{i}.mid")
+    (folder / "notes.txt").write_text("not music, ignored")
+    ds = prepare_music([str(folder)], out="tunes", transpose_range=0, val_fraction=0.34, license="CC0-1.0")
+    docs = [json.loads(x) for x in (ds / "documents.jsonl").read_text().splitlines()]
+    assert sorted(d["text"] for d in docs) == sorted(to_text(p) for p in pieces)
+    m = json.loads((ds / "manifest.json").read_text())
+    assert [s["license"] for s in m["sources"]] == ["CC0-1.0"] * 3
+    assert m["splits"]["val"]["documents"] == 1

@@ -164,3 +164,9 @@ def test_decoding_engine_samples_from_the_prior():
     both, _ = m.step(torch.tensor([tok.encode("abc"), [0, 0] + tok.encode("a")]), cache)
     single, _ = m.step(torch.tensor([tok.encode("a")]), m.new_cache(1, z=z))
     assert torch.allclose(both[0], alone[0], atol=1e-5) and torch.allclose(both[1], single[0], atol=1e-5)
+
+
+def test_kl_schedule_follows_the_time_budget():
+    lin = KLConfig(kl_anneal="linear")
+    assert kl_weight(10, lin, 100_000, time_fraction=0.5) == 0.5
+    assert kl_weight(10, lin, 100_000, time_fraction=1.0) == 1.0

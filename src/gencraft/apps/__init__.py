@@ -1,1 +1,8 @@
-"""gencraft.apps"""
+"""The content kits, each composing a text model, the decoding engine, post-processing and the guard.
+
+* :mod:`gencraft.apps.write` -- writing assistant: ``continue_text``, ``draft`` (outline, then sections),
+  with memory, author's note and world info.
+* :mod:`gencraft.apps.game` -- typed game records (names, npc, quest, item, dialogue) under JSON Schemas,
+  and ``sprites`` from an image run; :mod:`gencraft.apps.maps` -- tile maps checked playable.
+* :mod:`gencraft.apps.ads` -- ad variants within channel limits, ranked; ad images; platform CSV.
+"""

@@ -35,6 +35,8 @@ COMMAND_MODULES = [
     "gencraft.cli.image",
     "gencraft.cli.guard",
     "gencraft.cli.keys",
+    "gencraft.cli.apikeys",
+    "gencraft.cli.serve",
     "gencraft.cli.write",
     "gencraft.cli.game",
     "gencraft.cli.ads",

@@ -9,8 +9,6 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from gencraft.errors import UsageError
-
 out_console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -78,14 +76,6 @@ def train_image_cmd(
     if "nelbo" in m:
         msg += f", negative ELBO {m['nelbo']:.1f} nats ({m['bpd']:.3f} bits/dim)"
     out_console.print(msg)
-
-
-def _parse_pair(values: list[int] | None, name: str) -> tuple[int, int] | None:
-    if not values:
-        return None
-    if len(values) != 2:
-        raise UsageError(f"--{name}: expected two seeds, e.g. --{name} 3 7", param=name)
-    return values[0], values[1]
 
 
 def imagine(

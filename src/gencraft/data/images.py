@@ -239,7 +239,7 @@ def prepare_images(source: str | os.PathLike[str], *, size: int = 32, out: str |
             classes = []
             labels[:] = -1
 
-    options = {"size": size, "fit": fit, "background": "#%02x%02x%02x" % bg, "channels": channels}
+    options = {"size": size, "fit": fit, "background": "#{:02x}{:02x}{:02x}".format(*bg), "channels": channels}
     h = hashlib.sha256()
     for s in sorted(x["sha256"] for x in sources):
         h.update(s.encode())

@@ -53,7 +53,8 @@ def music21_corpus_files(name: str) -> list[Path]:
     from music21 import corpus
 
     try:
-        files = [Path(p) for p in corpus.getComposer(name)]
+        files = [Path(p) for p in corpus.getComposer(name)
+                 if Path(p).suffix.lower() in MIDI_SUFFIXES + SCORE_SUFFIXES]  # not the analyses (.rntxt)
     except Exception:
         files = []
     if not files:

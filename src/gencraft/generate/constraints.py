@@ -8,19 +8,24 @@ CPU, Python 3.11); figures in ``bench/RESULTS.md``, script ``bench/constraints.p
 
 * **llguidance** -- installs as one abi3 wheel with no Python dependencies; takes the vocabulary
   as ``bytes`` per token (so byte-fallback pieces and partial UTF-8 tokens are exact); computes
-  each mask lazily (no index to build, ~10-15 us a token on 300-token vocabularies); enforces
-  integer/number ranges, ``maxLength``, ``pattern``, enums and required fields; and its Lark
-  lexemes support intersection ``&`` and negation ``~``, which is how the ad kit expresses
-  "at most 30 characters AND contains the brand AND none of the banned claims" as one mask.
+  each mask lazily (no index to build; tens of microseconds a token, a few percent of a tiny
+  model's step); enforces integer/number ranges, ``maxLength`` with ``pattern``, enums and
+  required fields; every random-walk output validated.
 * **outlines-core** -- installs and takes a bytes vocabulary, but compiles JSON Schema to a regex
   that ignores ``minimum``/``maximum`` (a random model wrote ``"age": 640311167228296170568273``
   for ``maximum: 120``) and allows free whitespace, so outputs do not always validate.
 * **xgrammar** -- needs the extra ``apache-tvm-ffi`` wheel and imports torch; with a RAW bytes
   vocabulary it let raw control characters into JSON strings (``json.loads`` rejected the output).
+* **xgrammar** also ignores ``minLength``/``maxLength`` next to a ``pattern`` (its own warning).
 * **lm-format-enforcer** -- pure Python; describes tokens by their *decoded strings*, which a
-  byte-fallback token (half a UTF-8 character) does not have, and costs milliseconds a token.
+  byte-fallback token (half a UTF-8 character) does not have, and refuses a string schema with
+  both a ``pattern`` and a length.
 
 So llguidance does the masking; this module adds what it lacks for gencraft's guarantees:
+
+* **Ad-copy text fields** (:func:`text_field`: a character limit x required terms x banned terms)
+  are masked by our own byte automaton (:class:`TextFieldMatcher`), because llguidance's lexer
+  gives up on that intersection ("too many expressions constructed") at ad-copy sizes.
 
 * **Termination.** Every grammar made here accepts a *finite* language with a known upper bound
   on its length in bytes (``Grammar.max_bytes``): JSON Schemas are closed before compiling
@@ -428,11 +433,14 @@ class TextFieldMatcher:
         self.lower[ord("A"):ord("Z") + 1] += 32
         table = token_table(tokenizer)
         self.vocab_size, self.eos_id = len(table), int(tokenizer.eos_id)
-        width = max(1, max(len(b) for b in table))
-        self.bytes = np.full((len(table), width), -1, dtype=np.int32)
-        for i, b in enumerate(table):
-            self.bytes[i, :len(b)] = list(b)
-        self.empty = np.array([len(b) == 0 for b in table])
+        # tokens sorted longest first, so byte column j only touches the tokens that long
+        lengths = np.array([len(b) for b in table])
+        self.order = np.argsort(-lengths, kind="stable")
+        self.longer = [int((lengths > j).sum()) for j in range(max(1, int(lengths.max())))]
+        self.bytes = np.full((len(table), len(self.longer)), -1, dtype=np.int32)
+        for row, i in enumerate(self.order):
+            self.bytes[row, :lengths[i]] = list(table[i])
+        self.empty = lengths[self.order] == 0
         alphabet = {b for t in cfg["required"] + cfg["banned"] for b in t.encode()}
         filler = next((c for c in b" .-x_qz" if c not in alphabet), 0x20)
         self.search_bytes = sorted(alphabet | {filler})
@@ -441,17 +449,22 @@ class TextFieldMatcher:
         self.stopped = False
         self._cache: dict[State, tuple[np.ndarray, ...]] = {}
         self._need: dict[State, int] = {}
+        # plain-list copies of the tables for the byte-at-a-time search (numpy scalars are slow)
+        self._l_utf, self._l_chars = self.utf_next.tolist(), self.utf_chars.tolist()
+        self._l_ban, self._l_ban_out = self.ban.delta.tolist(), self.ban.out.tolist()
+        self._l_req, self._l_req_out = self.req.delta.tolist(), self.req.out.tolist()
+        self._l_lower = self.lower.tolist()
 
     def _step_byte(self, st: State, b: int) -> tuple[State, int] | None:
         ban, req, found, utf = st
-        nu = int(self.utf_next[utf, b])
+        nu = self._l_utf[utf][b]
         if nu < 0:
             return None
-        nb = int(self.ban.delta[ban, self.lower[b]])
-        if self.ban.out[nb]:
+        nb = self._l_ban[ban][self._l_lower[b]]
+        if self._l_ban_out[nb]:
             return None
-        nr = int(self.req.delta[req, b])
-        return (nb, nr, found | int(self.req.out[nr]), nu), int(self.utf_chars[utf, b])
+        nr = self._l_req[req][b]
+        return (nb, nr, found | self._l_req_out[nr], nu), self._l_chars[utf][b]
 
     def need(self, st: State) -> int:
         """Fewest characters that finish the current character and every missing required term."""
@@ -488,21 +501,22 @@ class TextFieldMatcher:
         utf = np.full(V, st[3], dtype=np.int32)
         dchars = np.zeros(V, dtype=np.int64)
         dead = self.empty.copy()
-        for j in range(self.bytes.shape[1]):
-            b = self.bytes[:, j]
-            live = (b >= 0) & ~dead
+        for j, n in enumerate(self.longer):  # rows [:n] are the tokens with a byte in column j
+            b = self.bytes[:n, j]
+            live = ~dead[:n]
             bb = np.where(live, b, 0)
-            nu = self.utf_next[utf, bb]
-            nb = self.ban.delta[ban, self.lower[bb]]
-            nr = self.req.delta[req, bb]
+            u, a, r = utf[:n], ban[:n], req[:n]
+            nu = self.utf_next[u, bb]
+            nb = self.ban.delta[a, self.lower[bb]]
+            nr = self.req.delta[r, bb]
             bad = live & ((nu < 0) | (self.ban.out[nb] != 0))
-            dead |= bad
+            dead[:n] |= bad
             live &= ~bad
-            dchars += np.where(live, self.utf_chars[utf, bb], 0)
-            utf = np.where(live, nu, utf)
-            ban = np.where(live, nb, ban)
-            req = np.where(live, nr, req)
-            found = np.where(live, found | self.req.out[nr], found)
+            dchars[:n] += np.where(live, self.utf_chars[u, bb], 0)
+            utf[:n] = np.where(live, nu, u)
+            ban[:n] = np.where(live, nb, a)
+            req[:n] = np.where(live, nr, r)
+            found[:n] = np.where(live, found[:n] | self.req.out[nr], found[:n])
         need = np.zeros(V, dtype=np.int64)
         ok = ~dead
         if ok.any():
@@ -510,7 +524,9 @@ class TextFieldMatcher:
             uniq, inv = np.unique(keys, axis=0, return_inverse=True)
             needs = np.array([self.need(tuple(int(x) for x in k)) for k in uniq], dtype=np.int64)
             need[ok] = needs[inv.reshape(-1)]
-        out = (dead, dchars, need, ban, req, found, utf)
+        back = np.empty_like(self.order)  # from length order back to token ids
+        back[self.order] = np.arange(V)
+        out = tuple(x[back] for x in (dead, dchars, need, ban, req, found, utf))
         self._cache[st] = out
         return out
 
@@ -529,6 +545,10 @@ class TextFieldMatcher:
 
     def is_stopped(self) -> bool:
         return self.stopped
+
+    def deep_copy(self) -> TextFieldMatcher:
+        """An independent matcher in the same state (the per-state caches stay shared)."""
+        return copy.copy(self)
 
     def consume_token(self, t: int) -> bool:
         if t == self.eos_id:
@@ -659,45 +679,70 @@ class ConstraintProcessor:
         self.vocab_size = int(tokenizer.vocab_size)
         self.eos_id = int(tokenizer.eos_id)
         self._start: int | None = None
-        self._rows: list[tuple[list[int], Any]] = []  # (tokens consumed, matcher) per live sequence
+        self._by_hist: dict[tuple[int, ...], Any] = {}  # generated tokens -> matcher in that state
+        self._last: list[Any] = []
+        self._bitmask: np.ndarray | None = None
 
     def _new_matcher(self) -> Any:
         if self.grammar.kind == "text":
             return TextFieldMatcher(self.grammar, self.tokenizer)
         return new_matcher(self.grammar, self._ll)
 
-    def _match_rows(self, gen: list[list[int]]) -> list[tuple[list[int], Any]]:
-        """The (history, matcher) of each current row; rows that finished are dropped."""
-        if len(gen) == len(self._rows):
-            return self._rows
-        out, j = [], 0
+    def _match_rows(self, gen: list[list[int]]) -> list[Any]:
+        """A matcher for each current row, advanced to that row's tokens.
+
+        Rows are found by their token history, so the engine may drop finished rows, reorder
+        them or copy them (beam search): a history seen for a second time gets a copy of the
+        matcher of its longest known prefix.
+        """
+        known = self._by_hist
+        parents: list[tuple[int, ...]] = []
         for row in gen:
-            while j < len(self._rows) and row[:len(self._rows[j][0])] != self._rows[j][0]:
-                j += 1
-            if j == len(self._rows):
+            h = tuple(row)
+            cut = len(h)
+            while cut >= 0 and h[:cut] not in known:
+                cut -= 1
+            if cut < 0:
                 raise UsageError("ConstraintProcessor: a batch row does not continue any constrained "
                                  "sequence; use a new processor per generate() call", param="processors")
-            out.append(self._rows[j])
-            j += 1
+            parents.append(h[:cut])
+        uses: dict[tuple[int, ...], int] = {}
+        for p in parents:
+            uses[p] = uses.get(p, 0) + 1
+        fresh: dict[tuple[int, ...], Any] = {}
+        out = []
+        for row, parent in zip(gen, parents, strict=True):
+            h = tuple(row)
+            if h in fresh:  # identical history in this batch: the same state
+                uses[parent] -= 1
+                out.append(fresh[h])
+                continue
+            uses[parent] -= 1
+            # copy before advancing while another row still needs the parent's state
+            m = known[parent].deep_copy() if uses[parent] > 0 else known[parent]
+            for tok in h[len(parent):]:
+                if not m.is_stopped():
+                    m.consume_token(int(tok))
+            fresh[h] = m
+            out.append(m)
+        self._by_hist = fresh
         return out
 
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         B = ids.shape[0]
         if self._start is None:
             self._start = ids.shape[1]
-            self._rows = [([], self._new_matcher()) for _ in range(B)]
+            self._by_hist = {(): self._new_matcher()}
         gen = ids[:, self._start:].tolist()
-        self._rows = self._match_rows(gen)
+        matchers = self._match_rows(gen)
         text = self._ll is None
         if text:
             rows = np.zeros((B, self.vocab_size), dtype=bool)
         else:
-            bitmask = llg_numpy.allocate_token_bitmask(B, self._ll.vocab_size)
-        for b, (hist, matcher) in enumerate(self._rows):
-            for tok in gen[b][len(hist):]:
-                if not matcher.is_stopped():
-                    matcher.consume_token(int(tok))
-                hist.append(int(tok))
+            if self._bitmask is None or self._bitmask.shape[0] != B:
+                self._bitmask = llg_numpy.allocate_token_bitmask(B, self._ll.vocab_size)
+            bitmask = self._bitmask
+        for b, matcher in enumerate(matchers):
             if text:
                 rows[b] = matcher.allowed()
             else:
@@ -710,7 +755,8 @@ class ConstraintProcessor:
         if V > allowed.shape[1]:  # model's output layer padded past the tokenizer's vocabulary
             allowed = torch.nn.functional.pad(allowed, (0, V - allowed.shape[1]), value=False)
         allowed = allowed[:, :V]
-        for b, (_, matcher) in enumerate(self._rows):
+        self._last = matchers
+        for b, matcher in enumerate(matchers):
             if matcher.is_stopped() or not allowed[b].any():
                 allowed[b] = False
                 allowed[b, self.eos_id] = True
@@ -718,7 +764,7 @@ class ConstraintProcessor:
 
     def accepting(self, row: int = 0) -> bool:
         """True when the output of ``row`` so far is a complete document of the grammar."""
-        return bool(self._rows) and bool(self._rows[row][1].is_accepting())
+        return bool(self._last) and bool(self._last[row].is_accepting())
 
 
 # ---------------------------------------------------------------- a small sampling loop

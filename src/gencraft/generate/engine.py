@@ -95,7 +95,8 @@ _threads_saved = 0
 def decode_threads(model: Any) -> Iterator[None]:
     """Run small models' decoding on one CPU thread (restored after, safe across threads)."""
     global _threads_users, _threads_saved
-    small = model_device(model).type == "cpu" and _num_params(model) < SINGLE_THREAD_BELOW
+    small = (hasattr(model, "parameters") and model_device(model).type == "cpu"
+             and _num_params(model) < SINGLE_THREAD_BELOW)
     if not small:
         yield
         return

@@ -178,6 +178,35 @@ def finalize_text(text: str, *, run_info: dict[str, Any] | None = None, params: 
     return out, g, manifest
 
 
+def generate_guarded(tm, prompt: str, *, copy_index: CopyIndex | None = None, policy: Policy | None = None,
+                     watermark: bool = True, retries: int = 2, seed: int | None = None,
+                     strict_licenses: bool = False, **options: Any) -> tuple[str, GuardReport, dict[str, Any]]:
+    """Generate one text with ``tm`` (a ``gencraft.backends.TextModel``) and finalize it; regenerate
+    (next seed) up to ``retries`` times when the output is a copy risk or blocked by moderation.
+
+    ``options`` are ``GenerationConfig`` fields. Returns what :func:`finalize_text` returns; raises
+    :class:`GuardError` when every attempt fails (the last reason in the message).
+    """
+    if retries < 0:
+        raise GuardError("retries must be >= 0", param="retries")
+    wm = text_watermark(tm.tokenizer.vocab_size, enabled=watermark)
+    processors = list(options.pop("processors", []) or []) + ([wm] if wm is not None else [])
+    last: GuardError | None = None
+    for attempt in range(retries + 1):
+        s = None if seed is None else seed + attempt
+        result = tm.generate(prompt, seed=s, processors=processors, **options)
+        params = {k: v for k, v in options.items() if isinstance(v, str | int | float | bool | type(None))}
+        try:
+            return finalize_text(result.text, run_info=tm.info, params={**params, "attempt": attempt}, seed=s,
+                                 policy=policy, prompt=prompt, copy_index=copy_index, copy_action="block",
+                                 watermarked=wm is not None, strict_licenses=strict_licenses)
+        except GuardError as e:
+            if e.param == "prompt" or e.param == "strict_licenses":
+                raise
+            last = e
+    raise GuardError(f"no acceptable output in {retries + 1} attempts; last: {last}", param="retries")
+
+
 def finalize_image(image, *, run_info: dict[str, Any] | None = None, params: dict[str, Any] | None = None,
                    seed: int | None = None, watermark: bool = True, strict_licenses: bool = False,
                    keys: Keys | None = None, kind: str = "image"):
@@ -203,7 +232,7 @@ def finalize_image(image, *, run_info: dict[str, Any] | None = None, params: dic
 __all__ = [
     "CopyIndex", "CopyReport", "GuardReport", "Keys", "ModerationReport", "Policy", "TextWatermark",
     "Verification", "WatermarkProcessor", "build_copy_index", "build_run_index", "check_licenses",
-    "detect_image", "detect_text", "finalize_image", "finalize_text", "init_keys", "load_keys",
+    "detect_image", "detect_text", "finalize_image", "finalize_text", "generate_guarded", "init_keys", "load_keys",
     "load_run_index", "moderate", "text_detector", "text_watermark", "verify_file", "write_image_artifact",
     "write_text_artifact",
 ]

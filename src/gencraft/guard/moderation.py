@@ -19,7 +19,10 @@ offsets, so evasions are folded without losing where a hit lies:
 PII (e-mail addresses, phone numbers, credit-card numbers with a Luhn check, Chinese resident
 ID numbers with their check digit) is found with patterns on the NFKC-folded text.
 ``alt-profanity-check`` (a linear model that ships inside the package; nothing is downloaded)
-scores English sentences for profanity beside the lexicon when it is installed.
+scores English sentences for profanity beside the lexicon when it is installed. Note: that package
+loads its own model with joblib (pickle) from its installed files — never from user data; a
+classifier hit only flags (it never masks words), and ``Policy(classifier_threshold=None)`` turns
+it off.
 """
 
 from __future__ import annotations
@@ -123,7 +126,7 @@ def parse_lexicon(text: str, *, source: str = "lexicon") -> list[Term]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        cat, _, term = line.partition(" ") if " " in line else line.partition("\t")
+        cat, _, term = re.sub(r"\s", " ", line, count=1).partition(" ")
         if not term.strip():
             raise UsageError(f"{source} line {n}: expected 'CATEGORY TERM', got {line!r}", param="lexicon")
         terms.append(compile_term(cat.strip(), term.strip()))

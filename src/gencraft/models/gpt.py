@@ -99,6 +99,8 @@ def _diagonal(T: int, start: int, end: int, device: torch.device) -> torch.Tenso
 
 
 class CausalSelfAttention(nn.Module):
+    fast_decode = True  # the one-position hot path below (bench/generate.py measures what it buys)
+
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0, "n_embd must be a multiple of n_head"
@@ -110,7 +112,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        if cache is not None and T == 1 and cache.pad is None:
+        if cache is not None and T == 1 and cache.pad is None and self.fast_decode:
             return self._decode_one(x, cache, layer)
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))

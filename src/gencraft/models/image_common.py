@@ -74,10 +74,21 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout") -> torch.Tensor:
-    """Apply the comma-separated DiffAugment ``policy`` (``color``, ``translation``, ``cutout``)."""
+def diff_augment(x: torch.Tensor, policy: str = "color,translation,cutout", cutout: float = 0.5) -> torch.Tensor:
+    """Apply the comma-separated DiffAugment ``policy`` (``color``, ``translation``, ``cutout``).
+
+    ``cutout`` is the side of the erased square as a fraction of the image side.
+    """
     for p in [p for p in policy.split(",") if p]:
-        x = {"color": _color, "translation": _translation, "cutout": _cutout}[p](x)
+        if p == "color":
+            x = _color(x)
+        elif p == "translation":
+            x = _translation(x)
+        elif p == "cutout":
+            x = _cutout(x, cutout)
+        else:
+            raise ConfigError(f"diffaug_policy: unknown augmentation {p!r}; use color, translation, cutout",
+                              param="diffaug_policy")
     return x
 
 

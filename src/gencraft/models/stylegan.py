@@ -87,17 +87,19 @@ class ModulatedConv(nn.Module):
         self.scale, self.demod, self.up, self.pad = 1 / math.sqrt(c_in * k * k), demod, up, k // 2
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        b, c, h, wd = x.shape
         s = self.affine(w)  # [B, c_in]
-        weight = self.weight[None] * self.scale * s[:, None, :, None, None]  # [B, c_out, c_in, k, k]
-        if self.demod:  # divide by the expected output std so activations keep unit scale
-            weight = weight * torch.rsqrt(weight.pow(2).sum(dim=[2, 3, 4], keepdim=True) + 1e-8)
+        weight = self.weight * self.scale
+        # Scaling the weights' input channels by s is the same as scaling the input by s, and
+        # demodulating the weights is the same as scaling the output; written this way the conv
+        # is one ordinary batched conv (fast on CPUs) instead of a grouped conv with per-image weights.
+        x = x * s[:, :, None, None]
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-            h, wd = h * 2, wd * 2
-        # one grouped conv for the whole batch: each image gets its own weights
-        out = F.conv2d(x.reshape(1, b * c, h, wd), weight.reshape(-1, c, *weight.shape[3:]), padding=self.pad, groups=b)
-        return out.view(b, -1, h, wd)
+        out = F.conv2d(x, weight, padding=self.pad)
+        if self.demod:  # divide by the expected output std so activations keep unit scale
+            d = torch.rsqrt((weight.pow(2).sum(dim=[2, 3])[None] * s.pow(2)[:, None, :]).sum(2) + 1e-8)  # [B, c_out]
+            out = out * d[:, :, None, None]
+        return out
 
 
 class StyleLayer(nn.Module):

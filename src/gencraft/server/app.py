@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gencraft import __version__
 from gencraft.errors import GencraftError, GuardError, UsageError
@@ -58,6 +59,7 @@ class ServerConfig:
     continuous: bool = True  # False: one request at a time (the baseline of bench/serve.py)
     device: str | None = None
     store: bool = True  # keep every generation in the library
+    home: Path | None = None  # GENCRAFT_HOME fixed at start (default: the environment's)
 
     def check(self) -> None:
         if not self.auth and not is_loopback(self.host):
@@ -83,12 +85,15 @@ class Studio:
     """What the routes share (``request.app.state.gc``)."""
 
     def __init__(self, config: ServerConfig) -> None:
+        from gencraft.paths import home
+
         self.config = config
-        self.catalog = Catalog(config.hf_models, max_batch=config.max_batch, max_queue=config.max_queue,
+        self.home = Path(config.home) if config.home is not None else home()
+        self.catalog = Catalog(config.hf_models, home=self.home, max_batch=config.max_batch, max_queue=config.max_queue,
                                queue_timeout=config.queue_timeout, continuous=config.continuous,
                                device=config.device)
         self.metrics = Metrics(self.catalog)
-        self.keys = KeyStore()
+        self.keys = KeyStore(self.home / "api_keys.json")
         self.limiter = RateLimiter(config.rate_per_minute, config.rate_burst)
         self._library: Any = None
         self.started = time.time()
@@ -98,7 +103,7 @@ class Studio:
         if self._library is None:
             from gencraft.library import Library
 
-            self._library = Library.open(self.config.db)
+            self._library = Library.open(self.config.db or f"sqlite:///{self.home / 'library.db'}")
         return self._library
 
     def close(self) -> None:
@@ -287,15 +292,16 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         msg = f"{param or 'body'}: {first.get('msg', 'invalid value')}"
         return JSONResponse(error_body(msg, 400, "invalid_value", param), status_code=400)
 
-    @app.exception_handler(404)
-    async def _not_found(request: Request, e: Exception) -> JSONResponse:
-        return JSONResponse(error_body(f"no route {request.url.path}; see /docs", 404, "not_found", None),
-                            status_code=404)
-
-    @app.exception_handler(405)
-    async def _bad_method(request: Request, e: Exception) -> JSONResponse:
-        return JSONResponse(error_body(f"{request.method} is not allowed on {request.url.path}; see /docs", 405,
-                                       "method_not_allowed", None), status_code=405)
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
+        if e.status_code == 404:
+            msg, code = f"no route {request.url.path}; see /docs", "not_found"
+        elif e.status_code == 405:
+            msg, code = f"{request.method} is not allowed on {request.url.path}; see /docs", "method_not_allowed"
+        else:
+            msg, code = f"{e.detail}", "invalid_request"
+        return JSONResponse(error_body(msg, e.status_code, code, None), status_code=e.status_code,
+                            headers=getattr(e, "headers", None))
 
     from gencraft.server.kits_api import router as kits_router
     from gencraft.server.library_api import router as library_router

@@ -46,23 +46,22 @@ class ModelEntry:
 class Catalog:
     """Lists models and hands out loaded ones (text models with their scheduler)."""
 
-    def __init__(self, hf_models: list[str] | None = None, *, max_batch: int = 64, max_queue: int = 256,
+    def __init__(self, hf_models: list[str] | None = None, *, home: Path, max_batch: int = 64, max_queue: int = 256,
                  queue_timeout: float = 30.0, continuous: bool = True, on_tokens: Any = None,
                  device: str | None = None) -> None:
         self.hf_models = [m if m.startswith("hf:") else f"hf:{m}" for m in (hf_models or [])]
         self.opts = dict(max_batch=max_batch, max_queue=max_queue, queue_timeout=queue_timeout,
                          continuous=continuous, on_tokens=on_tokens)
         self.device = device
+        self.home = home
         self._text: dict[str, tuple[Any, Scheduler]] = {}
         self._images: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, asyncio.Future] = {}
 
     def entries(self) -> list[ModelEntry]:
-        from gencraft.paths import home
-
         out = []
-        runs = home() / "runs"
+        runs = self.home / "runs"
         for d in sorted(runs.iterdir()) if runs.is_dir() else []:
             f = d / "gencraft.json"
             if d.name.startswith(".") or not f.is_file():

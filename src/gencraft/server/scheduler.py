@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import logging
 import secrets
 import threading
 import time
@@ -38,6 +39,8 @@ from gencraft.generate.engine import model_device
 from gencraft.generate.processors import apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.server.errors import Overloaded, QueueFull
+
+log = logging.getLogger("gencraft.server")
 
 # ---------------------------------------------------------------- cache surgery
 
@@ -188,6 +191,8 @@ class Stats:
     steps: int = 0
     tokens: int = 0
     prefills: int = 0
+    cancelled: int = 0  # sequences dropped because their client went away
+    max_active: int = 0  # the largest batch so far
 
 
 class Scheduler:
@@ -224,7 +229,11 @@ class Scheduler:
         queue: asyncio.Queue = asyncio.Queue()
 
         def emit(ev: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, ev)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, ev)
+            except RuntimeError:  # the request's event loop is gone: nobody is listening
+                for s in seqs:
+                    s.cancelled = True
 
         seed = cfg.seed if cfg.seed is not None else secrets.randbits(62)
         deadline = time.monotonic() + timeout if timeout else None
@@ -281,6 +290,7 @@ class Scheduler:
                     else:
                         cache, logits = new_cache, new_logits
                     active = active + new
+                    self.stats.max_active = max(self.stats.max_active, len(active))
                 if not active:
                     continue
                 nxt = self._choose(active, logits)  # type: ignore[arg-type]
@@ -302,6 +312,7 @@ class Scheduler:
                     logits, cache = self.model.step(nxt[:, None], cache)
                 self.stats.steps += 1
             except Exception as e:  # a bug or OOM: fail the requests in flight, keep serving
+                log.exception("scheduler step failed; failing %d sequences", len(active) + len(new))
                 for s in active + new:
                     if s.finish is None:
                         s.finish = "error"
@@ -411,6 +422,7 @@ class Scheduler:
         for b, (s, tid) in enumerate(zip(active, nxt.tolist(), strict=True)):
             if s.cancelled:
                 s.finish = "cancelled"
+                self.stats.cancelled += 1
                 continue
             if s.first_token is None:
                 s.first_token = now

@@ -230,7 +230,8 @@ class Evaluator:
             from gencraft.errors import DataError
 
             raise DataError(f"{ds.path}: {len(ds.images)} images are too few to measure (need at least 20)")
-        net = load_or_train_feature_net(ds, val_fraction, seed)
+        with torch.random.fork_rng():  # building or loading the net must not move the caller's RNG
+            net = load_or_train_feature_net(ds, val_fraction, seed)
         heldout, heldout_labels = ds.images[va], ds.labels[va]
         hf, hl = features_and_logits(net, heldout)
         ev = cls(net, heldout, hf, ds.images[tr], ds.labels[tr], ds.n_classes, {})

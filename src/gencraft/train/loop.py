@@ -234,8 +234,9 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     }
 
     def summary(stopped: str | None = None) -> dict[str, Any]:
-        m = {"best_val_loss": best, "val_ppl": math.exp(best) if best < 50 else math.inf,
-             "val_bpc": ds.bpc(best), "step": step, "tokens_seen": tokens_seen,
+        finite = math.isfinite(best)
+        m = {"best_val_loss": best if finite else None, "val_ppl": math.exp(min(best, 700.0)) if finite else None,
+             "val_bpc": ds.bpc(best) if finite else None, "step": step, "tokens_seen": tokens_seen,
              "train_time_s": round(time_before + (time.time() - t_start), 2), "bf16": bf16}
         if stopped:
             m["stopped"] = stopped

@@ -70,10 +70,16 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def kl_weight(step: int, kc: KLConfig, max_iters: int) -> float:
-    """beta at optimizer step ``step`` (see the module docstring)."""
+def kl_weight(step: int, kc: KLConfig, max_iters: int, time_fraction: float = 0.0) -> float:
+    """beta at optimizer step ``step`` (see the module docstring).
+
+    Like the learning-rate schedule, a wall-clock budget drives it too: ``time_fraction``
+    (elapsed / max_time) counts as ``time_fraction * max_iters`` steps when that is further along,
+    so a run stopped by ``--max-time`` still goes through its whole KL schedule.
+    """
     if kc.kl_anneal == "none":
         return 1.0
+    step = max(float(step), time_fraction * max_iters)
     if kc.kl_anneal == "linear":
         ramp = kc.kl_anneal_iters or max(max_iters, 1)
         return min(1.0, step / ramp)
@@ -296,7 +302,7 @@ def train_text_vae(
             lr = lr_at(step, tc, elapsed / tc.max_time if tc.max_time else 0.0)
             for g in opt.param_groups:
                 g["lr"] = lr
-            beta = kl_weight(step, kc, tc.max_iters)
+            beta = kl_weight(step, kc, tc.max_iters, elapsed / tc.max_time if tc.max_time else 0.0)
             idx = torch.randint(len(train_s), (tc.batch_size,), generator=gen).tolist()
             x, lengths = pad_batch([train_s[i] for i in idx], mcfg.eos_id, dev)
             out = net(x, lengths)

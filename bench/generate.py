@@ -1,0 +1,193 @@
+"""Generation speed: gencraft's engine vs `transformers` generate() vs a loop without a cache.
+
+Batch 1, a 64-token prompt then 128 new tokens, greedy and top-k sampling, random weights (no
+download), shapes 4L/4H/128 and 6L/6H/384 with an 8,000-token vocabulary and 12L/12H/768 with
+50,257 (GPT-2 small). HF runs the same weights (exported with gencraft.export.hf). Also: prompt
+processing tokens/s, time to first token, batched throughput, bf16 weights at 124M, the machine's
+measured memory read bandwidth and the tokens/s limit it implies. Reference figures (measured on
+this kind of machine, uncontended) are printed beside ours.
+
+    .venv/bin/python bench/generate.py              # everything (several minutes on 2 cores)
+    .venv/bin/python bench/generate.py --quick      # fewer repeats, no 124M no-cache loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from gencraft.export.hf import gpt2_state_dict
+from gencraft.generate import GenerationConfig, generate
+from gencraft.generate import engine as engine_mod
+from gencraft.models import gpt as gpt_mod
+from gencraft.models.gpt import GPT, GPTConfig
+from gencraft.tokenize import train_tokenizer
+
+SHAPES = {  # name: (n_layer, n_head, n_embd, vocab, block)
+    "1.85M": (4, 4, 128, 8000, 256),
+    "13.8M": (6, 6, 384, 8000, 256),
+    "124M": (12, 12, 768, 50257, 1024),
+}
+REF_HF = {"1.85M": 979, "13.8M": 227, "124M": 37}
+REF_LLAMA_F32 = {"1.85M": 5851, "13.8M": 1010, "124M": 87}
+REF_LLAMA_F16 = {"1.85M": 5405, "13.8M": 1948, "124M": 147}
+REF_PP_HF = {"1.85M": 5967, "13.8M": 3567, "124M": 512}
+REF_PP_LLAMA = {"1.85M": 50908, "13.8M": 9775, "124M": 1254}
+PROMPT, NEW = 64, 128
+
+
+def best_of(fn, repeats: int) -> float:
+    """Fastest of ``repeats`` runs after one warm-up (the CPU is shared: the minimum is the signal)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def read_bandwidth() -> float:
+    """GB/s reading a 512 MiB float32 tensor (x.sum()), best of 5, at the current thread count."""
+    x = torch.ones(128 * 1024 * 1024)
+    t = best_of(lambda: x.sum(), 5)
+    return x.numel() * 4 / t / 1e9
+
+
+def build(name: str, dtype=torch.float32):
+    L, H, C, V, block = SHAPES[name]
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=V, block_size=block, n_layer=L, n_head=H, n_embd=C)).eval()
+    return m.to(dtype)
+
+
+def hf_twin(m: GPT, dtype=torch.float32):
+    import transformers
+
+    c = m.config
+    cfg = transformers.GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
+                                  n_layer=c.n_layer, n_head=c.n_head, activation_function="gelu_new",
+                                  layer_norm_epsilon=1e-5, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    hf.load_state_dict(gpt2_state_dict(m), strict=False)
+    return hf.to(dtype)
+
+
+def hf_generate(hf, prompt: list[int], sample: bool, threads: int | None = None) -> None:
+    x = torch.tensor([prompt])
+    kw = dict(do_sample=True, top_k=50) if sample else dict(do_sample=False)
+    saved = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            hf.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW, min_new_tokens=NEW, **kw)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def no_cache_loop(m: GPT, prompt: list[int], steps: int) -> None:
+    x = torch.tensor([prompt])
+    with torch.inference_mode():
+        for _ in range(steps):
+            logits, _ = m(x[:, -m.config.block_size:])
+            x = torch.cat([x, logits[:, -1].argmax(-1, keepdim=True)], 1)
+
+
+def prefill_tps(m: GPT, prompt: list[int], repeats: int) -> float:
+    x = torch.tensor([prompt])
+
+    def run():
+        with engine_mod.decode_threads(m), torch.inference_mode():
+            m.step(x, m.new_cache(1, PROMPT + NEW))
+    return PROMPT / best_of(run, repeats)
+
+
+def hf_prefill_tps(hf, prompt: list[int], repeats: int) -> float:
+    x = torch.tensor([prompt])
+
+    def run():
+        with torch.inference_mode():
+            hf(x, use_cache=True, logits_to_keep=1)
+    return PROMPT / best_of(run, repeats)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--shapes", default="1.85M,13.8M,124M")
+    args = ap.parse_args()
+    reps = 2 if args.quick else 3
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU shared with other engineers "
+          f"(load average {open('/proc/loadavg').read().split()[0]}): figures are pessimistic, compare A/B.")
+    bw = read_bandwidth()
+    print(f"memory read bandwidth: {bw:.1f} GB/s (x.sum() over 512 MiB, {torch.get_num_threads()} threads)")
+    tok = train_tokenizer("bpe", [open("/work/shared/data/tinyshakespeare.txt").read()[:100_000]]
+                          if __import__("os").path.exists("/work/shared/data/tinyshakespeare.txt")
+                          else ["hello world " * 100], vocab_size=500)
+    g = torch.Generator().manual_seed(0)
+    prompt = torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist()
+    greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
+    topk = GenerationConfig(max_new_tokens=NEW, top_k=50, seed=0, stop_at_eos=False)
+    rows = []
+    for name in args.shapes.split(","):
+        m = build(name)
+        hf = hf_twin(m)
+        big = name == "124M"
+        r = 1 if big else reps
+        n_params = sum(p.numel() for p in m.parameters())
+        ours_g = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+        ours_k = NEW / best_of(lambda: generate(m, tok, [prompt], topk), r)
+        hf_g = NEW / best_of(lambda: hf_generate(hf, prompt, False), r)
+        hf_k = NEW / best_of(lambda: hf_generate(hf, prompt, True), r)
+        hf_g1 = NEW / best_of(lambda: hf_generate(hf, prompt, False, threads=1), r)
+        steps = 16 if big else NEW
+        nocache = steps / best_of(lambda: no_cache_loop(m, prompt, steps), 1)
+        pp = prefill_tps(m, prompt, reps)
+        hf_pp = hf_prefill_tps(hf, prompt, reps)
+        limit = bw * 1e9 / (n_params * 4)
+        print(f"\n== {name} ({n_params / 1e6:.2f}M params) ==")
+        print(f"greedy tok/s   gencraft {ours_g:8.1f} | transformers {hf_g:7.1f} (1 thread: {hf_g1:7.1f}) "
+              f"| no-cache loop {nocache:7.1f} | ratio vs HF {ours_g / hf_g:5.1f}x (vs HF 1 thread "
+              f"{ours_g / hf_g1:4.1f}x) | ref: HF {REF_HF[name]}, llama.cpp f32 {REF_LLAMA_F32[name]}, "
+              f"f16 {REF_LLAMA_F16[name]}")
+        print(f"top-k tok/s    gencraft {ours_k:8.1f} | transformers {hf_k:7.1f} | ratio {ours_k / hf_k:5.1f}x")
+        print(f"prompt tok/s   gencraft {pp:8.0f} | transformers {hf_pp:7.0f} | ref: HF {REF_PP_HF[name]}, "
+              f"llama.cpp {REF_PP_LLAMA[name]}")
+        print(f"bandwidth limit (f32 weights read once per token): {limit:.0f} tok/s")
+        rows.append((name, ours_g, ours_k, hf_g, hf_g1, hf_k, nocache, pp, hf_pp, limit))
+        if name == "1.85M":  # what each engine choice buys, A/B back to back
+            saved = engine_mod.SINGLE_THREAD_BELOW
+            engine_mod.SINGLE_THREAD_BELOW = 0
+            two = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+            engine_mod.SINGLE_THREAD_BELOW = saved
+            gpt_mod.CausalSelfAttention.fast_decode = False
+            slow = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+            gpt_mod.CausalSelfAttention.fast_decode = True
+            print(f"ablation greedy tok/s: all on {ours_g:.0f} | 2 threads instead of 1: {two:.0f} "
+                  f"| without the one-position attention path: {slow:.0f}")
+        if name == "13.8M":
+            ttft = best_of(lambda: generate(m, tok, [prompt], GenerationConfig(max_new_tokens=1, temperature=0)),
+                           reps)
+            print(f"time to first token: {ttft * 1000:.1f} ms (aim < 20 ms)")
+            prompts = [torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist() for _ in range(8)]
+            batch = 8 * NEW / best_of(lambda: generate(m, tok, prompts, topk), 1)
+            single = 8 * NEW / best_of(lambda: [generate(m, tok, [p], topk) for p in prompts], 1)
+            print(f"batched top-k, 8 prompts: at once {batch:.0f} tok/s | one at a time {single:.0f} tok/s")
+        if big:
+            mb = m.to(torch.bfloat16)
+            ours_b = NEW / best_of(lambda: generate(mb, tok, [prompt], greedy), 1)
+            x = torch.tensor([torch.randint(0, tok.vocab_size, (257,), generator=g).tolist()])
+            with torch.inference_mode():
+                lf, loss32 = build(name)(x[:, :-1], x[:, 1:])
+                lb, loss16 = mb(x[:, :-1], x[:, 1:])
+            print(f"bf16 weights greedy tok/s: {ours_b:.1f} (limit {bw * 1e9 / (n_params * 2):.0f}) "
+                  f"| ref llama.cpp f16 {REF_LLAMA_F16[name]} | target >= 130")
+            print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
+                  f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
+
+
+if __name__ == "__main__":
+    main()
