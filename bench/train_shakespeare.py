@@ -161,6 +161,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["nanogpt", "small", "lstm", "speed"], action="append")
     ap.add_argument("--minutes", type=float, default=5.0, help="budget for the small presets")
+    ap.add_argument("--iters", type=int, default=0,
+                    help="small/lstm: a fixed number of steps (step-based schedule) instead of the --minutes budget")
     ap.add_argument("--speed-iters", type=int, default=150)
     ap.add_argument("--omp-active", action="store_true", help="leave OMP_WAIT_POLICY unset (spinning waiters)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
@@ -179,18 +181,18 @@ def main() -> None:
         os.environ["GENCRAFT_HOME"] = str(home)
         ds = prepare_dataset(home / "datasets")
         results = []
+        budget = f"max_iters={args.iters or 100000}"
+        limit = None if args.iters else args.minutes * 60
         if "speed" in pieces:
             speed_ab(ds, home, args.speed_iters)
         if "nanogpt" in pieces:
             results.append(("nanogpt", run_one(ds, "nanogpt-shape", "gpt", "small", NANOGPT_SHAPE, None, home)))
             print(HEADER + "\n" + row(results[-1][1], REFERENCE["nanogpt"]), flush=True)
         if "small" in pieces:
-            results.append(("small", run_one(ds, "gpt-small", "gpt", "small", ["max_iters=100000", *args.sets],
-                                             args.minutes * 60, home)))
+            results.append(("small", run_one(ds, "gpt-small", "gpt", "small", [budget, *args.sets], limit, home)))
             print(HEADER + "\n" + row(results[-1][1], REFERENCE["small"]), flush=True)
         if "lstm" in pieces:
-            results.append(("lstm", run_one(ds, "lstm-small", "lstm", "small", ["max_iters=100000", *args.sets],
-                                            args.minutes * 60, home)))
+            results.append(("lstm", run_one(ds, "lstm-small", "lstm", "small", [budget, *args.sets], limit, home)))
             print(HEADER + "\n" + row(results[-1][1], REFERENCE["lstm"]), flush=True)
         if results:
             print(f"\nall results (load average now {os.getloadavg()[0]:.2f}):")

@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests use tiny models, for which one thread is fastest and which must not oversubscribe the
+# cores when several test processes (DDP, subprocess CLI runs) share them.
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED_DATA.is_dir():  # CI lays shared/ beside the clone; a developer's checkout too

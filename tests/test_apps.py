@@ -141,6 +141,8 @@ def test_game_cli_exports_json_and_csv(cli, run_dir, tmp_path):
     assert r.code == 0, r.err
     data = json.loads((tmp_path / "q.json").read_text())
     assert len(data) == 2
+    manifest = json.loads((tmp_path / "q.json.manifest.json").read_text())
+    assert manifest["kind"] == "game/quest" and manifest["seed"] == 1
     r = cli("game", "npc", run_dir, "-n", "2", "--seed", "1", "--out", tmp_path / "n.csv")
     assert r.code == 0, r.err
     rows = list(csv.DictReader(io.StringIO((tmp_path / "n.csv").read_text())))
@@ -239,6 +241,7 @@ def test_ads_cli_csv_layout_and_custom_channel(cli, run_dir, tmp_path):
             "--ban", "cheap", "--out", out)
     assert r.code == 0, r.err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert json.loads((tmp_path / "ads.csv.manifest.json").read_text())["kind"] == "ads/copy"
     assert len(rows) == 2 and list(rows[0])[:6] == ["Campaign", "Ad group", "Headline 1", "Description 1",
                                                    "Call to action", "Final URL"]
     for row in rows:
@@ -355,3 +358,16 @@ def test_ads_cli_with_image(cli, run_dir, image_run, tmp_path):
     assert r.code == 0, r.err
     imgs = sorted((tmp_path / "ad_images").glob("*.png"))
     assert [Image.open(p).size for p in imgs] == [(1200, 628), (1080, 1080)]
+
+
+def test_write_with_keys_is_watermarked_signed_and_verifies(cli, run_dir, tmp_path):
+    r = cli("keys", "init")
+    assert r.code == 0, r.err
+    out = tmp_path / "w.txt"
+    r = cli("write", "continue", run_dir, "--text", "The sea was calm.", "--tokens", "20", "--out", out)
+    assert r.code == 0, r.err
+    manifest = json.loads((tmp_path / "w.txt.manifest.json").read_text())
+    assert manifest["signature"]["alg"] == "Ed25519" and manifest["watermark"]["key_id"]
+    assert cli("verify", out).code == 0
+    out.write_text(out.read_text() + " tampered")
+    assert cli("verify", out).code != 0

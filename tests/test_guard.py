@@ -256,6 +256,17 @@ def test_image_watermark_survives_jpeg_and_resize() -> None:
     assert not detect_image(_jpeg(marked), b"j" * 32).detected
 
 
+def test_small_sprite_watermark_and_too_small_images() -> None:
+    key = b"s" * 32
+    sprite = _test_image().resize((64, 64), Image.BOX)
+    marked = embed_image(sprite, key)
+    assert detect_image(_jpeg(marked), key).detected
+    assert detect_image(marked.resize((32, 32), Image.BICUBIC), key).detected
+    assert not detect_image(_jpeg(sprite), key).detected
+    with pytest.raises(ValueError, match="at least 32"):
+        embed_image(sprite.resize((24, 24)), key)
+
+
 # --- keys, provenance, verify, C2PA --------------------------------------------------------------
 
 
@@ -412,3 +423,14 @@ def test_any_copied_substring_is_found_exactly(tmp_path_factory, doc: int, start
     r = CopyIndex(folder).check("\x00" + piece + "\x01")
     assert r.longest_chars == len(piece)
     assert r.spans[0].path == SOURCES[doc]["path"]
+
+
+def test_strided_index_still_finds_long_copies(tmp_path) -> None:
+    docs = [{"id": i, "source": i, "text": t} for i, t in enumerate(DOCS)]
+    build_copy_index(tmp_path / "full", docs, SOURCES)
+    build_copy_index(tmp_path / "s4", docs, SOURCES, stride=4)
+    full, strided = CopyIndex(tmp_path / "full"), CopyIndex(tmp_path / "s4")
+    assert len(strided.char_keys) < len(full.char_keys) / 3
+    for start in range(0, 12):
+        piece = DOCS[2][start:start + 16 + 4 - 1]  # n + stride - 1: always found
+        assert strided.check(piece).longest_chars == len(piece)

@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from gencraft.errors import GuardError, UsageError
-from gencraft.io import write_json, write_text
+from gencraft.errors import UsageError
+from gencraft.io import write_text
 
 
 def load_model(model: Any) -> Any:
@@ -28,32 +28,15 @@ def model_info(model: Any) -> dict[str, Any]:
     return dict(getattr(model, "info", None) or {})
 
 
-def guard_text(text: str, *, policy: Any = None) -> tuple[str, dict[str, Any]]:
-    """Moderate ``text`` with the guard; return the (possibly masked) text and the guard record.
+def finalize(text: str, *, model: Any, kind: str, parameters: dict[str, Any], seed: int | None,
+             watermarked: bool = False) -> tuple[str, dict[str, Any]]:
+    """The guard's last word on a generated text: moderation (a block raises :class:`GuardError`,
+    ``mask`` stars spans), license warnings and the signed provenance manifest."""
+    from gencraft.guard import finalize_text
 
-    A blocked text raises :class:`GuardError`.
-    """
-    from gencraft.guard.moderation import Policy, moderate
-
-    report = moderate(text, policy or Policy(classifier_threshold=None))
-    if report.blocked:
-        cats = ", ".join(sorted(report.categories)) or "policy"
-        raise GuardError(f"generated text blocked by the guard ({cats}); change the prompt or the seed",
-                         param="guard")
-    record = {"moderation": {"action": report.action, "categories": report.categories}}
-    return (report.masked_text if report.action == "mask" else text), record
-
-
-def manifest_for(content: str, *, kind: str, model: Any, parameters: dict[str, Any], seed: int | None,
-                 guard: dict[str, Any] | None = None, media_type: str = "text/plain") -> dict[str, Any]:
-    """A provenance manifest for one artifact, signed when this machine has gencraft keys."""
-    from gencraft.guard.keys import load_keys
-    from gencraft.guard.provenance import build_manifest, sign_manifest, text_sha256
-
-    manifest = build_manifest(content_sha256=text_sha256(content), kind=kind, run_info=model_info(model),
-                              parameters=parameters, seed=seed, guard=guard or {}, media_type=media_type)
-    keys = load_keys(required=False)
-    return sign_manifest(manifest, keys) if keys is not None else manifest
+    out, _report, manifest = finalize_text(text, run_info=model_info(model), params=parameters, seed=seed,
+                                           watermarked=watermarked, kind=kind)
+    return out, manifest
 
 
 def write_artifact(path: str | os.PathLike[str], text: str, manifest: dict[str, Any], *,
@@ -62,6 +45,15 @@ def write_artifact(path: str | os.PathLike[str], text: str, manifest: dict[str, 
     from gencraft.guard.provenance import write_text_artifact
 
     return write_text_artifact(path, text, manifest, front_matter=front_matter)
+
+
+def image_artifact(path: str | os.PathLike[str], image: Any, *, run_info: dict[str, Any], kind: str,
+                   parameters: dict[str, Any], seed: int | None) -> Path:
+    """Watermark (when keys exist and the image is large enough), sign and write one PNG."""
+    from gencraft.guard import finalize_image, write_image_artifact
+
+    image, _report, manifest = finalize_image(image, run_info=run_info, params=parameters, seed=seed, kind=kind)
+    return write_image_artifact(path, image, manifest)
 
 
 def _cell(v: Any) -> str:
@@ -102,21 +94,33 @@ def to_csv(records: Sequence[dict[str, Any]], columns: Sequence[str] | None = No
     return buf.getvalue()
 
 
-def export(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
-           columns: Sequence[str] | None = None) -> Path:
-    """Write ``records`` as ``.json`` (a list) or ``.csv`` (by the file's suffix), atomically."""
-    p = Path(path)
-    suffix = p.suffix.lower()
+def render(records: Sequence[dict[str, Any]], suffix: str, *, columns: Sequence[str] | None = None) -> str:
+    """``records`` as the text of a ``.json`` (a list), ``.jsonl`` or ``.csv`` file."""
+    suffix = suffix.lower()
     if suffix == ".json":
-        write_json(p, list(records))
-    elif suffix == ".csv":
-        write_text(p, to_csv(records, columns))
-    elif suffix == ".jsonl":
-        write_text(p, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    else:
-        raise UsageError(f"--out {p}: unknown format {suffix or '(none)'}; use .json, .jsonl or .csv",
-                         param="out")
-    return p
+        return json.dumps(list(records), indent=2, ensure_ascii=False) + "\n"
+    if suffix == ".csv":
+        return to_csv(records, columns)
+    if suffix == ".jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    raise UsageError(f"--out: unknown format {suffix or '(none)'}; use .json, .jsonl or .csv", param="out")
+
+
+def export(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
+           columns: Sequence[str] | None = None, model: Any = None, kind: str | None = None,
+           parameters: dict[str, Any] | None = None, seed: int | None = None) -> Path:
+    """Write ``records`` as ``.json``, ``.jsonl`` or ``.csv`` (by the suffix), atomically.
+
+    With ``kind`` the content first goes through the guard (:func:`finalize`) and gets its signed
+    provenance manifest beside it (``PATH.manifest.json``).
+    """
+    p = Path(path)
+    text = render(records, p.suffix, columns=columns)
+    if kind is None:
+        write_text(p, text)
+        return p
+    text, manifest = finalize(text, model=model, kind=kind, parameters=parameters or {}, seed=seed)
+    return write_artifact(p, text, manifest)
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:

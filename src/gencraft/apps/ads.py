@@ -284,9 +284,10 @@ def check_variant(v: Variant, brief: Brief, limits: dict[str, Any]) -> None:
             raise AssertionError(f"required term {r!r} missing")
 
 
-def export_csv(variants: list[Variant], path: str | Path, brief: Brief, *, channels: Any = None) -> Path:
+def export_csv(variants: list[Variant], path: str | Path, brief: Brief, *, channels: Any = None,
+               model: Any = None, seed: int | None = None) -> Path:
     """CSV in the column layout the channel's ad platform imports (Google Ads, Meta, LinkedIn),
-    plus the scores."""
+    plus the scores; guard-checked, with its provenance manifest beside it."""
     table = channel_table(channels)
     layout = LAYOUTS[table[brief.channel]["layout"]]
     rows = []
@@ -298,7 +299,8 @@ def export_csv(variants: list[Variant], path: str | Path, brief: Brief, *, chann
         row.update({f"Score {k}": val for k, val in v.scores.items()})
         rows.append(row)
     cols = [c for c, _ in layout] + [f"Score {k}" for k in (variants[0].scores if variants else {})]
-    return export(rows, path, columns=cols)
+    return export(rows, path, columns=cols, model=model, kind="ads/copy", seed=seed,
+                  parameters={"channel": brief.channel, "product": brief.product, "n": len(variants)})
 
 
 # ---------------------------------------------------------------- ad images

@@ -210,8 +210,10 @@ def _names_prompt(seed: int, k: int = 8) -> str | None:
     return _PROMPTS["names"] + json.dumps({"names": shown}) + "\n"
 
 
-def export_records(records: list[Record], path: str | os.PathLike[str]) -> Path:
-    """Write records as JSON or CSV (by the suffix); dialogue CSV has one row per node."""
+def export_records(records: list[Record], path: str | os.PathLike[str], *, model: Any = None,
+                   parameters: dict[str, Any] | None = None) -> Path:
+    """Write records as JSON or CSV (by the suffix) with their guard check and provenance manifest
+    (``PATH.manifest.json``); dialogue CSV has one row per node."""
     rows: list[dict[str, Any]] = []
     for r in records:
         if r.kind == "dialogue" and str(path).lower().endswith(".csv"):
@@ -221,7 +223,10 @@ def export_records(records: list[Record], path: str | os.PathLike[str]) -> Path:
                              "choices": [f"{c.get('text')} -> {c.get('next')}" for c in node.get("choices", [])]})
         else:
             rows.append(r.value)
-    return export(rows, path)
+    kind = records[0].kind if records else "record"
+    seed = records[0].seed if records else None
+    return export(rows, path, model=model, kind=f"game/{kind}", parameters={"n": len(records), **(parameters or {})},
+                  seed=seed)
 
 
 # ---------------------------------------------------------------- sprites

@@ -108,10 +108,19 @@ def build_prompt(text: str, ctx: Context, *, max_chars: int = 2000) -> str:
 
 
 def _generate_text(tm: Any, prompt: str, *, tokens: int, seed: int, temperature: float, top_p: float,
-                   repetition_penalty: float) -> str:
+                   repetition_penalty: float, watermark: bool) -> str:
+    from gencraft.guard import text_watermark
+
+    wm = text_watermark(tm.tokenizer.vocab_size, enabled=watermark)
     res = tm.generate(prompt, max_new_tokens=int(tokens), seed=int(seed), temperature=temperature,
-                      top_p=top_p, repetition_penalty=repetition_penalty)
+                      top_p=top_p, repetition_penalty=repetition_penalty, processors=[wm] if wm else [])
     return res.text
+
+
+def _watermarked(watermark: bool) -> bool:
+    from gencraft.guard import load_keys
+
+    return bool(watermark and load_keys() is not None)
 
 
 @dataclass
@@ -126,7 +135,7 @@ class Written:
 
 def continue_text(model: Any, draft: str, *, tokens: int = 200, ctx: Context | None = None, seed: int = 0,
                   temperature: float = 0.8, top_p: float = 0.95, repetition_penalty: float = 1.1,
-                  lang: str | None = None, spell: bool = False) -> Written:
+                  lang: str | None = None, spell: bool = False, watermark: bool = True) -> Written:
     """Continue ``draft``: returns the draft plus its cleaned continuation."""
     if tokens < 1:
         raise UsageError(f"tokens={tokens}: must be at least 1", param="tokens")
@@ -135,13 +144,14 @@ def continue_text(model: Any, draft: str, *, tokens: int = 200, ctx: Context | N
     lang = lang or post.detect_language(draft)
     prompt = build_prompt(draft, ctx)
     raw = _generate_text(tm, prompt, tokens=tokens, seed=seed, temperature=temperature, top_p=top_p,
-                         repetition_penalty=repetition_penalty)
+                         repetition_penalty=repetition_penalty, watermark=watermark)
     glue = "" if (lang == "zh" or not draft or draft[-1].isspace() or raw[:1].isspace()) else " "
     whole = post.clean(draft + glue + raw, lang)
     known = [k for e in ctx.lore for k in e.keys]
     return Written(whole, {"mode": "continue", "tokens": tokens, "temperature": temperature, "top_p": top_p,
                            "repetition_penalty": repetition_penalty, "lang": lang,
-                           "lore": [e.keys for e in active_lore(draft, ctx)], "note": ctx.note or None},
+                           "lore": [e.keys for e in active_lore(draft, ctx)], "note": ctx.note or None,
+                           "watermarked": _watermarked(watermark)},
                    spelling=post.spell_suggestions(whole, known=known) if spell and lang == "en" else [])
 
 
@@ -163,7 +173,7 @@ def outline(model: Any, title: str, kind: str, sections: int, *, seed: int = 0, 
 def draft(model: Any, title: str, *, kind: str = "blog", sections: int = 3, section_tokens: int = 120,
           ctx: Context | None = None, seed: int = 0, temperature: float = 0.8, top_p: float = 0.95,
           repetition_penalty: float = 1.1, lang: str | None = None, markdown: bool = True,
-          headings: Sequence[str] | None = None, spell: bool = False) -> Written:
+          headings: Sequence[str] | None = None, spell: bool = False, watermark: bool = True) -> Written:
     """Draft a piece: outline (or ``headings``), then each section with its own token budget."""
     if kind not in KINDS:
         raise UsageError(f"kind {kind!r} is not one of {', '.join(KINDS)}", param="kind")
@@ -184,7 +194,7 @@ def draft(model: Any, title: str, *, kind: str = "blog", sections: int = 3, sect
         heading = f"## {h}" if markdown else h
         prompt = build_prompt(so_far + "\n" + heading + "\n", ctx)
         raw = _generate_text(tm, prompt, tokens=section_tokens, seed=seed + 1 + i, temperature=temperature,
-                             top_p=top_p, repetition_penalty=repetition_penalty)
+                             top_p=top_p, repetition_penalty=repetition_penalty, watermark=watermark)
         body = post.clean(raw, lang) or raw.strip()
         section = f"\n{heading}\n\n{body}\n"
         parts.append(section)
@@ -193,5 +203,5 @@ def draft(model: Any, title: str, *, kind: str = "blog", sections: int = 3, sect
     known = [k for e in ctx.lore for k in e.keys] + title.split()
     return Written(text, {"mode": "draft", "kind": kind, "sections": len(heads), "section_tokens": section_tokens,
                           "temperature": temperature, "top_p": top_p, "repetition_penalty": repetition_penalty,
-                          "lang": lang, "note": ctx.note or None},
+                          "lang": lang, "note": ctx.note or None, "watermarked": _watermarked(watermark)},
                    outline=heads, spelling=post.spell_suggestions(text, known=known) if spell and lang == "en" else [])

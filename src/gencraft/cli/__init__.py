@@ -51,7 +51,9 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the exit code."""
     try:
-        app(args=argv, prog_name="gencraft", standalone_mode=False)
+        rv = app(args=argv, prog_name="gencraft", standalone_mode=False)
+        if isinstance(rv, int) and not isinstance(rv, bool):  # typer.Exit(code) comes back as a value
+            sys.exit(rv)
     except GencraftError as e:
         err.print(f"[bold red]error:[/] {e}", markup=True)
         sys.exit(2)

@@ -49,7 +49,10 @@ def ads_cmd(
     if required:
         b.required = list(required)
     b.banned = list(dict.fromkeys([*b.banned, *banned]))
-    variants = ads.generate(model, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
+    from gencraft.apps._common import load_model
+
+    tm = load_model(model)
+    variants = ads.generate(tm, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
                             temperature=temperature)
     lim = ads.channel_table(channels)[b.channel]
     typer.echo(f"{b.channel}: headline <= {lim['headline']}, description <= {lim['description']}, "
@@ -61,22 +64,22 @@ def ads_cmd(
     if out is None:
         sys.stdout.write(json.dumps([v.to_dict() for v in variants], ensure_ascii=False, indent=2) + "\n")
     elif out.suffix.lower() == ".csv":
-        ads.export_csv(variants, out, b, channels=channels)
+        ads.export_csv(variants, out, b, channels=channels, model=tm, seed=seed)
     else:
-        export([v.to_dict() for v in variants], out)
+        export([v.to_dict() for v in variants], out, model=tm, kind="ads/copy", seed=seed,
+               parameters={"channel": b.channel, "product": b.product, "n": n})
     if image is not None:
-        from gencraft.guard.provenance import image_sha256, write_image_artifact
+        from gencraft.apps._common import image_artifact
+        from gencraft.train.rundir import read_info
 
         folder = (out.parent if out is not None else Path(".")) / "ad_images"
         folder.mkdir(parents=True, exist_ok=True)
+        _, info = read_info(image)
         for img, params in ads.ad_images(image, variants, seed=seed):
-            from gencraft.generate.image import load_image_run, provenance
-
-            manifest = provenance(load_image_run(image), {**params, "headline": variants[params["variant"]].headline},
-                                  seed)
-            manifest["content_sha256"] = image_sha256(img)
-            write_image_artifact(folder / f"ad_{params['variant'] + 1:02d}_{params['size']}.png", img, manifest,
-                                 c2pa=False)
+            v = variants[params["variant"]]
+            image_artifact(folder / f"ad_{params['variant'] + 1:02d}_{params['size']}.png", img, run_info=info,
+                           kind="image/ad", seed=seed,
+                           parameters={**params, "headline": v.headline, "cta": v.cta, "channel": v.channel})
         typer.echo(f"wrote ad images to {folder}", err=True)
 
 

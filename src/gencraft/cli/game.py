@@ -23,8 +23,10 @@ def _records(kind: str):
         out: Path = typer.Option(None, "--out", "-o", help="Write .json, .jsonl or .csv (default: JSON on stdout)."),
     ) -> None:
         from gencraft.apps import game
+        from gencraft.apps._common import load_model
 
-        recs = game.generate(model, kind, n=n, seed=seed, schema=schema, prompt=prompt,
+        tm = load_model(model)
+        recs = game.generate(tm, kind, n=n, seed=seed, schema=schema, prompt=prompt,
                              temperature=temperature, nodes=nodes)
         for i, r in enumerate(recs):
             for note in r.notes:
@@ -32,7 +34,9 @@ def _records(kind: str):
         if out is None:
             sys.stdout.write(json.dumps([r.value for r in recs], ensure_ascii=False, indent=2) + "\n")
         else:
-            game.export_records(recs, out)
+            game.export_records(recs, out, model=tm, parameters={
+                "schema": str(schema) if schema else "built-in", "temperature": temperature,
+                "nodes": nodes if kind == "dialogue" else None, "prompt": prompt})
             typer.echo(f"wrote {len(recs)} {kind} records to {out}", err=True)
 
     cmd.__doc__ = f"Generate {kind} records that validate against the {kind} JSON Schema."
@@ -112,17 +116,15 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Sprites from an image run, reduced to the game's palette and size (PNG with provenance)."""
         from gencraft.apps import game
-        from gencraft.generate.image import load_image_run, provenance
-        from gencraft.guard.provenance import image_sha256, write_image_artifact
+        from gencraft.apps._common import image_artifact
+        from gencraft.train.rundir import read_info
 
         imgs = game.sprites(run, n=n, seed=seed, size=size, palette=palette, label=label)
         out.mkdir(parents=True, exist_ok=True)
-        ir = load_image_run(run)
+        _, info = read_info(run)
         for i, im in enumerate(imgs):
-            manifest = provenance(ir, {"n": n, "size": size, "palette": palette, "label": label, "index": i,
-                                       "post": "sprite"}, seed)
-            manifest["content_sha256"] = image_sha256(im)
-            write_image_artifact(out / f"sprite_{i:03d}.png", im, manifest, c2pa=False)
+            image_artifact(out / f"sprite_{i:03d}.png", im, run_info=info, kind="image/sprite", seed=seed,
+                           parameters={"n": n, "size": size, "palette": palette, "label": label, "index": i})
         typer.echo(f"wrote {len(imgs)} sprites to {out}", err=True)
 
     app.add_typer(g, name="game")

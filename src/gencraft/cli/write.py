@@ -32,11 +32,11 @@ def _context(memory: str | None, memory_file: Path | None, note: str | None, not
 
 
 def _emit(written, *, model, out: Path | None, fmt: str, seed: int, spell: bool) -> None:
-    from gencraft.apps._common import guard_text, manifest_for, write_artifact
+    from gencraft.apps._common import finalize, write_artifact
 
-    text, guard = guard_text(written.text)
-    manifest = manifest_for(text, kind="text/write", model=model, parameters=written.parameters, seed=seed,
-                            guard=guard, media_type="text/markdown" if fmt == "md" else "text/plain")
+    params = {**written.parameters, "format": fmt}
+    text, manifest = finalize(written.text, model=model, kind="text/write", parameters=params, seed=seed,
+                              watermarked=bool(written.parameters.get("watermarked")))
     if out is not None:
         write_artifact(out, text, manifest, front_matter=False)
         typer.echo(f"wrote {out} (+ {out.name}.manifest.json)", err=True)
@@ -76,6 +76,7 @@ def register(app: typer.Typer) -> None:
         top_p: float = typer.Option(0.95, "--top-p"),
         lang: str = typer.Option(None, "--lang", help="en or zh (default: detected)."),
         spell: bool = typer.Option(False, "--spell", help="Print English spelling suggestions on stderr."),
+        watermark: bool = typer.Option(True, "--watermark/--no-watermark", help="Watermark when keys exist."),
         out: Path = typer.Option(None, "--out", "-o", help="Write here (+ .manifest.json) instead of stdout."),
         fmt: str = typer.Option("auto", "--format", help="md or txt (default: from --out)."),
     ) -> None:
@@ -91,7 +92,7 @@ def register(app: typer.Typer) -> None:
         ctx = _context(memory, memory_file, note, note_depth, world)
         tm = load_model(model)
         res = W.continue_text(tm, draft, tokens=tokens, ctx=ctx, seed=seed, temperature=temperature,
-                              top_p=top_p, lang=lang, spell=spell)
+                              top_p=top_p, lang=lang, spell=spell, watermark=watermark)
         _emit(res, model=tm, out=out, fmt=_fmt(fmt, out), seed=seed, spell=spell)
 
     @w.command("draft")
@@ -112,6 +113,7 @@ def register(app: typer.Typer) -> None:
         top_p: float = typer.Option(0.95, "--top-p"),
         lang: str = typer.Option(None, "--lang", help="en or zh (default: detected from the title)."),
         spell: bool = typer.Option(False, "--spell"),
+        watermark: bool = typer.Option(True, "--watermark/--no-watermark"),
         out: Path = typer.Option(None, "--out", "-o"),
         fmt: str = typer.Option("auto", "--format", help="md or txt."),
     ) -> None:
@@ -126,7 +128,7 @@ def register(app: typer.Typer) -> None:
         tm = load_model(model)
         res = W.draft(tm, title, kind=kind, sections=len(heading) or sections, section_tokens=section_tokens,
                       ctx=ctx, seed=seed, temperature=temperature, top_p=top_p, lang=lang, markdown=f == "md",
-                      headings=heading or None, spell=spell)
+                      headings=heading or None, spell=spell, watermark=watermark)
         _emit(res, model=tm, out=out, fmt=f, seed=seed, spell=spell)
 
     app.add_typer(w, name="write")

@@ -94,10 +94,27 @@ def _extend(q: np.ndarray, i: int, corpus: np.ndarray, p: int) -> int:
         step *= 2
 
 
+def _extend_back(q: np.ndarray, i: int, corpus: np.ndarray, p: int) -> int:
+    """Length of the common suffix of ``q[:i]`` and ``corpus[:p]``."""
+    length, step = 0, 64
+    while True:
+        m = min(step, i - length, p - length)
+        if m <= 0:
+            return length
+        a = q[i - length - m:i - length][::-1]
+        b = corpus[p - length - m:p - length][::-1]
+        eq = a == b
+        if not eq.all():
+            return length + int(np.argmin(eq))
+        length += m
+        step *= 2
+
+
 def match_statistics(q: np.ndarray, corpus: np.ndarray, keys: np.ndarray, n: int,
                      max_candidates: int = 32) -> tuple[np.ndarray, np.ndarray]:
     """For each window start ``i`` of ``q``: the verified verbatim match length (0 if < n) and its
-    corpus position. A match found at ``i`` carries to ``i + 1`` (one shorter) while it stays ≥ n."""
+    corpus position. A match found at ``i`` is extended backwards (strided indexes) and carries to
+    ``i + 1`` (one shorter) while it stays ≥ n."""
     w = len(q) - n + 1
     lengths = np.zeros(max(w, 0), dtype=np.int64)
     where = np.full(max(w, 0), -1, dtype=np.int64)
@@ -123,6 +140,11 @@ def match_statistics(q: np.ndarray, corpus: np.ndarray, keys: np.ndarray, n: int
                     best, best_pos = length, p
         if best >= n:
             lengths[i], where[i] = best, best_pos
+            # with stride > 1 the match may start before the first indexed window: extend it back
+            back = _extend_back(q, i, corpus, best_pos)
+            for j in range(1, back + 1):
+                if best + j > lengths[i - j]:
+                    lengths[i - j], where[i - j] = best + j, best_pos - j
         prev_len, prev_pos = best, best_pos
     return lengths, where
 

@@ -16,7 +16,8 @@ resizing, and it lies below what JPEG quantizes away. Each payload bit owns a ke
 band coefficients and a keyed ±1 chip sequence; embedding is *informed* (spread transform): the
 projection of the coefficients on each bit's chip is moved to ``±margin`` rather than adding a
 blind pattern, so the host image does not drown the bit and distortion stays small. Detection is
-blind: the sign of each projection is the bit. Keys: both derive from the watermark secret of
+blind: the sign of each projection is the bit. Images of 32-79 pixels a side (sprites) use a lower
+band; detection reads both bands. Keys: both derive from the watermark secret of
 ``gencraft keys init`` (HMAC with a "text"/"image" label).
 """
 
@@ -150,7 +151,21 @@ def detect_text(text: str, tokenizer, rule: TextWatermark, *, threshold: float =
 
 # --- images --------------------------------------------------------------------------------------
 
-BAND = (4, 40)  # DCT indices u, v in [lo, hi) with lo + 2 <= u + v < hi + 4
+# DCT indices u, v in [lo, hi) with lo + 2 <= u + v < hi + 4. Images of at least 80 pixels a side
+# use the wider band; smaller ones (sprites, 32-79 px) a lower one that a 0.5x resize still keeps.
+BAND = (4, 40)
+SMALL_BAND = (2, 16)
+
+
+def band_for(width: int, height: int) -> tuple[int, int]:
+    """The band an image of this size is marked in (raises ``ValueError`` below 32 pixels a side)."""
+    side = min(width, height)
+    if side >= 2 * BAND[1]:
+        return BAND
+    if side >= 2 * SMALL_BAND[1]:
+        return SMALL_BAND
+    raise ValueError(f"image is {width}x{height}; the image watermark needs at least {2 * SMALL_BAND[1]} "
+                     "pixels a side")
 
 
 @dataclass
@@ -184,12 +199,14 @@ def payload_bits(key: bytes, n_bits: int = 32) -> np.ndarray:
     return np.unpackbits(np.frombuffer(digest, dtype=np.uint8))[:n_bits].astype(np.int64)
 
 
-def _layout(key: bytes, n_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    lo, hi = BAND
+def _layout(key: bytes, n_bits: int, band: tuple[int, int]
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    lo, hi = band
     u, v = np.meshgrid(np.arange(lo, hi), np.arange(lo, hi), indexing="ij")
     keep = (u + v >= lo + 2) & (u + v < hi + 4)
     u, v = u[keep], v[keep]
-    rng = np.random.default_rng(np.frombuffer(hashlib.sha256(key + b"layout").digest(), dtype=np.uint32))
+    seed = hashlib.sha256(key + b"layout" + bytes(band)).digest()
+    rng = np.random.default_rng(np.frombuffer(seed, dtype=np.uint32))
     order = rng.permutation(len(u))
     owner = np.empty(len(u), dtype=np.int64)
     owner[order] = np.arange(len(u)) % n_bits
@@ -211,9 +228,7 @@ def embed_image(image, key: bytes, *, bits: np.ndarray | None = None, n_bits: in
     alpha = image.getchannel("A") if image.mode in ("RGBA", "LA") else None
     rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
     h, w = rgb.shape[:2]
-    if min(h, w) < 2 * BAND[1]:
-        raise ValueError(f"image is {w}x{h}; the image watermark needs at least {2 * BAND[1]} pixels a side")
-    u, v, owner, chips = _layout(key, n_bits)
+    u, v, owner, chips = _layout(key, n_bits, band_for(w, h))
     # target projection per bit: grows with sqrt(pixels), as a fixed per-pixel amplitude does
     margin = 6.0 * strength * math.sqrt(h * w) / 64.0
     out = rgb
@@ -242,17 +257,24 @@ def embed_image(image, key: bytes, *, bits: np.ndarray | None = None, n_bits: in
 
 def detect_image(image, key: bytes, *, bits: np.ndarray | None = None, n_bits: int = 32,
                  threshold: float = 1e-4) -> ImageDetection:
-    """Read the bits of a (possibly recompressed or resized) image and compare them with the payload."""
+    """Read the bits of a (possibly recompressed or resized) image and compare them with the payload.
+
+    The image may have been resized, so both bands are read and the better one is reported; its
+    binomial p-value is doubled for that choice (Bonferroni)."""
     bits = payload_bits(key, n_bits) if bits is None else np.asarray(bits, dtype=np.int64)
     n_bits = len(bits)
     rgb = np.asarray(image.convert("RGB"), dtype=np.float64)
     c = _dct2(_luma(rgb))
-    u, v, owner, chips = _layout(key, n_bits)
     h, w = rgb.shape[:2]
-    ok = (u < h) & (v < w)
-    proj = np.zeros(n_bits)
-    np.add.at(proj, owner[ok], c[u[ok], v[ok]] * chips[ok])
-    read = (proj > 0).astype(np.int64)
-    matches = int((read == bits).sum())
-    p = sum(math.comb(n_bits, m) for m in range(matches, n_bits + 1)) / 2.0**n_bits
-    return ImageDetection(read.tolist(), matches / n_bits, p, p < threshold)
+    best: ImageDetection | None = None
+    for band in (BAND, SMALL_BAND):
+        u, v, owner, chips = _layout(key, n_bits, band)
+        ok = (u < h) & (v < w)
+        proj = np.zeros(n_bits)
+        np.add.at(proj, owner[ok], c[u[ok], v[ok]] * chips[ok])
+        read = (proj > 0).astype(np.int64)
+        matches = int((read == bits).sum())
+        p = min(1.0, 2 * sum(math.comb(n_bits, m) for m in range(matches, n_bits + 1)) / 2.0**n_bits)
+        if best is None or p < best.p_value:
+            best = ImageDetection(read.tolist(), matches / n_bits, p, p < threshold)
+    return best  # type: ignore[return-value]

@@ -74,6 +74,18 @@ def _seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbits(31)
 
 
+def finalize(text: str, *, tm: Any, kind: str, params: dict[str, Any], seed: int | None
+             ) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The guard's verdict on one kit output: ``(released text, guard report, manifest)``.
+
+    A blocked output raises :class:`~gencraft.errors.GuardError` (answered as a 400).
+    """
+    from gencraft import guard
+
+    out, report, manifest = guard.finalize_text(text, run_info=tm.info, params=params, seed=seed, kind=kind)
+    return out, report.to_dict(), manifest
+
+
 def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -130,12 +142,9 @@ async def write(body: WriteRequest, request: Request) -> Any:
 
 async def _store_written(gc: Any, request: Request, body: WriteRequest, text: str, params: dict[str, Any],
                          prompt: str) -> dict[str, Any]:
-    from gencraft.apps._common import guard_text, manifest_for
-
     tm, _ = await gc.catalog.text(body.model)
-    released, guard = await asyncio.to_thread(guard_text, text)
-    manifest = await asyncio.to_thread(manifest_for, released, kind="write", model=tm, parameters=params,
-                                       seed=params.get("seed"), guard=guard)
+    released, guard, manifest = await asyncio.to_thread(finalize, text, tm=tm, kind="write", params=params,
+                                                        seed=params.get("seed"))
     item_id = await gc.store(request=request, kind="write", model=body.model, prompt=prompt, text=released,
                              parameters=params, manifest=manifest, guard=guard)
     return {"id": item_id, "text": released, "manifest": manifest, "guard": guard}
@@ -144,7 +153,6 @@ async def _store_written(gc: Any, request: Request, body: WriteRequest, text: st
 @router.post("/game/{kind}", summary="Game records (names, npc, quest, item, dialogue), schema-validated")
 async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]:
     from gencraft.apps import game as G
-    from gencraft.apps._common import guard_text, manifest_for
 
     gc = request.app.state.gc
     if kind not in G.KINDS and body.json_schema is None:
@@ -159,10 +167,9 @@ async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]
     out = []
     for i, rec in enumerate(records):
         text = json.dumps(rec.value, ensure_ascii=False)
-        released, guard = await asyncio.to_thread(guard_text, text)
         params = body.model_dump(by_alias=True, exclude_none=True) | {"seed": seed, "index": i, "kind": kind}
-        manifest = await asyncio.to_thread(manifest_for, text, kind=f"game.{kind}", model=tm, parameters=params,
-                                           seed=seed, guard=guard)
+        _, guard, manifest = await asyncio.to_thread(finalize, text, tm=tm, kind=f"game.{kind}", params=params,
+                                                     seed=seed)
         validation = {"valid": True, "schema": schema.get("title", kind), "notes": rec.notes}
         item_id = await gc.store(request=request, kind="game", model=body.model, prompt=body.prompt or kind,
                                  text=text, parameters=params, manifest=manifest, guard=guard | {"validation": validation})
@@ -174,7 +181,6 @@ async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]
 @router.post("/ads", summary="Ad variants for a brief, checked against channel limits and terms")
 async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
     from gencraft.apps import ads as A
-    from gencraft.apps._common import guard_text, manifest_for
     from gencraft.library import preference_scores
 
     gc = request.app.state.gc
@@ -196,10 +202,9 @@ async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
     out = []
     for rank, i in enumerate(order):
         v = variants[i]
-        released, guard = await asyncio.to_thread(guard_text, texts[i])
         params = body.model_dump(exclude_none=True) | {"seed": seed, "rank": rank}
-        manifest = await asyncio.to_thread(manifest_for, texts[i], kind="ads", model=tm, parameters=params,
-                                           seed=seed, guard=guard)
+        _, guard, manifest = await asyncio.to_thread(finalize, texts[i], tm=tm, kind="ads", params=params,
+                                                     seed=seed)
         checks = {"headline": f"{len(v.headline)}/{limits['headline']}",
                   "description": f"{len(v.description)}/{limits['description']}",
                   "cta": f"{len(v.cta)}/{limits['cta']}", "required": brief.required_terms(), "valid": True}

@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import base64
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from gencraft.library import Filters, item_dict
 
 router = APIRouter(prefix="/v1/gencraft/library", tags=["library"])
+
+ItemId = Annotated[int, Path(ge=1, le=2**62, description="The item's id.")]
 
 
 class Rating(BaseModel):
@@ -41,13 +43,13 @@ async def list_items(
 
 
 @router.get("/{item_id}", summary="One library item")
-async def get_item(item_id: int, request: Request) -> dict[str, Any]:
+async def get_item(item_id: ItemId, request: Request) -> dict[str, Any]:
     lib = request.app.state.gc.library
     return item_dict(await asyncio.to_thread(lib.get, item_id))
 
 
 @router.get("/{item_id}/image", summary="An image item as PNG", response_class=Response)
-async def get_image(item_id: int, request: Request) -> Response:
+async def get_image(item_id: ItemId, request: Request) -> Response:
     from gencraft.errors import NotFoundError
 
     item = await asyncio.to_thread(request.app.state.gc.library.get, item_id)
@@ -57,13 +59,13 @@ async def get_image(item_id: int, request: Request) -> Response:
 
 
 @router.delete("/{item_id}", summary="Delete a library item")
-async def delete_item(item_id: int, request: Request) -> dict[str, Any]:
+async def delete_item(item_id: ItemId, request: Request) -> dict[str, Any]:
     await asyncio.to_thread(request.app.state.gc.library.delete, item_id)
     return {"id": item_id, "object": "library.item", "deleted": True}
 
 
 @router.post("/{item_id}/rating", summary="Rate an item (thumbs up/down and a note)")
-async def rate_item(item_id: int, body: Rating, request: Request) -> dict[str, Any]:
+async def rate_item(item_id: ItemId, body: Rating, request: Request) -> dict[str, Any]:
     item = await asyncio.to_thread(request.app.state.gc.library.rate, item_id, body.rating, body.note)
     return {"id": item.id, "rating": item.rating, "note": item.note}
 
