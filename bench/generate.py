@@ -38,9 +38,17 @@ REF_PP_LLAMA = {"1.85M": 50908, "13.8M": 9775, "124M": 1254}
 PROMPT, NEW = 64, 128
 
 
-def best_of(fn, repeats: int) -> float:
+def rate(label: str, tokens: int, fn, repeats: int, warm: bool = True) -> float:
+    """``tokens`` per second of ``fn`` (best of ``repeats``), printed at once (124M takes minutes)."""
+    v = tokens / best_of(fn, repeats, warm)
+    print(f"  {label}: {v:.1f} tok/s", flush=True)
+    return v
+
+
+def best_of(fn, repeats: int, warm: bool = True) -> float:
     """Fastest of ``repeats`` runs after one warm-up (the CPU is shared: the minimum is the signal)."""
-    fn()
+    if warm:
+        fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
@@ -131,62 +139,67 @@ def main() -> None:
     prompt = torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist()
     greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
     topk = GenerationConfig(max_new_tokens=NEW, top_k=50, seed=0, stop_at_eos=False)
-    rows = []
     for name in args.shapes.split(","):
-        m = build(name)
-        hf = hf_twin(m)
-        big = name == "124M"
-        r = 1 if big else reps
-        n_params = sum(p.numel() for p in m.parameters())
-        ours_g = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-        ours_k = NEW / best_of(lambda: generate(m, tok, [prompt], topk), r)
-        hf_g = NEW / best_of(lambda: hf_generate(hf, prompt, False), r)
-        hf_k = NEW / best_of(lambda: hf_generate(hf, prompt, True), r)
-        hf_g1 = NEW / best_of(lambda: hf_generate(hf, prompt, False, threads=1), r)
-        steps = 16 if big else NEW
-        nocache = steps / best_of(lambda: no_cache_loop(m, prompt, steps), 1)
-        pp = prefill_tps(m, prompt, reps)
-        hf_pp = hf_prefill_tps(hf, prompt, reps)
-        limit = bw * 1e9 / (n_params * 4)
-        print(f"\n== {name} ({n_params / 1e6:.2f}M params) ==")
-        print(f"greedy tok/s   gencraft {ours_g:8.1f} | transformers {hf_g:7.1f} (1 thread: {hf_g1:7.1f}) "
-              f"| no-cache loop {nocache:7.1f} | ratio vs HF {ours_g / hf_g:5.1f}x (vs HF 1 thread "
-              f"{ours_g / hf_g1:4.1f}x) | ref: HF {REF_HF[name]}, llama.cpp f32 {REF_LLAMA_F32[name]}, "
-              f"f16 {REF_LLAMA_F16[name]}")
-        print(f"top-k tok/s    gencraft {ours_k:8.1f} | transformers {hf_k:7.1f} | ratio {ours_k / hf_k:5.1f}x")
-        print(f"prompt tok/s   gencraft {pp:8.0f} | transformers {hf_pp:7.0f} | ref: HF {REF_PP_HF[name]}, "
-              f"llama.cpp {REF_PP_LLAMA[name]}")
-        print(f"bandwidth limit (f32 weights read once per token): {limit:.0f} tok/s")
-        rows.append((name, ours_g, ours_k, hf_g, hf_g1, hf_k, nocache, pp, hf_pp, limit))
-        if name == "1.85M":  # what each engine choice buys, A/B back to back
-            saved = engine_mod.SINGLE_THREAD_BELOW
-            engine_mod.SINGLE_THREAD_BELOW = 0
-            two = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-            engine_mod.SINGLE_THREAD_BELOW = saved
-            gpt_mod.CausalSelfAttention.fast_decode = False
-            slow = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-            gpt_mod.CausalSelfAttention.fast_decode = True
-            print(f"ablation greedy tok/s: all on {ours_g:.0f} | 2 threads instead of 1: {two:.0f} "
-                  f"| without the one-position attention path: {slow:.0f}")
-        if name == "13.8M":
-            ttft = best_of(lambda: generate(m, tok, [prompt], GenerationConfig(max_new_tokens=1, temperature=0)),
-                           reps)
-            print(f"time to first token: {ttft * 1000:.1f} ms (aim < 20 ms)")
-            prompts = [torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist() for _ in range(8)]
-            batch = 8 * NEW / best_of(lambda: generate(m, tok, prompts, topk), 1)
-            single = 8 * NEW / best_of(lambda: [generate(m, tok, [p], topk) for p in prompts], 1)
-            print(f"batched top-k, 8 prompts: at once {batch:.0f} tok/s | one at a time {single:.0f} tok/s")
-        if big:
-            mb = m.to(torch.bfloat16)
-            ours_b = NEW / best_of(lambda: generate(mb, tok, [prompt], greedy), 1)
-            x = torch.tensor([torch.randint(0, tok.vocab_size, (257,), generator=g).tolist()])
-            with torch.inference_mode():
-                lf, loss32 = build(name)(x[:, :-1], x[:, 1:])
-                lb, loss16 = mb(x[:, :-1], x[:, 1:])
-            print(f"bf16 weights greedy tok/s: {ours_b:.1f} (limit {bw * 1e9 / (n_params * 2):.0f}) "
-                  f"| ref llama.cpp f16 {REF_LLAMA_F16[name]} | target >= 130")
-            print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
-                  f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
+        run_shape(name, tok, prompt, greedy, topk, reps, bw, g)
+
+
+def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: float, g) -> None:
+    """Measure one shape and print its lines."""
+    m = build(name)
+    hf = hf_twin(m)
+    big = name == "124M"
+    r = 1 if big else reps
+    w = not big  # 124M: one timed run each, no warm-up (minutes per run on the shared CPU)
+    n_params = sum(p.numel() for p in m.parameters())
+    print(f"\n{name}: measuring...", flush=True)
+    ours_g = rate("gencraft greedy", NEW, lambda: generate(m, tok, [prompt], greedy), r, w)
+    ours_k = rate("gencraft top-k", NEW, lambda: generate(m, tok, [prompt], topk), r, w)
+    hf_g = rate("transformers greedy", NEW, lambda: hf_generate(hf, prompt, False), r, w)
+    hf_k = rate("transformers top-k", NEW, lambda: hf_generate(hf, prompt, True), r, w)
+    hf_g1 = rate("transformers greedy 1 thread", NEW, lambda: hf_generate(hf, prompt, False, threads=1), r, w)
+    steps = 16 if big else NEW
+    nocache = rate("no-cache loop", steps, lambda: no_cache_loop(m, prompt, steps), 1, w)
+    pp = prefill_tps(m, prompt, reps)
+    hf_pp = hf_prefill_tps(hf, prompt, reps)
+    limit = bw * 1e9 / (n_params * 4)
+    print(f"\n== {name} ({n_params / 1e6:.2f}M params) ==")
+    print(f"greedy tok/s   gencraft {ours_g:8.1f} | transformers {hf_g:7.1f} (1 thread: {hf_g1:7.1f}) "
+          f"| no-cache loop {nocache:7.1f} | ratio vs HF {ours_g / hf_g:5.1f}x (vs HF 1 thread "
+          f"{ours_g / hf_g1:4.1f}x) | ref: HF {REF_HF[name]}, llama.cpp f32 {REF_LLAMA_F32[name]}, "
+          f"f16 {REF_LLAMA_F16[name]}")
+    print(f"top-k tok/s    gencraft {ours_k:8.1f} | transformers {hf_k:7.1f} | ratio {ours_k / hf_k:5.1f}x")
+    print(f"prompt tok/s   gencraft {pp:8.0f} | transformers {hf_pp:7.0f} | ref: HF {REF_PP_HF[name]}, "
+          f"llama.cpp {REF_PP_LLAMA[name]}")
+    print(f"bandwidth limit (f32 weights read once per token): {limit:.0f} tok/s")
+    if name == "1.85M":  # what each engine choice buys, A/B back to back
+        saved = engine_mod.SINGLE_THREAD_BELOW
+        engine_mod.SINGLE_THREAD_BELOW = 0
+        two = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+        engine_mod.SINGLE_THREAD_BELOW = saved
+        gpt_mod.CausalSelfAttention.fast_decode = False
+        slow = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+        gpt_mod.CausalSelfAttention.fast_decode = True
+        print(f"ablation greedy tok/s: all on {ours_g:.0f} | 2 threads instead of 1: {two:.0f} "
+              f"| without the one-position attention path: {slow:.0f}")
+    if name == "13.8M":
+        ttft = best_of(lambda: generate(m, tok, [prompt], GenerationConfig(max_new_tokens=1, temperature=0)),
+                       reps)
+        print(f"time to first token: {ttft * 1000:.1f} ms (aim < 20 ms)")
+        prompts = [torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist() for _ in range(8)]
+        batch = 8 * NEW / best_of(lambda: generate(m, tok, prompts, topk), 1)
+        single = 8 * NEW / best_of(lambda: [generate(m, tok, [p], topk) for p in prompts], 1)
+        print(f"batched top-k, 8 prompts: at once {batch:.0f} tok/s | one at a time {single:.0f} tok/s")
+    if big:
+        mb = m.to(torch.bfloat16)
+        ours_b = rate("gencraft greedy bf16", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
+        x = torch.tensor([torch.randint(0, tok.vocab_size, (257,), generator=g).tolist()])
+        with torch.inference_mode():
+            lf, loss32 = build(name)(x[:, :-1], x[:, 1:])
+            lb, loss16 = mb(x[:, :-1], x[:, 1:])
+        print(f"bf16 weights greedy tok/s: {ours_b:.1f} (limit {bw * 1e9 / (n_params * 2):.0f}) "
+              f"| ref llama.cpp f16 {REF_LLAMA_F16[name]} | target >= 130")
+        print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
+              f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
 
 
 if __name__ == "__main__":

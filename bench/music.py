@@ -112,6 +112,9 @@ def main() -> None:
           f"{pitch_class_distance(half_a, half_b):>26.4f}")
     print(f"  {'note-density distance (W1, notes/bar)':<45} {note_density_distance(gen_c, val):>22.3f} "
           f"{note_density_distance(half_a, half_b):>26.3f}")
+    aug = [decode(d["text"]) for d in docs if d["split"] == "train"]  # what the model is trained on
+    print(f"  {'  (augmented training set vs held-out)':<45} {pitch_class_distance(aug, val):>22.4f} "
+          f"{note_density_distance(aug, val):>26.3f}")
     mean = lambda xs: sum(note_density(p) for p in xs) / max(len(xs), 1)  # noqa: E731
     print(f"  mean notes per bar: generated {mean(gen_c):.2f}, held-out {mean(val):.2f}, real {mean(real):.2f}")
     print(f"  pitch-class distance, unconstrained vs held-out: {pitch_class_distance(gen_u, val):.4f}")

@@ -8,8 +8,12 @@ Pieces:
   nanogpt  nanoGPT's CPU baseline shape (4L/4H/128, ctx 64, batch 12, 2000 iters, lr 1e-3, no dropout)
   small    the `small` GPT preset within a wall-clock budget (--minutes, default 5)
   lstm     the `small` LSTM preset within the same budget
-  speed    short A/B runs of the nanoGPT shape: float32 vs bf16 autocast, torch.compile, fused vs
-           foreach AdamW (tokens/s, back to back)
+  speed    A/B of the speed knobs on CPU time per step (1 thread, interleaved): fp32 vs bf16
+           autocast vs torch.compile, fused vs foreach AdamW, and 1 vs 2 threads with OpenMP
+           waiters spinning vs sleeping (OMP_WAIT_POLICY=PASSIVE)
+
+Options: --minutes M (budget of small/lstm), --iters N (fixed steps instead), --threads N,
+--set key=value (extra overrides for small/lstm), --omp-active (leave OMP_WAIT_POLICY unset).
 
 The dataset is prepared with gencraft's data pipeline (char tokenizer, validation = the last 10%
 of the text, no dedupe: comparable with nanoGPT's split) when it is available.
@@ -121,19 +125,100 @@ HEADER = ("| run | val loss (eval) | val loss (whole split) | wall | train tok/s
           "precision | nanoGPT val | nanoGPT s | nanoGPT tok/s | target |\n|" + " --- |" * 13)
 
 
-def speed_ab(ds: Path, home: Path, iters: int) -> None:
-    """Short back-to-back runs of the nanoGPT shape: what each speed knob buys (tokens/s)."""
-    variants = [("fp32", ["dtype=float32"]), ("bf16 autocast", ["dtype=bfloat16"]),
-                ("fp32 + compile", ["dtype=float32", "compile=true"]),
-                ("bf16 + compile", ["dtype=bfloat16", "compile=true"]), ("fp32 (again)", ["dtype=float32"])]
-    base = [o for o in NANOGPT_SHAPE if not o.startswith(("max_iters", "eval_", "lr_decay"))]
-    print(f"\nspeed A/B: nanoGPT shape, {iters} steps each (tokens/s = median over log windows after the first)")
-    print("| variant | train tok/s | total wall (incl. compile) |\n| --- | --- | --- |")
-    for i, (label, extra) in enumerate(variants):
-        r = run_one(ds, f"ab{i}", "gpt", "small", base + extra + [f"max_iters={iters}", f"eval_interval={iters}",
-                                                                  "eval_iters=5", "log_interval=25"], None, home)
-        print(f"| {label} | {r['tok_s']:,.0f} | {r['time_s']:.1f} s |", flush=True)
+def _cpu_per_step(net, opt, x, y, bf16: bool, n: int) -> float:
+    """CPU seconds per training step (process time: robust to other processes sharing the CPU)."""
+    import torch
+
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else torch.autocast("cpu", enabled=False)
+    t0 = time.process_time()
+    for _ in range(n):
+        with ctx:
+            _, loss = net(x, y)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (time.process_time() - t0) / n
+
+
+def speed_ab() -> None:
+    """What each speed knob buys, measured as CPU time per step on one thread, A/B interleaved.
+
+    Wall-clock tokens/s swing by 10x on a shared CPU; process CPU time on one thread does not,
+    so the variants are compared on it (5 interleaved rounds, median).
+    """
+    import statistics
+
+    import torch
+
+    from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.models.lstm import LSTMLM, LSTMConfig
+
+    torch.set_num_threads(1)
+    shapes = [("gpt nanoGPT shape 4L/128/ctx64, B12", GPT(GPTConfig(66, 64, 4, 4, 128)), 12, 64, True),
+              ("gpt small 4L/192/ctx128, B16", GPT(GPTConfig(66, 128, 4, 4, 192)), 16, 128, True),
+              ("lstm small 2x512/ctx128, B32", LSTMLM(LSTMConfig(66, 128, 192, 512, 2, 0.1)), 32, 128, False)]
+    print("\n| shape | variant | CPU ms/step (1 thread) | tok per CPU-s | vs fp32 eager |\n| --- | --- | --- | --- | --- |")
+    for label, model, B, T, try_compile in shapes:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+        x, y = torch.randint(0, 66, (B, T)), torch.randint(0, 66, (B, T))
+        variants = [("fp32 eager", model, False), ("bf16 autocast", model, True)]
+        if try_compile:
+            compiled = torch.compile(model)
+            for bf16 in (False, True):  # compile outside the measurement
+                t0 = time.time()
+                _cpu_per_step(compiled, opt, x, y, bf16, 2)
+                print(f"| {label} | torch.compile warm-up ({'bf16' if bf16 else 'fp32'}) | {time.time() - t0:.1f} s wall | | |")
+            variants += [("fp32 + compile", compiled, False), ("bf16 + compile", compiled, True)]
+        n = 3 if "lstm" in label else 8
+        for _, net, bf16 in variants:
+            _cpu_per_step(net, opt, x, y, bf16, 1)
+        times: dict[str, list[float]] = {v[0]: [] for v in variants}
+        for _ in range(5 if "lstm" not in label else 3):
+            for name, net, bf16 in variants:
+                times[name].append(_cpu_per_step(net, opt, x, y, bf16, n))
+        base = statistics.median(times["fp32 eager"])
+        for name, ts in times.items():
+            med = statistics.median(ts)
+            print(f"| {label} | {name} | {med * 1e3:.1f} | {B * T / med:,.0f} | {base / med:.2f}x |", flush=True)
     _optimizer_ab()
+    _threads_ab()
+
+
+def _threads_ab() -> None:
+    """Wall tokens/s with 1 and 2 threads, OpenMP waiters spinning (default) vs sleeping (PASSIVE).
+
+    Each configuration in a fresh process (OpenMP reads OMP_WAIT_POLICY when torch loads).
+    """
+    import subprocess
+
+    code = (
+        "import time, torch\n"
+        "from gencraft.models.gpt import GPT, GPTConfig\n"
+        "m = GPT(GPTConfig(66, 64, 4, 4, 128)); opt = torch.optim.AdamW(m.parameters(), lr=1e-3, fused=True)\n"
+        "x = torch.randint(0, 66, (12, 64)); y = torch.randint(0, 66, (12, 64))\n"
+        "out = []\n"
+        "for th in (1, 2, 1, 2):\n"
+        "    torch.set_num_threads(th); t0 = time.time()\n"
+        "    for _ in range(10):\n"
+        "        with torch.autocast('cpu', dtype=torch.bfloat16):\n"
+        "            _, loss = m(x, y)\n"
+        "        loss.backward(); opt.step(); opt.zero_grad()\n"
+        "    out.append(10 * 768 / (time.time() - t0))\n"
+        "print(max(out[0], out[2]), max(out[1], out[3]))\n"
+    )
+    print("\n| OMP_WAIT_POLICY | 1 thread tok/s | 2 threads tok/s | load average |\n| --- | --- | --- | --- |")
+    for _ in range(2):
+        for policy in ("(unset: spin)", "PASSIVE"):
+            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            if policy == "PASSIVE":
+                env["OMP_WAIT_POLICY"] = "PASSIVE"
+            env["PYTHONPATH"] = str(ROOT / "src")
+            res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+            if res.returncode:
+                print(res.stderr[-500:])
+                continue
+            one, two = map(float, res.stdout.split())
+            print(f"| {policy} | {one:,.0f} | {two:,.0f} | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 def _optimizer_ab(steps: int = 200) -> None:
@@ -163,7 +248,6 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=5.0, help="budget for the small presets")
     ap.add_argument("--iters", type=int, default=0,
                     help="small/lstm: a fixed number of steps (step-based schedule) instead of the --minutes budget")
-    ap.add_argument("--speed-iters", type=int, default=150)
     ap.add_argument("--omp-active", action="store_true", help="leave OMP_WAIT_POLICY unset (spinning waiters)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = all cores)")
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra key=value for small/lstm")
@@ -184,7 +268,7 @@ def main() -> None:
         budget = f"max_iters={args.iters or 100000}"
         limit = None if args.iters else args.minutes * 60
         if "speed" in pieces:
-            speed_ab(ds, home, args.speed_iters)
+            speed_ab()
         if "nanogpt" in pieces:
             results.append(("nanogpt", run_one(ds, "nanogpt-shape", "gpt", "small", NANOGPT_SHAPE, None, home)))
             print(HEADER + "\n" + row(results[-1][1], REFERENCE["nanogpt"]), flush=True)

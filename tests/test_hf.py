@@ -47,7 +47,7 @@ def hf_dir(request, tok, tmp_path_factory):
     return path
 
 
-def test_hf_greedy_matches_transformers_generate(hf_dir):
+def test_hf_greedy_matches_transformers_generate(hf_dir, cli):
     tm = load(f"hf:{hf_dir}")
     assert tm.info["kind"] == "hf"
     ids = tm.tokenizer.encode("the cat sat")
@@ -57,6 +57,8 @@ def test_hf_greedy_matches_transformers_generate(hf_dir):
     if tm.tokenizer.eos_id in ref:
         ref = ref[:ref.index(tm.tokenizer.eos_id)]
     assert ours.token_ids == ref
+    r = cli("generate", f"hf:{hf_dir}", "--prompt", "the cat sat", "--max-new-tokens", "12", "--temperature", "0")
+    assert r.code == 0 and r.out == "the cat sat" + ours.text + "\n"
 
 
 def test_hf_batch_left_padding_and_stream(hf_dir):

@@ -314,11 +314,9 @@ def test_health_and_metrics(server: LiveServer, client) -> None:
 # ---------------------------------------------------------------- keys and limits
 
 
-def test_api_keys_and_rate_limit(tmp_path: Path, cli) -> None:
-    import os
-
+def test_api_keys_and_rate_limit(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
     make_text_run(tmp_path, "tiny")
-    os.environ["GENCRAFT_HOME"] = str(tmp_path)  # the CLI writes keys where the server reads them
+    monkeypatch.setenv("GENCRAFT_HOME", str(tmp_path))  # the CLI writes keys where the server reads them
     res = cli("keys", "create", "--name", "ci", "--rate", "120")
     assert res.code == 0
     key = res.out.strip().splitlines()[0]

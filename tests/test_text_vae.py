@@ -67,15 +67,17 @@ def test_kl_schedules():
 
 
 def test_posterior_collapse_is_detected(tmp_path):
-    """With no annealing and no word dropout the decoder ignores z: the reported KL is ~0 and no
-    unit is active. With KL annealing (and word dropout) the latent stays in use."""
+    """With no annealing, no word dropout and no free bits the decoder ignores z: the reported KL is
+    ~0 and no unit is active. With KL annealing (and word dropout) the latent stays in use."""
     rng = random.Random(0)
     words = ["red", "blue", "green", "cat", "dog", "fox", "runs", "sleeps", "jumps", "big", "small", "old"]
     lines = sorted({" ".join(rng.choice(words) for _ in range(3)) for _ in range(200)})[:64]
     ds = toy_dataset(tmp_path, lines, "toy")
     common = FAST + ["max_iters=400", "eval_interval=200"]
-    off = train_text_vae(ds, out="off", overrides=common + ["kl_anneal=none", "word_dropout=0"], progress=False)
-    on = train_text_vae(ds, out="on", overrides=common + ["kl_anneal=linear", "word_dropout=0.5"], progress=False)
+    off = train_text_vae(ds, out="off", overrides=common + ["kl_anneal=none", "word_dropout=0", "free_bits=0"],
+                         progress=False)
+    on = train_text_vae(ds, out="on", overrides=common + ["kl_anneal=linear", "word_dropout=0.5", "free_bits=0"],
+                        progress=False)
     m_off = json.loads((off / "gencraft.json").read_text())["metrics"]
     m_on = json.loads((on / "gencraft.json").read_text())["metrics"]
     assert m_off["val_kl"] < 0.01 and m_off["val_active_units"] == 0
@@ -89,8 +91,9 @@ def test_memorized_interpolation_endpoints_and_cli(tmp_path, cli):
     lines = ["the red fox runs", "a blue cat sleeps", "old dogs jump high", "small birds sing",
              "green frogs swim", "big bears eat fish", "the moon is bright", "rain falls softly"]
     ds = toy_dataset(tmp_path, lines, "mem", memorize=True)
-    run = train_text_vae(ds, out="mem", overrides=FAST + ["max_iters=600", "eval_interval=300",
-                                                          "word_dropout=0.5"], progress=False, seed=0)
+    run = train_text_vae(ds, out="mem", progress=False, seed=0,
+                         overrides=FAST + ["max_iters=600", "eval_interval=300", "kl_anneal=linear",
+                                           "word_dropout=0.5", "free_bits=0"])
     model, info, path = load_text_vae(run)
     tok = load_tokenizer(path)
     for a, b in [(lines[0], lines[1]), (lines[2], lines[5])]:

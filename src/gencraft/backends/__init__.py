@@ -35,8 +35,8 @@ class TextModel:
         prompts -> one entry per prompt. Options are :class:`GenerationConfig` fields.
         """
         cfg = GenerationConfig.from_options(config, **options)
-        single = isinstance(prompt, str) or (isinstance(prompt, Sequence) and prompt and
-                                             all(isinstance(t, int) for t in prompt))
+        single = isinstance(prompt, str) or bool(isinstance(prompt, Sequence) and prompt and
+                                                 all(isinstance(t, int) for t in prompt))
         prompts = [prompt] if single else list(prompt)  # type: ignore[arg-type]
         out = generate(self.model, self.tokenizer, prompts, cfg)
         per_prompt: list[Any] = [r[0] if cfg.n == 1 else r for r in out]

@@ -13,7 +13,7 @@ console = Console(highlight=False)
 
 def train_cmd(
     dataset: str = typer.Argument(..., help="Dataset name (under GENCRAFT_HOME) or path, from `gencraft data prepare`."),
-    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt or lstm."),
+    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt, lstm or text_vae."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Size preset: tiny, small or base."),
     out: str = typer.Option(None, "--out", "-o", help="Run name or path (default: DATASET-MODEL)."),
     sets: list[str] = typer.Option(None, "--set", help="Override a model or training field: key=value (repeatable)."),

@@ -45,6 +45,8 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[Prompt]) -> list[list[int]]
 
     An empty prompt starts from the end-of-text token, which is how documents begin in training.
     """
+    if not prompts:
+        raise UsageError("no prompt given: pass a string or a list of prompts", param="prompt")
     out = []
     for i, p in enumerate(prompts):
         ids = tokenizer.encode(p) if isinstance(p, str) else [int(t) for t in p]

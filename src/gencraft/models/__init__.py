@@ -14,7 +14,10 @@ def config_class(kind: str) -> type:
     if kind == "lstm":
         from gencraft.models.lstm import LSTMConfig
         return LSTMConfig
-    raise RunError(f"unknown text model kind {kind!r}; expected gpt or lstm", param="model")
+    if kind == "text_vae":
+        from gencraft.models.text_vae import TextVAEConfig
+        return TextVAEConfig
+    raise RunError(f"unknown text model kind {kind!r}; expected gpt, lstm or text_vae", param="model")
 
 
 def presets(kind: str) -> dict[str, dict]:
@@ -24,7 +27,10 @@ def presets(kind: str) -> dict[str, dict]:
     if kind == "lstm":
         from gencraft.models.lstm import PRESETS
         return PRESETS
-    raise RunError(f"unknown text model kind {kind!r}; expected gpt or lstm", param="model")
+    if kind == "text_vae":
+        from gencraft.models.text_vae import PRESETS
+        return PRESETS
+    raise RunError(f"unknown text model kind {kind!r}; expected gpt, lstm or text_vae", param="model")
 
 
 def build(kind: str, config: Any):
@@ -35,4 +41,7 @@ def build(kind: str, config: Any):
     if kind == "lstm":
         from gencraft.models.lstm import LSTMLM
         return LSTMLM(config)
-    raise RunError(f"unknown text model kind {kind!r}; expected gpt or lstm", param="model")
+    if kind == "text_vae":
+        from gencraft.models.text_vae import TextVAE
+        return TextVAE(config)
+    raise RunError(f"unknown text model kind {kind!r}; expected gpt, lstm or text_vae", param="model")

@@ -37,7 +37,8 @@ class TextVAEConfig:
     n_latent: int = 32
     n_layer: int = 1  # decoder GRU layers
     dropout: float = 0.1  # on embeddings and decoder outputs
-    word_dropout: float = 0.3  # share of decoder inputs replaced by the mask token while training
+    word_dropout: float = 0.0  # share of decoder inputs replaced by the mask token while training (0.25-0.5 helps
+    # keep z in use without free bits; Bowman et al.)
     z_to_input: bool = True  # concatenate z to every decoder input (besides the initial state)
     variational: bool = True  # False: encoder unused, z = 0 -> the same decoder as a plain LM
     eos_id: int = 0  # the tokenizer's end-of-text id (ends sentences)

@@ -132,7 +132,6 @@ class Sequence:
     tokens: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     pending_lp: list[TokenLogprob] = field(default_factory=list)
-    history: torch.Tensor | None = None  # [1, P + max_new] prompt then generated ids (for processors)
     finish: str | None = None
     cancelled: bool = False
     submitted: float = field(default_factory=time.monotonic)
@@ -368,38 +367,38 @@ class Scheduler:
             cfg = s.cfg
             s.tracker = TextTracker(self.table, list(cfg.stop))
             s.logprobs = [] if (cfg.logprobs or cfg.top_logprobs) else None
-            s.history = torch.empty((1, len(s.prompt_ids) + cfg.max_new_tokens + 1), dtype=torch.long,
-                                    device=self.device)
-            s.history[0, :len(s.prompt_ids)] = torch.tensor(s.prompt_ids, dtype=torch.long)
             if cfg.temperature > 0:
                 s.gen = torch.Generator(device=self.device).manual_seed(s.seed)
         return logits, cache
 
     def _choose(self, active: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
-        """The next token of every active sequence (its own processors and sampler)."""
-        nxt = torch.empty(len(active), dtype=torch.long, device=self.device)
+        """The next token of every active sequence: each row with its own processors and seed, but the
+        softmax, the random race and the argmax batched over all rows."""
         with torch.inference_mode():
             raw = logits.float()
-            plain_probs = None
+            scores = raw
             for b, s in enumerate(active):
-                cur = len(s.prompt_ids) + len(s.tokens)
-                scores = raw[b:b + 1]
-                if s.procs:
-                    scores = apply(s.procs, s.history[:, :cur], scores.clone())
-                if s.gen is None:
-                    tok = scores.argmax(-1)
+                if s.procs:  # processors see this row's prompt + generated ids (no padding)
+                    if scores is raw:
+                        scores = raw.clone()
+                    hist = torch.tensor([s.prompt_ids + s.tokens], dtype=torch.long, device=self.device)
+                    scores[b:b + 1] = apply(s.procs, hist, scores[b:b + 1].clone())
+            sampled = [b for b, s in enumerate(active) if s.gen is not None]
+            nxt = scores.argmax(-1)
+            if sampled:
+                rows = torch.tensor(sampled, device=self.device) if len(sampled) < len(active) else None
+                probs = (scores if rows is None else scores[rows]).softmax(-1)
+                race = torch.empty_like(probs)
+                for i, b in enumerate(sampled):  # the exponential-race draw of the engine, per row's generator
+                    race[i].exponential_(generator=active[b].gen)
+                picked = probs.div_(race).argmax(-1)
+                if rows is None:
+                    nxt = picked
                 else:
-                    if not s.procs:  # plain sampling: softmax of the whole batch once
-                        plain_probs = raw.softmax(-1) if plain_probs is None else plain_probs
-                        probs = plain_probs[b:b + 1].clone()
-                    else:
-                        probs = scores.softmax(-1)
-                    race = torch.empty_like(probs).exponential_(generator=s.gen)
-                    tok = probs.div_(race).argmax(-1)
-                nxt[b] = tok[0]
-                s.history[0, cur] = tok[0]
+                    nxt[rows] = picked
+            for b, s in enumerate(active):
                 if s.logprobs is not None:
-                    s.pending_lp = [self._logprob(raw[b], int(tok[0]), s.cfg.top_logprobs)]
+                    s.pending_lp = [self._logprob(raw[b], int(nxt[b]), s.cfg.top_logprobs)]
         return nxt
 
     def _logprob(self, logits: torch.Tensor, tid: int, k: int) -> TokenLogprob:

@@ -155,6 +155,10 @@ def train(
     cleanly when it is spent and the learning-rate schedule is stretched to end with it.
     Under ``torchrun`` every process calls this; rank 0 writes the run directory.
     """
+    if model == "text_vae":  # sentence VAE: batches of whole documents, its own loop
+        from gencraft.train.text_vae import train_text_vae
+        return train_text_vae(dataset, preset=preset, out=out, overrides=overrides, resume=resume,
+                              max_time=max_time, seed=seed, device=device, progress=progress)
     ds = load_dataset(dataset)
     run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{model}")
     if not resume and ((run_dir / "gencraft.json").exists() or (run_dir / CHECKPOINT).exists()):

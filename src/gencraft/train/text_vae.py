@@ -53,11 +53,12 @@ KIND = "text_vae"
 
 @dataclass
 class KLConfig:
-    kl_anneal: str = "linear"  # linear | cyclical | none
+    # defaults: the setting that kept the latent in use in bench/text_vae.py (bench/RESULTS.md)
+    kl_anneal: str = "cyclical"  # linear | cyclical | none
     kl_anneal_iters: int = 0  # steps of the linear ramp from 0 to 1; 0 = max_iters (the whole run)
-    kl_cycles: int = 4  # cyclical: number of cycles over max_iters
+    kl_cycles: int = 3  # cyclical: number of cycles over max_iters
     kl_ratio: float = 0.5  # cyclical: share of each cycle spent rising (then beta = 1)
-    free_bits: float = 0.0  # nats per latent dimension the KL term does not penalize (0 = off)
+    free_bits: float = 0.1  # nats per latent dimension the KL term does not penalize (0 = off)
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {

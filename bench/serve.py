@@ -1,0 +1,174 @@
+"""Serving benchmark: continuous batching vs one-at-a-time, 1/4/16/64 concurrent streaming clients.
+
+A random-weight 10.7M GPT (6 layers, 6 heads, 384 wide, vocab 8000 byte-level BPE trained on
+tinyshakespeare, context 256) served by ``gencraft serve``'s app in a subprocess on a loopback
+port. Each client streams completions of a 64-token prompt, 128 new tokens (end-of-text banned,
+so every request makes exactly 128), temperature 0.8. Reported: aggregate completion tokens/s
+and time to first token (p50/p95), for both schedulers, side by side with the issue's targets.
+
+    .venv/bin/python bench/serve.py                   # all levels
+    .venv/bin/python bench/serve.py --levels 1 16     # fewer
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAKESPEARE = Path(os.environ.get("GENCRAFT_SHARED_DATA", "/work/shared/data")) / "tinyshakespeare.txt"
+PROMPT_TOKENS, NEW_TOKENS = 64, 128
+TARGET_SPEEDUP, TARGET_P95_TTFT = 3.0, 0.5
+
+
+def make_run(home: Path) -> tuple[str, int]:
+    """The 10.7M GPT run (random weights) and a prompt of exactly PROMPT_TOKENS tokens; returns (prompt, eos)."""
+    import torch
+
+    from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.tokenize import train_tokenizer
+    from gencraft.train.rundir import save_weights, write_info
+
+    text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.is_file() else "to be or not to be " * 20000
+    tok = train_tokenizer("bpe", [text[i:i + 2000] for i in range(0, len(text), 2000)], vocab_size=8000)
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=8000, block_size=256, n_layer=6, n_head=6, n_embd=384)
+    model = GPT(cfg).eval()
+    path = home / "runs" / "gpt10m"
+    path.mkdir(parents=True)
+    save_weights(model, path / "model.safetensors")
+    tok.save(path / "tokenizer.json")
+    write_info(path, {"kind": "gpt", "run_id": "bench", "model": dataclasses.asdict(cfg),
+                      "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id}})
+    ids = tok.encode(text[:4000])[:PROMPT_TOKENS]
+    print(f"model: {model.num_params(non_embedding=False) / 1e6:.1f}M parameters, tokenizer {tok.vocab_size} tokens",
+          flush=True)
+    return tok.decode(ids), tok.eos_id
+
+
+SERVER = """
+import sys, uvicorn
+from pathlib import Path
+from gencraft.server import ServerConfig, create_app
+home, port, continuous = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+app = create_app(ServerConfig(auth=False, home=home, port=port, rate_per_minute=0, continuous=continuous,
+                              max_batch=64, max_queue=1024, queue_timeout=600, store=False))
+uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def one_request(http: httpx.AsyncClient, body: dict) -> tuple[float, int, float]:
+    """(time to first token, completion tokens, total seconds) of one streamed completion."""
+    t0 = time.perf_counter()
+    ttft, tokens = None, 0
+    async with http.stream("POST", "/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(chunk["error"]["message"])
+            if chunk.get("usage"):
+                tokens = chunk["usage"]["completion_tokens"]
+            for c in chunk["choices"]:
+                if c.get("text") and ttft is None:
+                    ttft = time.perf_counter() - t0
+    return ttft if ttft is not None else float("nan"), tokens, time.perf_counter() - t0
+
+
+async def level(url: str, clients: int, per_client: int, prompt: str, eos: int) -> dict:
+    body = {"model": "gpt10m", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0.8, "stream": True,
+            "stream_options": {"include_usage": True}, "logit_bias": {str(eos): -100}}
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as http:
+        await one_request(http, body | {"max_tokens": 4})  # warm-up (model load)
+
+        async def client(c: int) -> list[tuple[float, int, float]]:
+            return [await one_request(http, body | {"seed": c * 1000 + k}) for k in range(per_client)]
+
+        t0 = time.perf_counter()
+        res = [r for rs in await asyncio.gather(*(client(c) for c in range(clients))) for r in rs]
+        wall = time.perf_counter() - t0
+    ttfts = sorted(r[0] for r in res)
+    tokens = sum(r[1] for r in res)
+    return {"clients": clients, "requests": len(res), "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall,
+            "ttft_p50": statistics.median(ttfts), "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
+
+
+def serve(home: Path, continuous: bool) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(home), str(port), "1" if continuous else "0"],
+                            env=dict(os.environ, GENCRAFT_HOME=str(home)))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not start")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
+    ap.add_argument("--requests", type=int, default=None,
+                    help="requests per client (default: 4 at 1 client, 2 at 4, 1 from 16)")
+    args = ap.parse_args()
+    home = Path(tempfile.mkdtemp(prefix="gencraft-bench-serve-"))
+    prompt, eos = make_run(home)
+    results: dict[str, list[dict]] = {}
+    for name, continuous in (("one-at-a-time", False), ("continuous", True)):
+        proc, url = serve(home, continuous)
+        try:
+            results[name] = []
+            for n in args.levels:
+                per = args.requests or (4 if n == 1 else 2 if n <= 4 else 1)
+                r = asyncio.run(level(url, n, per, prompt, eos))
+                results[name].append(r)
+                print(f"{name:>14}  {n:>3} clients  {r['requests']:>3} req  {r['tok_s']:8.1f} tok/s  "
+                      f"TTFT p50 {r['ttft_p50'] * 1000:7.0f} ms  p95 {r['ttft_p95'] * 1000:7.0f} ms", flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"\n{PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens per request; "
+          f"target: >= {TARGET_SPEEDUP:g}x throughput at 16 clients, p95 TTFT < {TARGET_P95_TTFT * 1000:.0f} ms")
+    print("| clients | one-at-a-time tok/s | continuous tok/s | speed-up | TTFT p50 / p95 one-at-a-time (ms) "
+          "| TTFT p50 / p95 continuous (ms) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for a, b in zip(results["one-at-a-time"], results["continuous"], strict=True):
+        print(f"| {a['clients']} | {a['tok_s']:.0f} | {b['tok_s']:.0f} | {b['tok_s'] / a['tok_s']:.1f}x "
+              f"| {a['ttft_p50'] * 1000:.0f} / {a['ttft_p95'] * 1000:.0f} "
+              f"| {b['ttft_p50'] * 1000:.0f} / {b['ttft_p95'] * 1000:.0f} |")
+    at16 = [(a, b) for a, b in zip(results["one-at-a-time"], results["continuous"], strict=True) if a["clients"] == 16]
+    if at16:
+        a, b = at16[0]
+        ok = b["tok_s"] / a["tok_s"] >= TARGET_SPEEDUP and b["ttft_p95"] < TARGET_P95_TTFT
+        print(f"\n16 clients: {b['tok_s'] / a['tok_s']:.1f}x (target {TARGET_SPEEDUP:g}x), p95 TTFT "
+              f"{b['ttft_p95'] * 1000:.0f} ms (target < {TARGET_P95_TTFT * 1000:.0f}) -> "
+              f"{'MET' if ok else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+// gencraft studio: plain JavaScript against the server's own API (no build step).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const keyInput = $("api-key");
+keyInput.value = localStorage.getItem("gencraft.key") || "";
+keyInput.addEventListener("change", () => { localStorage.setItem("gencraft.key", keyInput.value.trim()); loadModels(); });
+
+function headers() {
+  const h = { "Content-Type": "application/json" };
+  const key = keyInput.value.trim();
+  if (key) h["Authorization"] = "Bearer " + key;
+  return h;
+}
+
+function status(text, error = false) {
+  const s = $("status");
+  s.textContent = text;
+  s.className = error ? "error" : "";
+}
+
+async function api(method, path, body) {
+  const r = await fetch(path, { method, headers: headers(), body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await r.json().catch(() => ({}));
+  if (!r.ok) {
+    const msg = (data.error && data.error.message) || r.statusText;
+    status(msg, true);
+    throw new Error(msg);
+  }
+  return data;
+}
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v; else if (k.startsWith("on")) e.addEventListener(k.slice(2), v); else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return e;
+}
+
+function seedOf(id) { const v = $(id).value; return v === "" ? undefined : Number(v); }
+
+// ---- tabs and models
+
+document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => {
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === b));
+  document.querySelectorAll(".panel").forEach((p) => p.classList.toggle("active", p.id === "tab-" + b.dataset.tab));
+  if (b.dataset.tab === "library") searchLibrary();
+}));
+
+async function loadModels() {
+  try {
+    const data = await api("GET", "/v1/models");
+    const text = $("text-model"), image = $("image-model");
+    text.replaceChildren(); image.replaceChildren();
+    for (const m of data.data) {
+      const caps = m.capabilities || [];
+      if (caps.includes("completions")) text.append(el("option", { value: m.id }, `${m.id} (${m.kind})`));
+      if (caps.includes("images")) image.append(el("option", { value: m.id }, `${m.id} (${m.kind})`));
+    }
+    status(`${data.data.length} models`);
+  } catch (e) { /* status shows it */ }
+}
+
+// ---- server-sent events over fetch (so the API key header can be sent)
+
+async function streamSSE(path, body, onEvent, signal) {
+  const r = await fetch(path, { method: "POST", headers: headers(), body: JSON.stringify(body), signal });
+  if (!r.ok) {
+    const data = await r.json().catch(() => ({}));
+    throw new Error((data.error && data.error.message) || r.statusText);
+  }
+  const reader = r.body.getReader();
+  const dec = new TextDecoder();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += dec.decode(value, { stream: true });
+    let i;
+    while ((i = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, i); buf = buf.slice(i + 2);
+      for (const line of block.split("\n")) {
+        if (!line.startsWith("data: ")) continue;
+        const payload = line.slice(6);
+        if (payload === "[DONE]") return;
+        onEvent(JSON.parse(payload));
+      }
+    }
+  }
+}
+
+// ---- write
+
+let writeAbort = null;
+$("write-go").addEventListener("click", async () => {
+  const draft = $("draft");
+  const body = { model: $("text-model").value, text: draft.value, memory: $("memory").value, note: $("note").value,
+                 tokens: Number($("write-tokens").value), temperature: Number($("write-temp").value),
+                 seed: seedOf("write-seed"), stream: true };
+  writeAbort = new AbortController();
+  $("write-go").disabled = true; $("write-stop").disabled = false;
+  status("writing...");
+  try {
+    await streamSSE("/v1/gencraft/write", body, (ev) => {
+      if (ev.error) throw new Error(ev.error.message);
+      if (ev.delta) draft.value += ev.delta;
+      if (ev.done) {
+        draft.value = ev.text;
+        $("write-item").textContent = `saved to the library as item ${ev.id} · moderation: ${guardSummary(ev.guard)}`;
+      }
+    }, writeAbort.signal);
+    status("done");
+  } catch (e) {
+    status(e.name === "AbortError" ? "stopped" : e.message, e.name !== "AbortError");
+  } finally {
+    $("write-go").disabled = false; $("write-stop").disabled = true;
+  }
+});
+$("write-stop").addEventListener("click", () => writeAbort && writeAbort.abort());
+
+function guardSummary(g) {
+  if (!g) return "none";
+  const m = g.moderation || {};
+  return m.action || g.action || "recorded";
+}
+
+// ---- game
+
+$("game-go").addEventListener("click", async () => {
+  const kind = $("game-kind").value;
+  status("generating " + kind + "...");
+  const out = $("game-out");
+  out.replaceChildren();
+  try {
+    const data = await api("POST", "/v1/gencraft/game/" + kind,
+                           { model: $("text-model").value, n: Number($("game-n").value), seed: seedOf("game-seed") });
+    for (const r of data.data) {
+      const v = r.validation;
+      out.append(el("div", { class: "card game-record" },
+        el("div", {}, el("span", { class: v.valid ? "ok" : "bad" }, v.valid ? "✓ valid " + v.schema : "✗ invalid"),
+           ` · item ${r.id}`, v.notes && v.notes.length ? " · " + v.notes.join("; ") : ""),
+        el("pre", {}, JSON.stringify(r.record, null, 2))));
+    }
+    status(`${data.data.length} ${kind} records`);
+  } catch (e) { /* shown */ }
+});
+
+// ---- ads
+
+$("ads-go").addEventListener("click", async () => {
+  const out = $("ads-out");
+  out.replaceChildren();
+  status("writing ads...");
+  const brief = { product: $("ads-product").value, channel: $("ads-channel").value,
+                  features: $("ads-features").value.split(",").map((s) => s.trim()).filter(Boolean) };
+  try {
+    const data = await api("POST", "/v1/gencraft/ads", { model: $("text-model").value, brief, n: Number($("ads-n").value) });
+    for (const d of data.data) {
+      const v = d.variant, c = d.validation;
+      out.append(el("div", { class: "card ad-variant" },
+        el("strong", {}, v.headline), el("div", {}, v.description), el("div", {}, el("em", {}, v.cta)),
+        el("div", { class: "meta" }, el("span", { class: c.valid ? "ok" : "bad" }, c.valid ? "✓ fits " + v.channel : "✗"),
+           ` headline ${c.headline} · description ${c.description} · cta ${c.cta} · preference ${d.preference}`),
+        rater(d.id, 0, "")));
+    }
+    status(`${data.data.length} variants`);
+  } catch (e) { /* shown */ }
+});
+
+// ---- images
+
+$("img-go").addEventListener("click", async () => {
+  const out = $("img-out");
+  out.replaceChildren();
+  status("drawing...");
+  try {
+    const data = await api("POST", "/v1/images/generations", {
+      model: $("image-model").value, prompt: $("img-prompt").value, n: Number($("img-n").value),
+      size: $("img-size").value || undefined, seed: seedOf("img-seed"), response_format: "b64_json" });
+    for (const d of data.data) {
+      out.append(el("img", { src: "data:image/png;base64," + d.b64_json, alt: "item " + d.gencraft_id, class: "generated" }));
+    }
+    status(`${data.data.length} images`);
+  } catch (e) { /* shown */ }
+});
+
+// ---- library
+
+function rater(id, rating, note) {
+  const box = el("div", { class: "rate" });
+  const noteInput = el("input", { placeholder: "note", value: note || "", size: "16" });
+  const send = async (r) => {
+    const res = await api("POST", `/v1/gencraft/library/${id}/rating`, { rating: r, note: noteInput.value });
+    up.classList.toggle("on", res.rating === 1); down.classList.toggle("on", res.rating === -1);
+    status(`rated item ${id}`);
+  };
+  const up = el("button", { class: "ghost up" + (rating === 1 ? " on" : ""), title: "thumbs up", onclick: () => send(1) }, "▲ up");
+  const down = el("button", { class: "ghost down" + (rating === -1 ? " on" : ""), title: "thumbs down", onclick: () => send(-1) }, "▼ down");
+  box.append(up, down, noteInput);
+  return box;
+}
+
+async function searchLibrary() {
+  const params = new URLSearchParams();
+  const q = $("lib-q").value.trim(), kind = $("lib-kind").value, model = $("lib-model").value.trim(), since = $("lib-since").value;
+  if (q) params.set("q", q);
+  if (kind) params.set("kind", kind);
+  if (model) params.set("model", model);
+  if (since) params.set("since", since);
+  try {
+    const data = await api("GET", "/v1/gencraft/library?" + params);
+    $("lib-count").textContent = `${data.total} items`;
+    const out = $("lib-out");
+    out.replaceChildren();
+    for (const it of data.data) {
+      const body = it.image_b64 ? el("img", { src: "data:image/png;base64," + it.image_b64, alt: "item " + it.id })
+                                : el("pre", {}, (it.text || "").slice(0, 400));
+      const card = el("div", { class: "card lib-item", "data-id": it.id },
+        el("div", { class: "meta" }, `#${it.id} · ${it.kind} · ${it.model} · ${new Date(it.created).toLocaleString()}`),
+        body, rater(it.id, it.rating, it.note));
+      card.addEventListener("click", (e) => { if (e.target.tagName !== "BUTTON" && e.target.tagName !== "INPUT") showItem(it, card); });
+      out.append(card);
+    }
+  } catch (e) { /* shown */ }
+}
+$("lib-go").addEventListener("click", searchLibrary);
+$("lib-q").addEventListener("keydown", (e) => { if (e.key === "Enter") searchLibrary(); });
+
+function showItem(it, card) {
+  document.querySelectorAll(".lib-item").forEach((c) => c.classList.toggle("selected", c === card));
+  const m = it.manifest || {};
+  const signed = m.signature ? `signed (${m.signature.alg}, key ${m.signature.key_id})` : "unsigned";
+  $("lib-detail").replaceChildren(
+    el("h3", {}, `Item ${it.id}`),
+    el("div", { class: "meta" }, `prompt: ${it.prompt || "(none)"}`),
+    el("h4", {}, "Provenance"),
+    el("div", { class: "meta provenance" }, `${m.generator || "?"} · run ${m.run_id || "?"} · ${signed} · sha256 ${(m.content_sha256 || "").slice(0, 16)}…`),
+    el("pre", {}, JSON.stringify(m, null, 2)),
+    el("h4", {}, "Guard results"),
+    el("pre", { class: "guard" }, JSON.stringify(it.guard, null, 2)),
+    el("h4", {}, "Parameters"),
+    el("pre", {}, JSON.stringify(it.parameters, null, 2)));
+}
+
+loadModels();
