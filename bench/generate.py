@@ -14,6 +14,7 @@ this kind of machine, uncontended) are printed beside ours.
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -133,7 +134,7 @@ def main() -> None:
     bw = read_bandwidth()
     print(f"memory read bandwidth: {bw:.1f} GB/s (x.sum() over 512 MiB, {torch.get_num_threads()} threads)")
     tok = train_tokenizer("bpe", [open("/work/shared/data/tinyshakespeare.txt").read()[:100_000]]
-                          if __import__("os").path.exists("/work/shared/data/tinyshakespeare.txt")
+                          if os.path.exists("/work/shared/data/tinyshakespeare.txt")
                           else ["hello world " * 100], vocab_size=500)
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist()
@@ -190,7 +191,12 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         single = 8 * NEW / best_of(lambda: [generate(m, tok, [p], topk) for p in prompts], 1)
         print(f"batched top-k, 8 prompts: at once {batch:.0f} tok/s | one at a time {single:.0f} tok/s")
     if big:
+        os.environ["GENCRAFT_DECODE_THREADS"] = "1"  # A/B: one decoding thread at 124M too
+        one = rate("gencraft greedy f32, 1 decode thread", NEW, lambda: generate(m, tok, [prompt], greedy), 1, w)
         mb = m.to(torch.bfloat16)
+        one_b = rate("gencraft greedy bf16, 1 decode thread", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
+        del os.environ["GENCRAFT_DECODE_THREADS"]
+        print(f"1 decode thread instead of 2: f32 {one:.1f} tok/s, bf16 {one_b:.1f} tok/s")
         ours_b = rate("gencraft greedy bf16", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
         x = torch.tensor([torch.randint(0, tok.vocab_size, (257,), generator=g).tolist()])
         with torch.inference_mode():

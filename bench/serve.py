@@ -3,8 +3,10 @@
 A random-weight 10.7M GPT (6 layers, 6 heads, 384 wide, vocab 8000 byte-level BPE trained on
 tinyshakespeare, context 256) served by ``gencraft serve``'s app in a subprocess on a loopback
 port. Each client streams completions of a 64-token prompt, 128 new tokens (end-of-text banned,
-so every request makes exactly 128), temperature 0.8. Reported: aggregate completion tokens/s
-and time to first token (p50/p95), for both schedulers, side by side with the issue's targets.
+so every request makes exactly 128), temperature 0.8; clients are closed loops (next request when
+the last one ends) starting spread over ``--stagger`` seconds (0 = a burst: every prefill at once).
+Reported: aggregate completion tokens/s (wall clock from the first request to the last byte) and
+time to first token (p50/p95), for both schedulers, side by side with the issue's targets.
 
     .venv/bin/python bench/serve.py                   # all levels
     .venv/bin/python bench/serve.py --levels 1 16     # fewer
@@ -95,7 +97,7 @@ async def one_request(http: httpx.AsyncClient, body: dict) -> tuple[float, int, 
     return ttft if ttft is not None else float("nan"), tokens, time.perf_counter() - t0
 
 
-async def level(url: str, clients: int, per_client: int, prompt: str, eos: int) -> dict:
+async def level(url: str, clients: int, per_client: int, prompt: str, eos: int, stagger: float) -> dict:
     body = {"model": "gpt10m", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0.8, "stream": True,
             "stream_options": {"include_usage": True}, "logit_bias": {str(eos): -100}}
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
@@ -103,6 +105,7 @@ async def level(url: str, clients: int, per_client: int, prompt: str, eos: int) 
         await one_request(http, body | {"max_tokens": 4})  # warm-up (model load)
 
         async def client(c: int) -> list[tuple[float, int, float]]:
+            await asyncio.sleep(stagger * c / clients)  # clients arrive spread over `stagger` seconds
             return [await one_request(http, body | {"seed": c * 1000 + k}) for k in range(per_client)]
 
         t0 = time.perf_counter()
@@ -112,6 +115,47 @@ async def level(url: str, clients: int, per_client: int, prompt: str, eos: int) 
     tokens = sum(r[1] for r in res)
     return {"clients": clients, "requests": len(res), "tokens": tokens, "wall_s": wall, "tok_s": tokens / wall,
             "ttft_p50": statistics.median(ttfts), "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
+
+
+def scheduler_only(home: Path, clients: int, per_client: int, prompt: str, eos: int, stagger: float,
+                   continuous: bool) -> dict:
+    """The same workload straight into a Scheduler (no HTTP, no client in this process's way)."""
+    from gencraft.backends import load
+    from gencraft.generate import GenerationConfig
+    from gencraft.server.scheduler import Scheduler
+
+    tm = load(str(home / "runs" / "gpt10m"))
+    ids = tm.tokenizer.encode(prompt)
+    sched = Scheduler(tm, max_batch=64, max_queue=1024, queue_timeout=600, continuous=continuous)
+
+    async def one(seed: int) -> tuple[float, int]:
+        t0 = time.perf_counter()
+        cfg = GenerationConfig(max_new_tokens=NEW_TOKENS, temperature=0.8, logit_bias={eos: -100}, seed=seed)
+        ttft, n = None, 0
+        async for ev in sched.submit(ids, cfg).events():
+            if ev.kind == "delta" and ev.text and ttft is None:
+                ttft = time.perf_counter() - t0
+            if ev.kind == "done":
+                n = ev.result.completion_tokens
+        return ttft if ttft is not None else float("nan"), n
+
+    async def client(c: int) -> list[tuple[float, int]]:
+        await asyncio.sleep(stagger * c / clients)
+        return [await one(c * 1000 + k) for k in range(per_client)]
+
+    async def run() -> list[tuple[float, int]]:
+        await one(0)  # warm-up
+        return [r for rs in await asyncio.gather(*(client(c) for c in range(clients))) for r in rs]
+
+    t0 = time.perf_counter()
+    try:
+        res = asyncio.run(run())
+    finally:
+        sched.close()
+    wall = time.perf_counter() - t0
+    ttfts = sorted(r[0] for r in res)
+    return {"tok_s": sum(r[1] for r in res) / wall, "ttft_p50": statistics.median(ttfts),
+            "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
 
 
 def serve(home: Path, continuous: bool) -> tuple[subprocess.Popen, str]:
@@ -134,7 +178,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
     ap.add_argument("--requests", type=int, default=None,
-                    help="requests per client (default: 4 at 1 client, 2 at 4, 1 from 16)")
+                    help="requests per client (default: 4 at 1 client, 2 at 4 and 16, 1 at 64)")
+    ap.add_argument("--scheduler-only", type=int, nargs="*", default=[16],
+                    help="also measure these client counts straight into the scheduler (no HTTP)")
+    ap.add_argument("--stagger", type=float, default=2.0,
+                    help="clients start spread over this many seconds (0 = all at once, a burst)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="gencraft-bench-serve-"))
     prompt, eos = make_run(home)
@@ -144,15 +192,16 @@ def main() -> None:
         try:
             results[name] = []
             for n in args.levels:
-                per = args.requests or (4 if n == 1 else 2 if n <= 4 else 1)
-                r = asyncio.run(level(url, n, per, prompt, eos))
+                per = args.requests or (4 if n == 1 else 2 if n <= 16 else 1)
+                r = asyncio.run(level(url, n, per, prompt, eos, args.stagger))
                 results[name].append(r)
                 print(f"{name:>14}  {n:>3} clients  {r['requests']:>3} req  {r['tok_s']:8.1f} tok/s  "
                       f"TTFT p50 {r['ttft_p50'] * 1000:7.0f} ms  p95 {r['ttft_p95'] * 1000:7.0f} ms", flush=True)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
-    print(f"\n{PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens per request; "
+    print(f"\n{PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens per request, clients spread over "
+          f"{args.stagger:g} s; "
           f"target: >= {TARGET_SPEEDUP:g}x throughput at 16 clients, p95 TTFT < {TARGET_P95_TTFT * 1000:.0f} ms")
     print("| clients | one-at-a-time tok/s | continuous tok/s | speed-up | TTFT p50 / p95 one-at-a-time (ms) "
           "| TTFT p50 / p95 continuous (ms) |")
@@ -161,6 +210,14 @@ def main() -> None:
         print(f"| {a['clients']} | {a['tok_s']:.0f} | {b['tok_s']:.0f} | {b['tok_s'] / a['tok_s']:.1f}x "
               f"| {a['ttft_p50'] * 1000:.0f} / {a['ttft_p95'] * 1000:.0f} "
               f"| {b['ttft_p50'] * 1000:.0f} / {b['ttft_p95'] * 1000:.0f} |")
+    for n in args.scheduler_only:
+        per = args.requests or (4 if n == 1 else 2 if n <= 16 else 1)
+        a = scheduler_only(home, n, per, prompt, eos, args.stagger, continuous=False)
+        b = scheduler_only(home, n, per, prompt, eos, args.stagger, continuous=True)
+        print(f"scheduler only (no HTTP), {n} clients: one-at-a-time {a['tok_s']:.0f} tok/s "
+              f"(TTFT p50/p95 {a['ttft_p50'] * 1000:.0f}/{a['ttft_p95'] * 1000:.0f} ms), continuous "
+              f"{b['tok_s']:.0f} tok/s (TTFT p50/p95 {b['ttft_p50'] * 1000:.0f}/{b['ttft_p95'] * 1000:.0f} ms): "
+              f"{b['tok_s'] / a['tok_s']:.1f}x", flush=True)
     at16 = [(a, b) for a, b in zip(results["one-at-a-time"], results["continuous"], strict=True) if a["clients"] == 16]
     if at16:
         a, b = at16[0]

@@ -325,3 +325,20 @@ def test_bad_options_name_the_parameter(opts, param):
 def test_unknown_run_is_not_found():
     with pytest.raises(NotFoundError):
         load("no-such-run")
+
+
+@pytest.mark.parametrize("family", ["gpt", "lstm"])
+def test_rows_that_finish_early_leave_the_batch_without_changing_the_others(char_tok, family):
+    m = make_gpt(char_tok) if family == "gpt" else make_lstm(char_tok)
+    prompts = ["the cat", "a", "héllo wörld"]
+    base = GenerationConfig(max_new_tokens=16, temperature=0, stop_at_eos=False)
+    first = generate(m, char_tok, [prompts[1]], base)[0][0].text
+    cfg = GenerationConfig(max_new_tokens=16, temperature=0, stop_at_eos=False, stop=[first[2:4]])
+    batch = generate(m, char_tok, prompts, cfg)
+    assert batch[1][0].finish_reason == "stop"  # this row left the batch early
+    for p, got in zip(prompts, batch, strict=True):
+        single = generate(m, char_tok, [p], cfg)[0][0]
+        assert (got[0].token_ids, got[0].text, got[0].finish_reason) == (
+            single.token_ids, single.text, single.finish_reason)
+    zero = generate(m, char_tok, prompts, GenerationConfig(max_new_tokens=0))
+    assert all(r[0].text == "" and r[0].finish_reason == "length" for r in zero)

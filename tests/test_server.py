@@ -393,13 +393,14 @@ def test_queue_bound_answers_429(studio_home: Path) -> None:
     sched = Scheduler(tm, max_batch=1, max_queue=2)
 
     async def main() -> None:
-        cfg = GenerationConfig(max_new_tokens=200, temperature=0)
-        tickets = [sched.submit([1, 2], cfg) for _ in range(3)]  # one running (maybe), two waiting
-        await asyncio.sleep(0.05)
+        cfg = GenerationConfig(max_new_tokens=1000, temperature=0, logit_bias={tm.tokenizer.eos_id: -100})
+        tickets = [sched.submit([1, 2], cfg)]
+        while sched.stats.active < 1:  # the first one runs (and fills the batch of one)
+            await asyncio.sleep(0.005)
+        tickets += [sched.submit([1, 2], cfg) for _ in range(2)]  # two wait: the queue is full
         with pytest.raises(QueueFull) as e:
-            for _ in range(3):
-                tickets.append(sched.submit([1, 2], cfg))
-        assert e.value.status == 429
+            sched.submit([1, 2], cfg)
+        assert e.value.status == 429 and sched.stats.queued == 2
         for t in tickets:
             t.cancel()
 

@@ -15,6 +15,7 @@ max_new_tokens, max_time).
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import threading
 import time
@@ -95,17 +96,27 @@ _threads_saved = 0
 
 @contextlib.contextmanager
 def decode_threads(model: Any) -> Iterator[None]:
-    """Run small models' decoding on one CPU thread (restored after, safe across threads)."""
+    """Decode small models on one CPU thread (restored after, safe across threads).
+
+    ``GENCRAFT_DECODE_THREADS=N`` sets the decoding thread count for every model instead (on a
+    CPU shared with other busy processes, one thread wins at every size: see bench/RESULTS.md).
+    """
     global _threads_users, _threads_saved
-    small = (hasattr(model, "parameters") and model_device(model).type == "cpu"
-             and _num_params(model) < SINGLE_THREAD_BELOW)
-    if not small:
+    forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
+    on_cpu = hasattr(model, "parameters") and model_device(model).type == "cpu"
+    if forced.isdigit() and int(forced) > 0:
+        want = int(forced)
+    elif on_cpu and _num_params(model) < SINGLE_THREAD_BELOW:
+        want = 1
+    else:
+        want = 0
+    if not on_cpu or not want:
         yield
         return
     with _threads_lock:
         if _threads_users == 0:
             _threads_saved = torch.get_num_threads()
-            torch.set_num_threads(1)
+            torch.set_num_threads(want)
         _threads_users += 1
     try:
         yield
@@ -202,7 +213,10 @@ class Decoder:
             P = prompt_ids.shape[1]
             total = P + cfg.max_new_tokens
             max_len = None if self.limit is None else min(self.limit, total)
-            logits, cache = _prefill(self.model, prompt_ids, self.limit, max_len)
+            # models with a random cache (the text VAE draws z from its prior) draw it from the seed
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                logits, cache = _prefill(self.model, prompt_ids, self.limit, max_len)
             V = logits.shape[-1]
             self.table = _table(tok, V)
             for r in self.rows:

@@ -288,6 +288,14 @@ def verify_file(path: str | Path) -> Verification:
         result = verify_manifest(manifest, image_sha256(image))
         result.c2pa = _c2pa_summary(read_c2pa(data))
         return result
+    side = sidecar_path(p)
+    if side.is_file():  # binary media (MIDI, WAV) carry a sidecar over their raw bytes
+        try:
+            manifest = json.loads(side.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            manifest = None
+        if isinstance(manifest, dict) and not str(manifest.get("media_type", "text/plain")).startswith("text/"):
+            return verify_manifest(manifest, hashlib.sha256(data).hexdigest())
     text, manifest = read_text_artifact(p)
     return verify_manifest(manifest, text_sha256(text))
 

@@ -156,11 +156,24 @@ class Ticket:
             s.cancelled = True
 
     async def events(self):
-        """Events until every sequence is done (``done`` events carry each result)."""
+        """Events until every sequence is done (``done`` events carry each result).
+
+        Deltas that piled up while the consumer was busy come merged (one per sequence), so a
+        slow consumer does less work, not more.
+        """
         left = len(self.sequences)
+        held: collections.deque[Event] = collections.deque()
         try:
             while left:
-                ev: Event = await self.queue.get()
+                ev: Event = held.popleft() if held else await self.queue.get()
+                if ev.kind == "delta":
+                    while not self.queue.empty():
+                        nxt: Event = self.queue.get_nowait()
+                        if nxt.kind == "delta" and nxt.index == ev.index:
+                            ev = Event("delta", ev.index, ev.text + nxt.text, ev.logprobs + nxt.logprobs)
+                        else:
+                            held.append(nxt)
+                            break
                 if ev.kind == "error":
                     raise ev.error  # type: ignore[misc]
                 if ev.kind == "done":
@@ -209,6 +222,7 @@ class Scheduler:
         self.table = vocab_bytes(self.tokenizer, self.vocab)
         self.stats = Stats()
         self._pending: collections.deque[list[Sequence]] = collections.deque()
+        self._outbox: list[tuple[Any, asyncio.Queue, list[Sequence], Event]] = []
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gencraft-scheduler")
@@ -227,12 +241,8 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
 
-        def emit(ev: Event) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, ev)
-            except RuntimeError:  # the request's event loop is gone: nobody is listening
-                for s in seqs:
-                    s.cancelled = True
+        def emit(ev: Event) -> None:  # called on the scheduler thread; delivered in batches by _flush
+            self._outbox.append((loop, queue, seqs, ev))
 
         seed = cfg.seed if cfg.seed is not None else secrets.randbits(62)
         deadline = time.monotonic() + timeout if timeout else None
@@ -263,6 +273,22 @@ class Scheduler:
 
     # -- the scheduler thread
 
+    def _flush(self) -> None:
+        """Hand this step's events to their event loops: one wake-up per loop, not one per token."""
+        if not self._outbox:
+            return
+        by_loop: dict[Any, list[tuple[asyncio.Queue, list[Sequence], Event]]] = {}
+        for loop, queue, seqs, ev in self._outbox:
+            by_loop.setdefault(loop, []).append((queue, seqs, ev))
+        self._outbox = []
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that event loop is gone: nobody is listening
+                for _, seqs, _ in items:
+                    for s in seqs:
+                        s.cancelled = True
+
     def _loop(self) -> None:
         active: list[Sequence] = []
         cache: Any = None
@@ -277,6 +303,7 @@ class Scheduler:
                             s.emit(Event("error", s.index, error=Overloaded("the server is shutting down")))
                     for s in active:
                         s.emit(Event("error", s.index, error=Overloaded("the server is shutting down")))
+                    self._flush()
                     return
                 new = self._take(len(active), cache)
             try:
@@ -319,6 +346,7 @@ class Scheduler:
                 active, cache, logits = [], None, None
             finally:
                 self.stats.active = len(active)
+                self._flush()
 
     def _take(self, n_active: int, cache: Any) -> list[Sequence]:
         """Requests to admit now (called under the lock)."""
@@ -459,6 +487,11 @@ class Scheduler:
         if tail:
             s.emit(Event("delta", s.index, tail))
         s.emit(Event("done", s.index, result=s.result()))
+
+
+def _deliver(items: list[tuple[asyncio.Queue, list[Sequence], Event]]) -> None:
+    for queue, _, ev in items:
+        queue.put_nowait(ev)
 
 
 def merge_caches_possible(cache: Any) -> bool:
