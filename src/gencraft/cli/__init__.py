@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 
 import click
 import typer
@@ -48,8 +49,13 @@ for _name in COMMAND_MODULES:
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    err.print(f"[yellow]warning:[/] {message}", markup=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the exit code."""
+    warnings.showwarning = _one_line_warning  # one line, no file/line noise
     try:
         rv = app(args=argv, prog_name="gencraft", standalone_mode=False)
         if isinstance(rv, int) and not isinstance(rv, bool):  # typer.Exit(code) comes back as a value

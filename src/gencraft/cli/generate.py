@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from gencraft.errors import NotFoundError, UsageError
+from gencraft.errors import GencraftError, NotFoundError, UsageError
 
 
 def _parse_bias(items: list[str], tokenizer) -> dict[int, float]:
@@ -64,10 +64,21 @@ def generate_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     device: str = typer.Option(None, "--device", help="cpu (default) or cuda."),
     dtype: str = typer.Option("float32", "--dtype", help="Weights: float32, bfloat16 or float16."),
+    out_file: Path = typer.Option(None, "--out", "-o", help="Write the text here with its signed provenance "
+                                  "manifest (FILE.manifest.json; several samples: FILE-1, FILE-2...)."),
+    front_matter: bool = typer.Option(False, "--front-matter", help="With --out: carry the manifest as "
+                                      "Markdown front matter instead of a sidecar."),
+    no_watermark: bool = typer.Option(False, "--no-watermark", help="Do not watermark this output "
+                                      "(the manifest says so)."),
+    strict_licenses: bool = typer.Option(False, "--strict-licenses", help="Refuse to generate when a "
+                                         "training source's license is unknown."),
+    copy_check: bool = typer.Option(True, "--copy-check/--no-copy-check", help="Check outputs against the "
+                                    "run's training data for verbatim copies."),
 ) -> None:
     """Generate text from a trained run or a local Hugging Face model."""
     import torch
 
+    from gencraft import guard
     from gencraft.backends import load
     from gencraft.generate import GenerationConfig
 
@@ -98,9 +109,19 @@ def generate_cmd(
     tm = load(model, device=device, dtype=None if dtype == "float32" else dtypes[dtype])
     if logit_bias:
         cfg = GenerationConfig.from_options(cfg, logit_bias=_parse_bias(logit_bias, tm.tokenizer))
+    guard.check_licenses(tm.info, strict=strict_licenses)  # warns once per run, or refuses
+    wm = guard.text_watermark(tm.tokenizer.vocab_size, enabled=not no_watermark)
+    if wm is not None:
+        cfg = GenerationConfig.from_options(cfg, processors=[*cfg.processors, wm])
+    copy_index = _copy_index(tm) if copy_check else None
+
+    def finalize(text: str) -> tuple:
+        return guard.finalize_text(text, run_info=tm.info, params={"model": model, **cfg.public_dict()},
+                                   seed=seed, prompt=prompt, copy_index=copy_index, watermarked=wm is not None,
+                                   strict_licenses=strict_licenses)
 
     out = sys.stdout
-    if stream_out and not as_json and cfg.n == 1:
+    if stream_out and not as_json and cfg.n == 1 and out_file is None:
         results: list = []
         out.write(prompt)
         out.flush()
@@ -109,9 +130,21 @@ def generate_cmd(
             out.flush()
         out.write("\n")
         _print_logprobs(results, out)
+        if results:  # streamed text is already shown: report what the guard finds in it
+            _, report, _ = finalize(results[0].text)
+            _note(report)
         return
     res = tm.generate(prompt, cfg)
     results = res if isinstance(res, list) else [res]
+    finals = [finalize(r.text) for r in results]
+    for r, (text, report, _) in zip(results, finals, strict=True):
+        r.text = text  # masked where the policy says mask
+        _note(report)
+    if out_file is not None:
+        for i, (text, _, manifest) in enumerate(finals):
+            path = out_file if len(finals) == 1 else out_file.with_name(f"{out_file.stem}-{i + 1}{out_file.suffix}")
+            guard.write_text_artifact(path, text, manifest, front_matter=front_matter)
+            typer.echo(f"wrote {path}" + ("" if front_matter else f" and {path}.manifest.json"), err=True)
     if as_json:
         out.write(json.dumps({"model": model, "prompt": prompt, "config": cfg.public_dict(),
                               "results": [r.to_dict() for r in results]}, ensure_ascii=False, indent=2) + "\n")
@@ -122,6 +155,29 @@ def generate_cmd(
             out.write(f"--- sample {i + 1} ({r.finish_reason}{score}) ---\n")
         out.write(prompt + r.text + "\n")
     _print_logprobs(results, out)
+
+
+def _copy_index(tm):
+    """The run's copy index (built on first use from its dataset); None for models without one."""
+    from gencraft import guard
+
+    if not tm.path or str(tm.path).startswith("hf:"):
+        return None
+    try:
+        return guard.load_run_index(tm.path)
+    except GencraftError:  # the training dataset is gone: nothing to check against
+        return None
+
+
+def _note(report) -> None:
+    """One stderr line when the guard found something in an output."""
+    parts = []
+    if report.moderation is not None and report.moderation.categories:
+        parts.append(f"moderation {report.action}: {', '.join(report.moderation.categories)}")
+    if report.copies is not None and report.copies.copy_risk:
+        parts.append(f"copy-risk: {report.copies.longest_chars} characters copied from the training data")
+    if parts:
+        typer.echo("guard: " + "; ".join(parts), err=True)
 
 
 def _print_logprobs(results: list, out) -> None:
