@@ -12,7 +12,8 @@ the model.
   which destroys relative feature magnitudes and causes StyleGAN1's droplet artefacts; scaling
   the conv *weights* by the style and then dividing them by their expected output norm
   (demodulation) gives the same style control from statistics of the weights alone, with no
-  per-activation normalisation, so no artefacts and one grouped conv per layer.
+  per-activation normalisation, so no artefacts. (Computed as input scaling + shared-weight conv +
+  output scaling, which equals the per-image modulated weights and runs as one batched conv.)
 * Style-mixing regularisation: with probability ``mix_prob`` the ws of a batch switch to a
   second z at a random layer, so neighbouring layers cannot rely on sharing a style.
 * Truncation: ``w = w_avg + psi * (w - w_avg)``; ``w_avg`` is tracked during training per class,
