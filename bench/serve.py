@@ -186,18 +186,19 @@ def main() -> None:
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="gencraft-bench-serve-"))
     prompt, eos = make_run(home)
-    results: dict[str, list[dict]] = {}
-    for name, continuous in (("one-at-a-time", False), ("continuous", True)):
-        proc, url = serve(home, continuous)
-        try:
-            results[name] = []
-            for n in args.levels:
-                per = args.requests or (4 if n == 1 else 2 if n <= 16 else 1)
+    results: dict[str, list[dict]] = {"one-at-a-time": [], "continuous": []}
+    servers = {name: serve(home, continuous) for name, continuous in (("one-at-a-time", False),
+                                                                      ("continuous", True))}
+    try:  # the two schedulers alternate level by level, so a change in CPU contention hits both alike
+        for n in args.levels:
+            per = args.requests or (4 if n == 1 else 2 if n <= 16 else 1)
+            for name, (_, url) in servers.items():
                 r = asyncio.run(level(url, n, per, prompt, eos, args.stagger))
                 results[name].append(r)
                 print(f"{name:>14}  {n:>3} clients  {r['requests']:>3} req  {r['tok_s']:8.1f} tok/s  "
                       f"TTFT p50 {r['ttft_p50'] * 1000:7.0f} ms  p95 {r['ttft_p95'] * 1000:7.0f} ms", flush=True)
-        finally:
+    finally:
+        for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
     print(f"\n{PROMPT_TOKENS}-token prompt + {NEW_TOKENS} new tokens per request, clients spread over "

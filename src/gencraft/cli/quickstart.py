@@ -6,6 +6,7 @@ commands. Everything goes under GENCRAFT_HOME.
 
 from __future__ import annotations
 
+import shutil
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def quickstart(
     """Prepare the bundled sample corpus, train a small GPT on it, and print samples."""
     from gencraft.backends import load
     from gencraft.data import prepare
-    from gencraft.paths import home
+    from gencraft.paths import home, run_path
     from gencraft.train.loop import train
 
     console.rule("[bold]gencraft quickstart")
@@ -42,6 +43,10 @@ def quickstart(
     ds = prepare(corpus_files(), out=name, tokenizer="char", field="text", license="CC0-1.0", seed=seed)
 
     console.print(f"\n[bold]2. Train[/] a small GPT for {minutes:g} minutes")
+    previous = run_path(name)
+    if (previous / "gencraft.json").is_file() or (previous / "checkpoints").is_dir():
+        console.print(f"  (replacing the previous quickstart run at {previous})")
+        shutil.rmtree(previous)
     run = train(ds, model="gpt", preset="small", out=name, max_time=minutes * 60, seed=seed,
                 overrides=["eval_interval=100", "patience=0"])
 

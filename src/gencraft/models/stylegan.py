@@ -56,7 +56,7 @@ class StyleGANConfig:
 PRESETS: dict[str, dict] = {
     "tiny": dict(z_dim=32, w_dim=32, n_mlp=2, ch=16, d_ch=16, max_ch=64),
     "small": dict(z_dim=64, w_dim=128, n_mlp=4, ch=32, d_ch=32, max_ch=64),
-    "base": dict(z_dim=256, w_dim=256, n_mlp=6, ch=64, d_ch=64, max_ch=512),  # up to 64 px on a CPU
+    "base": dict(z_dim=128, w_dim=256, n_mlp=4, ch=32, d_ch=32, max_ch=256),  # 32-64 px on a CPU
 }
 
 

@@ -36,7 +36,7 @@ import torch
 from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
 from gencraft.generate.engine import model_device
-from gencraft.generate.processors import apply, build_processors, vocab_bytes
+from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.server.errors import Overloaded, QueueFull
 
@@ -126,7 +126,9 @@ class Sequence:
     emit: Callable[[Event], None]
     deadline: float | None
     seed: int
-    procs: list = field(default_factory=list)
+    procs: list = field(default_factory=list)  # per-row processors (after bias and temperature)
+    bias: torch.Tensor | None = None  # [V] logit_bias, applied batched across rows
+    temperature: float = 1.0  # applied batched across rows (sampling only)
     tracker: TextTracker | None = None
     gen: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
@@ -254,6 +256,7 @@ class Scheduler:
             if make_processors is not None:
                 c = dataclasses.replace(cfg, processors=[*cfg.processors, *make_processors()])
             s.procs = build_processors(c, self.tokenizer, len(prompt_ids), self.vocab, cfg.temperature > 0)
+            self._peel(s)
         with self._cv:
             if self._stop:
                 raise Overloaded("the server is shutting down; retry on another instance", param=None)
@@ -264,6 +267,17 @@ class Scheduler:
             self.stats.queued += cfg.n
             self._cv.notify()
         return Ticket(seqs, queue)
+
+    def _peel(self, s: Sequence) -> None:
+        """Take a leading LogitBias and the Temperature right after it out of the per-row list: they
+        are the same math row by row, so the whole batch gets them in one add and one divide (the
+        order of the processors is kept)."""
+        if s.procs and isinstance(s.procs[0], LogitBias):
+            lb = s.procs.pop(0)
+            s.bias = torch.zeros(self.vocab, dtype=torch.float32, device=self.device)
+            s.bias[lb.ids.to(self.device)] += lb.values.to(self.device)
+        if s.procs and isinstance(s.procs[0], Temperature):
+            s.temperature = s.procs.pop(0).t
 
     def close(self) -> None:
         with self._cv:
@@ -405,6 +419,17 @@ class Scheduler:
         with torch.inference_mode():
             raw = logits.float()
             scores = raw
+            if any(s.bias is not None for s in active):
+                zero = None
+                rows = []
+                for s in active:
+                    if s.bias is None:
+                        zero = torch.zeros_like(raw[0]) if zero is None else zero
+                    rows.append(s.bias if s.bias is not None else zero)
+                scores = raw + torch.stack(rows)
+            if any(s.temperature != 1.0 for s in active):
+                temps = torch.tensor([s.temperature for s in active], dtype=raw.dtype, device=self.device)
+                scores = scores / temps[:, None]
             for b, s in enumerate(active):
                 if s.procs:  # processors see this row's prompt + generated ids (no padding)
                     if scores is raw:

@@ -47,7 +47,7 @@ TRAIN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "gpt": {
         "tiny": dict(batch_size=16, learning_rate=2e-3, min_lr=2e-4, warmup_iters=20, max_iters=300,
                      eval_interval=100, eval_iters=10, weight_decay=0.1),
-        "small": dict(batch_size=16, learning_rate=2e-3, min_lr=1e-4, warmup_iters=100, max_iters=2500,
+        "small": dict(batch_size=16, learning_rate=2e-3, min_lr=1e-4, warmup_iters=100, max_iters=2800,
                       eval_interval=250, eval_iters=20, weight_decay=0.1, beta2=0.99),
         "base": dict(batch_size=32, learning_rate=6e-4, min_lr=6e-5, warmup_iters=200, max_iters=5000,
                      eval_interval=500, eval_iters=50, weight_decay=0.1, beta2=0.99),
