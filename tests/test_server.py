@@ -161,6 +161,15 @@ def test_sampling_fields_seed_and_n(client) -> None:
     assert sorted(c.index for c in a.choices) == [0, 1]
 
 
+def test_seeded_sampling_matches_engine(client, studio_home: Path) -> None:
+    """Bias, temperature and top-k run batched in the scheduler, yet a seeded sample is the engine's."""
+    r = client.completions.create(model="tiny", prompt="a dog", max_tokens=20, temperature=0.8, seed=11,
+                                  logit_bias={"3": 2.5}, extra_body={"top_k": 8})
+    want = engine_text(studio_home, "a dog", max_new_tokens=20, temperature=0.8, seed=11, logit_bias={3: 2.5},
+                       top_k=8)
+    assert r.choices[0].text == want
+
+
 def test_stop_strings_and_token_id_prompts(client) -> None:
     base = client.completions.create(model="tiny", prompt="the", max_tokens=8, temperature=0)
     text = base.choices[0].text

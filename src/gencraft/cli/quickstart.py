@@ -56,11 +56,37 @@ def quickstart(
         res = model.generate(prompt, max_new_tokens=160, temperature=0.8, top_k=40, seed=seed)
         console.print(Panel(prompt + res.text, title=f"prompt: {prompt!r}", expand=False))
 
+    console.print("\n[bold]4. The content kits[/] on the same run (schema-constrained, so they validate)")
+    _show_kits(model, seed)
+
     console.print("\n[bold]Next steps[/]")
     console.print(f"  gencraft generate {name} --prompt 'Your text' --temperature 0.8 --top-p 0.95")
     console.print(f"  gencraft evaluate {name}")
     console.print("  gencraft data prepare ~/my-writing --out mine --tokenizer bpe")
     console.print("  gencraft train mine --model gpt --preset small --out mine-gpt")
+    console.print(f"  gencraft game npc {name} --n 3      gencraft ads {name} --product 'Your product'")
+    console.print("  gencraft serve    (OpenAI-compatible API and the web studio at http://127.0.0.1:8000)")
+
+
+def _show_kits(model, seed: int) -> None:
+    """One output of each kit: writing assistant, game records and maps, ad variants."""
+    import json
+
+    from gencraft.apps import ads, game, maps, write
+
+    piece = write.continue_text(model, "The Ember Kettle is", tokens=60, seed=seed)
+    console.print(Panel(piece.text, title="gencraft write continue", expand=False))
+    npc = game.generate(model, "npc", n=1, seed=seed)[0]
+    console.print(Panel(json.dumps(npc.value, indent=2, ensure_ascii=False), title="gencraft game npc",
+                        expand=False))
+    examples = maps.load_maps([Path(str(resources.files("gencraft") / "assets" / "maps"))])
+    tiles = maps.generate_map(examples, seed=seed)
+    console.print(Panel(maps.render(tiles.grid), title=f"gencraft game map ({tiles.report})", expand=False))
+    brief = ads.Brief(product="Ember Kettle", features=["keeps tea hot for hours", "cast iron"],
+                      audience="tea lovers", channel="search")
+    v = ads.generate(model, brief, n=1, seed=seed)[0]
+    console.print(Panel(f"{v.headline}\n{v.description}\n[{v.cta}]", title="gencraft ads (search channel)",
+                        expand=False))
 
 
 def register(app: typer.Typer) -> None:
