@@ -10,11 +10,15 @@ import importlib
 import sys
 import warnings
 
-import click
 import typer
 from rich.console import Console
 
 from gencraft.errors import GencraftError
+
+try:  # typer >= 0.26 parses with its own vendored copy of click
+    from typer._click import exceptions as click_exc
+except ImportError:  # pragma: no cover - older typer parses with click itself
+    import click.exceptions as click_exc
 
 app = typer.Typer(
     name="gencraft",
@@ -63,12 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     except GencraftError as e:
         err.print(f"[bold red]error:[/] {e}", markup=True)
         sys.exit(2)
-    except click.exceptions.UsageError as e:
-        err.print(f"[bold red]error:[/] {e.format_message()}", markup=True)
+    except click_exc.UsageError as e:
+        if e.format_message():  # (no_args_is_help has printed the help and says nothing more)
+            err.print(f"[bold red]error:[/] {e.format_message()}", markup=True)
         sys.exit(2)
-    except click.exceptions.Exit as e:
+    except click_exc.ClickException as e:
+        err.print(f"[bold red]error:[/] {e.format_message()}", markup=True)
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except typer.Exit as e:
+        sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except BrokenPipeError:
