@@ -6,7 +6,6 @@ Batches are random windows of ``block_size + 1`` tokens drawn with a dedicated
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -17,7 +16,6 @@ import numpy as np
 import torch
 
 from gencraft.errors import DataError
-from gencraft.paths import existing_dataset
 
 _DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
@@ -49,29 +47,11 @@ class Dataset:
 
 
 def load_dataset(name: str | os.PathLike[str]) -> Dataset:
-    """Open a dataset by name or path; a missing or malformed one is a one-line error."""
-    path = existing_dataset(name)
-    mpath = path / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{mpath}: not valid JSON ({e}); prepare the dataset again") from None
-    for key in ("tokenizer", "dtype"):
-        if key not in manifest:
-            raise DataError(f"{mpath}: missing field {key!r}; prepare the dataset again")
-    dtype = _DTYPES.get(manifest["dtype"])
-    if dtype is None:
-        raise DataError(f"{mpath}: dtype {manifest['dtype']!r} is not uint16 or uint32")
-    if not (path / "tokenizer.json").is_file():
-        raise DataError(f"{path / 'tokenizer.json'}: missing; prepare the dataset again")
-    splits = {}
-    for split in ("train", "val"):
-        f = path / f"{split}.bin"
-        if not f.is_file():
-            raise DataError(f"{f}: missing; prepare the dataset again")
-        n = f.stat().st_size // np.dtype(dtype).itemsize
-        splits[split] = np.memmap(f, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype=dtype)
-    return Dataset(path, manifest, splits["train"], splits["val"])
+    """Open a dataset by name or path (through :func:`gencraft.data.load_dataset`, which checks it)."""
+    from gencraft.data import load_dataset as open_dataset
+
+    ds = open_dataset(name)
+    return Dataset(ds.path, ds.manifest, ds.train_ids(), ds.val_ids())
 
 
 def check_split(data: np.ndarray, block_size: int, name: str, path: Path) -> None:

@@ -23,7 +23,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gencraft.config import apply_overrides, from_dict
-from gencraft.errors import ConfigError, TrainingDiverged, UsageError
+from gencraft.errors import ConfigError, GencraftError, TrainingDiverged, UsageError
 from gencraft.io import append_jsonl, write_bytes, write_text
 from gencraft.models import build, config_class
 from gencraft.paths import run_path
@@ -351,7 +351,21 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
         if stopped:
             bar.log(stopped)
         write_run_info(stopped)
+        _build_copy_index(run_dir, bar)
     return run_dir
+
+
+def _build_copy_index(run_dir: Path, bar: Any) -> None:
+    """Index the training corpus into ``RUN/copy_index/`` so every generation can be checked for
+    verbatim copies (the guard). Skipped when already built (a resumed run) or the corpus is huge."""
+    from gencraft.guard.copies import build_run_index
+
+    if (run_dir / "copy_index" / "meta.json").is_file():
+        return
+    try:
+        build_run_index(run_dir)
+    except GencraftError as e:  # the run stays usable; the guard builds the index on first use
+        bar.log(f"copy index not built: {e}")
 
 
 def _version() -> str:
