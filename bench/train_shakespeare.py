@@ -52,43 +52,12 @@ REFERENCE = {
 
 
 def prepare_dataset(root: Path) -> Path:
-    """tinyshakespeare as a gencraft dataset: char tokenizer, last 10% of the text as validation."""
-    out = root / "shakespeare"
-    try:
-        from gencraft.data.prepare import prepare
-    except ImportError:
-        prepare = None
-    if prepare is not None:
-        try:
-            return Path(prepare([SHAKESPEARE], out=str(out), tokenizer="char", split="tail", dedupe=False,
-                                license="public-domain"))
-        except TypeError as e:  # the pipeline's options differ from what this script expects
-            print(f"(data pipeline: {e}; writing the dataset directly)")
-    return _write_direct(out)
+    """tinyshakespeare as a gencraft dataset with nanoGPT's split: the whole file is one document,
+    the first 90% of its characters train and the last 10% validation; char tokenizer; no dedupe."""
+    from gencraft.data.prepare import prepare
 
-
-def _write_direct(out: Path) -> Path:
-    """The documented dataset format, written directly (nanoGPT's split: first 90% / last 10%)."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
-
-    text = SHAKESPEARE.read_text(encoding="utf-8")
-    chars = sorted(set(text))
-    vocab = {"<|endoftext|>": 0, **{c: i + 1 for i, c in enumerate(chars)}}
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<|endoftext|>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex("(?m:.)"), "isolated")
-    out.mkdir(parents=True, exist_ok=True)
-    tok.save(str(out / "tokenizer.json"))
-    n = int(len(text) * 0.9)
-    splits = {}
-    for name, part in (("train", text[:n]), ("val", text[n:])):
-        ids = np.array([vocab[c] for c in part], dtype=np.uint16)
-        ids.tofile(out / f"{name}.bin")
-        splits[name] = {"documents": 1, "tokens": len(ids), "chars": len(part)}
-    manifest = {"format": 1, "name": "shakespeare", "sources": [{"path": str(SHAKESPEARE), "sha256": "",
-                "license": "public-domain"}], "tokenizer": {"kind": "char", "vocab_size": len(vocab), "eos_id": 0},
-                "splits": splits, "dtype": "uint16", "digest": "bench"}
-    (out / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    return out
+    return Path(prepare([SHAKESPEARE], out=str(root / "shakespeare"), tokenizer="char", split="tail",
+                        unit="file", dedupe=False, license="public-domain"))
 
 
 def run_one(ds: Path, name: str, model: str, preset: str, overrides: list[str], max_time: float | None,

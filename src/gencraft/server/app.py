@@ -283,6 +283,14 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         headers = {"Retry-After": str(max(1, round(e.retry_after)))} if isinstance(e, RateLimited) else None
         return JSONResponse(gencraft_error_body(e), status_code=e.status, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def _internal_error(request: Request, e: Exception) -> JSONResponse:  # a bug: logged, not leaked
+        import logging
+
+        logging.getLogger("gencraft.server").exception("internal error on %s", request.url.path)
+        return JSONResponse(error_body(f"internal server error ({type(e).__name__}); see the server log", 500,
+                                       "internal_error", None), status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
         errs = e.errors()

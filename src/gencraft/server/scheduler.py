@@ -343,7 +343,8 @@ class Scheduler:
                     sel = torch.tensor(keep, device=self.device)
                     cache = cache.select(sel)
                     nxt = nxt[sel]
-                if self.limit is not None and cache.length + 1 > cache.max_len and not trim_cache(cache):
+                room = getattr(cache, "max_len", None)  # a preallocated KV cache; others grow
+                if room is not None and cache.length + 1 > room and not trim_cache(cache):
                     for s in active:  # context full for every row (cannot happen within the caps)
                         self._finish(s, "length")
                     active, cache, logits = [], None, None
