@@ -417,3 +417,15 @@ def test_queue_bound_answers_429(studio_home: Path) -> None:
         asyncio.run(main())
     finally:
         sched.close()
+
+
+def test_served_text_is_watermarked_and_signed_once_keys_exist(client, server: LiveServer) -> None:
+    from gencraft.guard import init_keys
+
+    init_keys()  # this test's GENCRAFT_HOME: the server reads keys at request time
+    client.completions.create(model="tiny", prompt="watermark check", max_tokens=8, temperature=0.8, seed=3)
+    lib = httpx.get(server.url + "/v1/gencraft/library", params={"q": "watermark check"}).json()
+    manifest = lib["data"][0]["manifest"]
+    assert manifest["watermark"] and manifest["watermark"]["key_id"]
+    assert manifest["signature"]["alg"] == "Ed25519"
+    assert manifest["parameters"]["watermarked"] is True

@@ -8,7 +8,8 @@ Read top to bottom: config -> generator -> discriminator -> losses -> the model.
   no running statistics that lag behind its averaged weights (which made EMA samples washed out).
 * Discriminator: 3x3 conv, then strided 4x4 convs halving the size, every weight spectrally
   normalised (Miyato et al., 2018) so D stays 1-Lipschitz-ish and its gradients stay useful.
-  Features are summed over space; the class-conditional D adds a projection term
+  A minibatch-std channel at 4x4 (ProGAN's) lets D see a lack of variety; the 4x4 map is
+  flattened to a feature vector; the class-conditional D adds a projection term
   <embed(y), features> (Miyato & Koyama, 2018), which pushes G to honour the label.
 * Losses: ``hinge`` (SNGAN/BigGAN's) or ``ns`` (the original non-saturating loss).
 * ``G_ema``: an exponential moving average of G's weights, used for sampling; it averages out
@@ -39,6 +40,7 @@ class DCGANConfig:
     loss: str = "hinge"  # "hinge" or "ns" (non-saturating)
     ema_halflife: float = 100.0  # steps (ramped up from 0 over the first 10x that)
     emb_dim: int = 32
+    mbstd: bool = True  # minibatch-std channel in D (see minibatch_std)
 
 
 PRESETS: dict[str, dict] = {
@@ -85,6 +87,20 @@ class Generator(nn.Module):
         return torch.tanh(self.to_rgb(self.ups(h)))
 
 
+def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Append one channel: the feature std across groups of ``group`` images (ProGAN).
+
+    A generator that makes the same digit for every z has a near-zero std, which a discriminator
+    with this channel sees at once; without it D judges images one at a time and G could drop
+    most of the variety of each class (recall 0.16 at precision 0.94 on 16 px digits).
+    """
+    g = min(group, h.shape[0])
+    while h.shape[0] % g:
+        g -= 1
+    s = h.view(g, -1, *h.shape[1:]).std(dim=0, unbiased=False).mean(dim=[1, 2, 3])  # [B/g]
+    return torch.cat([h, s.repeat(g).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[2:])], dim=1)
+
+
 class Discriminator(nn.Module):
     def __init__(self, cfg: DCGANConfig) -> None:
         super().__init__()
@@ -94,11 +110,20 @@ class Discriminator(nn.Module):
         for i in range(n):
             layers += [spectral_norm(nn.Conv2d(chs[i], chs[i + 1], 4, stride=2, padding=1)), nn.LeakyReLU(0.1)]
         self.convs = nn.Sequential(*layers)
-        self.out = spectral_norm(nn.Linear(chs[-1], 1))
-        self.embed = spectral_norm(nn.Embedding(cfg.n_classes, chs[-1])) if cfg.n_classes else None
+        self.mbstd = cfg.mbstd
+        c = chs[-1]
+        self.conv4 = spectral_norm(nn.Conv2d(c + (1 if cfg.mbstd else 0), c, 3, padding=1))
+        # flatten the 4x4 map instead of summing it: where a stroke is matters for a glyph
+        self.fc = spectral_norm(nn.Linear(c * 16, c))
+        self.out = spectral_norm(nn.Linear(c, 1))
+        self.embed = spectral_norm(nn.Embedding(cfg.n_classes, c)) if cfg.n_classes else None
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.convs(x).sum(dim=[2, 3])  # global sum pooling
+        h = self.convs(x)
+        if self.mbstd:
+            h = minibatch_std(h)
+        h = F.leaky_relu(self.conv4(h), 0.1)
+        h = F.leaky_relu(self.fc(h.flatten(1)), 0.1)
         out = self.out(h).squeeze(1)
         if self.embed is not None and y is not None:
             out = out + (self.embed(y) * h).sum(1)  # projection discriminator

@@ -153,7 +153,8 @@ class Studio:
 def _finalize(text: str, info: dict[str, Any], params: dict[str, Any], seed: int | None, prompt: str):
     from gencraft import guard
 
-    return guard.finalize_text(text, run_info=info, params=params, seed=seed, prompt=prompt)
+    return guard.finalize_text(text, run_info=info, params=params, seed=seed, prompt=prompt,
+                               watermarked=bool(params.get("watermarked")))
 
 
 class Guardrails:

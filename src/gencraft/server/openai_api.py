@@ -148,6 +148,14 @@ def make_config(req: Sampling, max_tokens: int, *, logprobs: bool, top_logprobs:
         raise UsageError(msg, param=name) from None
 
 
+def with_watermark(cfg: GenerationConfig, tm: Any) -> GenerationConfig:
+    """Add the keyed text watermark (when ``gencraft keys init`` has made keys) to ``cfg``."""
+    from gencraft import guard
+
+    wm = guard.text_watermark(tm.tokenizer.vocab_size)
+    return cfg if wm is None else GenerationConfig.from_options(cfg, processors=[*cfg.processors, wm])
+
+
 def constraint_factory(fmt: ResponseFormat | None, tokenizer: Any) -> tuple[Any, int | None]:
     """For ``response_format`` json_schema/json_object: a per-sequence processor factory and the
     token budget the schema may need."""
@@ -288,7 +296,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if need and body.max_tokens is None:
         max_tokens = need
     lp = body.logprobs is not None
-    cfg = make_config(body, max_tokens, logprobs=lp, top_logprobs=body.logprobs or 0)
+    cfg = with_watermark(make_config(body, max_tokens, logprobs=lp, top_logprobs=body.logprobs or 0), tm)
     for ids in encoded:
         check_prompt(ids, max_tokens, sched.limit, gc.config.max_prompt_tokens, "prompt")
     tickets = [sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory)
@@ -324,8 +332,8 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     max_tokens = asked if asked is not None else (need or max(1, min(room, gc.config.default_chat_tokens)))
     if factory is not None:
         extra_stop = []  # the grammar decides where the answer ends
-    cfg = make_config(body, max_tokens, logprobs=body.logprobs or bool(body.top_logprobs),
-                      top_logprobs=body.top_logprobs or 0, extra_stop=extra_stop)
+    cfg = with_watermark(make_config(body, max_tokens, logprobs=body.logprobs or bool(body.top_logprobs),
+                                     top_logprobs=body.top_logprobs or 0, extra_stop=extra_stop), tm)
     check_prompt(ids, max_tokens, sched.limit, gc.config.max_prompt_tokens, "messages")
     ticket = sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory)
     gc.metrics.prompt_tokens(body.model, len(ids))
@@ -345,6 +353,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
 def _params(body: BaseModel, cfg: GenerationConfig) -> dict[str, Any]:
     d = body.model_dump(exclude={"prompt", "messages", "stream", "stream_options"}, exclude_none=True)
     d["seed_used"] = cfg.seed
+    d["watermarked"] = any(type(p).__name__ == "WatermarkProcessor" for p in cfg.processors)
     return d
 
 
