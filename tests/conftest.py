@@ -14,13 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-# Tests use tiny models, for which one thread is fastest and which must not oversubscribe the
-# cores when several test processes (DDP, subprocess CLI runs) share them.
-torch.set_num_threads(1)
-
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not SHARED_DATA.is_dir():  # CI lays shared/ beside the clone; a developer's checkout too
     SHARED_DATA = Path(os.environ.get("GENCRAFT_SHARED_DATA", "/work/shared/data"))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests use tiny models: one thread is fastest for them and leaves the other core to the
+    subprocesses some tests start (DDP, CLI runs). Restored after each test (training sets it)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(autouse=True)

@@ -24,13 +24,6 @@ PROSE = (
 ) * 6
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> str:

@@ -1,47 +1,41 @@
-"""Model families, one readable file each. ``build(kind, config_dict)`` makes one from a run's config."""
+"""Text model families, one readable file each. ``build(kind, config)`` makes one from a run's config.
+
+(Image models — vae, dcgan, stylegan — are built by :mod:`gencraft.train.image`.)
+"""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from gencraft.errors import RunError
 
+# kind -> (module, config class, model class)
+TEXT_MODELS = {
+    "gpt": ("gencraft.models.gpt", "GPTConfig", "GPT"),
+    "lstm": ("gencraft.models.lstm", "LSTMConfig", "LSTMLM"),
+    "text_vae": ("gencraft.models.text_vae", "TextVAEConfig", "TextVAE"),
+}
+
+
+def _family(kind: str):
+    if kind not in TEXT_MODELS:
+        raise RunError(f"unknown text model kind {kind!r}; expected {', '.join(TEXT_MODELS)}", param="model")
+    module, config, model = TEXT_MODELS[kind]
+    m = importlib.import_module(module)
+    return getattr(m, config), getattr(m, model), m.PRESETS
+
 
 def config_class(kind: str) -> type:
-    if kind == "gpt":
-        from gencraft.models.gpt import GPTConfig
-        return GPTConfig
-    if kind == "lstm":
-        from gencraft.models.lstm import LSTMConfig
-        return LSTMConfig
-    if kind == "text_vae":
-        from gencraft.models.text_vae import TextVAEConfig
-        return TextVAEConfig
-    raise RunError(f"unknown text model kind {kind!r}; expected gpt, lstm or text_vae", param="model")
+    """The config dataclass of a text model family."""
+    return _family(kind)[0]
 
 
 def presets(kind: str) -> dict[str, dict]:
-    if kind == "gpt":
-        from gencraft.models.gpt import PRESETS
-        return PRESETS
-    if kind == "lstm":
-        from gencraft.models.lstm import PRESETS
-        return PRESETS
-    if kind == "text_vae":
-        from gencraft.models.text_vae import PRESETS
-        return PRESETS
-    raise RunError(f"unknown text model kind {kind!r}; expected gpt, lstm or text_vae", param="model")
+    """The size presets (``tiny``, ``small``, ``base``) of a text model family."""
+    return _family(kind)[2]
 
 
 def build(kind: str, config: Any):
     """Instantiate a text model of ``kind`` from its config dataclass."""
-    if kind == "gpt":
-        from gencraft.models.gpt import GPT
-        return GPT(config)
-    if kind == "lstm":
-        from gencraft.models.lstm import LSTMLM
-        return LSTMLM(config)
-    if kind == "text_vae":
-        from gencraft.models.text_vae import TextVAE
-        return TextVAE(config)
-    raise RunError(f"unknown text model kind {kind!r}; expected gpt, lstm or text_vae", param="model")
+    return _family(kind)[1](config)
