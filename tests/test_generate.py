@@ -55,15 +55,23 @@ def save_run(path, model, tok, kind):
 
 
 def argmax_chain(model, ids, steps, block):
-    """Greedy decoding the slow way: the full forward on the last ``block`` tokens each step."""
+    """Greedy decoding the slow way: a full forward over the current window at every step.
+
+    The window holds at most ``block`` tokens; when it is full it shifts, keeping the newest
+    ``shift_keep(block)`` tokens (the engine's context shift).
+    """
+    from gencraft.generate.engine import shift_keep
+
     out = []
     x = torch.tensor([ids])
+    ctx = min(len(ids), block)
     with torch.no_grad():
         for _ in range(steps):
-            logits, _ = model(x[:, -block:])
+            logits, _ = model(x[:, -ctx:])
             t = int(logits[0, -1].argmax())
             out.append(t)
             x = torch.cat([x, torch.tensor([[t]])], 1)
+            ctx = shift_keep(block) if ctx >= block else ctx + 1
     return out
 
 

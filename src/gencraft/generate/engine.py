@@ -138,11 +138,19 @@ def _num_params(model: Any) -> int:
     return n
 
 
+def shift_keep(limit: int) -> int:
+    """How many of the newest tokens a full window keeps when it shifts (context shift)."""
+    return max(1, limit - max(1, limit // 4))
+
+
 def _advance(model: Any, tokens: torch.Tensor, cache: Any, ids: torch.Tensor,
              limit: int | None) -> tuple[torch.Tensor, Any]:
-    """Feed one token per row; when the context is full, slide the window (re-prefill)."""
+    """Feed one token per row. When the context is full, shift the window: drop the oldest quarter
+    and re-encode the rest once (positions restart at 0), so a long generation costs one prefill
+    per ``limit / 4`` tokens instead of one per token; every token still sees at least 3/4 of a
+    full window (re-encoding on every token, nanoGPT's crop, made long outputs quadratic)."""
     if limit is not None and cache.length >= limit:
-        return _prefill(model, ids, limit, limit)
+        return _prefill(model, ids, shift_keep(limit), limit)
     return model.step(tokens[:, None], cache)
 
 
