@@ -63,7 +63,9 @@ def merge_caches(a: Any, b: Any, max_len: int | None) -> Any | None:
         shape[1], shape[3] = Ba + Bb, size
         new = object.__new__(KVCache)
         new.max_len, new.length = size, L
-        new.k, new.v = a.k.new_empty(shape), a.v.new_empty(shape)
+        # zeros, not empty: the gap left of a shorter cache is masked, but attention still multiplies
+        # its values by a zero weight, and uninitialised memory may hold NaN (0 * NaN = NaN)
+        new.k, new.v = a.k.new_zeros(shape), a.v.new_zeros(shape)
         pad = torch.zeros(Ba + Bb, size, dtype=torch.bool, device=a.k.device)
         offset = torch.zeros(Ba + Bb, dtype=torch.long, device=a.k.device)
         for c, lo, hi in ((a, 0, Ba), (b, Ba, Ba + Bb)):
