@@ -6,19 +6,10 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from gencraft.post.image import background_to_alpha, make_grid, quantize, read_png_text, save_png, upscale
 from gencraft.train.image_eval import frechet_distance, kernel_distance, nearest_distance, precision_recall
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_train_imagine_evaluate(cli, tmp_path):

@@ -201,11 +201,3 @@ def test_diff_augment_is_differentiable_and_varies():
     t = diff_augment(x.detach(), "translation")  # translation only moves pixels (zeros fill the edge)
     assert set(torch.unique(t).tolist()) <= set(torch.unique(x.detach()).tolist()) | {0.0}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny models here run faster on one thread (no spin-waiting between two on a busy machine)."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
