@@ -40,15 +40,15 @@ def valid(text: str) -> bool:
         return False
 
 
-def walk_llguidance(tok, walks: int, rng) -> tuple[float, int, int]:
-    """gencraft's path: ConstraintProcessor (llguidance mask -> torch logits) per token."""
-    g = C.json_schema(SCHEMA)
+def walk_processor(grammar, tok, walks: int, rng, ok) -> tuple[float, int, int]:
+    """Random walks through gencraft's ConstraintProcessor: the next token is uniform over the
+    allowed ones (the worst possible model). Returns (mask µs per token, tokens, invalid outputs)."""
     t_mask, steps, bad = 0.0, 0, 0
     for _ in range(walks):
-        proc = C.ConstraintProcessor(g, tok)
+        proc = C.ConstraintProcessor(grammar, tok)
         ids = [tok.eos_id]
         out = []
-        for _ in range(g.max_tokens):
+        for _ in range(grammar.max_tokens):
             x, logits = torch.tensor([ids]), torch.zeros(1, tok.vocab_size)
             t0 = time.perf_counter()
             masked = proc(x, logits)
@@ -60,8 +60,13 @@ def walk_llguidance(tok, walks: int, rng) -> tuple[float, int, int]:
                 break
             ids.append(t)
             out.append(t)
-        bad += not valid(b"".join(tok.token_bytes(t) for t in out).decode("utf-8", "replace"))
+        bad += not ok(grammar, b"".join(tok.token_bytes(t) for t in out).decode("utf-8", "replace"))
     return t_mask / steps * 1e6, steps, bad
+
+
+def walk_llguidance(tok, walks: int, rng) -> tuple[float, int, int]:
+    """gencraft's path: ConstraintProcessor (llguidance mask -> torch logits) per token."""
+    return walk_processor(C.json_schema(SCHEMA), tok, walks, rng, lambda g, text: valid(text))
 
 
 def walk_llguidance_raw(tok, walks: int, rng) -> tuple[float, int, int]:
@@ -93,31 +98,18 @@ def walk_llguidance_raw(tok, walks: int, rng) -> tuple[float, int, int]:
 
 
 def walk_textfield(tok, walks: int, rng) -> tuple[float, int, int]:
+    """gencraft's own byte automaton for ad-copy fields (length x required x banned terms)."""
     g = C.text_field(max_chars=90, min_chars=20, required=["Acme Kettle"],
                      banned=["guaranteed", "best in the world", "risk-free", "miracle", "100%"])
-    t_mask, steps, bad = 0.0, 0, 0
-    for _ in range(walks):
-        proc = C.ConstraintProcessor(g, tok)
-        ids = [tok.eos_id]
-        out = []
-        for _ in range(g.max_tokens):
-            x, logits = torch.tensor([ids]), torch.zeros(1, tok.vocab_size)
-            t0 = time.perf_counter()
-            masked = proc(x, logits)
-            t_mask += time.perf_counter() - t0
-            steps += 1
-            allowed = torch.nonzero(torch.isfinite(masked[0]))[:, 0].numpy()
-            t = int(rng.choice(allowed))
-            if t == tok.eos_id:
-                break
-            ids.append(t)
-            out.append(t)
-        text = b"".join(tok.token_bytes(t) for t in out).decode("utf-8", "replace")
+
+    def ok(grammar, text: str) -> bool:
         try:
-            g.parse(text)
+            grammar.parse(text)
+            return True
         except Exception:
-            bad += 1
-    return t_mask / steps * 1e6, steps, bad
+            return False
+
+    return walk_processor(g, tok, walks, rng, ok)
 
 
 def walk_outlines(tok, walks: int, rng):
