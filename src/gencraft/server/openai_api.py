@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gencraft.errors import GencraftError, UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
+from gencraft.guard.watermark import WatermarkProcessor
 from gencraft.server.errors import gencraft_error_body
 from gencraft.server.scheduler import check_prompt
 
@@ -353,7 +354,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
 def _params(body: BaseModel, cfg: GenerationConfig) -> dict[str, Any]:
     d = body.model_dump(exclude={"prompt", "messages", "stream", "stream_options"}, exclude_none=True)
     d["seed_used"] = cfg.seed
-    d["watermarked"] = any(type(p).__name__ == "WatermarkProcessor" for p in cfg.processors)
+    d["watermarked"] = any(isinstance(p, WatermarkProcessor) for p in cfg.processors)
     return d
 
 

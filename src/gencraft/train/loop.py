@@ -72,13 +72,15 @@ def use_bf16(tc: TrainConfig, device: torch.device, kind: str) -> bool:
 CPU_BF16_AUTO: dict[str, bool] = {"gpt": True, "lstm": True}
 
 
-def _seed_all(seed: int) -> None:
+def seed_all(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
 
 
-def _dataset_record(ds: Dataset) -> dict[str, Any]:
+def dataset_record(ds: Dataset) -> dict[str, Any]:
+    """The run's ``data`` field: dataset path, manifest digest, sources with their licenses."""
     return {
         "dataset": str(ds.path.resolve()),
         "manifest_digest": ds.manifest.get("digest", ""),
@@ -161,9 +163,7 @@ def train(
                               max_time=max_time, seed=seed, device=device, progress=progress)
     ds = load_dataset(dataset)
     run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{model}")
-    if not resume and ((run_dir / "gencraft.json").exists() or (run_dir / CHECKPOINT).exists()):
-        raise UsageError(f"{run_dir}: a run already exists there; continue it with --resume, or choose "
-                         "another --out (or delete the folder)", param="out")
+    refuse_existing_run(run_dir, resume)
     kind, preset, mcfg, tc, state = _resolve_configs(ds, run_dir, model, preset, overrides, resume)
     if max_time is not None:
         tc.max_time = float(max_time)
@@ -197,7 +197,7 @@ def train(
 def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainConfig, state: dict,
            dev: torch.device, info: D.DistInfo, show_progress: bool) -> Path:
     main = info.is_main
-    _seed_all(tc.seed + info.rank)  # dropout masks differ between ranks; the data stream does not
+    seed_all(tc.seed + info.rank)  # dropout masks differ between ranks; the data stream does not
     gen = torch.Generator().manual_seed(tc.seed)  # the training data stream (identical on every rank)
     raw = build(kind, mcfg).to(dev)
     opt = make_optimizer(raw, tc, dev.type)
@@ -215,9 +215,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     run_id = D.broadcast_str(state.get("run_id") or new_run_id(), info, dev)
     created = state.get("created") or now_iso()
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_bytes(run_dir / "tokenizer.json", (ds.path / "tokenizer.json").read_bytes())
-        write_bytes(run_dir / "data_manifest.json", (ds.path / "manifest.json").read_bytes())
+        copy_dataset_files(run_dir, ds)
     metrics_path = run_dir / "metrics.jsonl"
 
     step: int = state.get("step", 0)
@@ -234,7 +232,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
         "kind": kind, "preset": preset, "run_id": run_id, "created": created, "name": run_dir.name,
         "model": asdict(mcfg), "train": asdict(tc),
         "tokenizer": {k: ds.manifest["tokenizer"].get(k) for k in ("kind", "vocab_size", "eos_id")},
-        "data": _dataset_record(ds),
+        "data": dataset_record(ds),
     }
 
     def summary(stopped: str | None = None) -> dict[str, Any]:
@@ -351,13 +349,27 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
         if stopped:
             bar.log(stopped)
         write_run_info(stopped)
-        _build_copy_index(run_dir, bar)
+        index_training_data(run_dir, bar.log)
     return run_dir
 
 
-def _build_copy_index(run_dir: Path, bar: Any) -> None:
+def refuse_existing_run(run_dir: Path, resume: bool) -> None:
+    """A new run never overwrites another one; ``--resume`` continues it instead."""
+    if not resume and ((run_dir / "gencraft.json").exists() or (run_dir / CHECKPOINT).exists()):
+        raise UsageError(f"{run_dir}: a run already exists there; continue it with --resume, or choose "
+                         "another --out (or delete the folder)", param="out")
+
+
+def copy_dataset_files(run_dir: Path, ds: Dataset) -> None:
+    """Give the run its dataset's tokenizer and manifest (sources and licenses travel with it)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_bytes(run_dir / "tokenizer.json", (ds.path / "tokenizer.json").read_bytes())
+    write_bytes(run_dir / "data_manifest.json", (ds.path / "manifest.json").read_bytes())
+
+
+def index_training_data(run_dir: Path, log: Any = print) -> None:
     """Index the training corpus into ``RUN/copy_index/`` so every generation can be checked for
-    verbatim copies (the guard). Skipped when already built (a resumed run) or the corpus is huge."""
+    verbatim copies (the guard). Skipped when already built (a resumed run)."""
     from gencraft.guard.copies import build_run_index
 
     if (run_dir / "copy_index" / "meta.json").is_file():
@@ -365,7 +377,7 @@ def _build_copy_index(run_dir: Path, bar: Any) -> None:
     try:
         build_run_index(run_dir)
     except GencraftError as e:  # the run stays usable; the guard builds the index on first use
-        bar.log(f"copy index not built: {e}")
+        log(f"copy index not built: {e}")
 
 
 def _version() -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,13 +37,13 @@ import torch
 
 from gencraft.config import apply_overrides, from_dict
 from gencraft.errors import ConfigError, DataError, RunError, TrainingDiverged, UsageError
-from gencraft.io import append_jsonl, write_bytes, write_text
+from gencraft.io import append_jsonl, write_text
 from gencraft.models.text_vae import PRESETS, TextVAE, TextVAEConfig
 from gencraft.paths import run_path
 from gencraft.train.card import model_card
-from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
+from gencraft.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.config import TrainConfig, check
-from gencraft.train.data import Dataset, load_dataset
+from gencraft.train.data import load_dataset
 from gencraft.train.optim import lr_at, make_optimizer
 from gencraft.train.rundir import load_weights, new_run_id, now_iso, read_info, save_weights, write_info
 
@@ -173,18 +172,6 @@ def evaluate(model: TextVAE, sents: list[np.ndarray], batch_size: int, device: t
 
 # ---- the loop ----
 
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _dataset_record(ds: Dataset) -> dict[str, Any]:
-    return {"dataset": str(ds.path.resolve()), "manifest_digest": ds.manifest.get("digest", ""),
-            "sources": [{"path": s.get("path"), "sha256": s.get("sha256"), "license": s.get("license", "unknown")}
-                        for s in ds.manifest.get("sources", [])]}
-
-
 def train_text_vae(
     dataset: str | os.PathLike[str],
     *,
@@ -204,14 +191,20 @@ def train_text_vae(
     (``n_latent=32``, ``word_dropout=0.3``, ``variational=false``), the training config and the KL
     schedule (``kl_anneal=cyclical``, ``free_bits=0.1``...).
     """
-    from gencraft.train.loop import _Progress, pick_device
+    from gencraft.train.loop import (
+        _Progress,
+        copy_dataset_files,
+        dataset_record,
+        index_training_data,
+        pick_device,
+        refuse_existing_run,
+        seed_all,
+    )
 
     ds = load_dataset(dataset)
     tok = ds.manifest["tokenizer"]
     run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{KIND}")
-    if not resume and ((run_dir / "gencraft.json").exists() or (run_dir / CHECKPOINT).exists()):
-        raise UsageError(f"{run_dir}: a run already exists there; continue it with --resume, or choose "
-                         "another --out (or delete the folder)", param="out")
+    refuse_existing_run(run_dir, resume)
     state: dict[str, Any] = {}
     if resume:
         state = read_checkpoint_state(run_dir)
@@ -244,7 +237,7 @@ def train_text_vae(
     dev = pick_device(tc)
     if dev.type == "cpu":
         torch.set_num_threads(tc.num_threads or max(1, os.cpu_count() or 1))
-    _seed_all(tc.seed)
+    seed_all(tc.seed)
     gen = torch.Generator().manual_seed(tc.seed)  # which sentences each step draws
     net = TextVAE(mcfg).to(dev)
     opt = make_optimizer(net, tc, dev.type)
@@ -253,9 +246,7 @@ def train_text_vae(
 
     run_id = state.get("run_id") or new_run_id()
     created = state.get("created") or now_iso()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(run_dir / "tokenizer.json", (ds.path / "tokenizer.json").read_bytes())
-    write_bytes(run_dir / "data_manifest.json", (ds.path / "manifest.json").read_bytes())
+    copy_dataset_files(run_dir, ds)
     metrics_path = run_dir / "metrics.jsonl"
     step: int = state.get("step", 0)
     best: float = state.get("best_val_loss", math.inf)
@@ -266,7 +257,7 @@ def train_text_vae(
     model_digest: str = state.get("model_digest", "")
     record = {"kind": KIND, "preset": preset, "run_id": run_id, "created": created, "name": run_dir.name,
               "model": asdict(mcfg), "train": asdict(tc), "kl": asdict(kc),
-              "tokenizer": {k: tok.get(k) for k in ("kind", "vocab_size", "eos_id")}, "data": _dataset_record(ds)}
+              "tokenizer": {k: tok.get(k) for k in ("kind", "vocab_size", "eos_id")}, "data": dataset_record(ds)}
     t_start = time.time()
 
     def summary(stopped: str | None = None) -> dict[str, Any]:
@@ -370,6 +361,7 @@ def train_text_vae(
     if stopped:
         bar.log(stopped)
     write_run_info(stopped)
+    index_training_data(run_dir, bar.log)
     return run_dir
 
 
