@@ -23,6 +23,7 @@ from gencraft.export.hf import gpt2_state_dict
 from gencraft.generate import GenerationConfig, generate
 from gencraft.generate import engine as engine_mod
 from gencraft.models import gpt as gpt_mod
+from gencraft.models import linear as linear_mod
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.tokenize import train_tokenizer
 
@@ -37,6 +38,7 @@ REF_LLAMA_F16 = {"1.85M": 5405, "13.8M": 1948, "124M": 147}
 REF_PP_HF = {"1.85M": 5967, "13.8M": 3567, "124M": 512}
 REF_PP_LLAMA = {"1.85M": 50908, "13.8M": 9775, "124M": 1254}
 PROMPT, NEW = 64, 128
+SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
 
 
 def rate(label: str, tokens: int, fn, repeats: int, warm: bool = True) -> float:
@@ -133,8 +135,8 @@ def main() -> None:
           f"(load average {open('/proc/loadavg').read().split()[0]}): figures are pessimistic, compare A/B.")
     bw = read_bandwidth()
     print(f"memory read bandwidth: {bw:.1f} GB/s (x.sum() over 512 MiB, {torch.get_num_threads()} threads)")
-    tok = train_tokenizer("bpe", [open("/work/shared/data/tinyshakespeare.txt").read()[:100_000]]
-                          if os.path.exists("/work/shared/data/tinyshakespeare.txt")
+    tok = train_tokenizer("bpe", [open(SHAKESPEARE).read()[:100_000]]
+                          if os.path.exists(SHAKESPEARE)
                           else ["hello world " * 100], vocab_size=500)
     g = torch.Generator().manual_seed(0)
     prompt = torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist()
@@ -142,6 +144,8 @@ def main() -> None:
     topk = GenerationConfig(max_new_tokens=NEW, top_k=50, seed=0, stop_at_eos=False)
     for name in args.shapes.split(","):
         run_shape(name, tok, prompt, greedy, topk, reps, bw, g)
+    if "124M" in args.shapes and os.path.exists(SHAKESPEARE):
+        bf16_quality(tok, open(SHAKESPEARE).read())
 
 
 def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: float, g) -> None:
@@ -172,16 +176,23 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
     print(f"prompt tok/s   gencraft {pp:8.0f} | transformers {hf_pp:7.0f} | ref: HF {REF_PP_HF[name]}, "
           f"llama.cpp {REF_PP_LLAMA[name]}")
     print(f"bandwidth limit (f32 weights read once per token): {limit:.0f} tok/s")
-    if name == "1.85M":  # what each engine choice buys, A/B back to back
-        saved = engine_mod.SINGLE_THREAD_BELOW
-        engine_mod.SINGLE_THREAD_BELOW = 0
-        two = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-        engine_mod.SINGLE_THREAD_BELOW = saved
+    if name in ("1.85M", "13.8M"):  # what each engine choice buys, A/B back to back
+        linear_mod.FAST_PATH = False
+        plain = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+        linear_mod.FAST_PATH = True
         gpt_mod.CausalSelfAttention.fast_decode = False
         slow = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
         gpt_mod.CausalSelfAttention.fast_decode = True
-        print(f"ablation greedy tok/s: all on {ours_g:.0f} | 2 threads instead of 1: {two:.0f} "
-              f"| without the one-position attention path: {slow:.0f}")
+        fixed = {}
+        for n in (1, 2):
+            os.environ["GENCRAFT_DECODE_THREADS"] = str(n)
+            linear_mod._tuners.clear()
+            fixed[n] = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+        del os.environ["GENCRAFT_DECODE_THREADS"]
+        linear_mod._tuners.clear()
+        print(f"ablation greedy tok/s: all on {ours_g:.0f} | F.linear (MKL) instead of the fast linear path: "
+              f"{plain:.0f} | without the one-position attention path: {slow:.0f} | matmul threads fixed "
+              f"at 1: {fixed[1]:.0f}, at 2: {fixed[2]:.0f} (default: measured by the tuner)")
     if name == "13.8M":
         ttft = best_of(lambda: generate(m, tok, [prompt], GenerationConfig(max_new_tokens=1, temperature=0)),
                        reps)
@@ -191,12 +202,12 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         single = 8 * NEW / best_of(lambda: [generate(m, tok, [p], topk) for p in prompts], 1)
         print(f"batched top-k, 8 prompts: at once {batch:.0f} tok/s | one at a time {single:.0f} tok/s")
     if big:
-        os.environ["GENCRAFT_DECODE_THREADS"] = "1"  # A/B: one decoding thread at 124M too
-        one = rate("gencraft greedy f32, 1 decode thread", NEW, lambda: generate(m, tok, [prompt], greedy), 1, w)
+        linear_mod.FAST_PATH = False  # A/B: PyTorch's own linear (MKL / ATen bf16)
+        plain = rate("gencraft greedy f32, F.linear", NEW, lambda: generate(m, tok, [prompt], greedy), 1, w)
         mb = m.to(torch.bfloat16)
-        one_b = rate("gencraft greedy bf16, 1 decode thread", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
-        del os.environ["GENCRAFT_DECODE_THREADS"]
-        print(f"1 decode thread instead of 2: f32 {one:.1f} tok/s, bf16 {one_b:.1f} tok/s")
+        plain_b = rate("gencraft greedy bf16, F.linear", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
+        linear_mod.FAST_PATH = True
+        print(f"F.linear instead of the fast linear path: f32 {plain:.1f} tok/s, bf16 {plain_b:.1f} tok/s")
         ours_b = rate("gencraft greedy bf16", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
         x = torch.tensor([torch.randint(0, tok.vocab_size, (257,), generator=g).tolist()])
         with torch.inference_mode():
@@ -206,6 +217,36 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
               f"| ref llama.cpp f16 {REF_LLAMA_F16[name]} | target >= 130")
         print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
               f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
+
+
+def bf16_quality(tok, text: str, steps: int = 600) -> None:
+    """Validation loss of a small GPT trained on tinyshakespeare, with f32 and with bf16 weights."""
+    ids = torch.tensor(tok.encode(text), dtype=torch.long)
+    n = int(len(ids) * 0.9)
+    train, val = ids[:n], ids[n:]
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=4, n_head=4, n_embd=128))
+    opt = torch.optim.AdamW(m.parameters(), lr=2e-3, weight_decay=0.0)
+    g = torch.Generator().manual_seed(0)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        ix = torch.randint(0, len(train) - 129, (16,), generator=g)
+        x = torch.stack([train[i:i + 128] for i in ix])
+        y = torch.stack([train[i + 1:i + 129] for i in ix])
+        _, loss = m(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    m.eval()
+    chunks = val[:(len(val) - 1) // 128 * 128 + 1]
+    x = chunks[:-1].view(-1, 128)
+    y = chunks[1:].view(-1, 128)
+    with torch.inference_mode():
+        l32 = m(x, y)[1].item()
+        l16 = m.to(torch.bfloat16)(x, y)[1].item()
+    print(f"\nbf16 quality cost, trained model (4L/4H/128, BPE {tok.vocab_size}, {steps} steps in "
+          f"{time.perf_counter() - t0:.0f} s, {x.numel()} held-out tokens): val loss f32 {l32:.4f} | "
+          f"bf16 weights {l16:.4f} | difference {l16 - l32:+.4f} nats/token")
 
 
 if __name__ == "__main__":

@@ -217,6 +217,15 @@ def test_beam_search_finds_the_better_sequence_greedy_misses():
     assert beams[0].score == pytest.approx(math.log(0.4 * 0.9), abs=1e-5)
     assert beams[1].score <= beams[0].score
     assert beams[1].text == "aa"
+    assert beams[0].logprobs is None
+    with_lp = generate(m, tok, [[3]], GenerationConfig(max_new_tokens=2, num_beams=2, n=2, length_penalty=0.0,
+                                                       logprobs=True, top_logprobs=2))[0]
+    for beam in with_lp:  # each token's log-probability under the model; they sum to the beam's score
+        assert [lp.token_id for lp in beam.logprobs] == beam.token_ids
+        assert sum(lp.logprob for lp in beam.logprobs) == pytest.approx(beam.score, abs=1e-5)
+    first, second = with_lp[0].logprobs
+    assert first.logprob == pytest.approx(math.log(0.4)) and second.logprob == pytest.approx(math.log(0.9))
+    assert len(second.top) == 2 and second.top[0][1] == 2  # after "b": b (0.90) first
 
 
 def test_diverse_beam_groups_differ():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -112,3 +113,56 @@ def test_export_hf_logits_parity(gpt_run, tok, tmp_path, cli):
     native = load(str(run)).generate("the", max_new_tokens=10, temperature=0, stop_at_eos=False)
     via_hf = load(f"hf:{out}").generate("the", max_new_tokens=10, temperature=0, stop_at_eos=False)
     assert native.token_ids == via_hf.token_ids and native.text == via_hf.text
+
+
+def sentencepiece_style_tokenizer(path):
+    """A Llama-2-style fast tokenizer: ``▁`` for spaces, ``<0xXX>`` byte fallback, BOS added."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    norm = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    pre = pre_tokenizers.Split("\u2581", behavior="merged_with_next")
+    trained = Tokenizer(models.BPE(unk_token="<unk>"))
+    trained.normalizer, trained.pre_tokenizer = norm, pre
+    trained.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=120, special_tokens=["<unk>", "<s>", "</s>"],
+                                                            show_progress=False))
+    vocab = trained.get_vocab()
+    for b in range(256):  # byte tokens are ordinary vocabulary entries, as in Llama's tokenizer.json
+        vocab.setdefault(f"<0x{b:02X}>", len(vocab))
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m)
+              for m in json.loads(trained.to_str())["model"]["merges"]]
+    t = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    t.normalizer, t.pre_tokenizer = norm, pre
+    t.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                   decoders.Strip(" ", 1, 0)])
+    t.add_special_tokens(["<unk>", "<s>", "</s>"])
+    t.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=t, bos_token="<s>", eos_token="</s>",
+                                                unk_token="<unk>", clean_up_tokenization_spaces=False)
+    fast.save_pretrained(path)
+    return fast
+
+
+def test_sentencepiece_style_tokenizer_bytes_and_text(tmp_path):
+    """Token bytes of a ``▁``/``<0xXX>`` vocabulary rebuild exactly what the tokenizer decodes, so
+    generated text (built from token bytes, streamed or not) is the decoded continuation."""
+    fast = sentencepiece_style_tokenizer(tmp_path)
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                   num_key_value_heads=2, max_position_embeddings=64, vocab_size=len(fast),
+                                   bos_token_id=1, eos_token_id=2)
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(tmp_path)
+    tm = load(f"hf:{tmp_path}")
+    table = tm.tokenizer.token_bytes_table()
+    assert table[fast.convert_tokens_to_ids("<0x0A>")] == b"\n" and table[1] == b""  # byte token; BOS adds nothing
+    for text in ["the cat sat on the mat.", "héllo wörld, 你好世界. a dog", "tabs\tand\nnew lines ☃"]:
+        ids = tm.tokenizer.encode(text)
+        assert ids[0] == 1
+        assert b"".join(table[i] for i in ids).decode("utf-8") == " " + text  # the leading ▁ of SentencePiece
+    prompt = "the cat"
+    # lone bytes >= 0x80 make invalid UTF-8, which HF and gencraft replace differently: ban them
+    opts = dict(max_new_tokens=24, temperature=1.0, seed=3, stop_at_eos=False,
+                logit_bias={fast.convert_tokens_to_ids(f"<0x{b:02X}>"): -100 for b in range(0x80, 0x100)})
+    res = tm.generate(prompt, **opts)
+    p_ids = tm.tokenizer.encode(prompt)
+    assert prompt + res.text == fast.decode(p_ids + res.token_ids, skip_special_tokens=True)
+    assert "".join(tm.stream(prompt, **opts)) == res.text

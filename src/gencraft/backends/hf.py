@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from gencraft.errors import NotFoundError, RunError
+from gencraft.models.linear import use_fast_linear
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -125,7 +126,7 @@ class HFStepModel:
     """A Hugging Face causal LM with gencraft's ``step``/``new_cache``."""
 
     def __init__(self, hf_model: Any) -> None:
-        self.hf = hf_model
+        self.hf = use_fast_linear(hf_model)  # nn.Linear layers (Llama & co.) get the CPU decoding path
         cfg = hf_model.config
         self.config = cfg
         self.max_context: int | None = (getattr(cfg, "max_position_embeddings", None)

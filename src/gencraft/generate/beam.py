@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from gencraft.generate.config import GenerationConfig, GenerationResult
-from gencraft.generate.engine import _advance, _prefill, _table, model_device
+from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
+from gencraft.generate.engine import _advance, _prefill, _table, model_device, token_logprobs
 from gencraft.generate.processors import apply, build_processors
 from gencraft.generate.text import TextTracker
 
@@ -29,6 +29,7 @@ class _Hyp:
     tokens: list[int]
     finish: str
     text: str
+    logprobs: list[TokenLogprob] | None = None
 
 
 class _Group:
@@ -95,12 +96,15 @@ def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationCo
         beam_scores[::gs] = 0.0
     groups = [_Group(gs, cfg.length_penalty, cfg.early_stopping) for _ in range(G)]
     seqs: list[list[int]] = [[] for _ in range(nb)]
+    want_lp = cfg.logprobs or cfg.top_logprobs
+    lps: list[list[TokenLogprob]] = [[] for _ in range(nb)]  # per beam, when logprobs are asked for
     finish_all = "length"
     for t in range(cfg.max_new_tokens):
         cur = P + t
         with torch.inference_mode():
             scores = apply(procs, ids[:, :cur], logits.float().clone()) if procs else logits.float()
             logp = scores.log_softmax(-1)
+            raw = logits if want_lp else None
         sel_beam: list[int] = []
         sel_tok: list[int] = []
         sel_score: list[float] = []
@@ -123,13 +127,14 @@ def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationCo
                         if rank < gs:
                             toks = seqs[beam]
                             text, _ = _text(table, toks, cfg.stop)
-                            grp.add(_Hyp(grp.score(v, t + 1), toks, "eos", text))
+                            grp.add(_Hyp(grp.score(v, t + 1), toks, "eos", text, lps[beam] if want_lp else None))
                         continue
                     if cfg.stop:
                         text, hit = _text(table, seqs[beam] + [tid], cfg.stop)
                         if hit:
                             if rank < gs:
-                                grp.add(_Hyp(grp.score(v, t + 1), seqs[beam] + [tid], "stop", text))
+                                grp.add(_Hyp(grp.score(v, t + 1), seqs[beam] + [tid], "stop", text,
+                                             _lp_after(lps[beam], raw, beam, tid, cfg, table)))
                             continue
                     picked.append((beam, tid, v))
                     if len(picked) == gs:
@@ -147,6 +152,8 @@ def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationCo
                 sel_score.append(v)
                 chosen_now[tid] += 1
         seqs = [seqs[b] + [tk] for b, tk in zip(sel_beam, sel_tok, strict=True)]
+        if want_lp:
+            lps = [_lp_after(lps[b], raw, b, tk, cfg, table) or [] for b, tk in zip(sel_beam, sel_tok, strict=True)]
         if all(grp.done for grp in groups):
             break
         if t == cfg.max_new_tokens - 1:
@@ -169,7 +176,18 @@ def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationCo
             if sel_score[b] < -1e8:
                 continue
             text, _ = _text(table, seqs[b], cfg.stop)
-            grp.add(_Hyp(grp.score(sel_score[b], len(seqs[b])), seqs[b], finish_all, text))
+            grp.add(_Hyp(grp.score(sel_score[b], len(seqs[b])), seqs[b], finish_all, text,
+                         lps[b] if want_lp else None))
     hyps = sorted((h for grp in groups for h in grp.hyps), key=lambda h: -h.score)[:cfg.n]
-    return [GenerationResult(h.text, h.tokens, P, len(h.tokens), h.finish, score=h.score, index=i)
-            for i, h in enumerate(hyps)]
+    return [GenerationResult(h.text, h.tokens, P, len(h.tokens), h.finish, logprobs=h.logprobs, score=h.score,
+                             index=i) for i, h in enumerate(hyps)]
+
+
+def _lp_after(prev: list[TokenLogprob], raw: torch.Tensor | None, beam: int, tid: int, cfg: GenerationConfig,
+              table: tuple[bytes, ...]) -> list[TokenLogprob] | None:
+    """``prev`` plus the log-probability of ``tid`` after ``beam`` (None when logprobs are off)."""
+    if raw is None:
+        return None
+    with torch.inference_mode():
+        chosen = torch.tensor([tid], device=raw.device)
+        return [*prev, *token_logprobs(raw[beam:beam + 1], chosen, cfg.top_logprobs, table)]

@@ -15,9 +15,7 @@ max_new_tokens, max_time).
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +27,7 @@ from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
 from gencraft.generate.processors import TopK, apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
+from gencraft.models.linear import cpu_inference
 
 Prompt = str | Sequence[int]
 
@@ -86,56 +85,9 @@ def _prefill(model: Any, ids: torch.Tensor, limit: int | None, max_len: int | No
     return logits, cache
 
 
-# Below this many parameters a decode step is a chain of tiny ops: one thread beats two (no
-# fork/join per op, no waiting on a busy sibling core). Measured in bench/generate.py.
-SINGLE_THREAD_BELOW = 30_000_000
-_threads_lock = threading.Lock()
-_threads_users = 0
-_threads_saved = 0
-
-
-@contextlib.contextmanager
-def decode_threads(model: Any) -> Iterator[None]:
-    """Decode small models on one CPU thread (restored after, safe across threads).
-
-    ``GENCRAFT_DECODE_THREADS=N`` sets the decoding thread count for every model instead (on a
-    CPU shared with other busy processes, one thread wins at every size: see bench/RESULTS.md).
-    """
-    global _threads_users, _threads_saved
-    forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
-    on_cpu = hasattr(model, "parameters") and model_device(model).type == "cpu"
-    if forced.isdigit() and int(forced) > 0:
-        want = int(forced)
-    elif on_cpu and _num_params(model) < SINGLE_THREAD_BELOW:
-        want = 1
-    else:
-        want = 0
-    if not on_cpu or not want:
-        yield
-        return
-    with _threads_lock:
-        if _threads_users == 0:
-            _threads_saved = torch.get_num_threads()
-            torch.set_num_threads(want)
-        _threads_users += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_users -= 1
-            if _threads_users == 0:
-                torch.set_num_threads(_threads_saved)
-
-
-def _num_params(model: Any) -> int:
-    n = getattr(model, "_gencraft_num_params", None)
-    if n is None:
-        n = sum(p.numel() for p in model.parameters())
-        try:
-            model._gencraft_num_params = n
-        except AttributeError:
-            pass
-    return n
+def decode_threads(model: Any) -> contextlib.AbstractContextManager[None]:
+    """The CPU decoding context (fast matmul path and thread settings): see ``models/linear.py``."""
+    return cpu_inference(model)
 
 
 def shift_keep(limit: int) -> int:
@@ -320,16 +272,21 @@ class Decoder:
                 yield row_i, d
 
     def _logprobs(self, logits: torch.Tensor, chosen: torch.Tensor) -> list[TokenLogprob]:
-        """Log-probabilities of the chosen tokens under the model's raw distribution, plus the top ones."""
-        lp = logits.float().log_softmax(-1)
-        picked = lp.gather(1, chosen[:, None])[:, 0].tolist()
-        k = self.cfg.top_logprobs
-        top_v, top_i = (lp.topk(k, -1) if k else (lp[:, :0], chosen[:, None][:, :0]))
-        out = []
-        for b, (tid, val) in enumerate(zip(chosen.tolist(), picked, strict=True)):
-            top = [(self._tok_text(i), i, v) for i, v in zip(top_i[b].tolist(), top_v[b].tolist(), strict=True)]
-            out.append(TokenLogprob(self._tok_text(tid), tid, val, top))
-        return out
+        return token_logprobs(logits, chosen, self.cfg.top_logprobs, self.table)
 
-    def _tok_text(self, tid: int) -> str:
-        return self.table[tid].decode("utf-8", errors="replace") if tid < len(self.table) else ""
+
+def token_logprobs(logits: torch.Tensor, chosen: torch.Tensor, k: int, table: Sequence[bytes]) -> list[TokenLogprob]:
+    """Log-probabilities of the chosen tokens (one per row) under the model's raw distribution, plus the
+    ``k`` most likely tokens of each row."""
+    lp = logits.float().log_softmax(-1)
+    picked = lp.gather(1, chosen[:, None])[:, 0].tolist()
+    top_v, top_i = (lp.topk(k, -1) if k else (lp[:, :0], chosen[:, None][:, :0]))
+
+    def text(tid: int) -> str:
+        return table[tid].decode("utf-8", errors="replace") if tid < len(table) else ""
+
+    out = []
+    for b, (tid, val) in enumerate(zip(chosen.tolist(), picked, strict=True)):
+        top = [(text(i), i, v) for i, v in zip(top_i[b].tolist(), top_v[b].tolist(), strict=True)]
+        out.append(TokenLogprob(text(tid), tid, val, top))
+    return out

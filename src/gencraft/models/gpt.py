@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.models.linear import Linear
+
 
 @dataclass
 class GPTConfig:
@@ -105,8 +107,8 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0, "n_embd must be a multiple of n_head"
         self.n_head = cfg.n_head
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v in one matmul
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_attn = Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v in one matmul
+        self.c_proj = Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_dropout = nn.Dropout(cfg.dropout)
         self.dropout = cfg.dropout
 
@@ -141,15 +143,20 @@ class CausalSelfAttention(nn.Module):
         pos = cache.length
         cache.k[layer, :, :, pos:pos + 1] = qkv[:, 1]
         cache.v[layer, :, :, pos:pos + 1] = qkv[:, 2]
-        y = F.scaled_dot_product_attention(qkv[:, 0], cache.k[layer, :, :, :pos + 1], cache.v[layer, :, :, :pos + 1])
+        q, k, v = qkv[:, 0], cache.k[layer, :, :, :pos + 1], cache.v[layer, :, :, :pos + 1]
+        if q.dtype == torch.float32:
+            y = F.scaled_dot_product_attention(q, k, v)
+        else:  # ATen's CPU flash kernel takes ~4x longer than this for one bf16 query
+            att = (q @ k.transpose(-1, -2)).float().mul_(q.shape[-1] ** -0.5).softmax(-1)
+            y = att.to(v.dtype) @ v
         return self.c_proj(y.reshape(B, 1, C))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.c_fc = Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +190,7 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.h = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
         self.apply(self._init_weights)
@@ -262,4 +269,4 @@ class GPT(nn.Module):
         for i, block in enumerate(self.h):
             x = block(x, cache, i)
         cache.length += T
-        return self.lm_head(self.ln_f(x[:, -1])), cache
+        return self.lm_head(self.ln_f(x[:, -1])).float(), cache  # sampling works in float32

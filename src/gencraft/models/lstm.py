@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.models.linear import Linear
+
 
 @dataclass
 class LSTMConfig:
@@ -67,8 +69,8 @@ class LSTMLM(nn.Module):
         self.lstm = nn.LSTM(cfg.n_embd, cfg.n_hidden, num_layers=cfg.n_layer, batch_first=True,
                             dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
         # project hidden -> embedding width so the output layer can share the embedding matrix
-        self.proj = nn.Linear(cfg.n_hidden, cfg.n_embd, bias=False) if cfg.n_hidden != cfg.n_embd else nn.Identity()
-        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=True)
+        self.proj = Linear(cfg.n_hidden, cfg.n_embd, bias=False) if cfg.n_hidden != cfg.n_embd else nn.Identity()
+        self.lm_head = Linear(cfg.n_embd, cfg.vocab_size, bias=True)
         if cfg.tie_weights:
             self.lm_head.weight = self.wte.weight
         # A tied matrix is also the output layer, so it starts small; an untied input embedding starts

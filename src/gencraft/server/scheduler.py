@@ -38,6 +38,7 @@ from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLo
 from gencraft.generate.engine import model_device
 from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
+from gencraft.models.linear import cpu_inference
 from gencraft.server.errors import Overloaded, QueueFull
 
 log = logging.getLogger("gencraft.server")
@@ -323,37 +324,8 @@ class Scheduler:
                     return
                 new = self._take(len(active), cache)
             try:
-                if new:
-                    new_logits, new_cache = self._prefill(new)
-                    if active:
-                        merged = merge_caches(cache, new_cache, self.limit)
-                        assert merged is not None  # _take admits only into mergeable batches
-                        cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
-                    else:
-                        cache, logits = new_cache, new_logits
-                    active = active + new
-                    self.stats.max_active = max(self.stats.max_active, len(active))
-                if not active:
-                    continue
-                nxt = self._choose(active, logits)  # type: ignore[arg-type]
-                keep = self._advance_text(active, nxt)
-                if len(keep) < len(active):
-                    active = [active[i] for i in keep]
-                    if not active:
-                        cache = logits = None
-                        continue
-                    sel = torch.tensor(keep, device=self.device)
-                    cache = cache.select(sel)
-                    nxt = nxt[sel]
-                room = getattr(cache, "max_len", None)  # a preallocated KV cache; others grow
-                if room is not None and cache.length + 1 > room and not trim_cache(cache):
-                    for s in active:  # context full for every row (cannot happen within the caps)
-                        self._finish(s, "length")
-                    active, cache, logits = [], None, None
-                    continue
-                with torch.inference_mode():
-                    logits, cache = self.model.step(nxt[:, None], cache)
-                self.stats.steps += 1
+                with cpu_inference(self.model):
+                    cache, logits, active = self._work(active, new, cache, logits)
             except Exception as e:  # a bug or OOM: fail the requests in flight, keep serving
                 log.exception("scheduler step failed; failing %d sequences", len(active) + len(new))
                 for s in active + new:
@@ -364,6 +336,40 @@ class Scheduler:
             finally:
                 self.stats.active = len(active)
                 self._flush()
+
+    def _work(self, active: list[Sequence], new: list[Sequence], cache: Any, logits: torch.Tensor | None
+              ) -> tuple[Any, torch.Tensor | None, list[Sequence]]:
+        """One scheduler iteration: admit ``new`` (one batched prefill), choose, advance one step."""
+        if new:
+            new_logits, new_cache = self._prefill(new)
+            if active:
+                merged = merge_caches(cache, new_cache, self.limit)
+                assert merged is not None  # _take admits only into mergeable batches
+                cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
+            else:
+                cache, logits = new_cache, new_logits
+            active = active + new
+            self.stats.max_active = max(self.stats.max_active, len(active))
+        if not active:
+            return cache, logits, active
+        nxt = self._choose(active, logits)  # type: ignore[arg-type]
+        keep = self._advance_text(active, nxt)
+        if len(keep) < len(active):
+            active = [active[i] for i in keep]
+            if not active:
+                return None, None, active
+            sel = torch.tensor(keep, device=self.device)
+            cache = cache.select(sel)
+            nxt = nxt[sel]
+        room = getattr(cache, "max_len", None)  # a preallocated KV cache; others grow
+        if room is not None and cache.length + 1 > room and not trim_cache(cache):
+            for s in active:  # context full for every row (cannot happen within the caps)
+                self._finish(s, "length")
+            return None, None, []
+        with torch.inference_mode():
+            logits, cache = self.model.step(nxt[:, None], cache)
+        self.stats.steps += 1
+        return cache, logits, active
 
     def _take(self, n_active: int, cache: Any) -> list[Sequence]:
         """Requests to admit now (called under the lock)."""

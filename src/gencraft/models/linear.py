@@ -1,0 +1,235 @@
+"""``Linear``: ``nn.Linear`` with a fast path for CPU decoding.
+
+Batch-1 decoding multiplies every weight matrix by one row, so a decode step costs one pass over
+the weights: it is bound by how fast the CPU streams them from memory. PyTorch's float32 matmul on
+x86 is MKL's, and on the development machine (AMD EPYC, 2 cores, torch 2.13) MKL runs a one-row
+product on one core whatever the thread count: ~17 GB/s, where both cores read ~42 GB/s. numpy's
+bundled OpenBLAS splits the same product across the cores (~40 GB/s) and is also faster for the
+small-batch GEMMs of batched decoding and prompt processing (``bench/generate.py`` prints both).
+bfloat16 weights go through oneDNN with the weight pre-packed once (``mkldnn._linear_pointwise``):
+~2x ATen's bf16 ``linear`` for one row.
+
+The fast path is taken only inside :func:`cpu_inference` (the engine enters it around every
+generation on the CPU) and only without autograd; training and everything else use ``F.linear``.
+Inside it, torch's own ops run on one thread: the matmuls bring their threads (OpenBLAS's for
+float32; torch's, switched on per call, for bf16), two pools spinning on two cores made each step
+8x slower (measured), and the ops left to torch at batch 1 are too small to parallelize anyway.
+
+How many threads a matmul gets is measured, not guessed (:class:`ThreadTuner`): splitting it over
+both cores doubles its speed on an idle machine and makes it 10-20x *slower* when another process
+keeps one core busy (every split waits for its descheduled half).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_lock = threading.Lock()
+_users = 0  # generations inside cpu_inference() right now (several server threads may decode)
+_saved_threads = 0
+_torch_threads = 0  # what cpu_inference() set torch to (0 = left alone)
+FAST_PATH = True  # off: every Linear is plain F.linear (bench/generate.py's A/B)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state dict) that decodes through the fast CPU path."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if _users and FAST_PATH and x.device.type == "cpu" and not torch.is_grad_enabled():
+            if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+                return _blas_linear(self, x)
+            if x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16:
+                return _onednn_linear(self, x)
+        return F.linear(x, self.weight, self.bias)
+
+
+def _cached(module: nn.Module, name: str, weight: torch.Tensor, make: Any) -> Any:
+    """A derived copy/view of ``weight`` kept on the module until the weight is replaced or written."""
+    key = (weight.data_ptr(), weight.dtype, None if weight.is_inference() else weight._version)
+    hit = module.__dict__.get(name)
+    if hit is None or hit[0] != key:
+        hit = (key, make(weight.detach()))
+        module.__dict__[name] = hit
+    return hit[1]
+
+
+def _blas_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    w = _cached(m, "_gencraft_np_weight", m.weight, lambda w: w.numpy())
+    rows = x.reshape(-1, x.shape[-1])
+    if not rows.is_contiguous():
+        rows = rows.contiguous()
+    a = rows.numpy()
+    out = torch.from_numpy(_tuner("blas").run(w.nbytes, lambda: a @ w.T))
+    if m.bias is not None:
+        out += m.bias.detach()
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def _onednn_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    packed = _cached(m, "_gencraft_onednn_weight", m.weight,
+                     lambda w: torch.ops.mkldnn._reorder_linear_weight(w, batch_size=1))
+    bias = None if m.bias is None else m.bias.detach()
+    nbytes = m.weight.numel() * m.weight.element_size()
+    return _tuner("torch").run(nbytes, lambda: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], ""))
+
+
+class ThreadTuner:
+    """Runs matmuls with one thread or ``many``, whichever its own timings say is faster now.
+
+    It times windows of calls (seconds per byte of weights over ``WINDOW`` calls, a few decode
+    steps' mix of shapes) in the current setting, now and then probes the other setting for one
+    window and keeps the faster; after a probe that lost clearly it waits twice as long before the
+    next one, and a probe that is clearly losing stops early, so a loaded machine pays little. It starts on one thread, the setting
+    that is never a disaster. Results do not depend on the choice: each output element is reduced
+    in the same order with 1 or 2 threads (tests check the tokens match).
+    """
+
+    WINDOW = 64  # calls per measurement
+    BASE_GAP, MAX_GAP = 6, 192  # windows between probes
+
+    def __init__(self, many: int, set_threads: Callable[[int], None], fixed: int = 0) -> None:
+        self.many = many
+        self.set_threads = set_threads
+        self.mode = fixed or 1
+        self.fixed = fixed
+        self.applied = 0
+        self.cost: dict[int, float] = {}  # seconds per byte, moving average per setting
+        self.gap = 1
+        self.left = 1  # windows before the next probe
+        self.probing = False
+        self.base = self.mode
+        self.n = 0
+        self.secs = 0.0
+        self.bytes = 0
+
+    def run(self, nbytes: int, fn: Callable[[], Any]) -> Any:
+        if self.applied != self.mode:
+            self.set_threads(self.mode)
+            self.applied = self.mode
+        if self.fixed or self.many <= 1:
+            return fn()
+        t = time.perf_counter()
+        out = fn()
+        self.secs += time.perf_counter() - t
+        self.bytes += nbytes
+        self.n += 1
+        if self.probing and self.secs > 1e-3 and self.secs > 2 * self.cost[self.base] * self.bytes:
+            self._window(self.secs / self.bytes)  # clearly losing (a split waiting on a busy core): stop now
+            self.n, self.secs, self.bytes = 0, 0.0, 0
+        elif self.n == self.WINDOW:
+            self._window(self.secs / self.bytes)
+            self.n, self.secs, self.bytes = 0, 0.0, 0
+        return out
+
+    def _window(self, c: float) -> None:
+        if self.probing:
+            self.probing = False
+            base_cost = self.cost[self.base]
+            if c < base_cost:
+                self.cost[self.mode] = c
+                self.gap = self.BASE_GAP
+            else:
+                self.mode = self.base
+                self.gap = min(self.gap * 2, self.MAX_GAP) if c > 1.5 * base_cost else self.BASE_GAP
+            self.left = self.gap
+            return
+        old = self.cost.get(self.mode)
+        self.cost[self.mode] = c if old is None else 0.7 * old + 0.3 * c
+        self.left -= 1
+        if self.left <= 0:
+            self.base, self.mode, self.probing = self.mode, (1 if self.mode != 1 else self.many), True
+
+
+_tuners: dict[str, ThreadTuner] = {}
+
+
+def _tuner(kind: str) -> ThreadTuner:
+    t = _tuners.get(kind)
+    if t is None:
+        t = _tuners[kind] = _make_tuner(kind)
+    return t
+
+
+def _make_tuner(kind: str) -> ThreadTuner:
+    forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    setter = torch.set_num_threads if kind == "torch" else _openblas_setter()
+    return ThreadTuner(cores, setter, fixed=int(forced) if forced.isdigit() else 0)
+
+
+def _openblas_setter() -> Callable[[int], None]:
+    """``set_num_threads`` of the BLAS numpy uses (no-op if threadpoolctl cannot find it)."""
+    import numpy as np
+    from threadpoolctl import ThreadpoolController
+
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    npdir = os.path.dirname(np.__file__).rsplit(os.sep, 1)[0]
+    libs = [lib for lib in libs if lib.filepath.startswith(npdir)] or libs
+    if not libs:
+        return lambda n: None
+    return libs[0].set_num_threads
+
+
+def use_fast_linear(model: nn.Module) -> nn.Module:
+    """Give every plain ``nn.Linear`` of ``model`` (e.g. a Hugging Face model) the fast path, in place.
+
+    Only the class changes: parameters, buffers, hooks and the state dict stay as they are.
+    """
+    for m in model.modules():
+        if type(m) is nn.Linear:
+            m.__class__ = Linear
+    return model
+
+
+def _want_threads(dtype: torch.dtype | None) -> int:
+    """Torch threads between the matmuls while decoding (0 = leave the current setting)."""
+    return 1 if dtype in (torch.float32, torch.bfloat16) else 0
+
+
+def _model_dtype(model: Any) -> tuple[bool, torch.dtype | None]:
+    params = getattr(model, "parameters", None)
+    if params is None:
+        return False, None
+    p = next(iter(params()), None)
+    if p is None:
+        return False, None
+    return p.device.type == "cpu", p.dtype
+
+
+@contextlib.contextmanager
+def cpu_inference(model: Any) -> Iterator[None]:
+    """Decode ``model`` through the fast CPU path (thread-safe, re-entrant; restores threads after).
+
+    ``GENCRAFT_DECODE_THREADS=N`` fixes the matmuls' thread count at N instead of measuring it.
+    """
+    global _users, _saved_threads, _torch_threads
+    on_cpu, dtype = _model_dtype(model)
+    if not on_cpu:
+        yield
+        return
+    want = _want_threads(dtype)
+    with _lock:
+        if _users == 0:
+            _saved_threads = torch.get_num_threads()
+            _torch_threads = want
+            if want:
+                torch.set_num_threads(want)
+                for t in _tuners.values():
+                    t.applied = 0
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0 and _torch_threads:
+                torch.set_num_threads(_saved_threads)

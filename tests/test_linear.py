@@ -1,0 +1,144 @@
+"""The CPU decoding path of models/linear.py: same numbers as F.linear, same tokens, a sane tuner."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from gencraft.generate import GenerationConfig, generate
+from gencraft.models import linear as L
+from gencraft.models.gpt import GPT, GPTConfig
+from gencraft.tokenize import train_tokenizer
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.bfloat16, 0.0)])
+@pytest.mark.parametrize("shape", [(1, 1, 48), (3, 1, 48), (2, 5, 48), (48,)])
+def test_fast_path_matches_f_linear(dtype, tol, shape):
+    torch.manual_seed(0)
+    lin = L.Linear(48, 80, bias=True).to(dtype)
+    x = torch.randn(*shape).to(dtype)
+    ref = F.linear(x, lin.weight, lin.bias)
+    with L.cpu_inference(lin), torch.inference_mode():
+        got = lin(x)
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    if dtype == torch.bfloat16:  # oneDNN may round differently from ATen's bf16 linear: within bf16's step
+        torch.testing.assert_close(got.float(), ref.float(), atol=0.05, rtol=0.02)
+    else:
+        torch.testing.assert_close(got, ref, atol=tol, rtol=tol)
+
+
+def test_weight_updates_are_seen():
+    """The cached numpy view / packed weight follows in-place writes and replaced parameters."""
+    lin = L.Linear(8, 4, bias=False)
+    x = torch.ones(1, 8)
+    for dtype in (torch.float32, torch.bfloat16):
+        lin, x = lin.to(dtype), x.to(dtype)
+        with L.cpu_inference(lin), torch.inference_mode():
+            first = lin(x).clone()
+        with torch.no_grad():
+            lin.weight.mul_(2)
+        with L.cpu_inference(lin), torch.inference_mode():
+            torch.testing.assert_close(lin(x), 2 * first)
+        lin.weight = nn.Parameter(torch.zeros(4, 8, dtype=dtype))
+        with L.cpu_inference(lin), torch.inference_mode():
+            assert lin(x).abs().sum() == 0
+
+
+def test_training_is_untouched():
+    lin = L.Linear(8, 4)
+    with L.cpu_inference(lin):
+        y = lin(torch.randn(2, 8)).sum()  # grad enabled: plain F.linear, autograd works
+    y.backward()
+    assert lin.weight.grad is not None
+
+
+def test_threads_restored():
+    m = L.Linear(4, 4)
+    before = torch.get_num_threads()
+    with L.cpu_inference(m):
+        assert torch.get_num_threads() == 1
+        with L.cpu_inference(m):  # re-entrant
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+
+
+def test_use_fast_linear_swaps_only_plain_linears():
+    class Mine(nn.Linear):
+        pass
+    model = nn.Sequential(nn.Linear(4, 4), Mine(4, 4), nn.ReLU())
+    keys = set(model.state_dict())
+    L.use_fast_linear(model)
+    assert type(model[0]) is L.Linear and type(model[1]) is Mine and isinstance(model[0], nn.Linear)
+    assert set(model.state_dict()) == keys
+
+
+def test_greedy_tokens_same_with_and_without_fast_path(monkeypatch):
+    tok = train_tokenizer("char", ["the quick brown fox jumps over the lazy dog. " * 20])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=tok.vocab_size, block_size=64)).eval()
+    cfg = GenerationConfig(max_new_tokens=40, temperature=0, stop_at_eos=False)
+    prompts = ["the quick", "lazy"]
+    fast = [r[0].token_ids for r in generate(model, tok, prompts, cfg)]
+    monkeypatch.setattr(L, "FAST_PATH", False)
+    plain = [r[0].token_ids for r in generate(model, tok, prompts, cfg)]
+    assert fast == plain
+
+
+class _FakeClock:
+    """A clock that each matmul advances by what the current thread setting costs."""
+
+    def __init__(self, cost: dict[int, float]) -> None:
+        self.now = 0.0
+        self.cost = cost
+        self.threads = 0
+        self.calls = {1: 0, 2: 0}
+
+    def set_threads(self, n: int) -> None:
+        self.threads = n
+
+    def matmul(self) -> None:
+        self.calls[self.threads] += 1
+        self.now += self.cost[self.threads]
+
+
+@pytest.mark.parametrize("cost, winner", [({1: 2e-4, 2: 1e-4}, 2),   # idle machine: split wins
+                                          ({1: 2e-4, 2: 4e-3}, 1)])  # other core busy: split stalls
+def test_thread_tuner_settles_on_the_faster_setting(monkeypatch, cost, winner):
+    clock = _FakeClock(cost)
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock.now)
+    tuner = L.ThreadTuner(2, clock.set_threads)
+    for _ in range(20_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == winner
+    loser = 3 - winner
+    # probing the loser is rare: a few percent of calls when it is close, well under 1% when it stalls
+    share = clock.calls[loser] / 20_000
+    assert share < (0.005 if winner == 1 else 0.2)
+
+
+def test_thread_tuner_follows_a_change(monkeypatch):
+    clock = _FakeClock({1: 2e-4, 2: 1e-4})
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock.now)
+    tuner = L.ThreadTuner(2, clock.set_threads)
+    for _ in range(5_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 2
+    clock.cost[2] = 4e-3  # someone starts a job on the other core
+    for _ in range(5_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 1
+    clock.cost[2] = 1e-4  # and stops
+    for _ in range(60_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 2
+
+
+def test_fixed_threads_never_probe(monkeypatch):
+    clock = _FakeClock({1: 2e-4, 2: 1e-4})
+    tuner = L.ThreadTuner(2, clock.set_threads, fixed=1)
+    for _ in range(1000):
+        tuner.run(1 << 20, clock.matmul)
+    assert clock.calls == {1: 1000, 2: 0}
