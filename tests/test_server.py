@@ -331,7 +331,7 @@ def test_api_keys_and_rate_limit(tmp_path: Path, cli, monkeypatch: pytest.Monkey
     key = res.out.strip().splitlines()[0]
     assert key.startswith("gck_")
     stored = (tmp_path / "api_keys.json").read_text()
-    assert key not in stored and key.split("_")[2] not in stored  # only a salted hash is kept
+    assert key not in stored and key.split("_", 2)[2] not in stored  # only a salted hash is kept
     with LiveServer(ServerConfig(home=tmp_path, rate_per_minute=600, rate_burst=3)) as s:
         anon = openai.OpenAI(base_url=s.url + "/v1", api_key="gck_00000000_nope", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
@@ -390,6 +390,37 @@ def test_continuous_batching_matches_one_at_a_time(studio_home: Path) -> None:
         sched.close()
     assert got == want
     assert sched.stats.max_active > 1  # they really shared batches
+
+
+def test_new_requests_take_finished_rows_slots(studio_home: Path) -> None:
+    """Closed-loop clients: finished rows stay as ghosts and the next requests are copied into their
+    slots (or merged when they do not fit); every result is still exactly the one-at-a-time result."""
+    from gencraft.backends import load
+    from gencraft.generate import GenerationConfig
+    from gencraft.server.scheduler import Scheduler
+
+    tm = load(str(studio_home / "runs" / "tiny"))
+    prompts = ["the cat sat", "a", "hello world, what", "dog", "the mat. a dog ran in", "wh", "sat on the mat"]
+    jobs = [[(prompts[(c + k) % len(prompts)], 6 + (5 * c + 3 * k) % 13) for k in range(4)] for c in range(5)]
+    want = {(p, n): tm.generate(p, max_new_tokens=n, temperature=0).text for job in jobs for p, n in job}
+    sched = Scheduler(tm, max_batch=8)
+
+    async def client(job: list[tuple[str, int]]) -> list[str]:
+        out = []
+        for p, n in job:
+            res = await sched.submit(tm.tokenizer.encode(p), GenerationConfig(max_new_tokens=n, temperature=0)).results()
+            out.append(res[0].text)
+        return out
+
+    async def main() -> list[list[str]]:
+        return list(await asyncio.gather(*(client(job) for job in jobs)))
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        sched.close()
+    assert got == [[want[pn] for pn in job] for job in jobs]
+    assert sched.stats.reused > 0 and sched.stats.max_active > 2
 
 
 def test_queue_bound_answers_429(studio_home: Path) -> None:

@@ -44,7 +44,7 @@ class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, same state dict) that decodes through the fast CPU path."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if _users and FAST_PATH and x.device.type == "cpu" and not torch.is_grad_enabled():
+        if _users and FAST_PATH and x.is_cpu and not torch.is_grad_enabled():
             if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
                 return _blas_linear(self, x)
             if x.dtype == torch.bfloat16 and self.weight.dtype == torch.bfloat16:
@@ -63,15 +63,19 @@ def _cached(module: nn.Module, name: str, weight: torch.Tensor, make: Any) -> An
 
 
 def _blas_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    w = _cached(m, "_gencraft_np_weight", m.weight, lambda w: w.numpy())
-    rows = x.reshape(-1, x.shape[-1])
-    if not rows.is_contiguous():
-        rows = rows.contiguous()
-    a = rows.numpy()
-    out = torch.from_numpy(_tuner("blas").run(w.nbytes, lambda: a @ w.T))
-    if m.bias is not None:
-        out += m.bias.detach()
-    return out.view(*x.shape[:-1], out.shape[-1])
+    w, b = m.weight, m.bias
+    key = (w.data_ptr(), 0 if b is None else b.data_ptr())
+    hit = m.__dict__.get("_gencraft_np")
+    if hit is None or hit[0] != key:  # numpy views share the parameters' memory: only a new tensor needs a new view
+        hit = (key, w.detach().numpy().T, None if b is None else b.detach().numpy(), w.numel() * 4)
+        m.__dict__["_gencraft_np"] = hit
+    _, wt, bias, nbytes = hit
+    a = x.detach().numpy()
+    rows = a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a
+    out = _tuner("blas").run(nbytes, lambda: rows @ wt)
+    if bias is not None:
+        out += bias
+    return torch.from_numpy(out.reshape(*a.shape[:-1], out.shape[-1]) if a.ndim != 2 else out)
 
 
 def _onednn_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
@@ -88,8 +92,8 @@ class ThreadTuner:
     It times windows of calls (seconds per byte of weights over ``WINDOW`` calls, a few decode
     steps' mix of shapes) in the current setting, now and then probes the other setting for one
     window and keeps the faster; after a probe that lost clearly it waits twice as long before the
-    next one, and a probe that is clearly losing stops early, so a loaded machine pays little. It starts on one thread, the setting
-    that is never a disaster. Results do not depend on the choice: each output element is reduced
+    next one, and a probe that is clearly losing stops early, so a loaded machine pays little. It
+    starts on one thread, the setting that is never a disaster. Results do not depend on the choice: each output element is reduced
     in the same order with 1 or 2 threads (tests check the tokens match).
     """
 

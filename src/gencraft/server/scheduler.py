@@ -86,13 +86,14 @@ def merge_caches(a: Any, b: Any, max_len: int | None) -> Any | None:
     return None
 
 
-def trim_cache(cache: Any) -> bool:
-    """Drop leading positions that are padding in every row (a KV cache that filled up); True if room was made."""
+def trim_cache(cache: Any, rows: list[int] | None = None) -> bool:
+    """Drop leading positions that are padding in every row (of ``rows``, default all: a KV cache that
+    filled up); True if room was made."""
     from gencraft.models.gpt import KVCache
 
     if not isinstance(cache, KVCache) or cache.offset is None:
         return False
-    d = int(cache.offset.min())
+    d = int((cache.offset if rows is None else cache.offset[rows]).min())
     if d <= 0:
         return False
     L = cache.length
@@ -100,8 +101,42 @@ def trim_cache(cache: Any) -> bool:
     cache.v[:, :, :, :L - d] = cache.v[:, :, :, d:L].clone()
     pad = torch.zeros_like(cache.pad)
     pad[:, :L - d] = cache.pad[:, d:L]
-    cache.pad, cache.offset, cache.length = pad, cache.offset - d, L - d
+    cache.pad, cache.offset, cache.length = pad, (cache.offset - d).clamp_(min=0), L - d
     return True
+
+
+def place_rows(cache: Any, new: Any, slots: list[int]) -> bool:
+    """Copy the rows of ``new`` (a prefilled KV cache) into rows ``slots`` of ``cache``, right-aligned
+    at ``cache.length`` with left padding before them; False (nothing done) when they do not fit."""
+    from gencraft.models.gpt import KVCache
+
+    if not (isinstance(cache, KVCache) and isinstance(new, KVCache)):
+        return False
+    L, P = cache.length, new.length
+    offs = [0] * new.batch_size if new.offset is None else [int(o) for o in new.offset]
+    if any(P - o > L for o in offs):  # a prompt longer than the batch so far: merge instead
+        return False
+    if cache.pad is None:
+        cache.pad = torch.zeros(cache.batch_size, cache.max_len, dtype=torch.bool, device=cache.k.device)
+        cache.offset = torch.zeros(cache.batch_size, dtype=torch.long, device=cache.k.device)
+    for i, (slot, o) in enumerate(zip(slots, offs, strict=True)):
+        start = L - (P - o)
+        cache.k[:, slot, :, start:L] = new.k[:, i, :, o:P]
+        cache.v[:, slot, :, start:L] = new.v[:, i, :, o:P]
+        cache.pad[slot] = False
+        cache.pad[slot, :start] = True
+        cache.offset[slot] = start  # type: ignore[index]
+    return True
+
+
+def _kv_cache() -> type:
+    from gencraft.models.gpt import KVCache
+
+    return KVCache
+
+
+def _live(active: list[Sequence]) -> int:
+    return sum(s is not GHOST for s in active)
 
 
 # ---------------------------------------------------------------- one sequence
@@ -148,6 +183,11 @@ class Sequence:
                                 finish_reason=self.finish or "length", logprobs=self.logprobs,
                                 score=(sum(t.logprob for t in self.logprobs) if self.logprobs is not None else None),
                                 index=self.index)
+
+
+# A finished row left in a running batch until a new request takes its slot (see Scheduler._work).
+GHOST = Sequence(prompt_ids=[], cfg=GenerationConfig(), index=-1, emit=lambda ev: None, deadline=None, seed=0,
+                 finish="ghost")
 
 
 class Ticket:
@@ -210,6 +250,7 @@ class Stats:
     prefills: int = 0
     cancelled: int = 0  # sequences dropped because their client went away
     max_active: int = 0  # the largest batch so far
+    reused: int = 0  # requests that took a finished row's slot in a running batch (no cache copy)
 
 
 class Scheduler:
@@ -322,9 +363,9 @@ class Scheduler:
                         s.emit(Event("error", s.index, error=Overloaded("the server is shutting down")))
                     self._flush()
                     return
-                new = self._take(len(active), cache)
+                new = self._take(_live(active), cache)
             try:
-                with cpu_inference(self.model):
+                with cpu_inference(self.model), torch.inference_mode():
                     cache, logits, active = self._work(active, new, cache, logits)
             except Exception as e:  # a bug or OOM: fail the requests in flight, keep serving
                 log.exception("scheduler step failed; failing %d sequences", len(active) + len(new))
@@ -334,35 +375,55 @@ class Scheduler:
                         s.emit(Event("error", s.index, error=e))
                 active, cache, logits = [], None, None
             finally:
-                self.stats.active = len(active)
+                self.stats.active = _live(active)
                 self._flush()
 
     def _work(self, active: list[Sequence], new: list[Sequence], cache: Any, logits: torch.Tensor | None
               ) -> tuple[Any, torch.Tensor | None, list[Sequence]]:
-        """One scheduler iteration: admit ``new`` (one batched prefill), choose, advance one step."""
-        if new:
-            new_logits, new_cache = self._prefill(new)
-            if active:
-                merged = merge_caches(cache, new_cache, self.limit)
-                assert merged is not None  # _take admits only into mergeable batches
-                cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
-            else:
-                cache, logits = new_cache, new_logits
-            active = active + new
-            self.stats.max_active = max(self.stats.max_active, len(active))
+        """One scheduler iteration: admit ``new`` (one batched prefill), choose, advance one step.
+
+        A finished row of a KV-cache batch stays in the batch as a ghost (computed, ignored) for a
+        while: the next request takes its slot by copying only its own keys and values in, instead of
+        compacting and re-merging the whole cache (two copies of every row's cache per request).
+        Ghosts are compacted away when they reach a quarter of the batch.
+        """
+        with torch.inference_mode():
+            if new:
+                new_logits, new_cache = self._prefill(new)
+                slots = [i for i, s in enumerate(active) if s is GHOST][:len(new)]
+                if active and len(slots) == len(new) and place_rows(cache, new_cache, slots):
+                    logits[slots] = new_logits  # type: ignore[index]
+                    self.stats.reused += len(new)
+                    for slot, seq in zip(slots, new, strict=True):
+                        active[slot] = seq
+                elif active:
+                    cache, logits, active = self._compact(active, cache, logits)  # type: ignore[arg-type]
+                    merged = merge_caches(cache, new_cache, self.limit)
+                    assert merged is not None  # _take admits only into mergeable batches
+                    cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
+                    active = active + new
+                else:
+                    cache, logits, active = new_cache, new_logits, list(new)
+                self.stats.max_active = max(self.stats.max_active, _live(active))
         if not active:
             return cache, logits, active
         nxt = self._choose(active, logits)  # type: ignore[arg-type]
         keep = self._advance_text(active, nxt)
         if len(keep) < len(active):
-            active = [active[i] for i in keep]
-            if not active:
-                return None, None, active
-            sel = torch.tensor(keep, device=self.device)
-            cache = cache.select(sel)
-            nxt = nxt[sel]
+            if not keep:
+                return None, None, []
+            ghosts = len(active) - len(keep)
+            if self.continuous and isinstance(cache, _kv_cache()) and 4 * ghosts <= len(active):
+                kept = set(keep)
+                active = [s if i in kept else GHOST for i, s in enumerate(active)]
+            else:
+                active = [active[i] for i in keep]
+                sel = torch.tensor(keep, device=self.device)
+                cache = cache.select(sel)
+                nxt = nxt[sel]
         room = getattr(cache, "max_len", None)  # a preallocated KV cache; others grow
-        if room is not None and cache.length + 1 > room and not trim_cache(cache):
+        live = [i for i, s in enumerate(active) if s is not GHOST]
+        if room is not None and cache.length + 1 > room and not trim_cache(cache, live):
             for s in active:  # context full for every row (cannot happen within the caps)
                 self._finish(s, "length")
             return None, None, []
@@ -370,6 +431,15 @@ class Scheduler:
             logits, cache = self.model.step(nxt[:, None], cache)
         self.stats.steps += 1
         return cache, logits, active
+
+    def _compact(self, active: list[Sequence], cache: Any, logits: torch.Tensor
+                 ) -> tuple[Any, torch.Tensor, list[Sequence]]:
+        """Drop the ghost rows."""
+        keep = [i for i, s in enumerate(active) if s is not GHOST]
+        if len(keep) == len(active):
+            return cache, logits, active
+        sel = torch.tensor(keep, device=self.device)
+        return cache.select(sel), logits[sel], [active[i] for i in keep]
 
     def _take(self, n_active: int, cache: Any) -> list[Sequence]:
         """Requests to admit now (called under the lock)."""
@@ -481,6 +551,8 @@ class Scheduler:
         eos = self.tokenizer.eos_id
         n_tok = 0
         for b, (s, tid) in enumerate(zip(active, nxt.tolist(), strict=True)):
+            if s is GHOST:
+                continue
             if s.cancelled:
                 s.finish = "cancelled"
                 self.stats.cancelled += 1
