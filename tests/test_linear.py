@@ -142,3 +142,24 @@ def test_fixed_threads_never_probe(monkeypatch):
     for _ in range(1000):
         tuner.run(1 << 20, clock.matmul)
     assert clock.calls == {1: 1000, 2: 0}
+
+
+def test_hf_gpt2_conv1d_gets_the_fast_path(monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    cfg = transformers.GPT2Config(vocab_size=50, n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    x = torch.randint(0, 50, (2, 7))
+    with torch.inference_mode():
+        ref = hf(x).logits
+    keys = set(hf.state_dict())
+    L.use_fast_linear(hf)
+    conv = hf.transformer.h[0].attn.c_attn
+    assert type(conv).__name__ == "FastConv1D" and set(hf.state_dict()) == keys
+    calls = []
+    blas = L._blas_linear
+    monkeypatch.setattr(L, "_blas_linear", lambda *a, **k: calls.append(1) or blas(*a, **k))
+    with L.cpu_inference(hf), torch.inference_mode():
+        got = hf(x).logits
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+    assert len(calls) == 5  # c_attn, c_proj, c_fc, mlp.c_proj (Conv1D) and the lm_head (nn.Linear)

@@ -62,12 +62,14 @@ def _cached(module: nn.Module, name: str, weight: torch.Tensor, make: Any) -> An
     return hit[1]
 
 
-def _blas_linear(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+def _blas_linear(m: nn.Module, x: torch.Tensor, out_in: bool = True) -> torch.Tensor:
+    """``x @ W.T + b`` (``out_in``: W is ``[out, in]`` as in ``nn.Linear``; else ``[in, out]``) on numpy's BLAS."""
     w, b = m.weight, m.bias
     key = (w.data_ptr(), 0 if b is None else b.data_ptr())
     hit = m.__dict__.get("_gencraft_np")
     if hit is None or hit[0] != key:  # numpy views share the parameters' memory: only a new tensor needs a new view
-        hit = (key, w.detach().numpy().T, None if b is None else b.detach().numpy(), w.numel() * 4)
+        wn = w.detach().numpy()
+        hit = (key, wn.T if out_in else wn, None if b is None else b.detach().numpy(), w.numel() * 4)
         m.__dict__["_gencraft_np"] = hit
     _, wt, bias, nbytes = hit
     a = x.detach().numpy()
@@ -184,14 +186,34 @@ def _openblas_setter() -> Callable[[int], None]:
 
 
 def use_fast_linear(model: nn.Module) -> nn.Module:
-    """Give every plain ``nn.Linear`` of ``model`` (e.g. a Hugging Face model) the fast path, in place.
+    """Give every plain ``nn.Linear`` of ``model`` (e.g. a Hugging Face model) the fast path, in place,
+    and the float32 path to ``transformers``' GPT-2-style ``Conv1D`` (``x @ W + b``, W ``[in, out]``).
 
     Only the class changes: parameters, buffers, hooks and the state dict stay as they are.
     """
     for m in model.modules():
         if type(m) is nn.Linear:
             m.__class__ = Linear
+        elif type(m).__name__ == "Conv1D" and getattr(m, "weight", None) is not None and hasattr(m, "nf"):
+            m.__class__ = _fast_conv1d(type(m))
     return model
+
+
+_conv1d_classes: dict[type, type] = {}
+
+
+def _fast_conv1d(cls: type) -> type:
+    """A subclass of ``transformers``' Conv1D whose forward takes the fast path while decoding."""
+    fast = _conv1d_classes.get(cls)
+    if fast is None:
+        def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
+            if (_users and FAST_PATH and x.is_cpu and not torch.is_grad_enabled()
+                    and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
+                return _blas_linear(self, x, out_in=False)
+            return cls.forward(self, x)
+
+        fast = _conv1d_classes[cls] = type(f"Fast{cls.__name__}", (cls,), {"forward": forward})
+    return fast
 
 
 def _want_threads(dtype: torch.dtype | None) -> int:
