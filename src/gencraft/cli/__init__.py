@@ -45,6 +45,7 @@ COMMAND_MODULES = [
     "gencraft.cli.write",
     "gencraft.cli.game",
     "gencraft.cli.ads",
+    "gencraft.cli.library",
 ]
 
 for _name in COMMAND_MODULES:

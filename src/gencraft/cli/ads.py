@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from gencraft.cli.library import NO_STORE_HELP
 from gencraft.errors import UsageError
 
 
@@ -29,6 +30,9 @@ def ads_cmd(
     temperature: float = typer.Option(1.0, "--temperature", "-t"),
     image: str = typer.Option(None, "--image", help="Image run: compose 1200x628 and 1080x1080 ad images."),
     out: Path = typer.Option(None, "--out", "-o", help="CSV (ad-platform columns) or JSON; images go beside it."),
+    rank_by_ratings: bool = typer.Option(True, "--rank-by-ratings/--no-rank-by-ratings",
+                                         help="Put variants like the ads you rated up in the library first."),
+    no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Ad variants (headline, description, call to action) from a brief, ranked with scores shown."""
     from gencraft.apps import ads
@@ -54,6 +58,8 @@ def ads_cmd(
     tm = load_model(model)
     variants = ads.generate(tm, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
                             temperature=temperature)
+    if rank_by_ratings:
+        variants = _toward_liked(variants)
     lim = ads.channel_table(channels)[b.channel]
     typer.echo(f"{b.channel}: headline <= {lim['headline']}, description <= {lim['description']}, "
                f"cta <= {lim['cta']} characters", err=True)
@@ -68,8 +74,11 @@ def ads_cmd(
     else:
         export([v.to_dict() for v in variants], out, model=tm, kind="ads/copy", seed=seed,
                parameters={"channel": b.channel, "product": b.product, "n": n})
+    common = {"channel": b.channel, "product": b.product, "n": n, "candidates": candidates, "seed": seed,
+              "temperature": temperature, "voice": voice}
+    items = [] if no_store else _variant_items(variants, b, lim, model=tm, name=model, parameters=common)
     if image is not None:
-        from gencraft.apps._common import image_artifact
+        from gencraft.guard import finalize_image, write_image_artifact
         from gencraft.train.rundir import read_info
 
         folder = (out.parent if out is not None else Path(".")) / "ad_images"
@@ -77,10 +86,69 @@ def ads_cmd(
         _, info = read_info(image)
         for img, params in ads.ad_images(image, variants, seed=seed):
             v = variants[params["variant"]]
-            image_artifact(folder / f"ad_{params['variant'] + 1:02d}_{params['size']}.png", img, run_info=info,
-                           kind="image/ad", seed=seed,
-                           parameters={**params, "headline": v.headline, "cta": v.cta, "channel": v.channel})
+            params = {**params, "headline": v.headline, "cta": v.cta, "channel": v.channel}
+            img, report, manifest = finalize_image(img, run_info=info, params=params, seed=seed, kind="image/ad")
+            path = write_image_artifact(folder / f"ad_{params['variant'] + 1:02d}_{params['size']}.png", img,
+                                        manifest)
+            if not no_store:
+                items.append({"kind": "ads", "model": image, "prompt": b.product, "image": path.read_bytes(),
+                              "parameters": {**common, **params}, "manifest": manifest, "guard": report.to_dict()})
         typer.echo(f"wrote ad images to {folder}", err=True)
+    if not no_store:
+        from gencraft.cli.library import store_items
+
+        store_items(items, what="the ad variants")
+
+
+def _toward_liked(variants: list) -> list:
+    """``variants`` reordered toward the ad copy rated up (and away from that rated down) in the
+    library, as the server's ads endpoint does; unchanged when nothing is rated or the library
+    cannot be read (one warning line)."""
+    from gencraft.library import Library, preference_scores
+
+    texts = [f"{v.headline} {v.description} {v.cta}" for v in variants]
+    try:
+        lib = Library.open()
+        try:
+            liked, disliked = lib.rated_texts("ads")
+        finally:
+            lib.close()
+    except Exception as e:  # noqa: BLE001 - ranking by ratings is a refinement, never a failure
+        typer.echo(f"warning: not ranked by your ratings ({' '.join(str(e).split()) or type(e).__name__})",
+                   err=True)
+        return variants
+    if not (liked or disliked):
+        return variants
+    pref = preference_scores(texts, liked, disliked)
+    order = sorted(range(len(variants)), key=lambda i: -pref[i])  # stable: ties keep the kit's order
+    for i in order:
+        variants[i].scores["preference"] = round(pref[i], 4)
+    typer.echo(f"ranked toward {len(liked)} liked / {len(disliked)} disliked ads in the library", err=True)
+    return [variants[i] for i in order]
+
+
+def _variant_items(variants, brief, limits: dict, *, model, name: str, parameters: dict) -> list[dict]:
+    """One library item per variant (kind ``ads``), in rank order, as the server's ads endpoint stores
+    them: ``headline description cta`` as the text (what ratings rank by), the guard's verdict and
+    manifest, and the channel-limit and term checks."""
+    from gencraft.apps.ads import check_variant
+    from gencraft.cli.library import guard_fields
+
+    items = []
+    for rank, v in enumerate(variants):
+        text = f"{v.headline} {v.description} {v.cta}"
+        params = {**parameters, "rank": rank, "scores": {k: round(float(x), 4) for k, x in v.scores.items()}}
+        checks = {"headline": f"{len(v.headline)}/{limits['headline']}",
+                  "description": f"{len(v.description)}/{limits['description']}",
+                  "cta": f"{len(v.cta)}/{limits['cta']}", "required": brief.required_terms(), "valid": True}
+        try:  # the kit's own re-check: limits, required and banned terms
+            check_variant(v, brief, limits)
+        except AssertionError as e:
+            checks.update(valid=False, problem=str(e))
+        manifest, guard = guard_fields(text, model=model, kind="ads", parameters=params, seed=parameters["seed"])
+        items.append({"kind": "ads", "model": name, "prompt": brief.product, "text": text, "parameters": params,
+                      "manifest": manifest, "guard": {**guard, "validation": checks}})
+    return items
 
 
 def register(app: typer.Typer) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from gencraft.cli.library import NO_STORE_HELP
 from gencraft.errors import DataError
 
 
@@ -21,6 +22,7 @@ def _records(kind: str):
         temperature: float = typer.Option(1.0, "--temperature", "-t"),
         nodes: int = typer.Option(4, "--nodes", help="Dialogue: number of nodes (2..8)."),
         out: Path = typer.Option(None, "--out", "-o", help="Write .json, .jsonl or .csv (default: JSON on stdout)."),
+        no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
     ) -> None:
         from gencraft.apps import game
         from gencraft.apps._common import load_model
@@ -38,9 +40,39 @@ def _records(kind: str):
                 "schema": str(schema) if schema else "built-in", "temperature": temperature,
                 "nodes": nodes if kind == "dialogue" else None, "prompt": prompt})
             typer.echo(f"wrote {len(recs)} {kind} records to {out}", err=True)
+        if not no_store:
+            _store_records(recs, kind, model=tm, name=model, schema=schema, prompt=prompt, seed=seed,
+                           parameters={"n": n, "temperature": temperature,
+                                       "nodes": nodes if kind == "dialogue" else None})
 
     cmd.__doc__ = f"Generate {kind} records that validate against the {kind} JSON Schema."
     return cmd
+
+
+def _store_records(recs, kind: str, *, model, name: str, schema: Path | None, prompt: str | None, seed: int,
+                   parameters: dict) -> None:
+    """One library item per record (kind ``game``), as the server's game endpoint stores them: the
+    record as JSON text, the guard's verdict and manifest, and the schema validation."""
+    from gencraft.apps import game
+    from gencraft.cli.library import guard_fields, store_items
+    from gencraft.errors import GencraftError
+    from gencraft.generate.constraints import validate_json
+
+    sch = game.load_schema(kind, schema)
+    items = []
+    for i, r in enumerate(recs):
+        text = json.dumps(r.value, ensure_ascii=False)
+        params = {**parameters, "schema": str(schema) if schema else "built-in", "prompt": prompt, "seed": seed,
+                  "index": i, "kind": kind}
+        try:
+            validate_json(r.value, sch, where=f"record {i}")
+            validation = {"valid": True, "schema": sch.get("title", kind), "notes": r.notes}
+        except GencraftError as e:
+            validation = {"valid": False, "schema": sch.get("title", kind), "notes": [*r.notes, str(e)]}
+        manifest, guard = guard_fields(text, model=model, kind=f"game.{kind}", parameters=params, seed=seed)
+        items.append({"kind": "game", "model": name, "prompt": prompt or kind, "text": text, "parameters": params,
+                      "manifest": manifest, "guard": {**guard, "validation": validation}})
+    store_items(items, what=f"the {kind} records")
 
 
 def register(app: typer.Typer) -> None:
@@ -65,6 +97,7 @@ def register(app: typer.Typer) -> None:
         blocking: str = typer.Option("#~^T", "--blocking", help="Tiles that cannot be walked on."),
         max_carve: int = typer.Option(8, "--max-carve", help="Most wall tiles a repair may open."),
         out: Path = typer.Option(None, "--out", "-o", help="Write maps as .txt, or a .json/.csv report."),
+        no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
     ) -> None:
         """Generate tile maps in the examples' style; each is checked playable (start-goal path)."""
         from gencraft.apps import maps
@@ -86,6 +119,17 @@ def register(app: typer.Typer) -> None:
                 write_text(out, "\n".join(r.text for r in good))
         elif good:
             sys.stdout.write("\n".join(r.text for r in good))
+        if good and not no_store:  # the playable maps (the ones written), each with its check
+            from gencraft.cli.library import store_items
+
+            sources = [str(p) for p in examples]
+            store_items([{"kind": "game", "model": "", "prompt": f"map from {', '.join(sources)}"[:2000],
+                          "text": r.text,
+                          "parameters": {"kind": "map", "width": width, "height": height, "seed": r.seed,
+                                         "blocking": blocking, "max_carve": max_carve, "examples": sources},
+                          "guard": {"validation": {"valid": True, "playable": True, "report": r.report,
+                                                   "carved": r.carved, "coverage": round(r.coverage, 4)}}}
+                         for r in good], what="the maps")
         if bad:
             raise DataError(f"{len(bad)} of {n} maps could not be made playable ({bad[0].report}); "
                             "raise --max-carve, change --seed or give more open examples", param="examples")
@@ -113,18 +157,28 @@ def register(app: typer.Typer) -> None:
         label: str = typer.Option(None, "--label", help="Class to sample (conditional runs)."),
         seed: int = typer.Option(0, "--seed"),
         out: Path = typer.Option(..., "--out", "-o", help="Folder for sprite_000.png ..."),
+        no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
     ) -> None:
         """Sprites from an image run, reduced to the game's palette and size (PNG with provenance)."""
         from gencraft.apps import game
-        from gencraft.apps._common import image_artifact
+        from gencraft.guard import finalize_image, write_image_artifact
         from gencraft.train.rundir import read_info
 
         imgs = game.sprites(run, n=n, seed=seed, size=size, palette=palette, label=label)
         out.mkdir(parents=True, exist_ok=True)
         _, info = read_info(run)
+        items = []
         for i, im in enumerate(imgs):
-            image_artifact(out / f"sprite_{i:03d}.png", im, run_info=info, kind="image/sprite", seed=seed,
-                           parameters={"n": n, "size": size, "palette": palette, "label": label, "index": i})
+            params = {"n": n, "size": size, "palette": palette, "label": label, "index": i}
+            im, report, manifest = finalize_image(im, run_info=info, params=params, seed=seed, kind="image/sprite")
+            path = write_image_artifact(out / f"sprite_{i:03d}.png", im, manifest)
+            items.append({"kind": "game", "model": run, "prompt": label or "sprite", "image": path.read_bytes(),
+                          "parameters": {**params, "kind": "sprite", "seed": seed}, "manifest": manifest,
+                          "guard": report.to_dict()})
         typer.echo(f"wrote {len(imgs)} sprites to {out}", err=True)
+        if not no_store:
+            from gencraft.cli.library import store_items
+
+            store_items(items, what="the sprites")
 
     app.add_typer(g, name="game")

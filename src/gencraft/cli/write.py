@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from gencraft.cli.library import NO_STORE_HELP
 from gencraft.errors import UsageError
 
 
@@ -31,8 +32,10 @@ def _context(memory: str | None, memory_file: Path | None, note: str | None, not
     return Context(memory=mem, note=note or "", note_depth=note_depth, lore=lore)
 
 
-def _emit(written, *, model, out: Path | None, fmt: str, seed: int, spell: bool) -> None:
+def _emit(written, *, model, name: str, prompt: str, out: Path | None, fmt: str, seed: int, spell: bool,
+          store: bool) -> None:
     from gencraft.apps._common import finalize, write_artifact
+    from gencraft.cli.library import store_items
 
     params = {**written.parameters, "format": fmt}
     text, manifest = finalize(written.text, model=model, kind="text/write", parameters=params, seed=seed,
@@ -42,6 +45,10 @@ def _emit(written, *, model, out: Path | None, fmt: str, seed: int, spell: bool)
         typer.echo(f"wrote {out} (+ {out.name}.manifest.json)", err=True)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if store:  # the text as released, with the manifest and the guard's verdict it carries
+        store_items([{"kind": "write", "model": name, "prompt": prompt, "text": text,
+                      "parameters": {**params, "seed": seed}, "manifest": manifest,
+                      "guard": manifest.get("guard")}], what="the text")
     if spell:
         for s in written.spelling:
             typer.echo(f"spelling: {s.word!r} at {s.start}: {', '.join(s.candidates) or '(no suggestion)'}",
@@ -79,6 +86,7 @@ def register(app: typer.Typer) -> None:
         watermark: bool = typer.Option(True, "--watermark/--no-watermark", help="Watermark when keys exist."),
         out: Path = typer.Option(None, "--out", "-o", help="Write here (+ .manifest.json) instead of stdout."),
         fmt: str = typer.Option("auto", "--format", help="md or txt (default: from --out)."),
+        no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
     ) -> None:
         """Continue a draft with memory, author's note and world info."""
         from gencraft.apps import write as W
@@ -93,7 +101,8 @@ def register(app: typer.Typer) -> None:
         tm = load_model(model)
         res = W.continue_text(tm, draft, tokens=tokens, ctx=ctx, seed=seed, temperature=temperature,
                               top_p=top_p, lang=lang, spell=spell, watermark=watermark)
-        _emit(res, model=tm, out=out, fmt=_fmt(fmt, out), seed=seed, spell=spell)
+        _emit(res, model=tm, name=model, prompt=draft, out=out, fmt=_fmt(fmt, out), seed=seed, spell=spell,
+              store=not no_store)
 
     @w.command("draft")
     def draft_cmd(
@@ -116,6 +125,7 @@ def register(app: typer.Typer) -> None:
         watermark: bool = typer.Option(True, "--watermark/--no-watermark"),
         out: Path = typer.Option(None, "--out", "-o"),
         fmt: str = typer.Option("auto", "--format", help="md or txt."),
+        no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
     ) -> None:
         """Draft a piece from a title: outline first, then each section with its own budget."""
         from gencraft.apps import write as W
@@ -129,6 +139,7 @@ def register(app: typer.Typer) -> None:
         res = W.draft(tm, title, kind=kind, sections=len(heading) or sections, section_tokens=section_tokens,
                       ctx=ctx, seed=seed, temperature=temperature, top_p=top_p, lang=lang, markdown=f == "md",
                       headings=heading or None, spell=spell, watermark=watermark)
-        _emit(res, model=tm, out=out, fmt=f, seed=seed, spell=spell)
+        _emit(res, model=tm, name=model, prompt=title, out=out, fmt=f, seed=seed, spell=spell,
+              store=not no_store)
 
     app.add_typer(w, name="write")

@@ -23,14 +23,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, func, or_, select
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy import Engine, create_engine, event, func, or_, select, text
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
 from gencraft.errors import NotFoundError, UsageError
 from gencraft.library.models import Base, Item
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x67656E63  # PostgreSQL advisory lock key held while migrating ("genc")
 KINDS = ("completion", "chat", "image", "write", "game", "ads")
 
 
@@ -48,12 +49,31 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+    # SQLite's own lower() folds ASCII only; text search must find "ÉTÉ" by "été" as PostgreSQL does.
+    dbapi_conn.create_function("lower", 1, _lower, deterministic=True)
+
+
+def _lower(value: Any) -> Any:
+    return value.lower() if isinstance(value, str) else value
+
+
+# Column width limits the schema enforces on PostgreSQL (SQLite ignores them): checked before a write so
+# that an over-long value is a UsageError naming the field on every database, not a driver error.
+FIELD_LIMITS = {"kind": 32, "model": 512, "api_key": 64}
+MAX_ID = 2**31 - 1  # ids are INTEGER (int4 on PostgreSQL): a larger one cannot exist, and must not reach the driver
 
 
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL mode and a busy timeout on every connection."""
-    if url.startswith("postgresql://"):
-        url = "postgresql+psycopg://" + url[len("postgresql://"):] if _has("psycopg") else url
+    """An engine for ``url``; SQLite gets WAL mode and a busy timeout on every connection.
+
+    ``postgresql://`` (or ``postgres://``) URLs use psycopg 3 when it is installed.
+    """
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            if not _has("psycopg"):
+                raise UsageError(f"--db {_safe_url(url)}: PostgreSQL needs the psycopg driver; "
+                                 "install it with: pip install 'gencraft[postgres]'", param="db")
+            url = "postgresql+psycopg://" + url[len(scheme):]
     try:
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
@@ -64,9 +84,19 @@ def make_engine(url: str) -> Engine:
             return engine
         return create_engine(url, pool_pre_ping=True)
     except (ArgumentError, NoSuchModuleError, ImportError, ValueError) as e:
-        raise UsageError(f"--db {url!r}: not a usable database URL ({str(e).splitlines()[0]}); "
+        raise UsageError(f"--db {_safe_url(url)}: not a usable database URL ({str(e).splitlines()[0]}); "
                          "use sqlite:///PATH or postgresql://USER@HOST/DB (with a driver installed)",
                          param="db") from None
+
+
+def _safe_url(url: str) -> str:
+    """``url`` with any password starred (for messages)."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # noqa: BLE001 - an unparsable URL has no password we could find either
+        return repr(url)
 
 
 def _has(module: str) -> bool:
@@ -84,10 +114,14 @@ def migrate(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     try:
         with engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # Servers and CLI runs starting together: one migrates, the others wait and then find
+                # the schema at head (without the lock both would CREATE TABLE and one would fail).
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-    except OperationalError as e:
-        raise UsageError(f"library database {engine.url!r}: cannot open or migrate it "
+    except DBAPIError as e:  # unreachable server, missing database, a file that is not a database...
+        raise UsageError(f"library database {_safe_url(str(engine.url))}: cannot open or migrate it "
                          f"({str(e.orig).splitlines()[0]})", param="db") from None
 
 
@@ -117,9 +151,31 @@ def item_dict(item: Item, *, with_image: bool = True) -> dict[str, Any]:
 
 
 def _iso(dt: datetime) -> str:
+    return _utc(dt).isoformat()
+
+
+def _utc(dt: datetime) -> datetime:
+    """An aware UTC datetime: naive ones are taken as UTC (what the library stores), aware ones converted.
+
+    SQLite keeps the UTC wall time without an offset; PostgreSQL returns ``timestamptz`` in the
+    session's time zone and reads a naive parameter in that zone -- so filters and output are both
+    made UTC here, and every database answers the same.
+    """
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.isoformat()
+        return dt.replace(tzinfo=UTC)
+    try:
+        return dt.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 east of UTC, 9999-12-31 west of it: the ends of time
+        return datetime.min.replace(tzinfo=UTC) if dt.year == 1 else datetime.max.replace(tzinfo=UTC)
+
+
+def _valid_id(item_id: int) -> bool:
+    return isinstance(item_id, int) and 1 <= item_id <= MAX_ID
+
+
+def _clean(value: str | None) -> str | None:
+    """PostgreSQL text cannot hold NUL characters: they are stored as U+FFFD on every database."""
+    return value.replace("\x00", "\ufffd") if value is not None and "\x00" in value else value
 
 
 class Library:
@@ -147,6 +203,13 @@ class Library:
             manifest: dict[str, Any] | None = None, guard: dict[str, Any] | None = None,
             api_key: str | None = None) -> int:
         """Store one item (committed before returning); returns its id."""
+        for name, value in (("kind", kind), ("model", model), ("api_key", api_key)):
+            if value is not None and len(value) > FIELD_LIMITS[name]:
+                raise UsageError(f"library item {name}: {len(value)} characters, at most {FIELD_LIMITS[name]}",
+                                 param=name)
+        if not kind:
+            raise UsageError("library item kind: must not be empty", param="kind")
+        kind, model, prompt, text = _clean(kind), _clean(model), _clean(prompt), _clean(text)
         item = Item(created=datetime.now(UTC), kind=kind, model=model, prompt=prompt, text=text, image=image,
                     media_type="image/png" if image is not None else "text/plain",
                     parameters=parameters or {}, manifest=manifest, guard=guard, rating=0, note="",
@@ -158,7 +221,7 @@ class Library:
     def get(self, item_id: int) -> Item:
         """One item; NotFoundError when there is none with that id."""
         with self.session() as s:
-            item = s.get(Item, item_id)
+            item = s.get(Item, item_id) if _valid_id(item_id) else None
         if item is None:
             raise NotFoundError(f"library item {item_id} not found; list items with GET /v1/gencraft/library",
                                 param="id")
@@ -166,7 +229,7 @@ class Library:
 
     def delete(self, item_id: int) -> None:
         with self.session() as s, s.begin():
-            item = s.get(Item, item_id)
+            item = s.get(Item, item_id) if _valid_id(item_id) else None
             if item is None:
                 raise NotFoundError(f"library item {item_id} not found", param="id")
             s.delete(item)
@@ -177,12 +240,12 @@ class Library:
             raise UsageError(f"rating={rating!r}: use 1 (thumbs up), -1 (thumbs down) or 0 (clear)",
                              param="rating")
         with self.session() as s, s.begin():
-            item = s.get(Item, item_id)
+            item = s.get(Item, item_id) if _valid_id(item_id) else None
             if item is None:
                 raise NotFoundError(f"library item {item_id} not found", param="id")
             item.rating = rating
             if note is not None:
-                item.note = note
+                item.note = _clean(note)
         return item
 
     def search(self, filters: Filters | None = None, *, limit: int = 50, offset: int = 0,
@@ -193,16 +256,19 @@ class Library:
             f.kind = None
         q = select(Item)
         if f.text:
-            like = f"%{f.text.lower()}%"
-            q = q.where(or_(func.lower(Item.text).like(like), func.lower(Item.prompt).like(like)))
+            # a substring, case-insensitive; % _ and \\ in it are matched literally (autoescape), the
+            # same on SQLite and PostgreSQL (where a bare backslash would otherwise escape).
+            needle = _clean(f.text).lower()
+            q = q.where(or_(func.lower(Item.text).contains(needle, autoescape=True),
+                            func.lower(Item.prompt).contains(needle, autoescape=True)))
         if f.kind:
-            q = q.where(Item.kind == f.kind)
+            q = q.where(Item.kind == _clean(f.kind))
         if f.model:
-            q = q.where(Item.model == f.model)
+            q = q.where(Item.model == _clean(f.model))
         if f.since:
-            q = q.where(Item.created >= f.since)
+            q = q.where(Item.created >= _utc(f.since))
         if f.until:
-            q = q.where(Item.created <= f.until)
+            q = q.where(Item.created <= _utc(f.until))
         if f.rating is not None:
             q = q.where(Item.rating == f.rating)
         with self.session() as s:
