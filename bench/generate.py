@@ -11,7 +11,9 @@ this kind of machine, uncontended) are printed beside ours.
     .venv/bin/python bench/generate.py --quick      # fewer repeats, no 124M no-cache loop
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
+
+import gencraft  # noqa: F401  (first: sets the thread-pool wait policies before torch/numpy load)
 
 import argparse
 import os

@@ -12,7 +12,9 @@ time to first token (p50/p95), for both schedulers, side by side with the issue'
     .venv/bin/python bench/serve.py --levels 1 16     # fewer
 """
 
-from __future__ import annotations
+from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
+
+import gencraft  # noqa: F401  (first: sets the thread-pool wait policies before torch/numpy load)
 
 import argparse
 import asyncio
