@@ -180,6 +180,26 @@ def test_vae_likelihoods_and_elbo_units():
         assert m.reconstruct(x).shape == x.shape
 
 
+def test_vae_class_prior_kl_and_sampling():
+    """With ``class_prior`` the KL term is against N(mu_y, sigma_y) and samples come from that prior."""
+    torch.manual_seed(0)
+    m = VAE(VAEConfig(img_size=8, z_dim=4, ch=8, n_classes=2, class_prior=True))
+    with torch.no_grad():
+        m.prior.weight.copy_(torch.randn(2, 8))
+    x, y = torch.rand(6, 1, 8, 8) * 2 - 1, torch.tensor([0, 1, 0, 1, 1, 0])
+    mu, logvar = m.encode(x, y)
+    pmu, plogvar = m.prior_params(y, 6, x.device)
+    q = torch.distributions.Normal(mu, (0.5 * logvar).exp())
+    p = torch.distributions.Normal(pmu, (0.5 * plogvar).exp())
+    _, st = m.loss(x, y)
+    assert st["kl"] == pytest.approx(torch.distributions.kl_divergence(q, p).sum(1).mean().item(), rel=1e-4)
+    assert not torch.allclose(pmu[0], pmu[1])  # one prior per class
+    yy = torch.tensor([0, 1])
+    assert torch.allclose(m.sample(2, yy, truncation=0.0), m.params_to_image(m.decode_params(pmu[:2], yy)))
+    m.loss(x, y)[0].backward()
+    assert m.prior.weight.grad.abs().sum() > 0  # the prior is learned through the KL term
+
+
 def test_dcgan_losses_and_ema():
     m = DCGAN(DCGANConfig(img_size=8, z_dim=4, g_ch=4, d_ch=4, loss="ns"))
     from gencraft.models.dcgan import d_loss, g_loss

@@ -21,11 +21,6 @@ from typing import Any
 # (measured: 2 spinning threads ~10x slower than 1 under load); sleeping waiters cost ~nothing.
 # Only takes effect before torch is imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# The same for OpenBLAS (numpy's BLAS, which decoding uses: models/linear.py): its idle workers spin
-# for 2^N cycles; the default N=28 (~0.1 s) kept a core busy after every two-thread matmul and
-# slowed the one-thread steps after it on a loaded machine (measured); 2^20 cycles is ~0.4 ms, longer
-# than the gap between two decode steps. Only takes effect before numpy is imported.
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 __version__ = "0.1.0"
 

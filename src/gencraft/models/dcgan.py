@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gencraft.errors import ConfigError
-from gencraft.models.image_common import check_img_size, make_ema
+from gencraft.models.image_common import check_img_size, make_ema, minibatch_std
 
 
 @dataclass
@@ -85,20 +85,6 @@ class Generator(nn.Module):
             z = torch.cat([z, self.embed(y)], dim=1)
         h = F.relu(self.norm0(self.fc(z).view(z.shape[0], self.c0, 4, 4)))
         return torch.tanh(self.to_rgb(self.ups(h)))
-
-
-def minibatch_std(h: torch.Tensor, group: int = 4) -> torch.Tensor:
-    """Append one channel: the feature std across groups of ``group`` images (ProGAN).
-
-    A generator that makes the same digit for every z has a near-zero std, which a discriminator
-    with this channel sees at once; without it D judges images one at a time and G could drop
-    most of the variety of each class (recall 0.16 at precision 0.94 on 16 px digits).
-    """
-    g = min(group, h.shape[0])
-    while h.shape[0] % g:
-        g -= 1
-    s = h.view(g, -1, *h.shape[1:]).std(dim=0, unbiased=False).mean(dim=[1, 2, 3])  # [B/g]
-    return torch.cat([h, s.repeat(g).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[2:])], dim=1)
 
 
 class Discriminator(nn.Module):

@@ -4,7 +4,8 @@ Read top to bottom: config -> layers -> mapping network -> synthesis network -> 
 the model.
 
 * Mapping network: z (and a class embedding) -> 8-layer MLP (here 2-4) -> w. Its layers learn
-  100x slower (``lr_mul``), as in the paper, which keeps w stable.
+  100x slower (``map_lr_mul``), as in the paper, which keeps w stable (10x in the ``small``
+  preset, for runs of a few thousand steps).
 * Synthesis: a learned 4x4 constant, then per resolution an up-sampling modulated 3x3 conv and
   a modulated 3x3 conv, each followed by a per-layer noise input; skip "toRGB" outputs are summed
   across resolutions. Every layer reads its own w, so styles can be mixed per layer.
@@ -32,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gencraft.models.image_common import check_img_size, make_ema
+from gencraft.models.image_common import check_img_size, make_ema, minibatch_std
 
 
 @dataclass
@@ -43,19 +44,25 @@ class StyleGANConfig:
     z_dim: int = 128
     w_dim: int = 128
     n_mlp: int = 4  # mapping network depth
+    map_lr_mul: float = 0.01  # learning-rate multiplier of the mapping network (StyleGAN's 0.01)
     ch: int = 64  # channels at full size; doubled at every halving (capped at 8x and max_ch)
     max_ch: int = 256
     d_ch: int = 64
     mix_prob: float = 0.5  # style-mixing regularization (0.9 slowed a 16 px model with 6 ws down)
     r1_gamma: float = 0.01  # small images need little: StyleGAN2-ADA's heuristic 2e-4 * res^2 / batch
-    r1_every: int = 4  # lazy R1: every this many D steps, scaled up to match
+    r1_every: int = 16  # lazy R1 (StyleGAN2's interval): every this many D steps, scaled up to match
     ema_halflife: float = 100.0  # steps (ramped up from 0 over the first 10x that)
     w_avg_decay: float = 0.995
 
 
 PRESETS: dict[str, dict] = {
     "tiny": dict(z_dim=32, w_dim=32, n_mlp=2, ch=16, d_ch=16, max_ch=64),
-    "small": dict(z_dim=64, w_dim=128, n_mlp=2, ch=32, d_ch=32, max_ch=64),  # 2 mapping layers: w moves faster
+    # 16 px: channels 64/32/16 at 4/8/16 px in G and 16/32/64 in D (ch=d_ch=32 was 2.1x the work per
+    # step and converged no faster per step: 2.41x the floor after 2,055 steps in 3 minutes on one
+    # thread vs 3.58x after 1,750 steps in 6); 2 mapping layers and a 10x faster mapping network
+    # (map_lr_mul 0.1): w, and with it the class, moves faster: conditional accuracy 0.96-0.97 -> 0.98
+    # over the last three evaluations of a 3-minute probe, FID-proxy the same
+    "small": dict(z_dim=64, w_dim=128, n_mlp=2, map_lr_mul=0.1, ch=16, d_ch=16, max_ch=64),
     "base": dict(z_dim=128, w_dim=256, n_mlp=4, ch=32, d_ch=32, max_ch=256),  # 32-64 px on a CPU
 }
 
@@ -140,7 +147,7 @@ class Mapping(nn.Module):
         self.cfg = cfg
         self.embed = EqualLinear(cfg.n_classes, cfg.w_dim) if cfg.n_classes else None
         d_in = cfg.z_dim + (cfg.w_dim if cfg.n_classes else 0)
-        self.mlp = nn.Sequential(*[EqualLinear(d_in if i == 0 else cfg.w_dim, cfg.w_dim, lr_mul=0.01, act=True)
+        self.mlp = nn.Sequential(*[EqualLinear(d_in if i == 0 else cfg.w_dim, cfg.w_dim, lr_mul=cfg.map_lr_mul, act=True)
                                    for i in range(cfg.n_mlp)])
         self.register_buffer("w_avg", torch.zeros(max(cfg.n_classes, 1), cfg.w_dim))
 
@@ -233,7 +240,7 @@ class DBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = F.leaky_relu(self.conv1(x), 0.2)
         h = F.avg_pool2d(F.leaky_relu(self.conv2(h), 0.2), 2)
-        return (h + F.avg_pool2d(self.skip(x), 2)) / math.sqrt(2)
+        return (h + self.skip(F.avg_pool2d(x, 2))) / math.sqrt(2)  # pool first: same result, 1/4 the work
 
 
 class Discriminator(nn.Module):
@@ -250,13 +257,7 @@ class Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         h = self.blocks(F.leaky_relu(self.from_rgb(x), 0.2))
-        # minibatch standard deviation (groups of up to 4): lets D see a lack of variety
-        g = min(4, h.shape[0])
-        while h.shape[0] % g:
-            g -= 1
-        s = h.view(g, -1, *h.shape[1:]).std(dim=0, unbiased=False).mean(dim=[1, 2, 3])  # [B/g]
-        s = s.repeat(g).view(-1, 1, 1, 1).expand(-1, 1, *h.shape[2:])
-        h = F.leaky_relu(self.conv(torch.cat([h, s], dim=1)), 0.2)
+        h = F.leaky_relu(self.conv(minibatch_std(h)), 0.2)  # + the std channel: D sees a lack of variety
         h = F.leaky_relu(self.fc(h.flatten(1)), 0.2)
         out = self.out(h).squeeze(1)
         if self.embed is not None and y is not None:
