@@ -95,22 +95,27 @@ class ThreadTuner:
     steps' mix of shapes) in the current setting, now and then probes the other setting for one
     window and keeps the faster; after a probe that lost clearly it waits twice as long before the
     next one, and a probe that is clearly losing stops early, so a loaded machine pays little. It
-    starts on one thread, the setting that is never a disaster. Results do not depend on the choice: each output element is reduced
-    in the same order with 1 or 2 threads (tests check the tokens match).
+    starts on one thread, the setting that is never a disaster. Matmuls under ``SPLIT_MIN`` bytes
+    of weights (a small model's layers, which sit in cache) always run on one thread: splitting
+    them gains little and risks the same stalls. Results do not depend on the choice: each output
+    element is reduced in the same order with 1 or 2 threads (tests check the tokens match).
     """
 
     WINDOW = 64  # calls per measurement
     BASE_GAP, MAX_GAP = 6, 192  # windows between probes
+    SPLIT_MIN = 512 * 1024
 
-    def __init__(self, many: int, set_threads: Callable[[int], None], fixed: int = 0) -> None:
+    def __init__(self, many: int, set_threads: Callable[[int], None], fixed: int = 0, busy: bool = False) -> None:
         self.many = many
         self.set_threads = set_threads
         self.mode = fixed or 1
         self.fixed = fixed
         self.applied = 0
         self.cost: dict[int, float] = {}  # seconds per byte, moving average per setting
-        self.gap = 1
-        self.left = 1  # windows before the next probe
+        # ``busy``: the machine looked loaded when we started; probe late (each probe of a split that
+        # stalls also leaves OpenBLAS's worker spinning for ~0.1 s, slowing the next steps)
+        self.gap = self.MAX_GAP // 8 if busy else 1
+        self.left = self.gap  # windows before the next probe
         self.probing = False
         self.base = self.mode
         self.n = 0
@@ -118,10 +123,11 @@ class ThreadTuner:
         self.bytes = 0
 
     def run(self, nbytes: int, fn: Callable[[], Any]) -> Any:
-        if self.applied != self.mode:
-            self.set_threads(self.mode)
-            self.applied = self.mode
-        if self.fixed or self.many <= 1:
+        want = self.mode if nbytes >= self.SPLIT_MIN or self.fixed else 1
+        if self.applied != want:
+            self.set_threads(want)
+            self.applied = want
+        if self.fixed or self.many <= 1 or want != self.mode:
             return fn()
         t = time.perf_counter()
         out = fn()
@@ -169,7 +175,12 @@ def _make_tuner(kind: str) -> ThreadTuner:
     forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     setter = torch.set_num_threads if kind == "torch" else _openblas_setter()
-    return ThreadTuner(cores, setter, fixed=int(forced) if forced.isdigit() else 0)
+    try:  # another task runnable right now besides this thread (Linux: /proc/loadavg "running/total")
+        with open("/proc/loadavg") as f:
+            busy = int(f.read().split()[3].split("/")[0]) > 1
+    except (OSError, ValueError, IndexError):
+        busy = False
+    return ThreadTuner(cores, setter, fixed=int(forced) if forced.isdigit() else 0, busy=busy)
 
 
 def _openblas_setter() -> Callable[[int], None]:
