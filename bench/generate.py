@@ -156,7 +156,7 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
     hf = hf_twin(m)
     big = name == "124M"
     r = 1 if big else reps
-    w = not big  # 124M: one timed run each, no warm-up (minutes per run on the shared CPU)
+    w = True  # a warm-up run first (124M: then one timed run each)
     n_params = sum(p.numel() for p in m.parameters())
     print(f"\n{name}: measuring...", flush=True)
     ours_g = rate("gencraft greedy", NEW, lambda: generate(m, tok, [prompt], greedy), r, w)

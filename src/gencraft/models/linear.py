@@ -121,6 +121,7 @@ class ThreadTuner:
         self.n = 0
         self.secs = 0.0
         self.bytes = 0
+        self.seen: set[tuple[int, int]] = set()  # (weight bytes, threads) already run once
 
     def run(self, nbytes: int, fn: Callable[[], Any]) -> Any:
         want = self.mode if nbytes >= self.SPLIT_MIN or self.fixed else 1
@@ -129,12 +130,15 @@ class ThreadTuner:
             self.applied = want
         if self.fixed or self.many <= 1 or want != self.mode:
             return fn()
+        if (nbytes, want) not in self.seen:  # a first call creates threads / JIT-compiles kernels: not timed
+            self.seen.add((nbytes, want))
+            return fn()
         t = time.perf_counter()
         out = fn()
         self.secs += time.perf_counter() - t
         self.bytes += nbytes
         self.n += 1
-        if self.probing and self.secs > 1e-3 and self.secs > 2 * self.cost[self.base] * self.bytes:
+        if self.probing and self.n >= 8 and self.secs > 3 * self.cost[self.base] * self.bytes:
             self._window(self.secs / self.bytes)  # clearly losing (a split waiting on a busy core): stop now
             self.n, self.secs, self.bytes = 0, 0.0, 0
         elif self.n == self.WINDOW:
