@@ -4,16 +4,16 @@ Batch-1 decoding multiplies every weight matrix by one row, so a decode step cos
 the weights: it is bound by how fast the CPU streams them from memory. PyTorch's float32 matmul on
 x86 is MKL's, and on the development machine (AMD EPYC, 2 cores, torch 2.13) MKL runs a one-row
 product on one core whatever the thread count: ~17 GB/s, where both cores read ~42 GB/s. numpy's
-bundled OpenBLAS splits the same product across the cores (~40 GB/s) and is also faster for the
-small-batch GEMMs of batched decoding and prompt processing (``bench/generate.py`` prints both).
-bfloat16 weights go through oneDNN with the weight pre-packed once (``mkldnn._linear_pointwise``):
-~2x ATen's bf16 ``linear`` for one row.
+bundled OpenBLAS splits the same product across the cores (~40 GB/s), and also runs prompt
+processing. Batched decoding (2..``BATCH_ROWS`` rows) and bfloat16 weights go through oneDNN with
+the weight packed once (``mkldnn._linear_pointwise``): a BLAS GEMM re-packs the weights on every
+call, and for one bf16 row the packed path is ~2x ATen's ``linear``.
 
-The fast path is taken only inside :func:`cpu_inference` (the engine enters it around every
-generation on the CPU) and only without autograd; training and everything else use ``F.linear``.
-Inside it, torch's own ops run on one thread: the matmuls bring their threads (OpenBLAS's for
-float32; torch's, switched on per call, for bf16), two pools spinning on two cores made each step
-8x slower (measured), and the ops left to torch at batch 1 are too small to parallelize anyway.
+The fast path is taken only inside :func:`cpu_inference` (the engine and the server's scheduler
+enter it) and only without autograd; training and everything else use ``F.linear``. Inside it,
+torch's own ops run on one thread: the matmuls bring their threads (OpenBLAS's; torch's, switched
+on per call, for oneDNN), two pools spinning on two cores made each step 8x slower (measured), and
+the ops left to torch at batch 1 are too small to parallelize anyway.
 
 How many threads a matmul gets is measured, not guessed (:class:`ThreadTuner`): splitting it over
 both cores doubles its speed on an idle machine and makes it 10-20x *slower* when another process
