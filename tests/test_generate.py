@@ -262,6 +262,35 @@ def test_stream_equals_generate_for_the_same_seed(char_tok):
         assert all("\ufffd" not in d for d in deltas) or "\ufffd" in res.text
 
 
+def test_draw_follows_the_distribution_and_never_picks_a_masked_token():
+    probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 2.0, 0.0, 2.0]])  # the second row is not normalized
+    g = torch.Generator().manual_seed(0)
+    n = 20000
+    picks = torch.stack([P.draw(probs, torch.rand(2, generator=g, dtype=torch.float64)) for _ in range(n)])
+    freq0 = torch.bincount(picks[:, 0], minlength=4) / n
+    freq1 = torch.bincount(picks[:, 1], minlength=4) / n
+    assert torch.allclose(freq0, torch.tensor([0.5, 0.0, 0.3, 0.2]), atol=0.015)
+    assert torch.allclose(freq1, torch.tensor([0.0, 0.5, 0.0, 0.5]), atol=0.015)
+    assert freq0[1] == 0 and freq1[0] == 0 and freq1[2] == 0
+    ends = torch.tensor([0.0, 1.0 - 1e-12], dtype=torch.float64)  # the two ends of [0, 1)
+    assert P.draw(probs[:1].expand(2, 4), ends).tolist() == [0, 3]
+
+
+def test_topk_draw_over_survivors_equals_the_draw_over_the_masked_vocabulary(char_tok):
+    """The engine samples top-k among the k survivors only; the same seed over the whole (masked)
+    vocabulary -- another path, taken when a further filter is on -- must pick the same tokens."""
+    m = make_gpt(char_tok)
+    with torch.no_grad():
+        m.wte.weight.div_(20)  # a flat distribution: many tokens in play
+    for seed in range(3):
+        fast = generate(m, char_tok, ["the"], GenerationConfig(max_new_tokens=30, temperature=1.0, top_k=12,
+                                                                seed=seed))[0][0]
+        full = generate(m, char_tok, ["the"], GenerationConfig(max_new_tokens=30, temperature=1.0, top_k=12,
+                                                                min_p=1e-9, seed=seed))[0][0]
+        assert fast.token_ids == full.token_ids
+        assert len(set(fast.token_ids)) > 5
+
+
 def test_seed_determinism_and_n_samples(char_tok):
     m = make_gpt(char_tok)
     cfg = GenerationConfig(max_new_tokens=25, temperature=1.2, top_p=0.95, seed=7, n=3)

@@ -423,6 +423,37 @@ def test_new_requests_take_finished_rows_slots(studio_home: Path) -> None:
     assert sched.stats.reused > 0 and sched.stats.max_active > 2
 
 
+def test_seeded_samples_in_a_shared_batch_are_the_engines(tmp_path: Path) -> None:
+    """On a flat distribution (many tokens in play), each request sampled in a shared batch -- its own
+    seed, bias, temperature and top-k -- gets exactly the tokens the engine samples for it alone."""
+    from gencraft.backends import load
+    from gencraft.generate import GenerationConfig
+    from gencraft.server.scheduler import Scheduler
+
+    tm = load(str(make_text_run(tmp_path, "flat", peaked=False)))
+    opts = [dict(max_new_tokens=12 + 2 * i, temperature=0.7 + 0.2 * i, seed=100 + i, top_k=5 * i,
+                 logit_bias={3 + i: 1.5}) for i in range(5)]
+    prompts = ["the cat", "a", "hello world", "dog ran", "wh"]
+    want = [tm.generate(p, **o).token_ids for p, o in zip(prompts, opts, strict=True)]
+    sched = Scheduler(tm, max_batch=8)
+
+    async def one(i: int) -> list[int]:
+        await asyncio.sleep(0.002 * i)
+        res = await sched.submit(tm.tokenizer.encode(prompts[i]), GenerationConfig(**opts[i])).results()
+        return res[0].token_ids
+
+    async def main() -> list[list[int]]:
+        return list(await asyncio.gather(*(one(i) for i in range(len(prompts)))))
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        sched.close()
+    assert got == want
+    assert sched.stats.max_active > 1
+    assert len({t for ids in want for t in ids}) > 8  # really sampled, not one argmax path
+
+
 def test_queue_bound_answers_429(studio_home: Path) -> None:
     from gencraft.backends import load
     from gencraft.generate import GenerationConfig

@@ -6,10 +6,10 @@ the prefix. Many prompts and ``n`` samples per prompt decode together in one bat
 left-padded; each prompt's prefill is shared by its ``n`` samples); a finished sequence leaves
 the batch (``cache.select``), so it costs nothing more.
 
-Per step: logits -> processors (docs/architecture.md order) -> argmax, or a sample drawn with the
-exponential-race trick (``argmax(p / E)``, ``E ~ Exp(1)``: one fused pass, no sort, no CDF) from
-a seeded generator -> stop checks on the host (EOS, stop strings across token boundaries,
-max_new_tokens, max_time).
+Per step: logits -> processors (docs/architecture.md order) -> argmax, or a sample drawn by
+inverse CDF (:func:`~gencraft.generate.processors.draw`: one uniform number per row from a seeded
+generator) -> stop checks on the host (EOS, stop strings across token boundaries, max_new_tokens,
+max_time).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import torch
 
 from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.generate.processors import TopK, apply, build_processors, vocab_bytes
+from gencraft.generate.processors import TopK, apply, build_processors, draw, vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.models.linear import cpu_inference
 
@@ -206,15 +206,14 @@ class Decoder:
                     if scores is logits:
                         scores = scores.clone()
                     scores = apply(procs, ids[:, :cur], scores)
-                if sampling and topk_only:  # the k survivors only: a race over k, not the vocabulary
+                if sampling and topk_only:  # the k survivors only: a CDF over k, not the vocabulary
                     vals, idx = scores.topk(cfg.top_k, dim=-1)
-                    probs = vals.softmax(-1)
-                    race = torch.empty_like(probs).exponential_(generator=gen)
-                    nxt = idx.gather(1, probs.div_(race).argmax(-1, keepdim=True))[:, 0]
+                    idx, order = idx.sort(-1)  # in vocabulary order: the same draw as over the masked vocabulary
+                    u = torch.rand(len(idx), generator=gen, device=dev, dtype=torch.float64)
+                    nxt = idx.gather(1, draw(vals.gather(1, order).softmax(-1), u)[:, None])[:, 0]
                 elif sampling:
-                    probs = scores.softmax(-1)
-                    race = torch.empty_like(probs).exponential_(generator=gen)
-                    nxt = probs.div_(race).argmax(-1)
+                    u = torch.rand(len(scores), generator=gen, device=dev, dtype=torch.float64)
+                    nxt = draw(scores.softmax(-1), u)
                 else:
                     nxt = scores.argmax(-1)
                 ids[:, cur] = nxt

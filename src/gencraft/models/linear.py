@@ -114,9 +114,14 @@ class ThreadTuner:
     BASE_GAP, MAX_GAP = 6, 192  # windows between probes
     SPLIT_MIN = 512 * 1024
 
-    def __init__(self, many: int, set_threads: Callable[[int], None], fixed: int = 0, busy: bool = False) -> None:
+    def __init__(self, many: int, set_threads: Callable[[int], None], fixed: int = 0, busy: bool = False,
+                 restore: bool = False) -> None:
         self.many = many
         self.set_threads = set_threads
+        # ``restore``: go back to one thread after each split call. For torch's pool, whose threads
+        # also run every small op between the matmuls: a sleeping OpenMP pool takes ~45 us to wake on
+        # this VM, so a 5 us layer norm over 2 threads took 52 us (measured); switching costs 0.2 us.
+        self.restore = restore
         self.mode = fixed or 1
         self.fixed = fixed
         self.applied = 0
@@ -130,17 +135,29 @@ class ThreadTuner:
         self.n = 0
         self.secs = 0.0
         self.bytes = 0
-        self.seen: set[tuple[int, int]] = set()  # (weight bytes, threads) already run once
+        self.seen: set[tuple[Any, int]] = set()  # (shape key, threads) already run once
 
-    def run(self, nbytes: int, fn: Callable[[], Any]) -> Any:
+    def run(self, nbytes: int, fn: Callable[[], Any], key: Any = None) -> Any:
+        """``fn()`` on the thread count chosen now; ``nbytes`` is what it reads (the cost is per byte),
+        ``key`` names its shape for the untimed first call (default: ``nbytes``)."""
         want = self.mode if nbytes >= self.SPLIT_MIN or self.fixed else 1
         if self.applied != want:
             self.set_threads(want)
             self.applied = want
+        if self.restore and want > 1:
+            try:
+                return self._timed(nbytes, want, fn, key)
+            finally:
+                self.set_threads(1)
+                self.applied = 1
+        return self._timed(nbytes, want, fn, key)
+
+    def _timed(self, nbytes: int, want: int, fn: Callable[[], Any], key: Any) -> Any:
         if self.fixed or self.many <= 1 or want != self.mode:
             return fn()
-        if (nbytes, want) not in self.seen:  # a first call creates threads / JIT-compiles kernels: not timed
-            self.seen.add((nbytes, want))
+        seen = (nbytes if key is None else key, want)
+        if seen not in self.seen:  # a first call creates threads / JIT-compiles kernels: not timed
+            self.seen.add(seen)
             return fn()
         t = time.perf_counter()
         out = fn()
@@ -184,16 +201,24 @@ def _tuner(kind: str) -> ThreadTuner:
     return t
 
 
+def tuned(kind: str, nbytes: int, fn: Callable[[], Any]) -> Any:
+    """``fn()`` (torch ops reading ``nbytes``, e.g. a batch's attention over its KV cache) on one
+    thread or all cores, as measured by the ``kind`` tuner; outside :func:`cpu_inference`, just ``fn()``."""
+    if not (_users and FAST_PATH):
+        return fn()
+    return _tuner(kind).run(nbytes, fn, key=kind)
+
+
 def _make_tuner(kind: str) -> ThreadTuner:
     forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    setter = torch.set_num_threads if kind == "torch" else _openblas_setter()
+    setter = _openblas_setter() if kind == "blas" else torch.set_num_threads
     try:  # another task runnable right now besides this thread (Linux: /proc/loadavg "running/total")
         with open("/proc/loadavg") as f:
             busy = int(f.read().split()[3].split("/")[0]) > 1
     except (OSError, ValueError, IndexError):
         busy = False
-    return ThreadTuner(cores, setter, fixed=int(forced) if forced.isdigit() else 0, busy=busy)
+    return ThreadTuner(cores, setter, fixed=int(forced) if forced.isdigit() else 0, busy=busy, restore=kind != "blas")
 
 
 def _openblas_setter() -> Callable[[int], None]:

@@ -382,7 +382,17 @@ def _stream(request: Request, tickets: list[Any], body: Any, rid: str, created: 
             c["usage"] = usage
         return c
 
-    async def events() -> AsyncIterator[str]:
+    tasks: list[asyncio.Task] = []
+
+    async def source() -> AsyncIterator[tuple[int, Any]]:
+        """(ticket index, event or exception) of every ticket, as they come."""
+        if len(tickets) == 1:  # one prompt: read it directly (no task and queue hand-off per token)
+            try:
+                async for ev in tickets[0].events():
+                    yield 0, ev
+            except Exception as e:  # noqa: BLE001 - handed to the consumer
+                yield 0, e
+            return
         merged: asyncio.Queue = asyncio.Queue()
         done = object()
 
@@ -395,9 +405,17 @@ def _stream(request: Request, tickets: list[Any], body: Any, rid: str, created: 
             finally:
                 await merged.put((ti, done))
 
-        tasks = [asyncio.create_task(pump(i, t)) for i, t in enumerate(tickets)]
-        results: list[list[GenerationResult | None]] = [[None] * n for _ in tickets]
+        tasks.extend(asyncio.create_task(pump(i, t)) for i, t in enumerate(tickets))
         live = len(tickets)
+        while live:
+            ti, ev = await merged.get()
+            if ev is done:
+                live -= 1
+            else:
+                yield ti, ev
+
+    async def events() -> AsyncIterator[str]:
+        results: list[list[GenerationResult | None]] = [[None] * n for _ in tickets]
         t0 = time.monotonic()
         first = True
         try:
@@ -409,11 +427,7 @@ def _stream(request: Request, tickets: list[Any], body: Any, rid: str, created: 
                     for j in range(n):
                         yield _sse(chunk([{"index": pi * n + j, "text": p, "finish_reason": None,
                                            "logprobs": None}]))
-            while live:
-                ti, ev = await merged.get()
-                if ev is done:
-                    live -= 1
-                    continue
+            async for ti, ev in source():
                 if isinstance(ev, BaseException):
                     if isinstance(ev, GencraftError):
                         yield _sse(gencraft_error_body(ev))

@@ -36,7 +36,7 @@ import torch
 from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
 from gencraft.generate.engine import model_device
-from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, vocab_bytes
+from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, draw, vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.models.linear import cpu_inference
 from gencraft.server.errors import Overloaded, QueueFull
@@ -127,6 +127,19 @@ def place_rows(cache: Any, new: Any, slots: list[int]) -> bool:
         cache.pad[slot, :start] = True
         cache.offset[slot] = start  # type: ignore[index]
     return True
+
+
+def blank_rows(cache: Any, rows: list[int]) -> None:
+    """Mark ``rows`` of a KV cache (finished sequences left as ghosts) as all padding so far, so that
+    attention can start after the live rows' padding (``GPT._decode``'s ``lo``) without them."""
+    if not rows:
+        return
+    if cache.pad is None:
+        cache.pad = torch.zeros(cache.batch_size, cache.max_len, dtype=torch.bool, device=cache.k.device)
+        cache.offset = torch.zeros(cache.batch_size, dtype=torch.long, device=cache.k.device)
+    idx = torch.tensor(rows, device=cache.k.device)
+    cache.pad[idx, :cache.length] = True
+    cache.offset[idx] = cache.length
 
 
 def _kv_cache() -> type:
@@ -415,7 +428,9 @@ class Scheduler:
             ghosts = len(active) - len(keep)
             if self.continuous and isinstance(cache, _kv_cache()) and 4 * ghosts <= len(active):
                 kept = set(keep)
+                gone = [i for i, s in enumerate(active) if i not in kept and s is not GHOST]
                 active = [s if i in kept else GHOST for i, s in enumerate(active)]
+                blank_rows(cache, gone)
             else:
                 active = [active[i] for i in keep]
                 sel = torch.tensor(keep, device=self.device)
@@ -494,7 +509,7 @@ class Scheduler:
 
     def _choose(self, active: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
         """The next token of every active sequence: each row with its own processors and seed, but the
-        softmax, the random race and the argmax batched over all rows."""
+        softmax, the draw and the argmax batched over all rows."""
         with torch.inference_mode():
             raw = logits.float()
             scores = raw
@@ -520,10 +535,10 @@ class Scheduler:
             if sampled:
                 rows = torch.tensor(sampled, device=self.device) if len(sampled) < len(active) else None
                 probs = (scores if rows is None else scores[rows]).softmax(-1)
-                race = torch.empty_like(probs)
-                for i, b in enumerate(sampled):  # the exponential-race draw of the engine, per row's generator
-                    race[i].exponential_(generator=active[b].gen)
-                picked = probs.div_(race).argmax(-1)
+                # the engine's inverse-CDF draw, one uniform number from each row's own generator
+                u = torch.cat([torch.rand(1, generator=active[b].gen, device=self.device, dtype=torch.float64)
+                               for b in sampled])
+                picked = draw(probs, u)
                 if rows is None:
                     nxt = picked
                 else:
