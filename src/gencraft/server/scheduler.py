@@ -422,6 +422,7 @@ class Scheduler:
             return cache, logits, active
         nxt = self._choose(active, logits)  # type: ignore[arg-type]
         keep = self._advance_text(active, nxt)
+        self._flush()  # the event loops stream these tokens while this thread runs the next step
         if len(keep) < len(active):
             if not keep:
                 return None, None, []
