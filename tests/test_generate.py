@@ -163,6 +163,32 @@ def test_batch_equals_single_for_greedy(char_tok, family):
         assert got[0].token_ids == generate(m, char_tok, [p], cfg)[0][0].token_ids
 
 
+def test_padded_decode_skips_the_padding_every_row_has(char_tok):
+    """Every row left-padded (3 and 5 positions): the one-position decode attends from position 3 on,
+    and each row's logits equal the same row decoded alone without padding."""
+    from gencraft.models.linear import cpu_inference
+
+    m = make_gpt(char_tok)
+    rows = [char_tok.encode("the cat sat"), char_tok.encode("a dog")]
+    P = max(len(r) for r in rows) + 3
+    ids = torch.zeros(2, P, dtype=torch.long)
+    n_pad = torch.tensor([P - len(r) for r in rows])
+    for i, r in enumerate(rows):
+        ids[i, P - len(r):] = torch.tensor(r)
+    assert int(n_pad.min()) >= 3
+    nxt = torch.tensor([[5], [7]])
+    with cpu_inference(m), torch.inference_mode():
+        cache = m.new_cache(2)
+        cache.left_pad(n_pad)
+        m.step(ids, cache)
+        batched = [m.step(nxt, cache)[0] for _ in range(3)][-1]
+        for i, r in enumerate(rows):
+            alone = m.new_cache(1)
+            m.step(torch.tensor([r]), alone)
+            want = [m.step(nxt[i:i + 1], alone)[0] for _ in range(3)][-1]
+            assert torch.allclose(batched[i], want[0], atol=1e-5), i
+
+
 class ToyTokenizer:
     """Four tokens: end-of-text, a, b, c."""
 
