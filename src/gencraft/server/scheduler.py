@@ -417,7 +417,10 @@ class Scheduler:
                     active = active + new
                 else:
                     cache, logits, active = new_cache, new_logits, list(new)
-                self.stats.max_active = max(self.stats.max_active, _live(active))
+                # counted before this step's tokens are handed out (below): a client that has its
+                # first token must never see its request missing from ``active``
+                self.stats.active = _live(active)
+                self.stats.max_active = max(self.stats.max_active, self.stats.active)
         if not active:
             return cache, logits, active
         nxt = self._choose(active, logits)  # type: ignore[arg-type]
