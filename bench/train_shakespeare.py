@@ -31,6 +31,8 @@ from pathlib import Path
 
 if "--omp-active" not in sys.argv:  # before torch loads OpenMP: sleeping waiters (see RESULTS.md)
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+else:  # libgomp's default spinning, said explicitly (importing gencraft would choose PASSIVE)
+    os.environ.setdefault("GOMP_SPINCOUNT", "300000")
 
 import numpy as np  # noqa: E402
 
@@ -178,9 +180,11 @@ def _threads_ab() -> None:
     print("\n| OMP_WAIT_POLICY | 1 thread tok/s | 2 threads tok/s | load average |\n| --- | --- | --- | --- |")
     for _ in range(2):
         for policy in ("(unset: spin)", "PASSIVE"):
-            env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+            env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
             if policy == "PASSIVE":
                 env["OMP_WAIT_POLICY"] = "PASSIVE"
+            else:  # libgomp's default; set explicitly, or importing gencraft would choose PASSIVE
+                env["GOMP_SPINCOUNT"] = "300000"
             env["PYTHONPATH"] = str(ROOT / "src")
             res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
             if res.returncode:

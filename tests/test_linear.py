@@ -163,3 +163,26 @@ def test_hf_gpt2_conv1d_gets_the_fast_path(monkeypatch):
         got = hf(x).logits
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert calls.count(False) == 4  # c_attn, c_proj, c_fc, mlp.c_proj (Conv1D, weights [in, out])
+
+
+@pytest.mark.parametrize("env, applied, policy, spin", [
+    ({}, "True", "None", "300000"),  # a decode-only process: libgomp's bounded spinning
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, "False", "ACTIVE", "None"),  # the user's setting wins
+    ({"GOMP_SPINCOUNT": "1000"}, "False", "None", "1000"),
+])
+def test_decode_only_processes_spin_briefly_unless_told_otherwise(env, applied, policy, spin):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gencraft, os\n"
+            "before = os.environ.get('OMP_WAIT_POLICY')\n"
+            "ok = gencraft.prefer_spinning_threads()\n"
+            "import torch\n"
+            "late = gencraft.prefer_spinning_threads()\n"
+            "print(before, ok, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), late)")
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run([sys.executable, "-c", code], env=base | env, capture_output=True, text=True, check=True)
+    before, ok, got_policy, got_spin, late = out.stdout.split()
+    assert before == env.get("OMP_WAIT_POLICY", "PASSIVE" if not env else "None")  # training default: PASSIVE
+    assert (ok, got_policy, got_spin, late) == (applied, policy, spin, "False")  # too late once torch is in

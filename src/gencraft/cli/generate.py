@@ -76,6 +76,9 @@ def generate_cmd(
                                     "run's training data for verbatim copies."),
 ) -> None:
     """Generate text from a trained run or a local Hugging Face model."""
+    import gencraft
+
+    gencraft.prefer_spinning_threads()  # a decode-only process: before torch loads
     import torch
 
     from gencraft import guard
