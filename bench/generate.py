@@ -29,7 +29,6 @@ import torch
 
 from gencraft.export.hf import gpt2_state_dict
 from gencraft.generate import GenerationConfig, generate
-from gencraft.generate import engine as engine_mod
 from gencraft.models import gpt as gpt_mod
 from gencraft.models import linear as linear_mod
 from gencraft.models.gpt import GPT, GPTConfig
@@ -119,7 +118,7 @@ def prefill_tps(m: GPT, prompt: list[int], repeats: int) -> float:
     x = torch.tensor([prompt])
 
     def run():
-        with engine_mod.decode_threads(m), torch.inference_mode():
+        with linear_mod.cpu_inference(m), torch.inference_mode():
             m.step(x, m.new_cache(1, PROMPT + NEW))
     return PROMPT / best_of(run, repeats)
 

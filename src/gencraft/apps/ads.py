@@ -101,6 +101,11 @@ class Variant:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def text(self) -> str:
+        """The copy as one string: what the guard checks, the library stores and ratings rank by."""
+        return f"{self.headline} {self.description} {self.cta}"
+
 
 def channel_table(extra: dict[str, Any] | str | Path | None = None) -> dict[str, dict[str, Any]]:
     """The built-in table updated with ``extra`` (a dict or a JSON file of channel -> limits)."""
@@ -275,13 +280,25 @@ def check_variant(v: Variant, brief: Brief, limits: dict[str, Any]) -> None:
     for f in ("headline", "description", "cta"):
         if len(getattr(v, f)) > limits[f]:
             raise AssertionError(f"{f} exceeds {limits[f]} characters: {getattr(v, f)!r}")
-    copy = f"{v.headline} {v.description} {v.cta}".lower()
+    copy = v.text.lower()
     for b in brief.banned:
         if b and re.search(r"\s*".join(re.escape(w) for w in b.lower().split()) or re.escape(b.lower()), copy):
             raise AssertionError(f"banned term {b!r} in {copy!r}")
     for r in brief.required_terms():
         if r not in f"{v.headline} {v.description}":
             raise AssertionError(f"required term {r!r} missing")
+
+
+def validation(v: Variant, brief: Brief, limits: dict[str, Any]) -> dict[str, Any]:
+    """What the library stores beside a variant: its lengths against the channel's limits, the
+    required terms, and the verdict of :func:`check_variant` (``valid``, and the ``problem`` if any)."""
+    checks: dict[str, Any] = {f: f"{len(getattr(v, f))}/{limits[f]}" for f in ("headline", "description", "cta")}
+    checks.update(required=brief.required_terms(), valid=True)
+    try:
+        check_variant(v, brief, limits)
+    except AssertionError as e:
+        checks.update(valid=False, problem=str(e))
+    return checks
 
 
 def export_csv(variants: list[Variant], path: str | Path, brief: Brief, *, channels: Any = None,

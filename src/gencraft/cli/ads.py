@@ -106,7 +106,7 @@ def _toward_liked(variants: list) -> list:
     cannot be read (one warning line)."""
     from gencraft.library import Library, preference_scores
 
-    texts = [f"{v.headline} {v.description} {v.cta}" for v in variants]
+    texts = [v.text for v in variants]
     try:
         lib = Library.open()
         try:
@@ -131,23 +131,15 @@ def _variant_items(variants, brief, limits: dict, *, model, name: str, parameter
     """One library item per variant (kind ``ads``), in rank order, as the server's ads endpoint stores
     them: ``headline description cta`` as the text (what ratings rank by), the guard's verdict and
     manifest, and the channel-limit and term checks."""
-    from gencraft.apps.ads import check_variant
+    from gencraft.apps.ads import validation
     from gencraft.cli.library import guard_fields
 
     items = []
     for rank, v in enumerate(variants):
-        text = f"{v.headline} {v.description} {v.cta}"
         params = {**parameters, "rank": rank, "scores": {k: round(float(x), 4) for k, x in v.scores.items()}}
-        checks = {"headline": f"{len(v.headline)}/{limits['headline']}",
-                  "description": f"{len(v.description)}/{limits['description']}",
-                  "cta": f"{len(v.cta)}/{limits['cta']}", "required": brief.required_terms(), "valid": True}
-        try:  # the kit's own re-check: limits, required and banned terms
-            check_variant(v, brief, limits)
-        except AssertionError as e:
-            checks.update(valid=False, problem=str(e))
-        manifest, guard = guard_fields(text, model=model, kind="ads", parameters=params, seed=parameters["seed"])
-        items.append({"kind": "ads", "model": name, "prompt": brief.product, "text": text, "parameters": params,
-                      "manifest": manifest, "guard": {**guard, "validation": checks}})
+        manifest, guard = guard_fields(v.text, model=model, kind="ads", parameters=params, seed=parameters["seed"])
+        items.append({"kind": "ads", "model": name, "prompt": brief.product, "text": v.text, "parameters": params,
+                      "manifest": manifest, "guard": {**guard, "validation": validation(v, brief, limits)}})
     return items
 
 

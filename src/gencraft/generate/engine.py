@@ -14,7 +14,6 @@ max_time).
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import time
 from collections.abc import Iterator, Sequence
@@ -85,11 +84,6 @@ def _prefill(model: Any, ids: torch.Tensor, limit: int | None, max_len: int | No
     return logits, cache
 
 
-def decode_threads(model: Any) -> contextlib.AbstractContextManager[None]:
-    """The CPU decoding context (fast matmul path and thread settings): see ``models/linear.py``."""
-    return cpu_inference(model)
-
-
 def shift_keep(limit: int) -> int:
     """How many of the newest tokens a full window keeps when it shifts (context shift)."""
     return max(1, limit - max(1, limit // 4))
@@ -148,7 +142,7 @@ class Decoder:
 
     def deltas(self) -> Iterator[tuple[int, str]]:
         """Yield ``(row, text delta)`` as tokens come; row = prompt index * n + sample index."""
-        with decode_threads(self.model):
+        with cpu_inference(self.model):
             yield from self._deltas()
 
     def _deltas(self) -> Iterator[tuple[int, str]]:

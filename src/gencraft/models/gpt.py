@@ -78,6 +78,17 @@ class KVCache:
         self.offset = n_pad
         self.pad = torch.arange(self.max_len, device=self.k.device)[None, :] < n_pad[:, None]
 
+    def set_padding(self, rows: list[int], start: int) -> None:
+        """Rows ``rows`` are padding before position ``start`` and real from there on (a row whose
+        contents were replaced, or emptied, in a running batch)."""
+        if self.pad is None:
+            self.pad = torch.zeros(self.batch_size, self.max_len, dtype=torch.bool, device=self.k.device)
+            self.offset = torch.zeros(self.batch_size, dtype=torch.long, device=self.k.device)
+        idx = torch.tensor(rows, device=self.k.device)
+        self.pad[idx] = False
+        self.pad[idx, :start] = True
+        self.offset[idx] = start  # type: ignore[index]
+
     def select(self, rows: torch.Tensor) -> KVCache:
         """Keep only ``rows`` of the batch (finished sequences drop out; beams reorder; samples repeat)."""
         new = object.__new__(KVCache)
@@ -133,11 +144,12 @@ class CausalSelfAttention(nn.Module):
         return self.resid_dropout(self.c_proj(y))
 
     def _decode_one(self, x: torch.Tensor, cache: KVCache, layer: int, lo: int = 0) -> torch.Tensor:
-        """One new position per row, no padding: the generation hot path, with as few ops as we can.
+        """One new position per row: the generation hot path, with as few ops as we can.
 
         With one position, ``[B, 3C]`` views straight into q/k/v heads and the attention output
-        ``[B, H, 1, hd]`` is already laid out as ``[B, 1, C]``: no transposes, no copies. ``lo``: no
-        row attends before this position (all padding), so the keys and values before it are not read.
+        ``[B, H, 1, hd]`` is already laid out as ``[B, 1, C]``: no transposes, no copies. Left padding
+        (``cache.pad``) is masked by hand; ``lo``: no row attends before this position (padding in
+        every row), so the keys and values before it are not read.
         """
         B, _, C = x.shape
         mods = self._modules  # not through nn.Module.__getattr__ (see GPT._decode)

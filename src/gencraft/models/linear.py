@@ -61,10 +61,10 @@ class Linear(nn.Linear):
             if x.dtype == torch.float32 and w.dtype == torch.float32:
                 rows = x.numel() // x.shape[-1]
                 if 1 < rows <= BATCH_ROWS:  # batched decoding: BLAS would re-pack the weights every call
-                    return _onednn_linear(self, x, batch=BATCH_ROWS)
-                return _blas_linear(self, x, w=w, b=b)
+                    return _onednn_linear(self, x, w, b, batch=BATCH_ROWS)
+                return _blas_linear(self, x, w, b)
             if x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16:
-                return _onednn_linear(self, x)
+                return _onednn_linear(self, x, w, b)
         return F.linear(x, self.weight, self.bias)
 
 
@@ -78,12 +78,10 @@ def _cached(module: nn.Module, name: str, weight: torch.Tensor, make: Any) -> An
     return hit[1]
 
 
-def _blas_linear(m: nn.Module, x: torch.Tensor, out_in: bool = True, w: torch.Tensor | None = None,
-                 b: torch.Tensor | None = None) -> torch.Tensor:
+def _blas_linear(m: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                 out_in: bool = True) -> torch.Tensor:
     """``x @ W.T + b`` (``out_in``: W is ``[out, in]`` as in ``nn.Linear``; else ``[in, out]``) on numpy's
-    BLAS; ``w``/``b``: the module's weight and bias when the caller has them already."""
-    if w is None:
-        w, b = m.weight, m.bias
+    BLAS; ``w``/``b`` are module ``m``'s weight and bias (its numpy views are cached on it)."""
     key = (w.data_ptr(), 0 if b is None else b.data_ptr())
     hit = m.__dict__.get("_gencraft_np")
     if hit is None or hit[0] != key:  # numpy views share the parameters' memory: only a new tensor needs a new view
@@ -99,11 +97,13 @@ def _blas_linear(m: nn.Module, x: torch.Tensor, out_in: bool = True, w: torch.Te
     return torch.from_numpy(out.reshape(*a.shape[:-1], out.shape[-1]) if a.ndim != 2 else out)
 
 
-def _onednn_linear(m: nn.Linear, x: torch.Tensor, batch: int = 1) -> torch.Tensor:
-    packed = _cached(m, f"_gencraft_onednn_weight{batch}", m.weight,
+def _onednn_linear(m: nn.Linear, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+                   batch: int = 1) -> torch.Tensor:
+    """``x @ W.T + b`` on oneDNN with ``w`` (module ``m``'s weight) packed once for ``batch`` rows."""
+    packed = _cached(m, f"_gencraft_onednn_weight{batch}", w,
                      lambda w: torch.ops.mkldnn._reorder_linear_weight(w, batch_size=batch))
-    bias = None if m.bias is None else m.bias.detach()
-    nbytes = m.weight.numel() * m.weight.element_size()
+    bias = None if b is None else b.detach()
+    nbytes = w.numel() * w.element_size()
     return _tuner("torch").run(nbytes, lambda: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], ""))
 
 
@@ -268,7 +268,7 @@ def _fast_conv1d(cls: type) -> type:
         def forward(self: Any, x: torch.Tensor) -> torch.Tensor:
             if (_users and FAST_PATH and x.is_cpu and not torch.is_grad_enabled()
                     and x.dtype == torch.float32 and self.weight.dtype == torch.float32):
-                return _blas_linear(self, x, out_in=False)
+                return _blas_linear(self, x, self.weight, self.bias, out_in=False)
             return cls.forward(self, x)
 
         fast = _conv1d_classes[cls] = type(f"Fast{cls.__name__}", (cls,), {"forward": forward})

@@ -190,7 +190,7 @@ async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
     brief = A.Brief(**fields)
     variants = await asyncio.to_thread(A.generate, tm, brief, n=body.n, seed=seed, temperature=body.temperature,
                                        top_p=body.top_p)
-    texts = [f"{v.headline} {v.description} {v.cta}" for v in variants]
+    texts = [v.text for v in variants]
     if body.rank_by_ratings:  # liked variants first, on top of the kit's own ranking
         liked, disliked = await asyncio.to_thread(gc.library.rated_texts, "ads")
         pref = preference_scores(texts, liked, disliked)
@@ -205,9 +205,7 @@ async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
         params = body.model_dump(exclude_none=True) | {"seed": seed, "rank": rank}
         _, guard, manifest = await asyncio.to_thread(finalize, texts[i], tm=tm, kind="ads", params=params,
                                                      seed=seed)
-        checks = {"headline": f"{len(v.headline)}/{limits['headline']}",
-                  "description": f"{len(v.description)}/{limits['description']}",
-                  "cta": f"{len(v.cta)}/{limits['cta']}", "required": brief.required_terms(), "valid": True}
+        checks = A.validation(v, brief, limits)
         item_id = await gc.store(request=request, kind="ads", model=body.model, prompt=brief.product,
                                  text=texts[i], parameters=params, manifest=manifest,
                                  guard=guard | {"validation": checks})

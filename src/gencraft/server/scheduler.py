@@ -116,30 +116,12 @@ def place_rows(cache: Any, new: Any, slots: list[int]) -> bool:
     offs = [0] * new.batch_size if new.offset is None else [int(o) for o in new.offset]
     if any(P - o > L for o in offs):  # a prompt longer than the batch so far: merge instead
         return False
-    if cache.pad is None:
-        cache.pad = torch.zeros(cache.batch_size, cache.max_len, dtype=torch.bool, device=cache.k.device)
-        cache.offset = torch.zeros(cache.batch_size, dtype=torch.long, device=cache.k.device)
     for i, (slot, o) in enumerate(zip(slots, offs, strict=True)):
         start = L - (P - o)
         cache.k[:, slot, :, start:L] = new.k[:, i, :, o:P]
         cache.v[:, slot, :, start:L] = new.v[:, i, :, o:P]
-        cache.pad[slot] = False
-        cache.pad[slot, :start] = True
-        cache.offset[slot] = start  # type: ignore[index]
+        cache.set_padding([slot], start)
     return True
-
-
-def blank_rows(cache: Any, rows: list[int]) -> None:
-    """Mark ``rows`` of a KV cache (finished sequences left as ghosts) as all padding so far, so that
-    attention can start after the live rows' padding (``GPT._decode``'s ``lo``) without them."""
-    if not rows:
-        return
-    if cache.pad is None:
-        cache.pad = torch.zeros(cache.batch_size, cache.max_len, dtype=torch.bool, device=cache.k.device)
-        cache.offset = torch.zeros(cache.batch_size, dtype=torch.long, device=cache.k.device)
-    idx = torch.tensor(rows, device=cache.k.device)
-    cache.pad[idx, :cache.length] = True
-    cache.offset[idx] = cache.length
 
 
 def _kv_cache() -> type:
@@ -400,27 +382,26 @@ class Scheduler:
         compacting and re-merging the whole cache (two copies of every row's cache per request).
         Ghosts are compacted away when they reach a quarter of the batch.
         """
-        with torch.inference_mode():
-            if new:
-                new_logits, new_cache = self._prefill(new)
-                slots = [i for i, s in enumerate(active) if s is GHOST][:len(new)]
-                if active and len(slots) == len(new) and place_rows(cache, new_cache, slots):
-                    logits[slots] = new_logits  # type: ignore[index]
-                    self.stats.reused += len(new)
-                    for slot, seq in zip(slots, new, strict=True):
-                        active[slot] = seq
-                elif active:
-                    cache, logits, active = self._compact(active, cache, logits)  # type: ignore[arg-type]
-                    merged = merge_caches(cache, new_cache, self.limit)
-                    assert merged is not None  # _take admits only into mergeable batches
-                    cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
-                    active = active + new
-                else:
-                    cache, logits, active = new_cache, new_logits, list(new)
-                # counted before this step's tokens are handed out (below): a client that has its
-                # first token must never see its request missing from ``active``
-                self.stats.active = _live(active)
-                self.stats.max_active = max(self.stats.max_active, self.stats.active)
+        if new:
+            new_logits, new_cache = self._prefill(new)
+            slots = [i for i, s in enumerate(active) if s is GHOST][:len(new)]
+            if active and len(slots) == len(new) and place_rows(cache, new_cache, slots):
+                logits[slots] = new_logits  # type: ignore[index]
+                self.stats.reused += len(new)
+                for slot, seq in zip(slots, new, strict=True):
+                    active[slot] = seq
+            elif active:
+                cache, logits, active = self._compact(active, cache, logits)  # type: ignore[arg-type]
+                merged = merge_caches(cache, new_cache, self.limit)
+                assert merged is not None  # _take admits only into mergeable batches
+                cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
+                active = active + new
+            else:
+                cache, logits, active = new_cache, new_logits, list(new)
+            # counted before this step's tokens are handed out (below): a client that has its
+            # first token must never see its request missing from ``active``
+            self.stats.active = _live(active)
+            self.stats.max_active = max(self.stats.max_active, self.stats.active)
         if not active:
             return cache, logits, active
         nxt = self._choose(active, logits)  # type: ignore[arg-type]
@@ -434,7 +415,8 @@ class Scheduler:
                 kept = set(keep)
                 gone = [i for i, s in enumerate(active) if i not in kept and s is not GHOST]
                 active = [s if i in kept else GHOST for i, s in enumerate(active)]
-                blank_rows(cache, gone)
+                if gone:  # all padding so far: attention starts after the live rows' padding (GPT._decode)
+                    cache.set_padding(gone, cache.length)
             else:
                 active = [active[i] for i in keep]
                 sel = torch.tensor(keep, device=self.device)
@@ -446,8 +428,7 @@ class Scheduler:
             for s in active:  # context full for every row (cannot happen within the caps)
                 self._finish(s, "length")
             return None, None, []
-        with torch.inference_mode():
-            logits, cache = self.model.step(nxt[:, None], cache)
+        logits, cache = self.model.step(nxt[:, None], cache)
         self.stats.steps += 1
         return cache, logits, active
 
