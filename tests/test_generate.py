@@ -12,6 +12,7 @@ from gencraft.backends import load
 from gencraft.errors import NotFoundError, UsageError
 from gencraft.generate import GenerationConfig, generate, stream
 from gencraft.generate import processors as P
+from gencraft.generate.engine import draw
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.models.lstm import LSTMLM, LSTMConfig
 from gencraft.tokenize import train_tokenizer
@@ -292,14 +293,14 @@ def test_draw_follows_the_distribution_and_never_picks_a_masked_token():
     probs = torch.tensor([[0.5, 0.0, 0.3, 0.2], [0.0, 2.0, 0.0, 2.0]])  # the second row is not normalized
     g = torch.Generator().manual_seed(0)
     n = 20000
-    picks = torch.stack([P.draw(probs, torch.rand(2, generator=g, dtype=torch.float64)) for _ in range(n)])
+    picks = torch.stack([draw(probs, torch.rand(2, generator=g, dtype=torch.float64)) for _ in range(n)])
     freq0 = torch.bincount(picks[:, 0], minlength=4) / n
     freq1 = torch.bincount(picks[:, 1], minlength=4) / n
     assert torch.allclose(freq0, torch.tensor([0.5, 0.0, 0.3, 0.2]), atol=0.015)
     assert torch.allclose(freq1, torch.tensor([0.0, 0.5, 0.0, 0.5]), atol=0.015)
     assert freq0[1] == 0 and freq1[0] == 0 and freq1[2] == 0
     ends = torch.tensor([0.0, 1.0 - 1e-12], dtype=torch.float64)  # the two ends of [0, 1)
-    assert P.draw(probs[:1].expand(2, 4), ends).tolist() == [0, 3]
+    assert draw(probs[:1].expand(2, 4), ends).tolist() == [0, 3]
 
 
 def test_topk_draw_over_survivors_equals_the_draw_over_the_masked_vocabulary(char_tok):

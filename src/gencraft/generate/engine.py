@@ -7,7 +7,7 @@ left-padded; each prompt's prefill is shared by its ``n`` samples); a finished s
 the batch (``cache.select``), so it costs nothing more.
 
 Per step: logits -> processors (docs/architecture.md order) -> argmax, or a sample drawn by
-inverse CDF (:func:`~gencraft.generate.processors.draw`: one uniform number per row from a seeded
+inverse CDF (:func:`draw`: one uniform number per row from a seeded
 generator) -> stop checks on the host (EOS, stop strings across token boundaries, max_new_tokens,
 max_time).
 """
@@ -24,7 +24,7 @@ import torch
 
 from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.generate.processors import TopK, apply, build_processors, draw, vocab_bytes
+from gencraft.generate.processors import TopK, apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.models.linear import cpu_inference
 
@@ -82,6 +82,20 @@ def _prefill(model: Any, ids: torch.Tensor, limit: int | None, max_len: int | No
         cache.left_pad(n_pad)
     logits, cache = model.step(window.clamp(min=0), cache)
     return logits, cache
+
+
+def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One sample per row of ``probs`` ``[B, V]`` by inverse CDF: the first token whose cumulative
+    probability exceeds ``u[b]`` (uniform in [0, 1), ``[B]``) times the row's total.
+
+    One uniform number per row: drawing ``V`` exponentials for the race ``argmax(p / E)`` cost
+    ~120 us per row of an 8,000-token vocabulary on the development machine, the cumulative sum
+    ~7 us. The sum runs in float64 so that rounding cannot skip a token of probability 1e-8; a
+    token of probability 0 (masked) is never drawn. Rows need not be normalized.
+    """
+    cdf = probs.cumsum(-1, dtype=torch.float64)
+    target = u.to(torch.float64) * cdf[:, -1]
+    return torch.searchsorted(cdf, target[:, None], right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
 
 
 def shift_keep(limit: int) -> int:

@@ -260,21 +260,7 @@ def apply(processors: list, ids: torch.Tensor, logits: torch.Tensor) -> torch.Te
     return logits
 
 
-def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """One sample per row of ``probs`` ``[B, V]`` by inverse CDF: the first token whose cumulative
-    probability exceeds ``u[b]`` (uniform in [0, 1), ``[B]``) times the row's total.
-
-    One uniform number per row: drawing ``V`` exponentials for the race ``argmax(p / E)`` cost
-    ~120 us per row of an 8,000-token vocabulary on the development machine, the cumulative sum
-    ~7 us. The sum runs in float64 so that rounding cannot skip a token of probability 1e-8; a
-    token of probability 0 (masked) is never drawn. Rows need not be normalized.
-    """
-    cdf = probs.cumsum(-1, dtype=torch.float64)
-    target = u.to(torch.float64) * cdf[:, -1]
-    return torch.searchsorted(cdf, target[:, None], right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
-
-
 __all__ = [
     "BadWords", "LogitBias", "MinP", "NoRepeatNGram", "PresenceFrequencyPenalty", "RepetitionPenalty",
-    "Temperature", "TopK", "TopP", "TypicalP", "apply", "build_processors", "draw", "token_counts", "vocab_bytes",
+    "Temperature", "TopK", "TopP", "TypicalP", "apply", "build_processors", "token_counts", "vocab_bytes",
 ]

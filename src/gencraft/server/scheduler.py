@@ -35,8 +35,8 @@ import torch
 
 from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.generate.engine import model_device
-from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, draw, vocab_bytes
+from gencraft.generate.engine import draw, model_device
+from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.models.linear import cpu_inference
 from gencraft.server.errors import Overloaded, QueueFull
