@@ -22,6 +22,7 @@ import gencraft  # first: sets the thread-pool wait policies before torch/numpy 
 gencraft.prefer_spinning_threads()
 
 import argparse
+import copy
 import os
 import time
 
@@ -31,6 +32,7 @@ from gencraft.export.hf import gpt2_state_dict
 from gencraft.generate import GenerationConfig, generate
 from gencraft.models import gpt as gpt_mod
 from gencraft.models import linear as linear_mod
+from gencraft.models import native as native_mod
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.tokenize import train_tokenizer
 
@@ -187,9 +189,12 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         linear_mod.FAST_PATH = False
         plain = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
         linear_mod.FAST_PATH = True
+        native_mod.ENABLED = False
+        no_c = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
         gpt_mod.CausalSelfAttention.fast_decode = False
         slow = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
         gpt_mod.CausalSelfAttention.fast_decode = True
+        native_mod.ENABLED = True
         fixed = {}
         for n in (1, 2):
             os.environ["GENCRAFT_DECODE_THREADS"] = str(n)
@@ -197,9 +202,10 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
             fixed[n] = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
         del os.environ["GENCRAFT_DECODE_THREADS"]
         linear_mod._tuners.clear()
-        print(f"ablation greedy tok/s: all on {ours_g:.0f} | F.linear (MKL) instead of the fast linear path: "
-              f"{plain:.0f} | without the one-position attention path: {slow:.0f} | matmul threads fixed "
-              f"at 1: {fixed[1]:.0f}, at 2: {fixed[2]:.0f} (default: measured by the tuner)")
+        print(f"ablation greedy tok/s: all on {ours_g:.0f} | PyTorch decode step instead of the C step: {no_c:.0f} "
+              f"| and F.linear (MKL) instead of the fast linear path: {plain:.0f} | and without the one-position "
+              f"attention path: {slow:.0f} | threads fixed at 1: {fixed[1]:.0f}, at 2: {fixed[2]:.0f} (default: "
+              f"measured by the tuner)")
     if name == "13.8M":
         ttft = best_of(lambda: generate(m, tok, [prompt], GenerationConfig(max_new_tokens=1, temperature=0)),
                        reps)
@@ -209,12 +215,17 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         single = 8 * NEW / best_of(lambda: [generate(m, tok, [p], topk) for p in prompts], 1)
         print(f"batched top-k, 8 prompts: at once {batch:.0f} tok/s | one at a time {single:.0f} tok/s")
     if big:
-        linear_mod.FAST_PATH = False  # A/B: PyTorch's own linear (MKL / ATen bf16)
+        native_mod.ENABLED = False  # A/B: the PyTorch decode step, then also PyTorch's own linear
+        torch_f = rate("gencraft greedy f32, PyTorch step", NEW, lambda: generate(m, tok, [prompt], greedy), 1, w)
+        linear_mod.FAST_PATH = False
         plain = rate("gencraft greedy f32, F.linear", NEW, lambda: generate(m, tok, [prompt], greedy), 1, w)
-        mb = m.to(torch.bfloat16)
+        mb = copy.deepcopy(m).to(torch.bfloat16)
         plain_b = rate("gencraft greedy bf16, F.linear", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
         linear_mod.FAST_PATH = True
-        print(f"F.linear instead of the fast linear path: f32 {plain:.1f} tok/s, bf16 {plain_b:.1f} tok/s")
+        torch_b = rate("gencraft greedy bf16, PyTorch step", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
+        native_mod.ENABLED = True
+        print(f"PyTorch decode step instead of the C step: f32 {torch_f:.1f} tok/s, bf16 {torch_b:.1f} tok/s | "
+              f"and F.linear instead of the fast linear path: f32 {plain:.1f} tok/s, bf16 {plain_b:.1f} tok/s")
         ours_b = rate("gencraft greedy bf16", NEW, lambda: generate(mb, tok, [prompt], greedy), 1, w)
         x = torch.tensor([torch.randint(0, tok.vocab_size, (257,), generator=g).tolist()])
         with torch.inference_mode():
@@ -224,6 +235,38 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
               f"| ref llama.cpp f16 {REF_LLAMA_F16[name]} | target >= 130")
         print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
               f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
+        c_step, torch_step = decode_drift(m, mb, prompt, 32)
+        print(f"bf16 decoding, max |logit diff| from f32 decoding over 32 greedy steps: C step {c_step:.3f} "
+              f"(float32 activations) | PyTorch bf16 step {torch_step:.3f}")
+
+
+def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int) -> tuple[float, float]:
+    """Largest logit difference between f32 decoding and bf16 decoding (C step, then PyTorch step),
+    both fed the f32 model's greedy tokens."""
+    def logits_along(model: GPT, tokens: list[int]) -> list[torch.Tensor]:
+        out = []
+        with linear_mod.cpu_inference(model), torch.inference_mode():
+            logits, cache = model.step(torch.tensor([prompt]), model.new_cache(1))
+            out.append(logits)
+            for t in tokens:
+                logits, cache = model.step(torch.tensor([[t]]), cache)
+                out.append(logits)
+        return out
+
+    tokens: list[int] = []
+    with linear_mod.cpu_inference(m), torch.inference_mode():
+        logits, cache = m.step(torch.tensor([prompt]), m.new_cache(1))
+        for _ in range(steps):
+            tokens.append(int(logits.argmax()))
+            logits, cache = m.step(torch.tensor([[tokens[-1]]]), cache)
+    ref = logits_along(m, tokens)
+    drift = []
+    for on in (True, False):
+        native_mod.ENABLED = on
+        got = logits_along(mb, tokens)
+        drift.append(max((a - b).abs().max().item() for a, b in zip(ref, got, strict=True)))
+    native_mod.ENABLED = True
+    return drift[0], drift[1]
 
 
 def bf16_quality(tok, text: str, steps: int = 600) -> None:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.models import native
 from gencraft.models.linear import Linear, tuned
 
 
@@ -282,6 +283,10 @@ class GPT(nn.Module):
         if cache.length + T > cache.max_len:
             raise ValueError(f"KV cache full: {cache.length} + {T} > {cache.max_len}")
         if T == 1 and CausalSelfAttention.fast_decode and not self.training:  # decoding: one position
+            if B == 1 and cache.offset is None:  # one sequence on the CPU: the C step, when it is built
+                logits = native.gpt_step(self, token_ids, cache)
+                if logits is not None:
+                    return logits, cache
             if cache.offset is None:
                 x = self.wte(token_ids) + self.wpe.weight[cache.length]
             else:  # left padding: each row's positions start at its first real token

@@ -114,7 +114,9 @@ class ThreadTuner:
     steps' mix of shapes) in the current setting, now and then probes the other setting for one
     window and keeps the faster; after a probe that lost clearly it waits twice as long before the
     next one, and a probe that is clearly losing stops early, so a loaded machine pays little. It
-    starts on one thread, the setting that is never a disaster. Matmuls under ``SPLIT_MIN`` bytes
+    starts on one thread, the setting that is never a disaster (``start``: a tuner whose calls are
+    whole decode steps starts on all cores when the machine looks idle, or its first window of
+    steps would all run on one). Matmuls under ``SPLIT_MIN`` bytes
     of weights (a small model's layers, which sit in cache) always run on one thread: splitting
     them gains little and risks the same stalls. Results do not depend on the choice: each output
     element is reduced in the same order with 1 or 2 threads (tests check the tokens match).
@@ -125,14 +127,15 @@ class ThreadTuner:
     SPLIT_MIN = 512 * 1024
 
     def __init__(self, many: int, set_threads: Callable[[int], None], fixed: int = 0, busy: bool = False,
-                 restore: bool = False) -> None:
+                 restore: bool = False, window: int = WINDOW, start: int = 1) -> None:
         self.many = many
+        self.window = window
         self.set_threads = set_threads
         # ``restore``: go back to one thread after each split call. For torch's pool, whose threads
         # also run every small op between the matmuls: a sleeping OpenMP pool takes ~45 us to wake on
         # this VM, so a 5 us layer norm over 2 threads took 52 us (measured); switching costs 0.2 us.
         self.restore = restore
-        self.mode = fixed or 1
+        self.mode = fixed or start
         self.fixed = fixed
         self.applied = 0
         self.cost: dict[int, float] = {}  # seconds per byte, moving average per setting
@@ -177,7 +180,7 @@ class ThreadTuner:
         if self.probing and self.n >= 8 and self.secs > 3 * self.cost[self.base] * self.bytes:
             self._window(self.secs / self.bytes)  # clearly losing (a split waiting on a busy core): stop now
             self.n, self.secs, self.bytes = 0, 0.0, 0
-        elif self.n == self.WINDOW:
+        elif self.n == self.window:
             self._window(self.secs / self.bytes)
             self.n, self.secs, self.bytes = 0, 0.0, 0
         return out
@@ -204,10 +207,11 @@ class ThreadTuner:
 _tuners: dict[str, ThreadTuner] = {}
 
 
-def _tuner(kind: str) -> ThreadTuner:
+def _tuner(kind: str, setter: Callable[[int], None] | None = None) -> ThreadTuner:
+    """The tuner of ``kind`` ("blas", "torch", "attention"; or another kind with its own thread ``setter``)."""
     t = _tuners.get(kind)
     if t is None:
-        t = _tuners[kind] = _make_tuner(kind)
+        t = _tuners[kind] = _make_tuner(kind, setter)
     return t
 
 
@@ -219,16 +223,20 @@ def tuned(kind: str, nbytes: int, fn: Callable[[], Any]) -> Any:
     return _tuner(kind).run(nbytes, fn, key=kind)
 
 
-def _make_tuner(kind: str) -> ThreadTuner:
+def _make_tuner(kind: str, setter: Callable[[int], None] | None = None) -> ThreadTuner:
     forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    setter = _openblas_setter() if kind == "blas" else torch.set_num_threads
+    whole_steps = setter is not None
     try:  # another task runnable right now besides this thread (Linux: /proc/loadavg "running/total")
         with open("/proc/loadavg") as f:
             busy = int(f.read().split()[3].split("/")[0]) > 1
     except (OSError, ValueError, IndexError):
         busy = False
-    return ThreadTuner(cores, setter, fixed=int(forced) if forced.isdigit() else 0, busy=busy, restore=kind != "blas")
+    fixed = int(forced) if forced.isdigit() else 0
+    if whole_steps:  # a whole decode step (the C step) a call: windows of 8 steps, not 64
+        return ThreadTuner(cores, setter, fixed=fixed, busy=busy, window=8, start=1 if busy else cores)
+    setter = _openblas_setter() if kind == "blas" else torch.set_num_threads
+    return ThreadTuner(cores, setter, fixed=fixed, busy=busy, restore=kind != "blas")
 
 
 def _openblas_setter() -> Callable[[int], None]:

@@ -1,0 +1,545 @@
+/* One GPT decode step for one sequence, in C: gencraft's batch-1 CPU hot path.
+ *
+ * Batch-1 decoding reads every weight once per token, so a step is bound by how fast the CPU
+ * streams the weights from memory. In PyTorch the step is ~50 small ops around the matmuls, each
+ * a few microseconds of dispatch; at 13.8M parameters those took ~40% of the step, and no BLAS
+ * matrix-vector product streams at the machine's full read bandwidth. This file does the whole
+ * step (embedding, every block, final norm, output layer) as a few passes over the weights, split
+ * over the cores by a small thread pool of its own, and reads the model's tensors in place (the
+ * caller passes their addresses; nothing is copied or re-packed).
+ *
+ * The model is gencraft's GPT (models/gpt.py): pre-norm blocks, LayerNorm, fused q/k/v
+ * projection, tanh-approximated GELU, learned positions. Weights are float32 or bfloat16 and
+ * ``[out, in]`` row-major (nn.Linear's layout); the KV cache is ``[n_layer, 1, n_head, max_len,
+ * head_dim]`` in float32 or bfloat16; activations stay in float32 throughout.
+ *
+ * Built on first use by models/native.py with the system C compiler (-O3 -march=native); the
+ * inner loops use GCC's vector extensions, which compile to AVX-512, AVX2 or SSE as the CPU has.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef float f32x16 __attribute__((vector_size(64), aligned(4)));
+typedef uint16_t u16x16 __attribute__((vector_size(32), aligned(2)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+
+/* ---------------------------------------------------------------- numbers */
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch does */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static inline f32x16 load16(const float *p) { return *(const f32x16 *)p; }
+
+static inline f32x16 load16_bf16(const uint16_t *p) {
+    u32x16 u = __builtin_convertvector(*(const u16x16 *)p, u32x16) << 16;
+    f32x16 f;
+    memcpy(&f, &u, 64);
+    return f;
+}
+
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+
+static inline float hsum(f32x16 v) { /* a tree, not 16 dependent adds */
+    f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+              __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+    f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+    return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+static inline f32x16 clamp16(f32x16 x, float lo, float hi) {
+    f32x16 l = x * 0.0f + lo, h = x * 0.0f + hi;
+    i32x16 xi, li, hi_;
+    memcpy(&xi, &x, 64), memcpy(&li, &l, 64), memcpy(&hi_, &h, 64);
+    i32x16 below = x < l, above = x > h; /* all-ones lanes where true */
+    xi = (xi & ~below) | (li & below);
+    xi = (xi & ~above) | (hi_ & above);
+    memcpy(&x, &xi, 64);
+    return x;
+}
+
+static inline f32x16 exp16(f32x16 x) {
+    /* e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2, e^r by its Taylor polynomial to r^7
+       (relative error ~2e-7); x is clamped to where the result is a normal float */
+    x = clamp16(x, -87.0f, 88.0f);
+    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    f32x16 t = x * 1.44269504088896341f + shifter;
+    f32x16 n = t - shifter;
+    f32x16 r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
+    f32x16 p = 1.0f / 5040 + r * 0.0f;
+    p = p * r + 1.0f / 720;
+    p = p * r + 1.0f / 120;
+    p = p * r + 1.0f / 24;
+    p = p * r + 1.0f / 6;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    i32x16 e = (__builtin_convertvector(n, i32x16) + 127) << 23;
+    f32x16 scale;
+    memcpy(&scale, &e, 64);
+    return p * scale;
+}
+
+/* tanh-approximated GELU, 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)), over y[0..n) in place. Every
+   element goes through the vector code (the tail padded), so a value does not depend on where a
+   thread's chunk happened to start: the result is the same on any number of threads. */
+static inline f32x16 gelu16(f32x16 x) {
+    f32x16 u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+    return x / (1.0f + exp16(-2.0f * u));
+}
+
+static void gelu_tanh(float *y, int n) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        f32x16 g = gelu16(load16(y + i));
+        memcpy(y + i, &g, 64);
+    }
+    if (i < n) {
+        float tail[16] = {0};
+        memcpy(tail, y + i, sizeof(float) * (size_t)(n - i));
+        f32x16 g = gelu16(load16(tail));
+        memcpy(y + i, &g, sizeof(float) * (size_t)(n - i));
+    }
+}
+
+/* dot products of 4 weight rows with x (float32 / bfloat16 rows of length n, stride ld) */
+static void dot4_f32(const float *w, long ld, const float *x, int n, float out[4]) {
+    f32x16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        f32x16 xv = load16(x + i);
+        a0 += load16(w + i) * xv;
+        a1 += load16(w + ld + i) * xv;
+        a2 += load16(w + 2 * ld + i) * xv;
+        a3 += load16(w + 3 * ld + i) * xv;
+    }
+    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+    for (; i < n; i++) {
+        s0 += w[i] * x[i];
+        s1 += w[ld + i] * x[i];
+        s2 += w[2 * ld + i] * x[i];
+        s3 += w[3 * ld + i] * x[i];
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+static void dot4_bf16(const uint16_t *w, long ld, const float *x, int n, float out[4]) {
+    f32x16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        f32x16 xv = load16(x + i);
+        a0 += load16_bf16(w + i) * xv;
+        a1 += load16_bf16(w + ld + i) * xv;
+        a2 += load16_bf16(w + 2 * ld + i) * xv;
+        a3 += load16_bf16(w + 3 * ld + i) * xv;
+    }
+    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
+    for (; i < n; i++) {
+        s0 += bf16_to_f32(w[i]) * x[i];
+        s1 += bf16_to_f32(w[ld + i]) * x[i];
+        s2 += bf16_to_f32(w[2 * ld + i]) * x[i];
+        s3 += bf16_to_f32(w[3 * ld + i]) * x[i];
+    }
+    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+/* 8 bfloat16 rows, n a multiple of 32, against x2: x reordered by pairs (x2 = pair_order(x)). A
+   32-bit word holds two weights; ``u << 16`` is the even one as a float32, ``u & 0xffff0000`` the
+   odd one, which saves widening every 16 weights (measured: 44 vs 37 GB/s on two cores). */
+typedef int32_t i32x16u __attribute__((vector_size(64), aligned(4)));
+
+static void dot8_bf16_pairs(const uint16_t *w, long ld, const float *x2, int n, float out[8]) {
+    f32x16 a[8] = {{0}};
+    for (int i = 0; i < n; i += 32) {
+        f32x16 xe = load16(x2 + i), xo = load16(x2 + i + 16);
+        for (int k = 0; k < 8; k++) {
+            i32x16u u = *(const i32x16u *)(w + k * ld + i);
+            i32x16u lo = u << 16, hi = u & (int32_t)0xffff0000;
+            f32x16 fl, fh;
+            memcpy(&fl, &lo, 64), memcpy(&fh, &hi, 64);
+            a[k] += fl * xe + fh * xo;
+        }
+    }
+    for (int k = 0; k < 8; k++) out[k] = hsum(a[k]);
+}
+
+/* x2[32b + i] = x[32b + 2i], x2[32b + 16 + i] = x[32b + 2i + 1]: the order dot8_bf16_pairs reads */
+static void pair_order(const float *x, int n, float *x2) {
+    for (int b = 0; b < n; b += 32)
+        for (int i = 0; i < 16; i++) x2[b + i] = x[b + 2 * i], x2[b + 16 + i] = x[b + 2 * i + 1];
+}
+
+static float dot1(const void *w, int bf16, const float *x, int n) {
+    float s = 0.0f;
+    if (bf16) {
+        const uint16_t *p = w;
+        for (int i = 0; i < n; i++) s += bf16_to_f32(p[i]) * x[i];
+    } else {
+        const float *p = w;
+        for (int i = 0; i < n; i++) s += p[i] * x[i];
+    }
+    return s;
+}
+
+static void layer_norm(const float *x, const float *w, const float *b, float eps, int n, float *out) {
+    float mean = 0.0f, var = 0.0f;
+    for (int i = 0; i < n; i++) mean += x[i];
+    mean /= (float)n;
+    for (int i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    float r = 1.0f / sqrtf(var / (float)n + eps);
+    for (int i = 0; i < n; i++) out[i] = (x[i] - mean) * r * (w ? w[i] : 1.0f) + (b ? b[i] : 0.0f);
+}
+
+/* ---------------------------------------------------------------- thread pool
+ *
+ * The caller's thread is worker 0; up to MAX_THREADS - 1 more are started on first use. A job is
+ * a function run by every thread of the job with its thread index; the work inside it is handed
+ * out in chunks from an atomic counter, so a thread that is late (descheduled) takes fewer chunks.
+ * Between jobs the workers spin for ~spin_ns, then sleep on a condition variable: a decode step's
+ * jobs follow each other within microseconds, and waking a sleeping thread costs ~50 us here.
+ */
+#define MAX_THREADS 16
+
+typedef void (*job_fn)(void *arg, int tid);
+
+static struct {
+    int started;                 /* workers running */
+    pthread_t th[MAX_THREADS];
+    _Atomic unsigned long gen;   /* bumped for every job */
+    _Atomic int done;            /* workers done with the current job */
+    _Atomic int sleepers;
+    job_fn fn;
+    void *arg;
+    int nth;                     /* threads taking part in the current job */
+    unsigned long start_gen[MAX_THREADS];
+    long spin_ns;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .spin_ns = 300000};
+
+static long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+static void *worker(void *p) {
+    int tid = (int)(intptr_t)p;
+    unsigned long seen = pool.start_gen[tid]; /* the job count when it was created, not when it first ran */
+    for (;;) {
+        long t0 = now_ns();
+        unsigned long g;
+        int n = 0;
+        while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen) {
+            __builtin_ia32_pause();
+            if (++n % 256 == 0 && now_ns() - t0 > pool.spin_ns) {
+                pthread_mutex_lock(&pool.mu);
+                atomic_fetch_add(&pool.sleepers, 1);
+                while ((g = atomic_load(&pool.gen)) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
+                atomic_fetch_sub(&pool.sleepers, 1);
+                pthread_mutex_unlock(&pool.mu);
+                break;
+            }
+        }
+        seen = g;
+        if (tid < pool.nth) {
+            pool.fn(pool.arg, tid);
+            atomic_fetch_add_explicit(&pool.done, 1, memory_order_release);
+        }
+    }
+    return NULL;
+}
+
+static pthread_mutex_t step_mu = PTHREAD_MUTEX_INITIALIZER; /* one step at a time uses the pool */
+
+/* fork() while another thread is in a step: the child gets neither the workers nor a usable lock */
+static void before_fork(void) { pthread_mutex_lock(&step_mu); }
+static void after_fork_parent(void) { pthread_mutex_unlock(&step_mu); }
+static void after_fork_child(void) {
+    pool.started = 0;
+    atomic_store(&pool.sleepers, 0);
+    pthread_mutex_init(&pool.mu, NULL);
+    pthread_cond_init(&pool.cv, NULL);
+    pthread_mutex_init(&step_mu, NULL);
+}
+
+static int pool_start(int want) {
+    static int registered = 0;
+    if (!registered) {
+        pthread_atfork(before_fork, after_fork_parent, after_fork_child);
+        registered = 1;
+    }
+    while (pool.started < want - 1 && pool.started < MAX_THREADS - 1) {
+        pool.start_gen[pool.started + 1] = atomic_load(&pool.gen);
+        if (pthread_create(&pool.th[pool.started], NULL, worker, (void *)(intptr_t)(pool.started + 1)) != 0) break;
+        pthread_detach(pool.th[pool.started]);
+        pool.started++;
+    }
+    return pool.started + 1;
+}
+
+static void run_job(job_fn fn, void *arg, int nth) {
+    if (nth <= 1) {
+        fn(arg, 0);
+        return;
+    }
+    pool.fn = fn, pool.arg = arg, pool.nth = nth;
+    atomic_store(&pool.done, 0);
+    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_seq_cst);
+    if (atomic_load(&pool.sleepers) > 0) {
+        pthread_mutex_lock(&pool.mu);
+        pthread_cond_broadcast(&pool.cv);
+        pthread_mutex_unlock(&pool.mu);
+    }
+    fn(arg, 0);
+    while (atomic_load_explicit(&pool.done, memory_order_acquire) < nth - 1) __builtin_ia32_pause();
+}
+
+/* ---------------------------------------------------------------- jobs */
+
+enum { EPI_NONE, EPI_GELU, EPI_ADD }; /* what happens to each output: y = act(W x + b) or y += W x + b */
+
+typedef struct {
+    const void *w;
+    const float *b;
+    int bf16, rows, cols, epilogue, min_chunk, nth, share;
+    const float *x, *x2; /* x2: x in pair order (bfloat16 weights, cols % 32 == 0), else NULL */
+    float *y;
+    _Atomic int next;
+} matvec_job;
+
+static void matvec_rows(matvec_job *j, int r0, int r1) {
+    float s[8];
+    int r = r0;
+    if (j->x2) {
+        for (; r + 8 <= r1; r += 8) {
+            dot8_bf16_pairs((const uint16_t *)j->w + (long)r * j->cols, j->cols, j->x2, j->cols, s);
+            for (int k = 0; k < 8; k++) {
+                float v = s[k] + (j->b ? j->b[r + k] : 0.0f);
+                if (j->epilogue == EPI_ADD) j->y[r + k] += v;
+                else j->y[r + k] = v;
+            }
+        }
+    }
+    for (; r + 4 <= r1; r += 4) {
+        if (j->bf16)
+            dot4_bf16((const uint16_t *)j->w + (long)r * j->cols, j->cols, j->x, j->cols, s);
+        else
+            dot4_f32((const float *)j->w + (long)r * j->cols, j->cols, j->x, j->cols, s);
+        for (int k = 0; k < 4; k++) {
+            float v = s[k] + (j->b ? j->b[r + k] : 0.0f);
+            if (j->epilogue == EPI_ADD) j->y[r + k] += v;
+            else j->y[r + k] = v;
+        }
+    }
+    for (; r < r1; r++) {
+        const void *row = j->bf16 ? (const void *)((const uint16_t *)j->w + (long)r * j->cols)
+                                  : (const void *)((const float *)j->w + (long)r * j->cols);
+        float v = dot1(row, j->bf16, j->x, j->cols) + (j->b ? j->b[r] : 0.0f);
+        if (j->epilogue == EPI_ADD) j->y[r] += v;
+        else j->y[r] = v;
+    }
+    if (j->epilogue == EPI_GELU) gelu_tanh(j->y + r0, r1 - r0);
+}
+
+/* Each thread first takes a fixed share (7/8 of the rows split evenly: one long stream each, which
+   the hardware prefetcher follows best), then the rest in guided chunks: each takes half its
+   thread's share of what is left (whole groups of 8 rows, at least min_chunk), so the threads
+   finish together even when one started late. */
+static void matvec_task(void *arg, int tid) {
+    matvec_job *j = arg;
+    if (j->share) matvec_rows(j, tid * j->share, (tid + 1) * j->share);
+    int r0 = atomic_load(&j->next), c;
+    for (;;) {
+        do {
+            int left = j->rows - r0;
+            if (left <= 0) return;
+            c = (left / (2 * j->nth)) & ~7;
+            c = c < j->min_chunk ? j->min_chunk : c;
+        } while (!atomic_compare_exchange_weak(&j->next, &r0, r0 + c));
+        matvec_rows(j, r0, r0 + c < j->rows ? r0 + c : j->rows);
+        r0 = atomic_load(&j->next);
+    }
+}
+
+/* y = W x + b (or y += W x + b, or y = gelu(W x + b)); xbuf: room for cols floats */
+static void matvec(const void *w, const float *b, int bf16, int rows, int cols, const float *x, float *y,
+                   int epilogue, int nth, float *xbuf) {
+    matvec_job j = {.w = w, .b = b, .bf16 = bf16, .rows = rows, .cols = cols, .epilogue = epilogue,
+                    .x = x, .y = y, .nth = nth};
+    if (bf16 && cols % 32 == 0) {
+        pair_order(x, cols, xbuf);
+        j.x2 = xbuf;
+    }
+    /* at least ~16 KB of weights a chunk: fewer atomics than the work is worth below that */
+    int min_rows = (int)(16384 / ((long)cols * (bf16 ? 2 : 4)));
+    j.min_chunk = min_rows < 8 ? 8 : (min_rows + 7) & ~7;
+    j.share = nth > 1 ? (int)((long)rows * 7 / (8 * nth)) & ~7 : 0;
+    atomic_init(&j.next, j.share * nth);
+    run_job(matvec_task, &j, nth);
+}
+
+typedef struct {
+    const float *qkv;  /* this position's q, k, v: [3, C] */
+    void *k, *v;       /* this layer's cache: [n_head, max_len, hd] */
+    int cache_bf16, n_head, hd, max_len, pos;
+    float *scores;     /* [n_head, max_len] */
+    float *out;        /* [C] */
+    _Atomic int next;
+} attn_job;
+
+static void attn_task(void *arg, int tid) {
+    (void)tid;
+    attn_job *j = arg;
+    int C = j->n_head * j->hd, hd = j->hd, T = j->pos + 1;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (;;) {
+        int h = atomic_fetch_add(&j->next, 1);
+        if (h >= j->n_head) break;
+        long base = (long)h * j->max_len * hd;
+        const float *q = j->qkv + h * hd, *kn = j->qkv + C + h * hd, *vn = j->qkv + 2 * C + h * hd;
+        float *s = j->scores + (long)h * j->max_len, *o = j->out + h * hd;
+        float m = -INFINITY, sum = 0.0f;
+        if (j->cache_bf16) {
+            uint16_t *K = (uint16_t *)j->k + base, *V = (uint16_t *)j->v + base;
+            for (int d = 0; d < hd; d++) K[(long)j->pos * hd + d] = f32_to_bf16(kn[d]);
+            for (int d = 0; d < hd; d++) V[(long)j->pos * hd + d] = f32_to_bf16(vn[d]);
+            for (int t = 0; t < T; t++) {
+                const uint16_t *kr = K + (long)t * hd;
+                float acc = 0.0f;
+                int d = 0;
+                f32x16 a = {0};
+                for (; d + 16 <= hd; d += 16) a += load16_bf16(kr + d) * load16(q + d);
+                acc = hsum(a);
+                for (; d < hd; d++) acc += bf16_to_f32(kr[d]) * q[d];
+                s[t] = acc * scale;
+                m = s[t] > m ? s[t] : m;
+            }
+            for (int t = 0; t < T; t++) sum += (s[t] = expf(s[t] - m));
+            for (int d = 0; d < hd; d++) o[d] = 0.0f;
+            for (int t = 0; t < T; t++) {
+                const uint16_t *vr = V + (long)t * hd;
+                float p = s[t] / sum;
+                for (int d = 0; d < hd; d++) o[d] += p * bf16_to_f32(vr[d]);
+            }
+        } else {
+            float *K = (float *)j->k + base, *V = (float *)j->v + base;
+            memcpy(K + (long)j->pos * hd, kn, hd * sizeof(float));
+            memcpy(V + (long)j->pos * hd, vn, hd * sizeof(float));
+            for (int t = 0; t < T; t++) {
+                const float *kr = K + (long)t * hd;
+                float acc = 0.0f;
+                int d = 0;
+                f32x16 a = {0};
+                for (; d + 16 <= hd; d += 16) a += load16(kr + d) * load16(q + d);
+                acc = hsum(a);
+                for (; d < hd; d++) acc += kr[d] * q[d];
+                s[t] = acc * scale;
+                m = s[t] > m ? s[t] : m;
+            }
+            for (int t = 0; t < T; t++) sum += (s[t] = expf(s[t] - m));
+            for (int d = 0; d < hd; d++) o[d] = 0.0f;
+            for (int t = 0; t < T; t++) {
+                const float *vr = V + (long)t * hd;
+                float p = s[t] / sum;
+                for (int d = 0; d < hd; d++) o[d] += p * vr[d];
+            }
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- the step
+ *
+ * dims: n_layer, n_head, n_embd, vocab, max_len (cache positions), weight_bf16, cache_bf16,
+ *       n_positions (rows of wpe)
+ * ptrs: wte, wpe, ln_f.w, ln_f.b, lm_head, k cache, v cache, scratch, then per layer 12:
+ *       ln_1.w, ln_1.b, c_attn.w, c_attn.b, attn.c_proj.w, attn.c_proj.b,
+ *       ln_2.w, ln_2.b, c_fc.w, c_fc.b, mlp.c_proj.w, mlp.c_proj.b
+ * LayerNorm parameters and biases are float32 (NULL where absent); scratch holds
+ * 2*C + 3*C + C + 4*C + 4*C + n_head*max_len floats. Returns the threads used (0 on bad arguments).
+ */
+#define HEAD_PTRS 8
+#define LAYER_PTRS 12
+
+static int decode(const int64_t *dims, const int64_t *ptrs, float eps, int token, int pos, int threads,
+                  long spin_ns, float *logits) {
+    int L = (int)dims[0], H = (int)dims[1], C = (int)dims[2], V = (int)dims[3], max_len = (int)dims[4];
+    int wbf = (int)dims[5], cbf = (int)dims[6], hd = C / H;
+    if (L <= 0 || H <= 0 || C % H || token < 0 || token >= V || pos < 0 || pos >= max_len || pos >= dims[7]) return 0;
+    pool.spin_ns = spin_ns;
+    int nth = threads < 1 ? 1 : pool_start(threads);
+    if (nth > threads) nth = threads;
+#define P(i) ((void *)(intptr_t)ptrs[i])
+    const void *wte = P(0), *wpe = P(1), *head = P(4);
+    const float *lnf_w = P(2), *lnf_b = P(3);
+    char *kc = P(5), *vc = P(6);
+    float *x = P(7), *h = x + C, *qkv = h + C, *att = qkv + 3 * C, *ff = att + C, *xbuf = ff + 4 * C;
+    float *scores = xbuf + 4 * C;
+    long esz = cbf ? 2 : 4, layer_cache = (long)H * max_len * hd * esz;
+
+    for (int i = 0; i < C; i++) {
+        float e = wbf ? bf16_to_f32(((const uint16_t *)wte)[(long)token * C + i]) : ((const float *)wte)[(long)token * C + i];
+        float p = wbf ? bf16_to_f32(((const uint16_t *)wpe)[(long)pos * C + i]) : ((const float *)wpe)[(long)pos * C + i];
+        x[i] = e + p;
+    }
+    for (int l = 0; l < L; l++) {
+        const int64_t *lp = ptrs + HEAD_PTRS + (long)l * LAYER_PTRS;
+#define LP(i) ((void *)(intptr_t)lp[i])
+        layer_norm(x, LP(0), LP(1), eps, C, h);
+        matvec(LP(2), LP(3), wbf, 3 * C, C, h, qkv, EPI_NONE, nth, xbuf);
+        attn_job aj = {.qkv = qkv, .k = kc + l * layer_cache, .v = vc + l * layer_cache, .cache_bf16 = cbf,
+                       .n_head = H, .hd = hd, .max_len = max_len, .pos = pos, .scores = scores, .out = att};
+        atomic_init(&aj.next, 0);
+        /* a short context is not worth waking the other threads for */
+        run_job(attn_task, &aj, (long)(pos + 1) * C * esz * 2 >= 65536 ? nth : 1);
+        matvec(LP(4), LP(5), wbf, C, C, att, x, EPI_ADD, nth, xbuf);
+        layer_norm(x, LP(6), LP(7), eps, C, h);
+        matvec(LP(8), LP(9), wbf, 4 * C, C, h, ff, EPI_GELU, nth, xbuf);
+        matvec(LP(10), LP(11), wbf, C, 4 * C, ff, x, EPI_ADD, nth, xbuf);
+#undef LP
+    }
+    layer_norm(x, lnf_w, lnf_b, eps, C, h);
+    matvec(head, NULL, wbf, V, C, h, logits, EPI_NONE, nth, xbuf);
+#undef P
+    return nth;
+}
+
+int gc_gpt_decode(const int64_t *dims, const int64_t *ptrs, float eps, int token, int pos, int threads,
+                  long spin_ns, float *logits) {
+    pthread_mutex_lock(&step_mu);
+    int n = decode(dims, ptrs, eps, token, pos, threads, spin_ns, logits);
+    pthread_mutex_unlock(&step_mu);
+    return n;
+}
+
+/* y = W x for one matrix: the step's product on its own (tests, and the bandwidth it reaches) */
+int gc_matvec(const void *w, int bf16, int rows, int cols, const float *x, float *y, int threads, long spin_ns) {
+    float *xbuf = malloc(sizeof(float) * (size_t)(cols + 32));
+    if (!xbuf) return 0;
+    pthread_mutex_lock(&step_mu);
+    pool.spin_ns = spin_ns;
+    int nth = threads < 1 ? 1 : pool_start(threads);
+    if (nth > threads) nth = threads;
+    matvec(w, NULL, bf16, rows, cols, x, y, EPI_NONE, nth, xbuf);
+    pthread_mutex_unlock(&step_mu);
+    free(xbuf);
+    return nth;
+}

@@ -1,0 +1,231 @@
+"""The GPT's batch-1 decode step in C (``gpt_decode.c``), built on first use, with a PyTorch fallback.
+
+``GPT.step`` hands a one-sequence, one-token step here while decoding inside
+:func:`gencraft.models.linear.cpu_inference`; everything else (prompts, batches, padding, training,
+GPUs) stays in PyTorch. The C step reads the model's parameters and the KV cache in place, so
+prefill in PyTorch and decoding in C share one cache.
+
+The library is compiled once per machine with the system C compiler (``cc``, or ``$CC``) into
+``GENCRAFT_HOME/cache/native`` (:func:`gencraft.paths.home`), named by a digest of the source, the
+compiler flags and the CPU's feature flags, and written atomically (about a second). No compiler, a failed build
+or ``GENCRAFT_NATIVE=0``: decoding stays on the PyTorch path (one log line says why).
+
+Threads: the C step splits its matrix products over its own small pool; whether one thread or all
+cores is faster right now is measured by a :class:`~gencraft.models.linear.ThreadTuner` per step
+(a product split over a core that another process holds waits for it).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gencraft.models import linear
+
+log = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("gpt_decode.c")
+CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
+HEAD_PTRS, LAYER_PTRS = 8, 12  # gc_gpt_decode's pointer layout (see gpt_decode.c)
+SPIN_NS = 300_000  # how long the C pool's idle threads spin before sleeping
+
+ENABLED = True  # off: the PyTorch decode path (bench/generate.py's A/B)
+_lock = threading.Lock()
+_lib: Any = None
+_tried = False
+_threads = 1  # set by the tuner
+
+
+def enabled() -> bool:
+    return os.environ.get("GENCRAFT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def cache_dir() -> Path:
+    from gencraft.paths import home
+
+    return home() / "cache" / "native"
+
+
+def _cpu_flags() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _build() -> Path:
+    """Compile ``gpt_decode.c`` (once per source, flags and CPU) and return the library's path."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
+    src = SOURCE.read_bytes()
+    digest = hashlib.sha256(src + " ".join([cc, *CFLAGS]).encode() + _cpu_flags().encode()
+                            + platform.machine().encode()).hexdigest()[:16]
+    out = cache_dir() / f"gpt_decode-{digest}.so"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
+    os.close(fd)
+    try:
+        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm", "-lpthread"],
+                              capture_output=True, text=True, timeout=120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{cc} failed: {(proc.stderr or proc.stdout).strip().splitlines()[:1]}")
+        os.replace(tmp, out)  # atomic: a concurrent build of the same digest writes the same bytes
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def library() -> Any:
+    """The loaded C library, or None (not buildable here, or switched off)."""
+    global _lib, _tried
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            try:
+                if not enabled():
+                    raise RuntimeError("GENCRAFT_NATIVE=0")
+                lib = ctypes.CDLL(str(_build()))
+                fn = lib.gc_gpt_decode
+                fn.restype = ctypes.c_int
+                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+                mv = lib.gc_matvec
+                mv.restype = ctypes.c_int
+                mv.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
+                               ctypes.c_void_p, ctypes.c_int, ctypes.c_long]
+                _lib = lib
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                log.info("native decode step not available (%s): decoding in PyTorch", e)
+            _tried = True
+    return _lib
+
+
+def _set_threads(n: int) -> None:
+    global _threads
+    _threads = n
+
+
+class Plan:
+    """What one (model, cache) pair hands the C step: dimensions, and the addresses of the
+    parameters and cache buffers (kept alive here, with float32 copies of the small vectors)."""
+
+    def __init__(self, model: Any, cache: Any) -> None:
+        cfg = model.config
+        wdt = model.wte.weight.dtype
+        keep: list[torch.Tensor] = []
+
+        def addr(t: torch.Tensor | None, small: bool = False) -> int:
+            if t is None:
+                return 0
+            t = t.detach()
+            if small:
+                t = t.float().contiguous()
+            elif t.dtype != wdt or not t.is_contiguous():
+                raise ValueError("weights must be contiguous and of one dtype")
+            keep.append(t)
+            return t.data_ptr()
+
+        eps = {model.ln_f.eps, *(m.eps for b in model.h for m in (b.ln_1, b.ln_2))}
+        if len(eps) != 1:
+            raise ValueError("layer norms with different eps")
+        self.eps = float(eps.pop())
+        self.scratch = torch.empty(14 * cfg.n_embd + cfg.n_head * cache.max_len, dtype=torch.float32)
+        ptrs = [addr(model.wte.weight), addr(model.wpe.weight), addr(model.ln_f.weight, True),
+                addr(model.ln_f.bias, True), addr(model.lm_head.weight), cache.k.data_ptr(), cache.v.data_ptr(),
+                self.scratch.data_ptr()]
+        for b in model.h:
+            a, m = b.attn, b.mlp
+            ptrs += [addr(b.ln_1.weight, True), addr(b.ln_1.bias, True), addr(a.c_attn.weight),
+                     addr(a.c_attn.bias, True), addr(a.c_proj.weight), addr(a.c_proj.bias, True),
+                     addr(b.ln_2.weight, True), addr(b.ln_2.bias, True), addr(m.c_fc.weight),
+                     addr(m.c_fc.bias, True), addr(m.c_proj.weight), addr(m.c_proj.bias, True)]
+        self.keep = keep
+        self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
+        self.dims = torch.tensor([cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cache.max_len,
+                                  int(wdt == torch.bfloat16), int(cache.k.dtype == torch.bfloat16),
+                                  model.wpe.weight.shape[0]], dtype=torch.int64)
+        self.vocab = cfg.vocab_size
+        weights = {t.data_ptr(): t.numel() * t.element_size() for t in keep if t.dtype == wdt}
+        self.nbytes = sum(weights.values())  # what a step reads (a tied output layer once)
+        self.model_id = id(model)
+
+
+def supports(model: Any, cache: Any) -> bool:
+    """Whether the C step can decode this model and cache (float32/bfloat16 on the CPU, one row, no padding)."""
+    k = cache.k
+    return (cache.offset is None and k.shape[1] == 1 and k.is_cpu and k.is_contiguous()
+            and k.dtype in (torch.float32, torch.bfloat16) and cache.v.dtype == k.dtype
+            and model.wte.weight.dtype in (torch.float32, torch.bfloat16) and model.wte.weight.is_cpu
+            and model.config.n_embd % model.config.n_head == 0)
+
+
+def gpt_step(model: Any, token_ids: torch.Tensor, cache: Any) -> torch.Tensor | None:
+    """Logits ``[1, V]`` for one token after ``cache`` (advancing it), or None to take the PyTorch path."""
+    if not (ENABLED and linear._users and linear.FAST_PATH) or torch.is_grad_enabled():
+        return None
+    lib = _lib if _tried else library()
+    if lib is None:
+        return None
+    plan = cache.__dict__.get("_native_plan")  # built once per (cache, model): a generation
+    if plan is False:  # this cache was found unsuitable
+        return None
+    if plan is None or plan.model_id != id(model):
+        if not supports(model, cache):
+            return None
+        try:
+            plan = Plan(model, cache)
+        except ValueError as e:
+            log.info("native decode step not used (%s)", e)
+            cache.__dict__["_native_plan"] = False
+            return None
+        cache.__dict__["_native_plan"] = plan
+    logits = torch.empty(1, plan.vocab, dtype=torch.float32)
+    token, pos = int(token_ids[0, 0]), cache.length
+
+    def run() -> int:
+        return lib.gc_gpt_decode(plan.dims.data_ptr(), plan.ptrs.data_ptr(), plan.eps, token, pos,
+                                 _threads, SPIN_NS, logits.data_ptr())
+
+    if not linear._tuner("native", _set_threads).run(plan.nbytes, run, key="native"):
+        raise ValueError(f"token id {token} is outside the vocabulary (0..{plan.vocab - 1}) "
+                         f"or position {pos} is beyond the model's context")
+    cache.length += 1
+    return logits
+
+
+def matvec(w: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+    """``w @ x`` by the C step's matrix-vector product (``w`` ``[out, in]`` float32 or bfloat16,
+    contiguous; ``x`` ``[in]`` float32): the kernel on its own, for tests and bandwidth checks."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native library is not available")
+    if w.dtype not in (torch.float32, torch.bfloat16) or not w.is_contiguous() or w.dim() != 2:
+        raise ValueError("w must be a contiguous 2-d float32 or bfloat16 tensor")
+    x = x.detach().float().contiguous()
+    if x.shape != (w.shape[1],):
+        raise ValueError(f"x must have shape ({w.shape[1]},), got {tuple(x.shape)}")
+    y = torch.empty(w.shape[0], dtype=torch.float32)
+    if not lib.gc_matvec(w.data_ptr(), int(w.dtype == torch.bfloat16), w.shape[0], w.shape[1], x.data_ptr(),
+                         y.data_ptr(), threads, SPIN_NS):
+        raise MemoryError("gc_matvec could not allocate its buffer")
+    return y

@@ -1,0 +1,170 @@
+"""The GPT's C decode step (models/gpt_decode.c via models/native.py) against the PyTorch path."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gencraft.generate import GenerationConfig, generate
+from gencraft.models import linear, native
+from gencraft.models.gpt import GPT, GPTConfig
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                reason="no C compiler: the native step cannot be built here")
+
+
+def _model(seed: int = 0, **kw) -> GPT:
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=97, block_size=48, n_layer=2, n_head=2, n_embd=64)
+    cfg.update(kw)
+    m = GPT(GPTConfig(**cfg)).eval()
+    with torch.no_grad():  # non-trivial norms and biases, so that a wrong pointer shows
+        for name, p in m.named_parameters():
+            if "ln" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return m
+
+
+def _decode(m: GPT, prompt: list[int], steps: int, on: bool, threads: str | None = None) -> list[torch.Tensor]:
+    """Logits after the prompt and after each of ``steps`` greedy tokens, native step on or off."""
+    old = native.ENABLED, os.environ.get("GENCRAFT_DECODE_THREADS")
+    native.ENABLED = on
+    if threads:
+        os.environ["GENCRAFT_DECODE_THREADS"] = threads
+    linear._tuners.pop("native", None)
+    try:
+        out = []
+        with linear.cpu_inference(m), torch.inference_mode():
+            logits, cache = m.step(torch.tensor([prompt]), m.new_cache(1))
+            out.append(logits)
+            for _ in range(steps):
+                before = cache.length
+                logits, cache = m.step(logits.argmax(-1, keepdim=True), cache)
+                assert cache.length == before + 1
+                out.append(logits)
+            if on:
+                assert isinstance(cache.__dict__.get("_native_plan"), native.Plan), "the C step was not used"
+        return out
+    finally:
+        native.ENABLED = old[0]
+        if old[1] is None:
+            os.environ.pop("GENCRAFT_DECODE_THREADS", None)
+        else:
+            os.environ["GENCRAFT_DECODE_THREADS"] = old[1]
+        linear._tuners.pop("native", None)
+
+
+def test_library_builds() -> None:
+    assert native.library() is not None
+
+
+@pytest.mark.parametrize("kw", [
+    dict(),                                        # tied output layer, no biases
+    dict(bias=True, tie_weights=False),            # biases everywhere, own output layer
+    dict(n_embd=40, n_head=2, vocab_size=50),      # widths that are not multiples of 16 (scalar tails)
+    dict(n_layer=3, n_head=4, n_embd=128),
+])
+def test_native_step_matches_pytorch(kw: dict) -> None:
+    m = _model(**kw)
+    prompt = [3, 14, 15, 9, 26, 5]
+    ref = _decode(m, prompt, 20, on=False)
+    got = _decode(m, prompt, 20, on=True)
+    for r, g in zip(ref, got, strict=True):
+        assert g.shape == r.shape and g.dtype == torch.float32
+        assert (g - r).abs().max().item() < 1e-4
+    # greedy chains agree token for token
+    assert [int(x.argmax()) for x in ref] == [int(x.argmax()) for x in got]
+
+
+def test_native_step_same_logits_on_one_or_two_threads() -> None:
+    m = _model(n_layer=2, n_head=4, n_embd=256, vocab_size=1000)  # big enough to split rows
+    one = _decode(m, [1, 2, 3], 30, on=True, threads="1")
+    two = _decode(m, [1, 2, 3], 30, on=True, threads="2")
+    for a, b in zip(one, two, strict=True):
+        assert torch.equal(a, b)  # each output row is reduced by one thread, in one order
+
+
+@pytest.mark.parametrize("n_embd", [64, 48])  # 64: the paired bf16 kernel; 48: its fallback
+def test_native_step_bf16_weights(n_embd: int) -> None:
+    m = _model(n_embd=n_embd, n_head=2, vocab_size=200)
+    mb = _model(n_embd=n_embd, n_head=2, vocab_size=200).to(torch.bfloat16)
+    ref_model = _model(n_embd=n_embd, n_head=2, vocab_size=200)
+    ref_model.load_state_dict({k: v.float() for k, v in mb.state_dict().items()})  # the rounded weights in f32
+    prompt = [5, 6, 7, 8]
+    ref = _decode(ref_model, prompt, 15, on=False)
+    got = _decode(mb, prompt, 15, on=True)
+    torch_bf16 = _decode(mb, prompt, 15, on=False)
+    for r, g, t in zip(ref, got, torch_bf16, strict=True):
+        # float32 activations: only the bf16 KV cache differs from the f32 math on the same weights
+        assert (g - r).abs().max().item() < 0.02
+        assert (g - r).abs().max().item() <= (t - r).abs().max().item() + 1e-3
+    del m
+
+
+def test_native_matvec_matches_torch() -> None:
+    g = torch.Generator().manual_seed(1)
+    for rows, cols in [(37, 64), (100, 96), (8, 17), (1030, 384)]:
+        x = torch.randn(cols, generator=g)
+        w = torch.randn(rows, cols, generator=g)
+        assert torch.allclose(native.matvec(w, x, threads=2), w @ x, atol=1e-4, rtol=1e-4)
+        wb = w.to(torch.bfloat16)
+        assert torch.allclose(native.matvec(wb, x, threads=2), wb.float() @ x, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="x must have shape"):
+        native.matvec(torch.randn(4, 8), torch.randn(7))
+
+
+def test_generate_same_text_with_and_without_native_step(tmp_path) -> None:
+    from gencraft.tokenize import train_tokenizer
+
+    tok = train_tokenizer("char", ["the quick brown fox jumps over the lazy dog. " * 20])
+    m = _model(vocab_size=tok.vocab_size)
+    cfg = GenerationConfig(max_new_tokens=40, temperature=0, stop_at_eos=False)
+    native.ENABLED = False
+    try:
+        plain = generate(m, tok, ["the quick"], cfg)[0][0]
+    finally:
+        native.ENABLED = True
+    fast = generate(m, tok, ["the quick"], cfg)[0][0]
+    assert fast.token_ids == plain.token_ids and fast.text == plain.text and len(fast.token_ids) == 40
+    topk = GenerationConfig(max_new_tokens=40, top_k=5, seed=3, stop_at_eos=False)
+    native.ENABLED = False
+    try:
+        plain_k = generate(m, tok, ["the quick"], topk)[0][0]
+    finally:
+        native.ENABLED = True
+    assert generate(m, tok, ["the quick"], topk)[0][0].token_ids == plain_k.token_ids
+
+
+def test_no_compiler_falls_back_to_pytorch(tmp_path) -> None:
+    """No compiler (or GENCRAFT_NATIVE=0): generation still works, in PyTorch."""
+    code = (
+        "import torch; from gencraft.models import native, linear; from gencraft.models.gpt import GPT, GPTConfig\n"
+        "assert native.library() is None\n"
+        "m = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()\n"
+        "with linear.cpu_inference(m), torch.inference_mode():\n"
+        "    logits, cache = m.step(torch.tensor([[1, 2]]), m.new_cache(1))\n"
+        "    logits, cache = m.step(torch.tensor([[3]]), cache)\n"
+        "assert cache.length == 3 and '_native_plan' not in cache.__dict__\n"
+        "print('ok')\n"
+    )
+    for env in ({"CC": "/bin/false", "GENCRAFT_HOME": str(tmp_path)}, {"GENCRAFT_NATIVE": "0"}):
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True,
+                             text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok"
+    assert (tmp_path / "cache" / "native").is_dir()
+    assert not list(tmp_path.glob("cache/native/*"))  # a failed build leaves nothing behind
+
+
+def test_native_step_rejects_a_token_outside_the_vocabulary() -> None:
+    m = _model()
+    with linear.cpu_inference(m), torch.inference_mode():
+        _, cache = m.step(torch.tensor([[1, 2]]), m.new_cache(1))
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            m.step(torch.tensor([[m.config.vocab_size]]), cache)
+        assert cache.length == 2  # nothing advanced
