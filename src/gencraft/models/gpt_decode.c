@@ -321,6 +321,7 @@ typedef struct {
     const void *w;
     const float *b;
     int bf16, rows, cols, epilogue, min_chunk, nth, share;
+    _Atomic int claimed[MAX_THREADS]; /* shares taken */
     const float *x, *x2; /* x2: x in pair order (bfloat16 weights, cols % 32 == 0), else NULL */
     float *y;
     _Atomic int next;
@@ -361,12 +362,17 @@ static void matvec_rows(matvec_job *j, int r0, int r1) {
 }
 
 /* Each thread first takes a fixed share (7/8 of the rows split evenly: one long stream each, which
-   the hardware prefetcher follows best), then the rest in guided chunks: each takes half its
+   the hardware prefetcher follows best; a share whose thread is late goes to whoever is free), then
+   the rest in guided chunks: each takes half its
    thread's share of what is left (whole groups of 8 rows, at least min_chunk), so the threads
    finish together even when one started late. */
 static void matvec_task(void *arg, int tid) {
     matvec_job *j = arg;
-    if (j->share) matvec_rows(j, tid * j->share, (tid + 1) * j->share);
+    /* its own share first, then any share whose thread has not started it (descheduled, say) */
+    for (int k = 0; j->share && k < j->nth; k++) {
+        int s = (tid + k) % j->nth;
+        if (!atomic_exchange(&j->claimed[s], 1)) matvec_rows(j, s * j->share, (s + 1) * j->share);
+    }
     int r0 = atomic_load(&j->next), c;
     for (;;) {
         do {
