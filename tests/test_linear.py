@@ -186,3 +186,18 @@ def test_decode_only_processes_spin_briefly_unless_told_otherwise(env, applied, 
     before, ok, got_policy, got_spin, late = out.stdout.split()
     assert before == env.get("OMP_WAIT_POLICY", "PASSIVE" if not env else "None")  # training default: PASSIVE
     assert (ok, got_policy, got_spin, late) == (applied, policy, spin, "False")  # too late once torch is in
+
+
+def test_step_tuner_starts_split_and_probes_cheaply(monkeypatch):
+    """The C decode step's tuner (a call = a whole step): on an idle machine it starts on all cores,
+    and its probes of one thread stop after two slow steps."""
+    clock = _FakeClock({1: 2e-3, 2: 1.2e-3})
+    monkeypatch.setattr(L.time, "perf_counter", lambda: clock.now)
+    tuner = L.ThreadTuner(2, clock.set_threads, window=8, start=2)
+    for _ in range(8):
+        tuner.run(1 << 20, clock.matmul)
+    assert clock.calls == {1: 0, 2: 8}
+    for _ in range(2_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 2
+    assert clock.calls[1] / 2_008 < 0.02

@@ -113,7 +113,11 @@ def test_native_matvec_matches_torch() -> None:
         w = torch.randn(rows, cols, generator=g)
         assert torch.allclose(native.matvec(w, x, threads=2), w @ x, atol=1e-4, rtol=1e-4)
         wb = w.to(torch.bfloat16)
-        assert torch.allclose(native.matvec(wb, x, threads=2), wb.float() @ x, atol=1e-3, rtol=1e-3)
+        got = native.matvec(wb, x, threads=2)
+        exact = torch.isclose(got, wb.float() @ x, atol=1e-3, rtol=1e-3)
+        if native.bf16_input():  # rows in groups of 8 (cols % 32 == 0) take x rounded to bfloat16
+            exact |= torch.isclose(got, wb.float() @ x.bfloat16().float(), atol=1e-3, rtol=1e-3)
+        assert bool(exact.all())
     with pytest.raises(ValueError, match="x must have shape"):
         native.matvec(torch.randn(4, 8), torch.randn(7))
 
@@ -168,3 +172,16 @@ def test_native_step_rejects_a_token_outside_the_vocabulary() -> None:
         with pytest.raises(ValueError, match="outside the vocabulary"):
             m.step(torch.tensor([[m.config.vocab_size]]), cache)
         assert cache.length == 2  # nothing advanced
+
+
+def test_busy_machine_seen_through_another_process() -> None:
+    """A thread of another process that is runnable counts as load (the tuners then start on one thread)."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        import time
+
+        time.sleep(0.3)
+        assert any(linear._other_process_running() for _ in range(20))
+    finally:
+        busy.kill()
+        busy.wait()

@@ -177,8 +177,11 @@ class ThreadTuner:
         self.secs += time.perf_counter() - t
         self.bytes += nbytes
         self.n += 1
-        if self.probing and self.n >= 8 and self.secs > 3 * self.cost[self.base] * self.bytes:
-            self._window(self.secs / self.bytes)  # clearly losing (a split waiting on a busy core): stop now
+        if self.probing and self.n >= max(2, self.window // 8) and self.secs > 1.5 * self.cost[self.base] * self.bytes:
+            # clearly losing (one thread on an idle machine, a split waiting on a busy core): stop now. A
+            # probe of one thread where two are ~1.7x faster had cost a whole window: with whole decode
+            # steps as calls, 8 slow steps in every 56 (124M bf16: 6.45 ms a step alone, 7.0-7.5 in the engine)
+            self._window(self.secs / self.bytes)
             self.n, self.secs, self.bytes = 0, 0.0, 0
         elif self.n == self.window:
             self._window(self.secs / self.bytes)
@@ -227,16 +230,34 @@ def _make_tuner(kind: str, setter: Callable[[int], None] | None = None) -> Threa
     forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     whole_steps = setter is not None
-    try:  # another task runnable right now besides this thread (Linux: /proc/loadavg "running/total")
-        with open("/proc/loadavg") as f:
-            busy = int(f.read().split()[3].split("/")[0]) > 1
-    except (OSError, ValueError, IndexError):
-        busy = False
+    busy = _other_process_running()
     fixed = int(forced) if forced.isdigit() else 0
     if whole_steps:  # a whole decode step (the C step) a call: windows of 8 steps, not 64
         return ThreadTuner(cores, setter, fixed=fixed, busy=busy, window=8, start=1 if busy else cores)
     setter = _openblas_setter() if kind == "blas" else torch.set_num_threads
     return ThreadTuner(cores, setter, fixed=fixed, busy=busy, restore=kind != "blas")
+
+
+def _other_process_running() -> bool:
+    """Whether a thread of another process is runnable right now (Linux; False where it cannot tell).
+
+    ``/proc/loadavg`` counts every runnable thread on the machine, this process's own included: a
+    decode worker still spinning after the previous generation (OpenBLAS's, the C step's) is not
+    another process, and counting it made a tuner start on one thread on an idle machine.
+    """
+    try:
+        with open("/proc/loadavg") as f:
+            running = int(f.read().split()[3].split("/")[0])
+        own = 0
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    own += f.read().rsplit(")", 1)[1].split()[0] == "R"
+            except OSError:  # the thread ended meanwhile
+                pass
+    except (OSError, ValueError, IndexError):
+        return False
+    return running > own
 
 
 def _openblas_setter() -> Callable[[int], None]:

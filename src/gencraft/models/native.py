@@ -113,6 +113,8 @@ def library() -> Any:
                 mv.restype = ctypes.c_int
                 mv.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
                                ctypes.c_void_p, ctypes.c_int, ctypes.c_long]
+                lib.gc_bf16_input.restype = ctypes.c_int
+                lib.gc_bf16_input.argtypes = []
                 _lib = lib
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 log.info("native decode step not available (%s): decoding in PyTorch", e)
@@ -211,6 +213,13 @@ def gpt_step(model: Any, token_ids: torch.Tensor, cache: Any) -> torch.Tensor | 
                          f"or position {pos} is beyond the model's context")
     cache.length += 1
     return logits
+
+
+def bf16_input() -> bool:
+    """Whether the C step's bfloat16 products round their input to bfloat16 as well (CPUs with
+    AVX512-BF16: one instruction per 32 weights); elsewhere the input stays float32."""
+    lib = library()
+    return bool(lib is not None and lib.gc_bf16_input())
 
 
 def matvec(w: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
