@@ -239,8 +239,9 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
               f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
         c_step, torch_step = decode_drift(m, mb, prompt, 32)
+        rounding = "products' inputs rounded to bf16" if native_mod.bf16_input() else "float32 inputs"
         print(f"bf16 decoding, max |logit diff| from f32 decoding over 32 greedy steps: C step {c_step:.3f} "
-              f"(float32 activations) | PyTorch bf16 step {torch_step:.3f}")
+              f"(float32 between the products, {rounding}) | PyTorch bf16 step {torch_step:.3f} (bf16 throughout)")
 
 
 def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int) -> tuple[float, float]:
