@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -185,3 +186,28 @@ def test_busy_machine_seen_through_another_process() -> None:
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_portable_build_without_avx512(tmp_path) -> None:
+    """The same source built for AVX2 only (GCC's vector types split in halves, the widening bf16
+    kernel instead of AVX512-BF16) decodes like PyTorch too: CI machines differ."""
+    code = f"""
+import sys, torch
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from gencraft.models import native
+native.CFLAGS = [f for f in native.CFLAGS if not f.startswith("-march")] + ["-march=x86-64-v3", "-Wno-psabi"]
+native.cache_dir = lambda: __import__("pathlib").Path({str(tmp_path)!r})
+assert native.library() is not None and not native.bf16_input()
+from test_native_decode import _model, _decode
+m = _model(bias=True)
+for r, g in zip(_decode(m, [3, 1, 4], 12, on=False), _decode(m, [3, 1, 4], 12, on=True), strict=True):
+    assert (g - r).abs().max().item() < 1e-4
+w = torch.randn(40, 64).bfloat16(); x = torch.randn(64)
+assert torch.allclose(native.matvec(w, x, threads=2), w.float() @ x, atol=1e-3, rtol=1e-3)
+print("ok")
+"""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64 only")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"

@@ -120,45 +120,37 @@ static void gelu_tanh(float *y, int n) {
     }
 }
 
-/* dot products of 4 weight rows with x (float32 / bfloat16 rows of length n, stride ld) */
-static void dot4_f32(const float *w, long ld, const float *x, int n, float out[4]) {
-    f32x16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        f32x16 xv = load16(x + i);
-        a0 += load16(w + i) * xv;
-        a1 += load16(w + ld + i) * xv;
-        a2 += load16(w + 2 * ld + i) * xv;
-        a3 += load16(w + 3 * ld + i) * xv;
-    }
-    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
-    for (; i < n; i++) {
-        s0 += w[i] * x[i];
-        s1 += w[ld + i] * x[i];
-        s2 += w[2 * ld + i] * x[i];
-        s3 += w[3 * ld + i] * x[i];
-    }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+static inline f32x16 load16_w(const void *w, int bf16, long i) { /* 16 weights from w[i] as float32 */
+    return bf16 ? load16_bf16((const uint16_t *)w + i) : load16((const float *)w + i);
 }
 
-static void dot4_bf16(const uint16_t *w, long ld, const float *x, int n, float out[4]) {
-    f32x16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+static inline float weight_at(const void *w, int bf16, long i) {
+    return bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+/* dot products of 4 weight rows (float32 or bfloat16, length n, ld elements apart) with x */
+static void dot4(const void *w, int bf16, long ld, const float *x, int n, float out[4]) {
+    f32x16 a[4] = {{0}};
     int i = 0;
     for (; i + 16 <= n; i += 16) {
         f32x16 xv = load16(x + i);
-        a0 += load16_bf16(w + i) * xv;
-        a1 += load16_bf16(w + ld + i) * xv;
-        a2 += load16_bf16(w + 2 * ld + i) * xv;
-        a3 += load16_bf16(w + 3 * ld + i) * xv;
+        for (int k = 0; k < 4; k++) a[k] += load16_w(w, bf16, k * ld + i) * xv;
     }
-    float s0 = hsum(a0), s1 = hsum(a1), s2 = hsum(a2), s3 = hsum(a3);
-    for (; i < n; i++) {
-        s0 += bf16_to_f32(w[i]) * x[i];
-        s1 += bf16_to_f32(w[ld + i]) * x[i];
-        s2 += bf16_to_f32(w[2 * ld + i]) * x[i];
-        s3 += bf16_to_f32(w[3 * ld + i]) * x[i];
+    for (int k = 0; k < 4; k++) {
+        float s = hsum(a[k]);
+        for (int t = i; t < n; t++) s += weight_at(w, bf16, k * ld + t) * x[t];
+        out[k] = s;
     }
-    out[0] = s0, out[1] = s1, out[2] = s2, out[3] = s3;
+}
+
+/* one row (a weight row, a cached key) with x */
+static inline float row_dot(const void *row, int bf16, const float *x, int n) {
+    f32x16 a = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16) a += load16_w(row, bf16, i) * load16(x + i);
+    float s = hsum(a);
+    for (; i < n; i++) s += weight_at(row, bf16, i) * x[i];
+    return s;
 }
 
 #if defined(__AVX512BF16__) && defined(__AVX512F__)
@@ -208,18 +200,6 @@ static void pair_order(const float *x, int n, float *x2) {
 }
 
 #endif
-
-static float dot1(const void *w, int bf16, const float *x, int n) {
-    float s = 0.0f;
-    if (bf16) {
-        const uint16_t *p = w;
-        for (int i = 0; i < n; i++) s += bf16_to_f32(p[i]) * x[i];
-    } else {
-        const float *p = w;
-        for (int i = 0; i < n; i++) s += p[i] * x[i];
-    }
-    return s;
-}
 
 static void layer_norm(const float *x, const float *w, const float *b, float eps, int n, float *out) {
     float mean = 0.0f, var = 0.0f;
@@ -349,49 +329,44 @@ typedef struct {
     _Atomic int next;
 } matvec_job;
 
+static inline void store_rows(matvec_job *j, int r, const float *s, int n) { /* y = s + b or y += s + b */
+    for (int k = 0; k < n; k++) {
+        float v = s[k] + (j->b ? j->b[r + k] : 0.0f);
+        if (j->epilogue == EPI_ADD) j->y[r + k] += v;
+        else j->y[r + k] = v;
+    }
+}
+
 static void matvec_rows(matvec_job *j, int r0, int r1) {
     float s[8];
+    long ld = j->cols, esz = j->bf16 ? 2 : 4;
+    const char *w = j->w;
     int r = r0;
     if (j->x2) {
         for (; r + 8 <= r1; r += 8) {
 #if HAVE_DPBF16
-            dot8_bf16_dp((const uint16_t *)j->w + (long)r * j->cols, j->cols, (const uint16_t *)j->x2, j->cols, s);
+            dot8_bf16_dp((const uint16_t *)(w + r * ld * esz), ld, (const uint16_t *)j->x2, j->cols, s);
 #else
-            dot8_bf16_pairs((const uint16_t *)j->w + (long)r * j->cols, j->cols, j->x2, j->cols, s);
+            dot8_bf16_pairs((const uint16_t *)(w + r * ld * esz), ld, j->x2, j->cols, s);
 #endif
-            for (int k = 0; k < 8; k++) {
-                float v = s[k] + (j->b ? j->b[r + k] : 0.0f);
-                if (j->epilogue == EPI_ADD) j->y[r + k] += v;
-                else j->y[r + k] = v;
-            }
+            store_rows(j, r, s, 8);
         }
     }
     for (; r + 4 <= r1; r += 4) {
-        if (j->bf16)
-            dot4_bf16((const uint16_t *)j->w + (long)r * j->cols, j->cols, j->x, j->cols, s);
-        else
-            dot4_f32((const float *)j->w + (long)r * j->cols, j->cols, j->x, j->cols, s);
-        for (int k = 0; k < 4; k++) {
-            float v = s[k] + (j->b ? j->b[r + k] : 0.0f);
-            if (j->epilogue == EPI_ADD) j->y[r + k] += v;
-            else j->y[r + k] = v;
-        }
+        dot4(w + r * ld * esz, j->bf16, ld, j->x, j->cols, s);
+        store_rows(j, r, s, 4);
     }
     for (; r < r1; r++) {
-        const void *row = j->bf16 ? (const void *)((const uint16_t *)j->w + (long)r * j->cols)
-                                  : (const void *)((const float *)j->w + (long)r * j->cols);
-        float v = dot1(row, j->bf16, j->x, j->cols) + (j->b ? j->b[r] : 0.0f);
-        if (j->epilogue == EPI_ADD) j->y[r] += v;
-        else j->y[r] = v;
+        s[0] = row_dot(w + r * ld * esz, j->bf16, j->x, j->cols);
+        store_rows(j, r, s, 1);
     }
     if (j->epilogue == EPI_GELU) gelu_tanh(j->y + r0, r1 - r0);
 }
 
 /* Each thread first takes a fixed share (7/8 of the rows split evenly: one long stream each, which
    the hardware prefetcher follows best; a share whose thread is late goes to whoever is free), then
-   the rest in guided chunks: each takes half its
-   thread's share of what is left (whole groups of 8 rows, at least min_chunk), so the threads
-   finish together even when one started late. */
+   the rest in guided chunks: each takes half its thread's share of what is left (whole groups of 8
+   rows, at least min_chunk), so the threads finish together even when one started late. */
 static void matvec_task(void *arg, int tid) {
     matvec_job *j = arg;
     /* its own share first, then any share whose thread has not started it (descheduled, say) */
@@ -442,30 +417,14 @@ typedef struct {
     _Atomic int next;
 } attn_job;
 
-/* one cached key or value row (float32 or bfloat16) against float32 vectors, 16 lanes at a time */
-static inline float row_dot(const void *row, int bf16, const float *q, int n) {
-    f32x16 a = {0};
-    int d = 0;
-    if (bf16) {
-        const uint16_t *r = row;
-        for (; d + 16 <= n; d += 16) a += load16_bf16(r + d) * load16(q + d);
-    } else {
-        const float *r = row;
-        for (; d + 16 <= n; d += 16) a += load16(r + d) * load16(q + d);
-    }
-    float acc = hsum(a);
-    for (; d < n; d++) acc += (bf16 ? bf16_to_f32(((const uint16_t *)row)[d]) : ((const float *)row)[d]) * q[d];
-    return acc;
-}
-
-static inline void row_axpy(float p, const void *row, int bf16, float *o, int n) { /* o += p * row */
+/* o += p * row (a cached value, float32 or bfloat16) */
+static inline void row_axpy(float p, const void *row, int bf16, float *o, int n) {
     int d = 0;
     for (; d + 16 <= n; d += 16) {
-        f32x16 v = bf16 ? load16_bf16((const uint16_t *)row + d) : load16((const float *)row + d);
-        f32x16 acc = load16(o + d) + p * v;
+        f32x16 acc = load16(o + d) + p * load16_w(row, bf16, d);
         memcpy(o + d, &acc, 64);
     }
-    for (; d < n; d++) o[d] += p * (bf16 ? bf16_to_f32(((const uint16_t *)row)[d]) : ((const float *)row)[d]);
+    for (; d < n; d++) o[d] += p * weight_at(row, bf16, d);
 }
 
 /* s[0..n) = exp(s - m) in place (the tail padded, as in gelu_tanh); returns their sum */
