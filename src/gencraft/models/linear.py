@@ -233,7 +233,9 @@ def _make_tuner(kind: str, setter: Callable[[int], None] | None = None) -> Threa
     busy = _other_process_running()
     fixed = int(forced) if forced.isdigit() else 0
     if whole_steps:  # a whole decode step (the C step) a call: windows of 8 steps, not 64
-        return ThreadTuner(cores, setter, fixed=fixed, busy=busy, window=8, start=1 if busy else cores)
+        # a probe costs at most two steps (a losing one stops there), so a machine that looked busy
+        # at one instant only decides where to start, not how long before trying the other setting
+        return ThreadTuner(cores, setter, fixed=fixed, window=8, start=1 if busy else cores)
     setter = _openblas_setter() if kind == "blas" else torch.set_num_threads
     return ThreadTuner(cores, setter, fixed=fixed, busy=busy, restore=kind != "blas")
 
