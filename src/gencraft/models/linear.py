@@ -218,12 +218,14 @@ def _tuner(kind: str, setter: Callable[[int], None] | None = None) -> ThreadTune
     return t
 
 
-def tuned(kind: str, nbytes: int, fn: Callable[[], Any]) -> Any:
+def tuned(kind: str, nbytes: int, fn: Callable[[], Any], setter: Callable[[int], None] | None = None) -> Any:
     """``fn()`` (torch ops reading ``nbytes``, e.g. a batch's attention over its KV cache) on one
-    thread or all cores, as measured by the ``kind`` tuner; outside :func:`cpu_inference`, just ``fn()``."""
+    thread or all cores, as measured by the ``kind`` tuner; outside :func:`cpu_inference`, just ``fn()``.
+    ``setter``: how ``fn`` is given its thread count when not through torch (the C decode step: one
+    call is a whole step, see :func:`_make_tuner`)."""
     if not (_users and FAST_PATH):
         return fn()
-    return _tuner(kind).run(nbytes, fn, key=kind)
+    return _tuner(kind, setter).run(nbytes, fn, key=kind)
 
 
 def _make_tuner(kind: str, setter: Callable[[int], None] | None = None) -> ThreadTuner:

@@ -208,7 +208,7 @@ def gpt_step(model: Any, token_ids: torch.Tensor, cache: Any) -> torch.Tensor | 
         return lib.gc_gpt_decode(plan.dims.data_ptr(), plan.ptrs.data_ptr(), plan.eps, token, pos,
                                  _threads, SPIN_NS, logits.data_ptr())
 
-    if not linear._tuner("native", _set_threads).run(plan.nbytes, run, key="native"):
+    if not linear.tuned("native", plan.nbytes, run, setter=_set_threads):
         raise ValueError(f"token id {token} is outside the vocabulary (0..{plan.vocab - 1}) "
                          f"or position {pos} is beyond the model's context")
     cache.length += 1
