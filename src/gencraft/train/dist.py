@@ -43,8 +43,14 @@ def setup(device_type: str) -> DistInfo:
     return info
 
 
-def teardown(info: DistInfo) -> None:
+def teardown(info: DistInfo, finished: bool = True) -> None:
+    """Leave the process group. After a run that finished, wait for every rank first: rank 0 still
+    writes the run directory when the others are done, and a rank that destroyed its gloo group
+    while a peer was still connected was seen to abort (SIGABRT) in a 2-process CI run. After a
+    failure, no barrier: the other ranks may never reach it (torchrun stops them)."""
     if info.enabled and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

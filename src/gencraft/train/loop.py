@@ -187,11 +187,14 @@ def train(
     threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(tc.num_threads or max(1, (os.cpu_count() or 1) // info.local_world_size))
+    finished = False
     try:
-        return _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress)
+        out = _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress)
+        finished = True
+        return out
     finally:
         torch.set_num_threads(threads)  # a library call leaves the process as it found it
-        D.teardown(info)
+        D.teardown(info, finished)
 
 
 def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainConfig, state: dict,
