@@ -215,10 +215,11 @@ static void layer_norm(const float *x, const float *w, const float *b, float eps
  * The caller's thread is worker 0; up to MAX_THREADS - 1 more are started on first use. A job is
  * a function run by every thread of the job with its thread index; the work inside it is handed
  * out in chunks from an atomic counter, so a thread that is late (descheduled) takes fewer chunks.
- * Between jobs the workers spin for ~spin_ns, then sleep on a condition variable: a decode step's
+ * Between jobs the workers spin for SPIN_NS, then sleep on a condition variable: a decode step's
  * jobs follow each other within microseconds, and waking a sleeping thread costs ~50 us here.
  */
 #define MAX_THREADS 16
+#define SPIN_NS 300000L /* 0.3 ms: longer than the gap between two decode steps */
 
 typedef void (*job_fn)(void *arg, int tid);
 
@@ -232,10 +233,9 @@ static struct {
     void *arg;
     int nth;                     /* threads taking part in the current job */
     unsigned long start_gen[MAX_THREADS];
-    long spin_ns;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .spin_ns = 300000};
+} pool = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static long now_ns(void) {
     struct timespec t;
@@ -252,7 +252,7 @@ static void *worker(void *p) {
         int n = 0;
         while ((g = atomic_load_explicit(&pool.gen, memory_order_acquire)) == seen) {
             __builtin_ia32_pause();
-            if (++n % 256 == 0 && now_ns() - t0 > pool.spin_ns) {
+            if (++n % 256 == 0 && now_ns() - t0 > SPIN_NS) {
                 pthread_mutex_lock(&pool.mu);
                 atomic_fetch_add(&pool.sleepers, 1);
                 while ((g = atomic_load(&pool.gen)) == seen) pthread_cond_wait(&pool.cv, &pool.mu);
@@ -493,11 +493,10 @@ static void attn_task(void *arg, int tid) {
 #define LAYER_PTRS 12
 
 static int decode(const int64_t *dims, const int64_t *ptrs, float eps, int token, int pos, int threads,
-                  long spin_ns, float *logits) {
+                  float *logits) {
     int L = (int)dims[0], H = (int)dims[1], C = (int)dims[2], V = (int)dims[3], max_len = (int)dims[4];
     int wbf = (int)dims[5], cbf = (int)dims[6], hd = C / H;
     if (L <= 0 || H <= 0 || C % H || token < 0 || token >= V || pos < 0 || pos >= max_len || pos >= dims[7]) return 0;
-    pool.spin_ns = spin_ns;
     int nth = threads < 1 ? 1 : pool_start(threads);
     if (nth > threads) nth = threads;
 #define P(i) ((void *)(intptr_t)ptrs[i])
@@ -536,9 +535,9 @@ static int decode(const int64_t *dims, const int64_t *ptrs, float eps, int token
 }
 
 int gc_gpt_decode(const int64_t *dims, const int64_t *ptrs, float eps, int token, int pos, int threads,
-                  long spin_ns, float *logits) {
+                  float *logits) {
     pthread_mutex_lock(&step_mu);
-    int n = decode(dims, ptrs, eps, token, pos, threads, spin_ns, logits);
+    int n = decode(dims, ptrs, eps, token, pos, threads, logits);
     pthread_mutex_unlock(&step_mu);
     return n;
 }
@@ -547,11 +546,10 @@ int gc_gpt_decode(const int64_t *dims, const int64_t *ptrs, float eps, int token
 int gc_bf16_input(void) { return HAVE_DPBF16; }
 
 /* y = W x for one matrix: the step's product on its own (tests, and the bandwidth it reaches) */
-int gc_matvec(const void *w, int bf16, int rows, int cols, const float *x, float *y, int threads, long spin_ns) {
+int gc_matvec(const void *w, int bf16, int rows, int cols, const float *x, float *y, int threads) {
     float *xbuf = malloc(sizeof(float) * (size_t)(cols + 32));
     if (!xbuf) return 0;
     pthread_mutex_lock(&step_mu);
-    pool.spin_ns = spin_ns;
     int nth = threads < 1 ? 1 : pool_start(threads);
     if (nth > threads) nth = threads;
     matvec(w, NULL, bf16, rows, cols, x, y, EPI_NONE, nth, xbuf);

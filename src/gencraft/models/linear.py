@@ -115,10 +115,10 @@ class ThreadTuner:
     window and keeps the faster; after a probe that lost clearly it waits twice as long before the
     next one, and a probe that is clearly losing stops early, so a loaded machine pays little. It
     starts on one thread, the setting that is never a disaster (``start``: a tuner whose calls are
-    whole decode steps starts on all cores when the machine looks idle, or its first window of
-    steps would all run on one). Matmuls under ``SPLIT_MIN`` bytes
-    of weights (a small model's layers, which sit in cache) always run on one thread: splitting
-    them gains little and risks the same stalls. Results do not depend on the choice: each output
+    whole decode steps starts on all cores when the machine looks idle, or its first window of steps
+    would all run on one). Matmuls under ``SPLIT_MIN`` bytes of weights (a small model's layers,
+    which sit in cache) always run on one thread: splitting them gains little and risks the same
+    stalls. Results do not depend on the choice: each output
     element is reduced in the same order with 1 or 2 threads (tests check the tokens match).
     """
 

@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("gpt_decode.c")
 CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 HEAD_PTRS, LAYER_PTRS = 8, 12  # gc_gpt_decode's pointer layout (see gpt_decode.c)
-SPIN_NS = 300_000  # how long the C pool's idle threads spin before sleeping
 
 ENABLED = True  # off: the PyTorch decode path (bench/generate.py's A/B)
 _lock = threading.Lock()
@@ -108,11 +107,11 @@ def library() -> Any:
                 fn = lib.gc_gpt_decode
                 fn.restype = ctypes.c_int
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int, ctypes.c_int,
-                               ctypes.c_int, ctypes.c_long, ctypes.c_void_p]
+                               ctypes.c_int, ctypes.c_void_p]
                 mv = lib.gc_matvec
                 mv.restype = ctypes.c_int
                 mv.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                               ctypes.c_void_p, ctypes.c_int, ctypes.c_long]
+                               ctypes.c_void_p, ctypes.c_int]
                 lib.gc_bf16_input.restype = ctypes.c_int
                 lib.gc_bf16_input.argtypes = []
                 _lib = lib
@@ -161,7 +160,9 @@ class Plan:
                      addr(a.c_attn.bias, True), addr(a.c_proj.weight), addr(a.c_proj.bias, True),
                      addr(b.ln_2.weight, True), addr(b.ln_2.bias, True), addr(m.c_fc.weight),
                      addr(m.c_fc.bias, True), addr(m.c_proj.weight), addr(m.c_proj.bias, True)]
+        assert len(ptrs) == HEAD_PTRS + cfg.n_layer * LAYER_PTRS
         self.keep = keep
+        self.k, self.v = cache.k, cache.v  # the buffers the addresses are of (checked on every step)
         self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
         self.dims = torch.tensor([cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cache.max_len,
                                   int(wdt == torch.bfloat16), int(cache.k.dtype == torch.bfloat16),
@@ -185,28 +186,29 @@ def gpt_step(model: Any, token_ids: torch.Tensor, cache: Any) -> torch.Tensor | 
     """Logits ``[1, V]`` for one token after ``cache`` (advancing it), or None to take the PyTorch path."""
     if not (ENABLED and linear._users and linear.FAST_PATH) or torch.is_grad_enabled():
         return None
-    lib = _lib if _tried else library()
+    lib = library()
     if lib is None:
         return None
     plan = cache.__dict__.get("_native_plan")  # built once per (cache, model): a generation
     if plan is False:  # this cache was found unsuitable
         return None
-    if plan is None or plan.model_id != id(model):
-        if not supports(model, cache):
-            return None
+    if plan is None or plan.model_id != id(model) or plan.k is not cache.k or plan.v is not cache.v:
         try:
+            if not supports(model, cache):
+                raise ValueError("not a one-row float32/bfloat16 CPU cache without padding")
             plan = Plan(model, cache)
         except ValueError as e:
             log.info("native decode step not used (%s)", e)
-            cache.__dict__["_native_plan"] = False
-            return None
+            plan = False
         cache.__dict__["_native_plan"] = plan
+        if plan is False:
+            return None
     logits = torch.empty(1, plan.vocab, dtype=torch.float32)
     token, pos = int(token_ids[0, 0]), cache.length
 
     def run() -> int:
         return lib.gc_gpt_decode(plan.dims.data_ptr(), plan.ptrs.data_ptr(), plan.eps, token, pos,
-                                 _threads, SPIN_NS, logits.data_ptr())
+                                 _threads, logits.data_ptr())
 
     if not linear.tuned("native", plan.nbytes, run, setter=_set_threads):
         raise ValueError(f"token id {token} is outside the vocabulary (0..{plan.vocab - 1}) "
@@ -235,6 +237,6 @@ def matvec(w: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
         raise ValueError(f"x must have shape ({w.shape[1]},), got {tuple(x.shape)}")
     y = torch.empty(w.shape[0], dtype=torch.float32)
     if not lib.gc_matvec(w.data_ptr(), int(w.dtype == torch.bfloat16), w.shape[0], w.shape[1], x.data_ptr(),
-                         y.data_ptr(), threads, SPIN_NS):
+                         y.data_ptr(), threads):
         raise MemoryError("gc_matvec could not allocate its buffer")
     return y
