@@ -128,27 +128,22 @@ static inline float weight_at(const void *w, int bf16, long i) {
     return bf16 ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
-/* dot products of 4 weight rows (float32 or bfloat16, length n, ld elements apart) with x */
-static void dot4(const void *w, int bf16, long ld, const float *x, int n, float out[4]) {
-    f32x16 a[4] = {{0}};
-    int i = 0;
-    for (; i + 16 <= n; i += 16) {
-        f32x16 xv = load16(x + i);
-        for (int k = 0; k < 4; k++) a[k] += load16_w(w, bf16, k * ld + i) * xv;
-    }
-    for (int k = 0; k < 4; k++) {
-        float s = hsum(a[k]);
-        for (int t = i; t < n; t++) s += weight_at(w, bf16, k * ld + t) * x[t];
-        out[k] = s;
-    }
-}
-
-/* one row (a weight row, a cached key) with x */
+/* One weight row (or cached key) at a time, with x: the products read each thread's rows as one
+   sequential stream. Reading several rows side by side (4 or 8 streams, ld apart) was the earlier
+   kernel; on a Zen 4 VM it read at half the rate of one stream (124M shapes, one core: float32 768
+   columns 12-15 vs 23-28 GB/s, bfloat16 9.5-11 vs 20-21 GB/s, the same as a plain sum of the
+   buffer); four accumulators keep the multiply-adds off one dependency chain. */
 static inline float row_dot(const void *row, int bf16, const float *x, int n) {
-    f32x16 a = {0};
+    f32x16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int i = 0;
-    for (; i + 16 <= n; i += 16) a += load16_w(row, bf16, i) * load16(x + i);
-    float s = hsum(a);
+    for (; i + 64 <= n; i += 64) {
+        a0 += load16_w(row, bf16, i) * load16(x + i);
+        a1 += load16_w(row, bf16, i + 16) * load16(x + i + 16);
+        a2 += load16_w(row, bf16, i + 32) * load16(x + i + 32);
+        a3 += load16_w(row, bf16, i + 48) * load16(x + i + 48);
+    }
+    for (; i + 16 <= n; i += 16) a0 += load16_w(row, bf16, i) * load16(x + i);
+    float s = hsum((a0 + a1) + (a2 + a3));
     for (; i < n; i++) s += weight_at(row, bf16, i) * x[i];
     return s;
 }
@@ -161,39 +156,46 @@ static inline float row_dot(const void *row, int bf16, const float *x, int n) {
    instructions per 32 weights and was compute-bound (measured, 124M shapes, two cores: 74.5 vs
    48.0 GB/s). */
 #define HAVE_DPBF16 1
-static void dot8_bf16_dp(const uint16_t *w, long ld, const uint16_t *xb, int n, float out[8]) {
-    __m512 a[8];
-    for (int k = 0; k < 8; k++) a[k] = _mm512_setzero_ps();
-    for (int i = 0; i < n; i += 32) {
-        __m512bh xv = (__m512bh)_mm512_loadu_si512((const void *)(xb + i));
-        for (int k = 0; k < 8; k++)
-            a[k] = _mm512_dpbf16_ps(a[k], (__m512bh)_mm512_loadu_si512((const void *)(w + k * ld + i)), xv);
+static inline __m512 dp32(__m512 a, const uint16_t *w, const uint16_t *x) {
+    return _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512((const void *)w),
+                            (__m512bh)_mm512_loadu_si512((const void *)x));
+}
+
+/* one bfloat16 row with xb (x rounded to bfloat16), n a multiple of 32 */
+static float row_dot_bf16_dp(const uint16_t *w, const uint16_t *xb, int n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    int i = 0;
+    for (; i + 128 <= n; i += 128) {
+        a0 = dp32(a0, w + i, xb + i), a1 = dp32(a1, w + i + 32, xb + i + 32);
+        a2 = dp32(a2, w + i + 64, xb + i + 64), a3 = dp32(a3, w + i + 96, xb + i + 96);
     }
-    for (int k = 0; k < 8; k++) out[k] = _mm512_reduce_add_ps(a[k]);
+    for (; i < n; i += 32) a0 = dp32(a0, w + i, xb + i);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 #else
 #define HAVE_DPBF16 0
-/* 8 bfloat16 rows, n a multiple of 32, against x2: x reordered by pairs (x2 = pair_order(x)). A
+/* One bfloat16 row, n a multiple of 32, against x2: x reordered by pairs (x2 = pair_order(x)). A
    32-bit word holds two weights; ``u << 16`` is the even one as a float32, ``u & 0xffff0000`` the
    odd one, which saves widening every 16 weights (measured: 44 vs 37 GB/s on two cores). */
 typedef int32_t i32x16u __attribute__((vector_size(64), aligned(4)));
 
-static void dot8_bf16_pairs(const uint16_t *w, long ld, const float *x2, int n, float out[8]) {
-    f32x16 a[8] = {{0}};
-    for (int i = 0; i < n; i += 32) {
-        f32x16 xe = load16(x2 + i), xo = load16(x2 + i + 16);
-        for (int k = 0; k < 8; k++) {
-            i32x16u u = *(const i32x16u *)(w + k * ld + i);
-            i32x16u lo = u << 16, hi = u & (int32_t)0xffff0000;
-            f32x16 fl, fh;
-            memcpy(&fl, &lo, 64), memcpy(&fh, &hi, 64);
-            a[k] += fl * xe + fh * xo;
-        }
-    }
-    for (int k = 0; k < 8; k++) out[k] = hsum(a[k]);
+static inline f32x16 pairs32(f32x16 a, const uint16_t *w, const float *x2) {
+    i32x16u u = *(const i32x16u *)w;
+    i32x16u lo = u << 16, hi = u & (int32_t)0xffff0000;
+    f32x16 fl, fh;
+    memcpy(&fl, &lo, 64), memcpy(&fh, &hi, 64);
+    return a + fl * load16(x2) + fh * load16(x2 + 16);
 }
 
-/* x2[32b + i] = x[32b + 2i], x2[32b + 16 + i] = x[32b + 2i + 1]: the order dot8_bf16_pairs reads */
+static float row_dot_bf16_pairs(const uint16_t *w, const float *x2, int n) {
+    f32x16 a0 = {0}, a1 = {0};
+    int i = 0;
+    for (; i + 64 <= n; i += 64) a0 = pairs32(a0, w + i, x2 + i), a1 = pairs32(a1, w + i + 32, x2 + i + 32);
+    for (; i < n; i += 32) a0 = pairs32(a0, w + i, x2 + i);
+    return hsum(a0 + a1);
+}
+
+/* x2[32b + i] = x[32b + 2i], x2[32b + 16 + i] = x[32b + 2i + 1]: the order row_dot_bf16_pairs reads */
 static void pair_order(const float *x, int n, float *x2) {
     for (int b = 0; b < n; b += 32)
         for (int i = 0; i < 16; i++) x2[b + i] = x[b + 2 * i], x2[b + 16 + i] = x[b + 2 * i + 1];
@@ -324,7 +326,7 @@ typedef struct {
     const float *b;
     int bf16, rows, cols, epilogue, min_chunk, nth, share;
     _Atomic int claimed[MAX_THREADS]; /* shares taken */
-    const float *x, *x2; /* x2: x for the 8-row bfloat16 kernel (cols % 32 == 0), else NULL */
+    const float *x, *x2; /* x2: x for the bfloat16 row kernel (cols % 32 == 0), else NULL */
     float *y;
     _Atomic int next;
 } matvec_job;
@@ -338,27 +340,20 @@ static inline void store_rows(matvec_job *j, int r, const float *s, int n) { /* 
 }
 
 static void matvec_rows(matvec_job *j, int r0, int r1) {
-    float s[8];
     long ld = j->cols, esz = j->bf16 ? 2 : 4;
     const char *w = j->w;
-    int r = r0;
-    if (j->x2) {
-        for (; r + 8 <= r1; r += 8) {
+    for (int r = r0; r < r1; r++) {
+        const void *row = w + r * ld * esz;
+        float s;
+        if (j->x2)
 #if HAVE_DPBF16
-            dot8_bf16_dp((const uint16_t *)(w + r * ld * esz), ld, (const uint16_t *)j->x2, j->cols, s);
+            s = row_dot_bf16_dp(row, (const uint16_t *)j->x2, j->cols);
 #else
-            dot8_bf16_pairs((const uint16_t *)(w + r * ld * esz), ld, j->x2, j->cols, s);
+            s = row_dot_bf16_pairs(row, j->x2, j->cols);
 #endif
-            store_rows(j, r, s, 8);
-        }
-    }
-    for (; r + 4 <= r1; r += 4) {
-        dot4(w + r * ld * esz, j->bf16, ld, j->x, j->cols, s);
-        store_rows(j, r, s, 4);
-    }
-    for (; r < r1; r++) {
-        s[0] = row_dot(w + r * ld * esz, j->bf16, j->x, j->cols);
-        store_rows(j, r, s, 1);
+        else
+            s = row_dot(row, j->bf16, j->x, j->cols);
+        store_rows(j, r, &s, 1);
     }
     if (j->epilogue == EPI_GELU) gelu_tanh(j->y + r0, r1 - r0);
 }
@@ -392,7 +387,7 @@ static void matvec(const void *w, const float *b, int bf16, int rows, int cols, 
                    int epilogue, int nth, float *xbuf) {
     matvec_job j = {.w = w, .b = b, .bf16 = bf16, .rows = rows, .cols = cols, .epilogue = epilogue,
                     .x = x, .y = y, .nth = nth};
-    if (bf16 && cols % 32 == 0) { /* the 8-row kernel's input: bfloat16 (HAVE_DPBF16) or pair order */
+    if (bf16 && cols % 32 == 0) { /* the bfloat16 row kernel's input: bfloat16 (HAVE_DPBF16) or pair order */
 #if HAVE_DPBF16
         for (int i = 0; i < cols; i++) ((uint16_t *)xbuf)[i] = f32_to_bf16(x[i]);
 #else
