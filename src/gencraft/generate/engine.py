@@ -181,9 +181,11 @@ class Decoder:
             P = prompt_ids.shape[1]
             total = P + cfg.max_new_tokens
             max_len = None if self.limit is None else min(self.limit, total)
-            # models with a random cache (the text VAE draws z from its prior) draw it from the seed
+            # models with a random cache (the text VAE draws z from its prior) draw it from the seed;
+            # the CPU generator only (fork_rng saves no other): torch.manual_seed also queues a seed
+            # for every accelerator backend, ~0.7 ms of a 17 ms time to first token (13.8M, profiled)
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+                torch.default_generator.manual_seed(seed)
                 logits, cache = _prefill(self.model, prompt_ids, self.limit, max_len)
             V = logits.shape[-1]
             self.table = _table(tok, V)
