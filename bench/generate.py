@@ -8,7 +8,8 @@ measured memory read bandwidth and the tokens/s limit it implies. Reference figu
 this kind of machine, uncontended) are printed beside ours.
 
     .venv/bin/python bench/generate.py              # everything (several minutes on 2 cores)
-    .venv/bin/python bench/generate.py --quick      # fewer repeats, no 124M no-cache loop
+    .venv/bin/python bench/generate.py --quick      # fewer repeats
+    .venv/bin/python bench/generate.py --llama-cpp ~/llama.cpp   # and llama.cpp on the same weights
 """
 
 from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
@@ -24,8 +25,11 @@ gencraft.prefer_spinning_threads()
 import argparse
 import copy
 import os
+import tempfile
 import time
+from pathlib import Path
 
+import llamacpp  # bench/llamacpp.py, beside this file
 import torch
 
 from gencraft.export.hf import gpt2_state_dict
@@ -138,6 +142,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--shapes", default="1.85M,13.8M,124M")
+    ap.add_argument("--llama-cpp", type=Path, default=None, metavar="DIR",
+                    help="a llama.cpp source tree with build/bin/llama-bench: time it on the same weights")
     args = ap.parse_args()
     reps = 2 if args.quick else 3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU shared with other engineers "
@@ -152,12 +158,13 @@ def main() -> None:
     greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
     topk = GenerationConfig(max_new_tokens=NEW, top_k=50, seed=0, stop_at_eos=False)
     for name in args.shapes.split(","):
-        run_shape(name, tok, prompt, greedy, topk, reps, bw, g)
+        run_shape(name, tok, prompt, greedy, topk, reps, bw, g, args.llama_cpp)
     if "124M" in args.shapes and os.path.exists(SHAKESPEARE):
         bf16_quality(tok, open(SHAKESPEARE).read())
 
 
-def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: float, g) -> None:
+def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: float, g,
+              llama_dir: Path | None = None) -> None:
     """Measure one shape and print its lines."""
     m = build(name)
     hf = hf_twin(m)
@@ -191,10 +198,13 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
     print(f"prompt tok/s   gencraft {pp:8.0f} | transformers {hf_pp:7.0f} | ref: HF {REF_PP_HF[name]}, "
           f"llama.cpp {REF_PP_LLAMA[name]}")
     print(f"bandwidth limit (f32 weights read once per token): {limit:.0f} tok/s")
-    if big:  # llama.cpp's generation figure (tg128) leaves out the prompt; this one, from the same runs
-        dec = decode_rate(m, tok, prompt, ours_g, reps)
-        print(f"decode only (after the first token), greedy: {dec:.1f} tok/s = {dec / limit:.0%} of the "
-              f"bandwidth limit | end to end {ours_g / limit:.0%} | target >= 80 (>= 90% of the limit)")
+    # llama.cpp's generation figure (tg128) leaves out the prompt; this one, from the same runs, too
+    dec = decode_rate(m, tok, prompt, ours_g, reps)
+    print(f"decode only (after the first token), greedy: {dec:.1f} tok/s = {dec / limit:.0%} of the "
+          f"bandwidth limit | end to end {ours_g / limit:.0%}" + (" | target >= 80 (>= 90% of the limit)"
+                                                                   if big else ""))
+    if llama_dir is not None:
+        side_by_side(m, m, tok, prompt, llama_dir, "f32", reps + 1)
     if name in ("1.85M", "13.8M"):  # what each engine choice buys, A/B back to back
         linear_mod.FAST_PATH = False
         plain = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
@@ -245,12 +255,32 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         limit_b = bw * 1e9 / (n_read * 2)
         print(f"bf16 weights greedy tok/s: {ours_b:.1f}, decode only {dec_b:.1f} (limit {limit_b:.0f}: "
               f"{dec_b / limit_b:.0%}) | ref llama.cpp f16 {REF_LLAMA_F16[name]} | target >= 130")
+        if llama_dir is not None:
+            side_by_side(m, mb, tok, prompt, llama_dir, "f16", reps + 1)
         print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
               f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
         c_step, torch_step = decode_drift(m, mb, prompt, 32)
         rounding = "products' inputs rounded to bf16" if native_mod.bf16_input() else "float32 inputs"
         print(f"bf16 decoding, max |logit diff| from f32 decoding over 32 greedy steps: C step {c_step:.3f} "
               f"(float32 between the products, {rounding}) | PyTorch bf16 step {torch_step:.3f} (bf16 throughout)")
+
+
+def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dtype: str, rounds: int) -> None:
+    """llama.cpp's ``llama-bench`` on ``m``'s weights as GGUF ``dtype`` (``bench/llamacpp.py``) and
+    gencraft decoding ``ours`` (bf16 beside llama.cpp's f16: the same bytes a step), taking turns
+    ``rounds`` times (the read bandwidth moves within minutes); the best of each."""
+    greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
+    best_pp = best_tg = best_ours = 0.0
+    with tempfile.TemporaryDirectory() as d:
+        path = llamacpp.write_gguf(m, Path(d) / f"model-{dtype}.gguf", dtype, llama_dir)
+        for _ in range(rounds):
+            got = llamacpp.llama_bench(llama_dir, path, PROMPT, NEW, torch.get_num_threads(), 1)
+            best_pp, best_tg = max(best_pp, got["pp"]), max(best_tg, got["tg"])
+            full = NEW / best_of(lambda: generate(ours, tok, [prompt], greedy), 1, warm=False)
+            best_ours = max(best_ours, decode_rate(ours, tok, prompt, full, 1))
+    print(f"llama.cpp {dtype}, same weights, taking turns ({rounds} rounds, best of each): prompt {best_pp:.0f} "
+          f"tok/s, generation (tg{NEW}) {best_tg:.1f} tok/s | gencraft decode only {best_ours:.1f} tok/s = "
+          f"{best_ours / best_tg:.0%} of llama.cpp", flush=True)
 
 
 def decode_rate(m: GPT, tok, prompt: list[int], end_to_end: float, repeats: int) -> float:

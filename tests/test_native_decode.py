@@ -211,3 +211,35 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok"
+
+
+def test_huge_page_weights_keep_the_model(monkeypatch) -> None:
+    """Moving the weights into the 2 MiB-page buffer changes where they live, nothing else: the same
+    logits, tied weights still one tensor, and the model still trains afterwards."""
+    monkeypatch.setattr(native, "HUGE_MIN", 0)
+    m = _model(bias=True)
+    prompt = [3, 14, 15, 9]
+    before = _decode(m, prompt, 8, on=False)
+    ptrs = {n: p.data_ptr() for n, p in m.named_parameters()}
+    huge = "[madvise]" in native.THP_MODE.read_text() if native.THP_MODE.exists() else False
+    m.__dict__.pop("_gencraft_huge", None)
+    assert native.huge_page_weights(m) is huge
+    assert native.huge_page_weights(m) is huge  # once per model
+    if not huge:
+        pytest.skip("this kernel gives no huge pages on request (transparent_hugepage not in madvise mode)")
+    assert all(p.data_ptr() != ptrs[n] for n, p in m.named_parameters())
+    assert m.lm_head.weight is m.wte.weight
+    for a, b in zip(before, _decode(m, prompt, 8, on=False), strict=True):
+        assert torch.equal(a, b)
+    assert [int(x.argmax()) for x in _decode(m, prompt, 8, on=True)] == [int(x.argmax()) for x in before]
+    m.train()
+    _, loss = m(torch.tensor([prompt]), torch.tensor([prompt[1:] + [0]]))
+    loss.backward()
+    assert m.wte.weight.grad is not None and torch.isfinite(m.wte.weight.grad).all()
+
+
+def test_huge_page_weights_skip_a_model_in_training(monkeypatch) -> None:
+    monkeypatch.setattr(native, "HUGE_MIN", 0)
+    m = _model().train()
+    ptr = m.wte.weight.data_ptr()
+    assert native.huge_page_weights(m) is False and m.wte.weight.data_ptr() == ptr
