@@ -204,7 +204,7 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
           f"bandwidth limit | end to end {ours_g / limit:.0%}" + (" | target >= 80 (>= 90% of the limit)"
                                                                    if big else ""))
     if llama_dir is not None:
-        side_by_side(m, m, tok, prompt, llama_dir, "f32", reps + 1)
+        side_by_side(m, m, tok, prompt, llama_dir, "f32", 2 * reps + 1)
     if name in ("1.85M", "13.8M"):  # what each engine choice buys, A/B back to back
         linear_mod.FAST_PATH = False
         plain = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
@@ -256,7 +256,7 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         print(f"bf16 weights greedy tok/s: {ours_b:.1f}, decode only {dec_b:.1f} (limit {limit_b:.0f}: "
               f"{dec_b / limit_b:.0%}) | ref llama.cpp f16 {REF_LLAMA_F16[name]} | target >= 130")
         if llama_dir is not None:
-            side_by_side(m, mb, tok, prompt, llama_dir, "f16", reps + 1)
+            side_by_side(m, mb, tok, prompt, llama_dir, "f16", 2 * reps + 1)
         print(f"bf16 quality cost (random weights, 256 tokens): loss f32 {loss32.item():.4f} bf16 "
               f"{loss16.item():.4f}, max |logit diff| {(lf - lb.float()).abs().max().item():.3f}")
         c_step, torch_step = decode_drift(m, mb, prompt, 32)
@@ -270,17 +270,26 @@ def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dty
     gencraft decoding ``ours`` (bf16 beside llama.cpp's f16: the same bytes a step), taking turns
     ``rounds`` times (the read bandwidth moves within minutes); the best of each."""
     greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
-    best_pp = best_tg = best_ours = 0.0
+    best_pp = best_tg = best_full = best_ours = best_bw = 0.0
+    pairs = []
     with tempfile.TemporaryDirectory() as d:
         path = llamacpp.write_gguf(m, Path(d) / f"model-{dtype}.gguf", dtype, llama_dir)
         for _ in range(rounds):
             got = llamacpp.llama_bench(llama_dir, path, PROMPT, NEW, torch.get_num_threads(), 1)
             best_pp, best_tg = max(best_pp, got["pp"]), max(best_tg, got["tg"])
             full = NEW / best_of(lambda: generate(ours, tok, [prompt], greedy), 1, warm=False)
-            best_ours = max(best_ours, decode_rate(ours, tok, prompt, full, 1))
+            best_full = max(best_full, full)
+            dec = decode_rate(ours, tok, prompt, full, 1)
+            best_ours = max(best_ours, dec)
+            pairs.append(f"{got['tg']:.0f}/{dec:.0f}")
+            best_bw = max(best_bw, read_bandwidth())
+    nbytes = sum(p.numel() for p in ours.parameters()) - ours.wpe.weight.numel()
+    limit = best_bw * 1e9 / (nbytes * ours.wte.weight.element_size())
     print(f"llama.cpp {dtype}, same weights, taking turns ({rounds} rounds, best of each): prompt {best_pp:.0f} "
           f"tok/s, generation (tg{NEW}) {best_tg:.1f} tok/s | gencraft decode only {best_ours:.1f} tok/s = "
-          f"{best_ours / best_tg:.0%} of llama.cpp", flush=True)
+          f"{best_ours / best_tg:.0%} of llama.cpp, end to end {best_full:.1f} tok/s | read bandwidth "
+          f"{best_bw:.1f} GB/s, limit {limit:.0f} tok/s | each round, llama.cpp/gencraft: {' '.join(pairs)}",
+          flush=True)
 
 
 def decode_rate(m: GPT, tok, prompt: list[int], end_to_end: float, repeats: int) -> float:
