@@ -98,6 +98,18 @@ def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf, target[:, None], right=True)[:, 0].clamp_(max=probs.shape[-1] - 1)
 
 
+def greedy(scores: torch.Tensor) -> torch.Tensor:
+    """``scores.argmax(-1)`` (the first of equal maxima; NaN counts as the largest, as in torch).
+
+    On the CPU through numpy: torch's argmax reduction took 69 us over one 50,257-token row on the
+    development machine (one thread, as decoding runs), numpy's vectorized one 4 us; per token that
+    is ~1% of a 124M bf16 step and ~7% of a 1.85M one."""
+    if (scores.is_cpu and scores.dtype == torch.float32 and scores.is_contiguous() and scores.dim() == 2
+            and not scores.requires_grad):
+        return torch.from_numpy(scores.numpy().argmax(-1).astype("int64", copy=False))
+    return scores.argmax(-1)
+
+
 def shift_keep(limit: int) -> int:
     """How many of the newest tokens a full window keeps when it shifts (context shift)."""
     return max(1, limit - max(1, limit // 4))
@@ -225,7 +237,7 @@ class Decoder:
                     u = torch.rand(len(scores), generator=gen, device=dev, dtype=torch.float64)
                     nxt = draw(scores.softmax(-1), u)
                 else:
-                    nxt = scores.argmax(-1)
+                    nxt = greedy(scores)
                 ids[:, cur] = nxt
                 lp_rows = self._logprobs(logits, nxt) if want_lp else None
             new = nxt.tolist()

@@ -35,7 +35,7 @@ import torch
 
 from gencraft.errors import UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.generate.engine import draw, model_device
+from gencraft.generate.engine import draw, greedy, model_device
 from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.models.linear import cpu_inference
@@ -516,7 +516,7 @@ class Scheduler:
                     hist = torch.tensor([s.prompt_ids + s.tokens], dtype=torch.long, device=self.device)
                     scores[b:b + 1] = apply(s.procs, hist, scores[b:b + 1].clone())
             sampled = [b for b, s in enumerate(active) if s.gen is not None]
-            nxt = scores.argmax(-1)
+            nxt = greedy(scores)
             if sampled:
                 rows = torch.tensor(sampled, device=self.device) if len(sampled) < len(active) else None
                 probs = (scores if rows is None else scores[rows]).softmax(-1)
