@@ -87,6 +87,29 @@ def test_greedy_tokens_same_with_and_without_fast_path(monkeypatch):
     assert fast == plain
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_model_that_has_decoded_copies_and_pickles(dtype):
+    """The fast path's derived weights (oneDNN's packed copy: a short prompt, bf16; numpy views)
+    stay behind when the model is copied or saved whole, and the copy decodes the same tokens."""
+    import copy
+    import io
+
+    tok = train_tokenizer("char", ["the quick brown fox jumps over the lazy dog. " * 20])
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=tok.vocab_size, block_size=64)).eval().to(dtype)
+    cfg = GenerationConfig(max_new_tokens=12, temperature=0, stop_at_eos=False)
+    first = generate(model, tok, ["the quick", "lazy"], cfg)  # batched rows: oneDNN's packed weights
+    assert any(k.startswith("_gencraft_") for mod in model.modules() for k in mod.__dict__)
+    twin = copy.deepcopy(model)
+    buf = io.BytesIO()
+    torch.save(model, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    for m in (twin, loaded):
+        assert [r[0].token_ids for r in generate(m, tok, ["the quick", "lazy"], cfg)] == \
+            [r[0].token_ids for r in first]
+
+
 class _FakeClock:
     """A clock that each matmul advances by what the current thread setting costs."""
 

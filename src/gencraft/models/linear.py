@@ -68,12 +68,24 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+class _Derived(tuple):
+    """``(key, value)``: something derived from a module's weights and kept on it (oneDNN's packed
+    copy, numpy views). Copies and pickles of the module leave it behind (they become None): a
+    packed oneDNN tensor cannot be deep-copied at all, and a copy derives its own from its own weights."""
+
+    def __deepcopy__(self, memo: dict) -> None:
+        return None
+
+    def __reduce__(self) -> tuple:
+        return (type(None), ())
+
+
 def _cached(module: nn.Module, name: str, weight: torch.Tensor, make: Any) -> Any:
     """A derived copy/view of ``weight`` kept on the module until the weight is replaced or written."""
     key = (weight.data_ptr(), weight.dtype, None if weight.is_inference() else weight._version)
     hit = module.__dict__.get(name)
     if hit is None or hit[0] != key:
-        hit = (key, make(weight.detach()))
+        hit = _Derived((key, make(weight.detach())))
         module.__dict__[name] = hit
     return hit[1]
 
@@ -86,7 +98,7 @@ def _blas_linear(m: nn.Module, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor
     hit = m.__dict__.get("_gencraft_np")
     if hit is None or hit[0] != key:  # numpy views share the parameters' memory: only a new tensor needs a new view
         wn = w.detach().numpy()
-        hit = (key, wn.T if out_in else wn, None if b is None else b.detach().numpy(), w.numel() * 4)
+        hit = _Derived((key, wn.T if out_in else wn, None if b is None else b.detach().numpy(), w.numel() * 4))
         m.__dict__["_gencraft_np"] = hit
     _, wt, bias, nbytes = hit
     a = x.detach().numpy()
