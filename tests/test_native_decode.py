@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import platform
 import shutil
@@ -232,6 +233,10 @@ def test_huge_page_weights_keep_the_model(monkeypatch) -> None:
     for a, b in zip(before, _decode(m, prompt, 8, on=False), strict=True):
         assert torch.equal(a, b)
     assert [int(x.argmax()) for x in _decode(m, prompt, 8, on=True)] == [int(x.argmax()) for x in before]
+    twin = copy.deepcopy(m)  # carries the mark along, with weights of its own: judged afresh
+    assert twin.wte.weight.data_ptr() != m.wte.weight.data_ptr()
+    assert native.huge_page_weights(twin) is True
+    assert torch.equal(twin.wte.weight, m.wte.weight) and twin.lm_head.weight is twin.wte.weight
     m.train()
     _, loss = m(torch.tensor([prompt]), torch.tensor([prompt[1:] + [0]]))
     loss.backward()

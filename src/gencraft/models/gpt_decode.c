@@ -331,12 +331,10 @@ typedef struct {
     _Atomic int next;
 } matvec_job;
 
-static inline void store_rows(matvec_job *j, int r, const float *s, int n) { /* y = s + b or y += s + b */
-    for (int k = 0; k < n; k++) {
-        float v = s[k] + (j->b ? j->b[r + k] : 0.0f);
-        if (j->epilogue == EPI_ADD) j->y[r + k] += v;
-        else j->y[r + k] = v;
-    }
+static inline void store_row(matvec_job *j, int r, float s) { /* y = s + b or y += s + b */
+    float v = s + (j->b ? j->b[r] : 0.0f);
+    if (j->epilogue == EPI_ADD) j->y[r] += v;
+    else j->y[r] = v;
 }
 
 static void matvec_rows(matvec_job *j, int r0, int r1) {
@@ -353,7 +351,7 @@ static void matvec_rows(matvec_job *j, int r0, int r1) {
 #endif
         else
             s = row_dot(row, j->bf16, j->x, j->cols);
-        store_rows(j, r, &s, 1);
+        store_row(j, r, s);
     }
     if (j->epilogue == EPI_GELU) gelu_tanh(j->y + r0, r1 - r0);
 }

@@ -178,7 +178,6 @@ THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGE = 2 << 20
 HUGE_MIN = 128 << 20  # below this the gain does not pay for the copy (13.8M float32, 55 MB: ~2% a
 # step for a 0.12 s copy, worth it after ~4,000 tokens)
-HUGE_PAGES = True  # off: leave the weights where they are (bench A/B)
 
 
 def huge_page_weights(model: Any) -> bool:
@@ -195,16 +194,20 @@ def huge_page_weights(model: Any) -> bool:
     see no change. Skipped below ``HUGE_MIN`` bytes, for models in training (gradients held,
     ``train()`` mode), and where the kernel will not give huge pages on request.
     """
-    if model.__dict__.get("_gencraft_huge") is not None:
-        return model.__dict__["_gencraft_huge"]
-    done = False
     params = list(model.parameters())
+    # judged once per set of weights: a copy of the model (deepcopy, .to(dtype)) carries this mark
+    # along with tensors of its own, so the mark names the weights it was made for
+    key = params[0].data_ptr() if params else 0
+    hit = model.__dict__.get("_gencraft_huge")
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    done = False
     nbytes = sum(-(-p.numel() * p.element_size() // 64) * 64 for p in params)
     try:
         mode = THP_MODE.read_text()
     except OSError:
         mode = ""
-    if (HUGE_PAGES and "[madvise]" in mode and nbytes >= HUGE_MIN and not model.training
+    if ("[madvise]" in mode and nbytes >= HUGE_MIN and not model.training
             and all(p.is_cpu and p.grad is None and p.is_contiguous() for p in params)):
         try:
             mm = mmap.mmap(-1, nbytes + HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
@@ -223,7 +226,7 @@ def huge_page_weights(model: Any) -> bool:
                     p.data = t
                     off += -(-n // 64) * 64
             done = True
-    model.__dict__["_gencraft_huge"] = done
+    model.__dict__["_gencraft_huge"] = (params[0].data_ptr() if params else 0, done)
     return done
 
 
