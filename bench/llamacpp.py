@@ -54,7 +54,8 @@ def vocabulary(n: int) -> tuple[list[str], list[str]]:
 def write_gguf(model: Any, path: Path, dtype: str, llama_dir: Path) -> Path:
     """Write gencraft GPT ``model`` to ``path`` as a llama.cpp ``gpt2`` model, matrices in ``dtype``
     ("f32" or "f16"; vectors stay float32, as llama.cpp's converter writes them)."""
-    sys.path.insert(0, str(llama_dir / "gguf-py"))
+    if str(llama_dir / "gguf-py") not in sys.path:
+        sys.path.insert(0, str(llama_dir / "gguf-py"))
     import gguf  # the llama.cpp tree's own writer, matched to its reader
 
     cfg = model.config
