@@ -66,3 +66,16 @@ def cli(capsys: pytest.CaptureFixture[str]):
         return CliResult(code, cap.out, cap.err)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def speech_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two tiny LJSpeech folders of espeak-ng reading the sample corpus (voices A and B, 16 sentences
+    each) and the prepared dataset of voice A: ``{"A": folder, "B": folder, "dataset": path}``."""
+    from gencraft.data.speech import make_espeak_corpus, prepare_speech
+
+    root = tmp_path_factory.mktemp("speech")
+    a = make_espeak_corpus(root / "A", "A", 16)
+    b = make_espeak_corpus(root / "B", "B", 16)
+    ds = prepare_speech(a, out=root / "ds-A", license="CC0-1.0", speaker="espeak voice A", val_fraction=0.15)
+    return {"A": a, "B": b, "dataset": ds}

@@ -36,6 +36,7 @@ COMMAND_MODULES = [
     "gencraft.cli.generate",
     "gencraft.cli.export",
     "gencraft.cli.music",
+    "gencraft.cli.speech",
     "gencraft.cli.vae",
     "gencraft.cli.image",
     "gencraft.cli.guard",
