@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "gencraft.cli.quickstart",
     "gencraft.cli.data",
     "gencraft.cli.train",
+    "gencraft.cli.runs",
     "gencraft.cli.generate",
     "gencraft.cli.export",
     "gencraft.cli.music",

@@ -30,10 +30,12 @@ from safetensors.torch import load_file, save_file
 from gencraft.config import apply_overrides, from_dict
 from gencraft.data.images import ImageDataset, load_image_dataset, split_indices
 from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
-from gencraft.io import append_jsonl, atomic_dir, write_json, write_text
+from gencraft.io import atomic_dir, write_json, write_text
 from gencraft.models.image_common import diff_augment, ema_decay, to_uint8, to_unit, update_ema
 from gencraft.paths import run_path
+from gencraft.train.curves import pictures_markdown
 from gencraft.train.image_eval import Evaluator, sample_for_eval
+from gencraft.train.metrics import RunLog
 from gencraft.train.rundir import load_weights, new_run_id, now_iso, save_weights, sha256_file, write_info
 
 KINDS = ("vae", "dcgan", "stylegan")
@@ -346,7 +348,7 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
     model.train()
     t0 = time.perf_counter()
     start_elapsed, start_step = elapsed, step
-    metrics_path = run / "metrics.jsonl"
+    runlog = RunLog(run, total=tcfg.steps, start_step=step, max_time=max_time)
     summary: dict[str, Any] = {}
     info: dict[str, Any] = {}
 
@@ -387,15 +389,16 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
             rec = {"step": step, "split": "train", **{k: round(v, 5) for k, v in stats.items()},
                    "images_per_s": round((step - start_step) * bs / max(elapsed - start_elapsed, 1e-9), 1),
                    "time_s": round(elapsed, 2)}
-            append_jsonl(metrics_path, rec)
+            runlog.log(rec)
         if progress:
             progress(step, tcfg.steps, stats)
         out_of_time = max_time is not None and elapsed - start_elapsed >= max_time
         if step % tcfg.sample_every == 0 or step == tcfg.steps or out_of_time:
             _write_grid(run / "samples" / f"step_{step:06d}.png", model, s.mcfg.n_classes, tcfg.seed)
+            runlog.image(step, run / "samples" / f"step_{step:06d}.png")
         if step % tcfg.eval_every == 0 or step == tcfg.steps or out_of_time:
             rec = evaluate_now()
-            append_jsonl(metrics_path, {"step": step, "split": "heldout", **{k: round(v, 6) for k, v in rec.items()}})
+            runlog.log({"step": step, "split": "heldout", **{k: round(v, 6) for k, v in rec.items()}})
             if rec["fid"] < best_fid:
                 best_fid, best_step = rec["fid"], step
                 digest = save_weights(model, run / "model.safetensors")
@@ -409,13 +412,15 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
             stopped_by_time = True
             break
 
+    runlog.close()
     if not info:  # resumed after the best checkpoint: refresh the summary from the existing files
         _, info = _read_existing(run)
     info["metrics"] = {**info.get("metrics", {}), "step": step, "train_time_s": round(elapsed, 2),
                        "stopped_by_max_time": stopped_by_time}
     info["model_digest"] = sha256_file(run / "model.safetensors")
     write_info(run, info)
-    write_text(run / "MODEL_CARD.md", _model_card({**info, "gencraft_version": _version()}, ds.manifest))
+    write_text(run / "MODEL_CARD.md", _model_card({**info, "gencraft_version": _version()}, ds.manifest)
+               + pictures_markdown(run))
     return info
 
 

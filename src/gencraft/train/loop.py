@@ -24,14 +24,16 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gencraft.config import apply_overrides, from_dict
 from gencraft.errors import ConfigError, GencraftError, TrainingDiverged, UsageError
-from gencraft.io import append_jsonl, write_bytes, write_text
+from gencraft.io import write_bytes, write_text
 from gencraft.models import build, config_class
 from gencraft.paths import run_path
 from gencraft.train import dist as D
 from gencraft.train.card import model_card
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.config import TrainConfig, check, check_model, resolve
+from gencraft.train.curves import pictures_markdown
 from gencraft.train.data import Dataset, check_split, get_batch, load_dataset
+from gencraft.train.metrics import RunLog, load_run_tokenizer, text_samples
 from gencraft.train.optim import lr_at, make_optimizer
 from gencraft.train.rundir import new_run_id, now_iso, save_weights, write_info
 
@@ -219,8 +221,6 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     created = state.get("created") or now_iso()
     if main:
         copy_dataset_files(run_dir, ds)
-    metrics_path = run_dir / "metrics.jsonl"
-
     step: int = state.get("step", 0)
     best: float = state.get("best_val_loss", math.inf)
     bad_evals: int = state.get("bad_evals", 0)
@@ -250,7 +250,8 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     def write_run_info(stopped: str | None = None) -> None:
         full = {**record, "metrics": summary(stopped), "model_digest": model_digest}
         write_info(run_dir, full)
-        write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": _version()}))
+        write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": _version()})
+                   + pictures_markdown(run_dir))
 
     def checkpoint() -> None:
         save_checkpoint(run_dir, raw, opt, gen, {
@@ -267,6 +268,9 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
             f"{run_dir / CHECKPOINT} is kept: lower the learning rate (--set learning_rate=...) and --resume")
 
     bar = _Progress(show_progress and main, tc.max_iters, step)
+    runlog = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time, time_before=time_before,
+                    enabled=main)
+    sample_tok = load_run_tokenizer(ds.path) if main else None
     t_start = time.time()
     t_log, tokens_log = t_start, tokens_seen
     loss_sum = torch.zeros((), device=dev)  # summed on the device; read only every log_interval steps
@@ -307,10 +311,8 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                 tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
                 t_log, tokens_log = now, tokens_seen
                 bar.update(step, train_loss, tps)
-                if main:
-                    append_jsonl(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 5),
-                                                "lr": lr, "tokens_per_s": round(tps, 1),
-                                                "time_s": round(time_before + now - t_start, 2)})
+                runlog.log({"step": step, "split": "train", "loss": round(train_loss, 5), "lr": lr,
+                            "tokens_per_s": round(tps, 1), "time_s": round(time_before + now - t_start, 2)})
 
             out_of_time = bool(tc.max_time) and time_before + (time.time() - t_start) >= tc.max_time
             out_of_time = D.any_true(out_of_time, info, dev)
@@ -327,11 +329,12 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                         model_digest = save_weights(raw, run_dir / "model.safetensors")
                 else:
                     bad_evals += 1
+                runlog.log({"step": step, "split": "val", "loss": round(val, 5), "ppl": round(math.exp(val), 4),
+                            "bpc": round(ds.bpc(val), 5), "best": round(best, 5),
+                            "time_s": round(time_before + time.time() - t_start, 2)})
                 if main:
-                    append_jsonl(metrics_path, {
-                        "step": step, "split": "val", "loss": round(val, 5), "ppl": round(math.exp(val), 4),
-                        "bpc": round(ds.bpc(val), 5), "best": round(best, 5),
-                        "time_s": round(time_before + time.time() - t_start, 2)})
+                    if sample_tok is not None:
+                        runlog.text_samples(step, text_samples(raw, sample_tok))
                     bar.log(f"step {step}: val loss {val:.4f}, ppl {math.exp(val):.2f}, "
                             f"bpc {ds.bpc(val):.3f}{' (best)' if improved else ''}")
                     if improved:
@@ -348,6 +351,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                 break
     finally:
         bar.close()
+        runlog.close()
     if main:
         if stopped:
             bar.log(stopped)

@@ -37,13 +37,15 @@ import torch
 
 from gencraft.config import apply_overrides, from_dict
 from gencraft.errors import ConfigError, DataError, RunError, TrainingDiverged, UsageError
-from gencraft.io import append_jsonl, write_text
-from gencraft.models.text_vae import PRESETS, TextVAE, TextVAEConfig
+from gencraft.io import write_text
+from gencraft.models.text_vae import PRESETS, TextVAE, TextVAEConfig, decode_latents
 from gencraft.paths import run_path
 from gencraft.train.card import model_card
 from gencraft.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.config import TrainConfig, check
+from gencraft.train.curves import pictures_markdown
 from gencraft.train.data import load_dataset
+from gencraft.train.metrics import RunLog, load_run_tokenizer
 from gencraft.train.optim import lr_at, make_optimizer
 from gencraft.train.rundir import load_weights, new_run_id, now_iso, read_info, save_weights, write_info
 
@@ -247,7 +249,6 @@ def train_text_vae(
     run_id = state.get("run_id") or new_run_id()
     created = state.get("created") or now_iso()
     copy_dataset_files(run_dir, ds)
-    metrics_path = run_dir / "metrics.jsonl"
     step: int = state.get("step", 0)
     best: float = state.get("best_val_loss", math.inf)
     best_metrics: dict[str, Any] = state.get("best_metrics", {})
@@ -273,7 +274,8 @@ def train_text_vae(
 
         full = {**record, "metrics": summary(stopped), "model_digest": model_digest}
         write_info(run_dir, full)
-        write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": __version__}))
+        write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": __version__})
+                   + pictures_markdown(run_dir))
 
     def checkpoint() -> None:
         save_checkpoint(run_dir, net, opt, gen, {
@@ -284,6 +286,8 @@ def train_text_vae(
             "model_digest": model_digest})
 
     bar = _Progress(progress, tc.max_iters, step)
+    runlog = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time, time_before=time_before)
+    sample_tok = load_run_tokenizer(ds.path)
     stopped = None
     loss_sum, loss_n = 0.0, 0
     t_log, tokens_log = t_start, tokens_seen
@@ -321,11 +325,10 @@ def train_text_vae(
                 tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
                 t_log, tokens_log = now, tokens_seen
                 bar.update(step, train_loss, tps)
-                append_jsonl(metrics_path, {"step": step, "split": "train", "loss": round(train_loss, 5),
-                                            "recon": round(float(out["recon"].detach() / ntok), 5),
-                                            "kl": round(float(out["kl"].detach().sum() / ntok), 5), "beta": round(beta, 4),
-                                            "lr": lr, "tokens_per_s": round(tps, 1),
-                                            "time_s": round(time_before + now - t_start, 2)})
+                runlog.log({"step": step, "split": "train", "loss": round(train_loss, 5),
+                            "recon": round(float(out["recon"].detach() / ntok), 5),
+                            "kl": round(float(out["kl"].detach().sum() / ntok), 5), "beta": round(beta, 4),
+                            "lr": lr, "tokens_per_s": round(tps, 1), "time_s": round(time_before + now - t_start, 2)})
             out_of_time = bool(tc.max_time) and time_before + time.time() - t_start >= tc.max_time
             last = step == tc.max_iters or out_of_time
             if step % tc.eval_interval == 0 or last:
@@ -338,10 +341,12 @@ def train_text_vae(
                     model_digest = save_weights(net, run_dir / "model.safetensors")
                 else:
                     bad_evals += 1
-                append_jsonl(metrics_path, {"step": step, "split": "val", "loss": round(ev["nelbo"], 5),
-                                            **{k: round(v, 5) if isinstance(v, float) else v for k, v in ev.items()},
-                                            "beta": round(beta, 4), "best": round(best, 5),
-                                            "time_s": round(time_before + time.time() - t_start, 2)})
+                runlog.log({"step": step, "split": "val", "loss": round(ev["nelbo"], 5),
+                            **{k: round(v, 5) if isinstance(v, float) else v for k, v in ev.items()},
+                            "beta": round(beta, 4), "best": round(best, 5),
+                            "time_s": round(time_before + time.time() - t_start, 2)})
+                if sample_tok is not None:
+                    runlog.text_samples(step, prior_samples(net, sample_tok, seed=tc.seed))
                 bar.log(f"step {step}: val -ELBO {ev['nelbo']:.4f}/token (recon {ev['recon']:.4f}, "
                         f"KL {ev['kl']:.4f}), active units {ev['active_units']}/{mcfg.n_latent}, beta {beta:.2f}"
                         + (" (best)" if improved else ""))
@@ -358,11 +363,25 @@ def train_text_vae(
                 break
     finally:
         bar.close()
+        runlog.close()
     if stopped:
         bar.log(stopped)
     write_run_info(stopped)
     index_training_data(run_dir, bar.log)
     return run_dir
+
+
+def prior_samples(model: TextVAE, tokenizer, n: int = 3, seed: int = 0) -> list[str]:
+    """Greedy decodings of ``n`` fixed draws from the prior (the same latents at every evaluation,
+    so successive samples show what the decoder learned), leaving the model's mode as it was."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, model.config.n_latent, generator=g).to(model.lm_head.weight.device)
+    was = model.training
+    model.eval()
+    try:
+        return decode_latents(model, tokenizer, z, max_new_tokens=min(model.config.block_size, 64))
+    finally:
+        model.train(was)
 
 
 def load_text_vae(run: str | os.PathLike[str], device: str | torch.device = "cpu"):
