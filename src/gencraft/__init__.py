@@ -62,6 +62,7 @@ _API = {
     "train": "gencraft.train.loop:train",
     "evaluate": "gencraft.train.evaluate:evaluate",
     "load": "gencraft.backends:load",
+    "speak": "gencraft.generate.speech:speak",
 }
 
 __all__ = ["__version__", "prefer_spinning_threads", *_API]

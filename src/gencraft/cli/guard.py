@@ -142,12 +142,12 @@ def _run_for_manifest(manifest: dict | None) -> str | None:
 
 @watermark_app.command("detect")
 def detect_cmd(
-    file: str = typer.Argument(..., help="A generated text file or PNG/JPEG image."),
+    file: str = typer.Argument(..., help="A generated text file, PNG/JPEG image or WAV/FLAC/OGG audio."),
     run: str = typer.Option(None, "--run", help="Run whose tokenizer re-tokenizes text (default: the manifest's)."),
     threshold: float = typer.Option(4.0, "--threshold", help="z-score above which text counts as watermarked."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Detect this machine's watermark in FILE (text: z-score and p-value; image: bit accuracy). Exit 1 if none."""
+    """Detect this machine's watermark in FILE (text, audio: score and p-value; image: bit accuracy). Exit 1 if none."""
     from PIL import Image, UnidentifiedImageError
 
     from gencraft.guard import text_detector
@@ -160,7 +160,12 @@ def detect_cmd(
     if not p.is_file():
         raise NotFoundError(f"file {p} not found", param="file")
     head = p.read_bytes()[:16]
-    if head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8") or head[:4] in (b"RIFF", b"GIF8"):
+    from gencraft.guard.audio import detect_audio_file, is_audio_file
+
+    if is_audio_file(head):
+        result, line = detect_audio_file(p, derive_key(keys.watermark_secret, "audio"))
+        detected = result["detected"]
+    elif head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8") or head[:4] in (b"RIFF", b"GIF8"):
         try:
             image = Image.open(p)
             image.load()

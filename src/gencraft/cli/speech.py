@@ -61,6 +61,58 @@ def data_speech_sample(
     console.print(f"wrote {n} recordings to [cyan]{escape(str(path))}[/]")
 
 
+def speak_cmd(
+    voice: str = typer.Argument(..., help="A voice: a tts run (name or path), or espeak / espeak:NAME (no training)."),
+    text: str = typer.Argument(None, help="What to say (or --file)."),
+    out: str = typer.Option("speech.wav", "--out", "-o", help="WAV file to write ('-': raw 16-bit PCM to stdout)."),
+    file: str = typer.Option(None, "--file", "-f", help="Read the text from this UTF-8 file."),
+    speed: float = typer.Option(1.0, "--speed", help="Faster (>1) or slower (<1), 0.25-4."),
+    seed: int = typer.Option(0, "--seed", help="Seed (recorded; synthesis is deterministic)."),
+    engine: str = typer.Option(None, "--engine", help="espeak: speak with espeak-ng instead of VOICE's model."),
+    stream: bool = typer.Option(False, "--stream", help="Write sentence by sentence as they are made (any length)."),
+    no_watermark: bool = typer.Option(False, "--no-watermark", help="Do not watermark the audio."),
+) -> None:
+    """Say TEXT in a trained voice or with espeak-ng; writes a watermarked WAV and its signed manifest."""
+    import sys
+
+    from gencraft.errors import NotFoundError, UsageError
+    from gencraft.generate.speech import Speaker, check_text, speak, speak_streaming, stream_speech
+
+    if file is not None:
+        try:
+            text = open(file, encoding="utf-8").read()  # noqa: SIM115
+        except FileNotFoundError:
+            raise NotFoundError(f"--file {file}: no such file", param="file") from None
+        except UnicodeDecodeError:
+            raise UsageError(f"--file {file}: not UTF-8 text", param="file") from None
+    check_text(text or "")
+    if engine is not None:
+        if engine != "espeak":
+            raise UsageError(f"--engine {engine}: expected espeak", param="engine")
+        voice = voice if voice.startswith("espeak") else "espeak"
+    sp = Speaker.load(voice)
+    err = Console(stderr=True, highlight=False)
+    if out == "-":  # raw PCM for a player: `gencraft speak espeak "..." --out - | aplay -f S16_LE -r 22050`
+        from gencraft import audio
+
+        for _sent, x in stream_speech(text, sp, speed=speed):
+            sys.stdout.buffer.write(audio.to_pcm16(x).tobytes())
+            sys.stdout.buffer.flush()
+        return
+    if stream or len(text) > 20_000:
+        r = speak_streaming(text, sp, out=out, speed=speed, seed=seed, watermark=not no_watermark,
+                            on_sentence=lambda s, secs: err.print(f"[dim]{secs:5.1f} s  {escape(s[:70])}[/]"))
+        secs = r.extra["samples"] / r.sample_rate
+    else:
+        r = speak(text, sp, out=out, speed=speed, seed=seed, watermark=not no_watermark)
+        secs = r.duration
+    wm = "watermarked" if r.watermarked else "not watermarked"
+    signed = "signed" if r.manifest and "signature" in r.manifest else "unsigned (run `gencraft keys init`)"
+    console.print(f"wrote [cyan]{escape(str(r.path))}[/] ({secs:.1f} s, {r.engine}, {wm}, {signed}; "
+                  f"synthesis {r.synthesis_seconds:.2f} s, first audio after {r.seconds_to_first_audio * 1000:.0f} ms)")
+
+
 def register(app: typer.Typer) -> None:
+    app.command("speak")(speak_cmd)
     data_app.command("speech")(data_speech)
     data_app.command("speech-sample")(data_speech_sample)

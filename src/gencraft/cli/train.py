@@ -13,7 +13,7 @@ console = Console(highlight=False)
 
 def train_cmd(
     dataset: str = typer.Argument(..., help="Dataset name (under GENCRAFT_HOME) or path, from `gencraft data prepare`."),
-    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt, lstm or text_vae."),
+    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt, lstm, text_vae or tts (a voice)."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Size preset: tiny, small or base."),
     out: str = typer.Option(None, "--out", "-o", help="Run name or path (default: DATASET-MODEL)."),
     sets: list[str] = typer.Option(None, "--set", help="Override a model or training field: key=value (repeatable)."),
@@ -22,8 +22,9 @@ def train_cmd(
     seed: int = typer.Option(None, "--seed", help="Seed for initialization, data order and dropout."),
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    part: str = typer.Option(None, "--part", help="--model tts: acoustic, vocoder or both (default)."),
 ) -> None:
-    """Train a GPT or LSTM language model on a prepared dataset."""
+    """Train a language model (GPT, LSTM, text VAE) or a voice (tts) on a prepared dataset."""
     # OpenMP threads that spin while waiting collapse throughput when the CPU is shared (measured:
     # 2 threads ~10x slower than 1 under load); sleeping waiters do not. Only takes effect when
     # torch is not imported yet (the CLI imports it lazily); the user's own setting wins.
@@ -31,11 +32,18 @@ def train_cmd(
     from gencraft.train.loop import train
 
     run = train(dataset, model=model, preset=preset, out=out, overrides=sets or [], resume=resume,
-                max_time=max_time, seed=seed, device=device, progress=not quiet)
+                max_time=max_time, seed=seed, device=device, progress=not quiet, part=part)
     if not (run / "gencraft.json").is_file():  # a non-zero rank under torchrun writes nothing
         return
     info = json.loads((run / "gencraft.json").read_text(encoding="utf-8"))
     m = info.get("metrics", {})
+    if info.get("kind") == "tts":
+        for name, pm in m.items():
+            console.print(f"{name}: step {pm.get('step')}, " + ", ".join(
+                f"{k} {v:.4f}" for k, v in pm.items() if k.startswith("best")))
+        console.print(f"voice written to [cyan]{run}[/] (speaker {info.get('speaker')}, license {info.get('license')})")
+        console.print(f"next: gencraft speak {run} 'Hello there.' --out hello.wav")
+        return
     console.print(f"run written to [cyan]{run}[/] (step {m.get('step')}, best val loss "
                   f"{m.get('best_val_loss', float('nan')):.4f}, bpc {m.get('val_bpc', float('nan')):.3f})")
     console.print(f"next: gencraft generate {run} --prompt 'Once upon a time'")

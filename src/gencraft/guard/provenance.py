@@ -289,7 +289,16 @@ def verify_file(path: str | Path) -> Verification:
         result.c2pa = _c2pa_summary(read_c2pa(data))
         return result
     side = sidecar_path(p)
-    if side.is_file():  # binary media (MIDI, WAV) carry a sidecar over their raw bytes
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE" and side.is_file():  # audio: the manifest hashes the samples
+        from gencraft.guard.audio import audio_sha256, wav_samples
+
+        try:
+            manifest = json.loads(side.read_text(encoding="utf-8"))
+            samples, rate = wav_samples(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+            return Verification("tampered", f"the WAV or its manifest cannot be read ({e})")
+        return verify_manifest(manifest, audio_sha256(samples, rate))
+    if side.is_file():  # binary media (MIDI) carry a sidecar over their raw bytes
         try:
             manifest = json.loads(side.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):

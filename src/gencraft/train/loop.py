@@ -150,6 +150,7 @@ def train(
     seed: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    part: str | None = None,
 ) -> Path:
     """Train a ``gpt`` or ``lstm`` language model on a prepared dataset; returns the run directory.
 
@@ -159,6 +160,12 @@ def train(
     cleanly when it is spent and the learning-rate schedule is stretched to end with it.
     Under ``torchrun`` every process calls this; rank 0 writes the run directory.
     """
+    if model == "tts":  # a voice: acoustic model + vocoder on a speech dataset (``part``: one of them)
+        from gencraft.train.speech import train_speech
+        return train_speech(dataset, preset=preset, part=part, out=out, overrides=overrides, resume=resume,
+                            max_time=max_time, seed=seed, device=device, progress=progress)
+    if part is not None:
+        raise UsageError(f"--part {part}: only --model tts has parts", param="part")
     if model == "text_vae":  # sentence VAE: batches of whole documents, its own loop
         from gencraft.train.text_vae import train_text_vae
         return train_text_vae(dataset, preset=preset, out=out, overrides=overrides, resume=resume,

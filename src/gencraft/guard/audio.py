@@ -1,0 +1,181 @@
+"""What the guard needs to know about audio: hashing the samples, a keyed watermark, the WAV carrier.
+
+Hash. ``content_sha256`` of a WAV is the SHA-256 of ``PCM16:RATE:`` + its 16-bit little-endian
+samples, so a changed sample changes it, while the file's header and any chunks a tool adds do not.
+
+Watermark (keyed spread spectrum in the spectral magnitudes, after Cox et al., 1997). A keyed
+pseudo-random ±1 pattern ``s_k`` over the STFT bins of 300-4,000 Hz scales every frame's magnitudes
+by ``10^(alpha * s_k / 20)`` (``alpha`` = 2 dB): a faint fixed comb across the band where speech has
+its energy and that survives telephone bandwidth, resampling to 16 kHz and lossy coding. Because the
+pattern is the same in every frame, detection needs no synchronisation (cropping, concatenating and
+streaming sentence by sentence keep it), and because it is multiplicative a change of gain is a
+constant in the log spectrum, removed with each frame's spectral envelope.
+
+Detection reads the log magnitudes of the loudest frames, removes each frame's envelope (a moving
+average across frequency), and correlates the residual with the key's pattern. Speech itself has
+structure across frequency (harmonics of a steady pitch) that could correlate with any pattern, so
+the statistic is not compared with a theoretical null but with the same correlation for 512 public
+random patterns on the same audio: ``z = (c_key - mean(c_null)) / std(c_null)``, one-sided p-value
+from the normal tail. Measured in ``bench/speech.py`` (100 generated clips after resampling to 16 kHz,
+6 dB gain change and noise at 30 dB SNR; 100 clean clips for false positives).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from gencraft import audio
+
+BAND_HZ = (300.0, 4000.0)
+ALPHA_DB = 2.0
+N_NULL = 512
+THRESHOLD_P = 1e-3  # below this a clip counts as watermarked
+_N_FFT, _HOP = 1024, 256
+SCHEME = {"scheme": "spectral-spread-spectrum", "band_hz": list(BAND_HZ), "alpha_db": ALPHA_DB}
+
+
+def audio_sha256(samples: np.ndarray, sample_rate: int = audio.SAMPLE_RATE) -> str:
+    """SHA-256 of ``PCM16:RATE:`` + the samples as 16-bit PCM (float input is converted as written)."""
+    h = hashlib.sha256(f"PCM16:{int(sample_rate)}:".encode())
+    pcm = samples if samples.dtype == np.int16 else audio.to_pcm16(samples)
+    h.update(np.ascontiguousarray(pcm, dtype="<i2").tobytes())
+    return h.hexdigest()
+
+
+class AudioHasher:
+    """:func:`audio_sha256` fed chunk by chunk (a streamed file hashes to the same value)."""
+
+    def __init__(self, sample_rate: int = audio.SAMPLE_RATE) -> None:
+        self.h = hashlib.sha256(f"PCM16:{int(sample_rate)}:".encode())
+
+    def update(self, pcm16: np.ndarray) -> None:
+        self.h.update(np.ascontiguousarray(pcm16, dtype="<i2").tobytes())
+
+    def hexdigest(self) -> str:
+        return self.h.hexdigest()
+
+
+def wav_samples(data: bytes) -> tuple[np.ndarray, int]:
+    """16-bit samples (mono mix) and rate of a WAV file's bytes (``ValueError`` if not a WAV)."""
+    import io
+
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(io.BytesIO(data), dtype="int16", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise ValueError(f"not a readable WAV ({str(e).splitlines()[0]})") from None
+    return (x[:, 0] if x.shape[1] == 1 else x.mean(axis=1).astype(np.int16)), int(sr)
+
+
+def _bins() -> np.ndarray:
+    freqs = np.fft.rfftfreq(_N_FFT, 1.0 / audio.SAMPLE_RATE)
+    return np.nonzero((freqs >= BAND_HZ[0]) & (freqs <= BAND_HZ[1]))[0]
+
+
+@lru_cache(maxsize=8)
+def _pattern(key: bytes) -> np.ndarray:
+    seed = np.frombuffer(hmac.new(key, b"audio-pattern", hashlib.sha256).digest(), dtype=np.uint32)
+    return np.random.default_rng(seed).choice([-1.0, 1.0], size=len(_bins())).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _null_patterns() -> np.ndarray:
+    return np.random.default_rng(20241204).choice([-1.0, 1.0], size=(N_NULL, len(_bins()))).astype(np.float32)
+
+
+def _stft(x: torch.Tensor) -> torch.Tensor:
+    return torch.stft(x, _N_FFT, _HOP, _N_FFT, torch.hann_window(_N_FFT), center=True, pad_mode="reflect",
+                      return_complex=True)
+
+
+def embed_audio(samples: np.ndarray, key: bytes, alpha_db: float = ALPHA_DB) -> np.ndarray:
+    """Mark mono float samples at 22,050 Hz with ``key``'s pattern; same length, float32."""
+    x = np.asarray(samples, dtype=np.float32)
+    if len(x) < _N_FFT:
+        return x.copy()
+    spec = _stft(torch.from_numpy(x))
+    gain = torch.ones(spec.shape[0])
+    gain[torch.from_numpy(_bins())] = torch.from_numpy(10.0 ** (alpha_db * _pattern(key) / 20.0))
+    y = torch.istft(spec * gain[:, None], _N_FFT, _HOP, _N_FFT, torch.hann_window(_N_FFT), center=True,
+                    length=len(x))
+    return np.clip(y.numpy(), -1.0, 1.0).astype(np.float32)
+
+
+@dataclass
+class AudioDetection:
+    """Outcome of :func:`detect_audio`: z-score against 512 random patterns, its p-value, frames read."""
+
+    score: float
+    p_value: float
+    frames: int
+
+    @property
+    def detected(self) -> bool:
+        return self.p_value < THRESHOLD_P
+
+    def to_dict(self) -> dict:
+        return {"detected": self.detected, "score": round(self.score, 3), "p_value": self.p_value,
+                "frames": self.frames, "threshold_p": THRESHOLD_P}
+
+
+def detect_audio(samples: np.ndarray, key: bytes, sample_rate: int = audio.SAMPLE_RATE,
+                 max_frames: int = 4000) -> AudioDetection:
+    """Look for ``key``'s mark in mono samples at any rate (resampled to 22,050 Hz first)."""
+    x = audio.resample(np.asarray(samples, dtype=np.float32), sample_rate, audio.SAMPLE_RATE)
+    if len(x) < _N_FFT * 2:
+        return AudioDetection(0.0, 1.0, 0)
+    mag = _stft(torch.from_numpy(x)).abs().numpy()  # [F, T]
+    logmag = 20 * np.log10(mag + 1e-7)
+    energy = logmag.max(axis=0)
+    keep = np.argsort(energy)[::-1][: max(1, min(max_frames, int(len(energy) * 0.7)))]  # loudest 70%
+    keep = keep[energy[keep] > energy.max() - 50]
+    band = logmag[_bins()][:, keep]  # [K, n]
+    # each frame's envelope: a moving average over 9 bins across frequency
+    k = 9
+    kernel = np.ones(k) / k
+    env = np.apply_along_axis(lambda c: np.convolve(np.pad(c, k // 2, mode="edge"), kernel, "valid"), 0, band)
+    resid = band - env
+    resid /= resid.std(axis=0, keepdims=True) + 1e-6
+    profile = resid.mean(axis=1)  # the residual every kept frame shares
+    c_key = float(_pattern(key) @ profile)
+    c_null = _null_patterns() @ profile
+    z = (c_key - float(c_null.mean())) / (float(c_null.std()) + 1e-12)
+    return AudioDetection(z, 0.5 * math.erfc(z / math.sqrt(2.0)), int(len(keep)))
+
+
+def is_audio_file(head: bytes) -> bool:
+    """WAV, FLAC or OGG by the file's first bytes."""
+    return (head[:4] == b"RIFF" and head[8:12] == b"WAVE") or head[:4] in (b"fLaC", b"OggS")
+
+
+def detect_audio_file(path, key: bytes) -> tuple[dict, str]:
+    """``gencraft guard watermark detect`` for a sound file: (result dict, one-line summary)."""
+    from gencraft.errors import UsageError
+
+    try:
+        x, sr = _read_any(path)
+    except ValueError as e:
+        raise UsageError(f"{path}: {e}", param="file") from None
+    d = detect_audio(x, key, sr)
+    return ({"kind": "audio", **d.to_dict()},
+            f"score z = {d.score:.2f}, p = {d.p_value:.2g} ({d.frames} frames read)")
+
+
+def _read_any(path) -> tuple[np.ndarray, int]:
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, sf.LibsndfileError) as e:
+        raise ValueError(f"not a readable sound file ({str(e).splitlines()[0]})") from None
+    if x.size == 0:
+        raise ValueError("the sound file holds no samples")
+    return x.mean(axis=1), int(sr)

@@ -1,0 +1,144 @@
+"""Voices end to end on a tiny espeak-made corpus: train (acoustic + vocoder) -> speak -> verify ->
+watermark detect; exact resume; divergence; espeak voice-overs; streaming; bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from safetensors.torch import load_file
+
+from gencraft.generate.speech import speak, speak_streaming, split_sentences
+
+FAST = ["--set", "acoustic.max_iters=12", "--set", "acoustic.eval_interval=6", "--set", "vocoder.max_iters=6",
+        "--set", "vocoder.eval_interval=3", "--set", "num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def voice_run(speech_corpus, tmp_path_factory):
+    from gencraft.train.speech import train_speech
+
+    out = tmp_path_factory.mktemp("voice") / "v"
+    train_speech(speech_corpus["dataset"], preset="tiny", out=out, progress=False,
+                 overrides=[s for s in FAST if s != "--set"])
+    return out
+
+
+def test_trained_voice_run_directory_and_model_card(voice_run):
+    info = json.loads((voice_run / "gencraft.json").read_text())
+    assert info["kind"] == "tts" and info["speaker"] == "espeak voice A" and info["license"] == "CC0-1.0"
+    assert set(info["parts"]) == {"acoustic", "vocoder"} and info["metrics"]["acoustic"]["step"] == 12
+    card = (voice_run / "MODEL_CARD.md").read_text()
+    assert "espeak voice A" in card and "CC0-1.0" in card
+    recs = [json.loads(line) for line in (voice_run / "metrics.jsonl").read_text().splitlines()]
+    assert {r["part"] for r in recs} == {"acoustic", "vocoder"}
+    for name in ("model.safetensors", "vocoder.safetensors", "phonemes.json", "data_manifest.json"):
+        assert (voice_run / name).is_file()
+
+
+def test_speak_verify_tamper_and_detect_through_the_cli(voice_run, tmp_path, cli):
+    assert cli("keys", "init").code == 0
+    out = tmp_path / "line.wav"
+    r = cli("speak", str(voice_run), "Hello there. The river runs slow.", "--out", str(out), "--seed", "0")
+    assert r.code == 0, r.err
+    x, sr = sf.read(str(out), dtype="int16")
+    assert sr == 22050 and len(x) > 22050 * 0.3
+    side = json.loads((tmp_path / "line.wav.manifest.json").read_text())
+    assert side["media_type"] == "audio/wav" and side["watermark"]["scheme"] == "spectral-spread-spectrum"
+    assert side["run_id"] == json.loads((voice_run / "gencraft.json").read_text())["run_id"]
+    assert cli("verify", str(out)).code == 0
+    # (watermark detection is tested on espeak's audio below: a voice trained for 12 steps says noise)
+    x2 = x.copy()
+    x2[len(x2) // 2] += 1  # one changed sample
+    sf.write(str(out), x2, sr, subtype="PCM_16")
+    r = cli("verify", str(out))
+    assert r.code == 1 and "tampered" in r.out
+
+
+def test_espeak_voice_overs_in_english_and_chinese_and_clean_audio_has_no_mark(tmp_path, cli):
+    assert cli("keys", "init").code == 0
+    en = speak("Welcome to Harlow Bend. The bridge opens at 9:30 am.", "espeak", out=tmp_path / "en.wav")
+    zh = speak("欢迎来到河湾镇。大桥上午九点半开放。", "espeak", out=tmp_path / "zh.wav")
+    assert en.engine == "espeak" and len(en.sentences) == 2 and en.duration > 2
+    assert zh.duration > 2 and len(zh.sentences) == 2
+    assert cli("guard", "watermark", "detect", str(tmp_path / "zh.wav")).code == 0
+    clean = speak("Welcome to Harlow Bend.", "espeak", out=tmp_path / "clean.wav", watermark=False)
+    assert clean.manifest["watermark"] is None
+    r = cli("guard", "watermark", "detect", str(tmp_path / "clean.wav"), "--json")
+    assert r.code == 1 and json.loads(r.out)["detected"] is False
+
+
+def test_streamed_speech_equals_whole_and_verifies(tmp_path, cli):
+    assert cli("keys", "init").code == 0
+    text = " ".join(f"Sentence number {i} is here." for i in range(12))
+    r = speak_streaming(text, "espeak", out=tmp_path / "s.wav")
+    assert r.extra["sentences"] == 12
+    assert cli("verify", str(tmp_path / "s.wav")).code == 0
+    assert cli("guard", "watermark", "detect", str(tmp_path / "s.wav")).code == 0
+    whole = speak(text, "espeak", watermark=False)
+    streamed, _ = sf.read(str(tmp_path / "s.wav"), dtype="float32")
+    assert abs(len(streamed) - len(whole.audio)) <= int(0.2 * 22050)  # the last sentence's pause
+
+
+def test_sentence_splitting_english_chinese_and_long_runs():
+    assert list(split_sentences("Hi there. How are you? Fine!")) == ["Hi there.", "How are you?", "Fine!"]
+    assert list(split_sentences("你好。今天很好！")) == ["你好。", "今天很好！"]
+    long = ", ".join(["word " * 8] * 20)
+    assert all(len(s) <= 300 for s in split_sentences(long))
+
+
+def test_exact_resume_after_an_interruption(speech_corpus, tmp_path, monkeypatch):
+    import gencraft.train.speech as ts
+
+    sets = ["acoustic.max_iters=8", "acoustic.eval_interval=4", "num_threads=1", "dropout=0.1"]
+    ts.train_speech(speech_corpus["dataset"], preset="tiny", part="acoustic", out=tmp_path / "straight",
+                    progress=False, overrides=sets)
+    real_save, calls = ts.save_checkpoint, []
+
+    def save_then_die(*a, **k):
+        real_save(*a, **k)
+        calls.append(1)
+        raise KeyboardInterrupt  # killed right after the step-4 checkpoint
+
+    monkeypatch.setattr(ts, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        ts.train_speech(speech_corpus["dataset"], preset="tiny", part="acoustic", out=tmp_path / "cut",
+                        progress=False, overrides=sets)
+    monkeypatch.setattr(ts, "save_checkpoint", real_save)
+    ts.train_speech(speech_corpus["dataset"], preset="tiny", part="acoustic", out=tmp_path / "cut",
+                    progress=False, resume=True)
+    a = load_file(str(tmp_path / "straight" / "parts/acoustic/checkpoints/last/model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "parts/acoustic/checkpoints/last/model.safetensors"))
+    assert a.keys() == b.keys() and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+
+
+def test_training_errors_are_one_line(speech_corpus, tmp_path, cli):
+    ds = str(speech_corpus["dataset"])
+    r = cli("train", ds, "--model", "tts", "--part", "mouth", "--out", str(tmp_path / "x"))
+    assert r.code == 2 and "--part mouth" in r.err
+    r = cli("train", ds, "--model", "tts", "--out", str(tmp_path / "x"), "--set", "vocoder.nope=1")
+    assert r.code == 2 and "unknown key" in r.err
+    r = cli("train", ds, "--model", "tts", "--part", "acoustic", "--out", str(tmp_path / "x"), "--set",
+            "vocoder.max_iters=3")
+    assert r.code == 2 and "not being trained" in r.err
+    r = cli("train", ds, "--model", "tts", "--part", "acoustic", "--out", str(tmp_path / "d"), "-q",
+            "--set", "acoustic.learning_rate=1e12", "--set", "max_iters=6", "--set", "grad_clip=0")
+    assert r.code == 2 and "diverged" in r.err and "Traceback" not in r.err
+    r = cli("train", ds, "--model", "tts", "--part", "acoustic", "--out", str(tmp_path / "y"), "--resume")
+    assert r.code == 2 and "no checkpoint" in r.err
+    r = cli("train", ds, "--model", "gpt", "--out", str(tmp_path / "z"))
+    assert r.code == 2
+
+
+def test_speak_bad_inputs(voice_run, tmp_path, cli):
+    assert cli("speak", "espeak", "   ").code == 2
+    r = cli("speak", "no-such-voice", "hello")
+    assert r.code == 2 and "no-such-voice" in r.err
+    r = cli("speak", "espeak:xx-nope", "hello", "--out", str(tmp_path / "a.wav"))
+    assert r.code == 2 and "voice" in r.err and not (tmp_path / "a.wav").exists()
+    r = cli("speak", str(voice_run), "☃☃☃ ... !!!", "--out", str(tmp_path / "b.wav"))
+    assert r.code == 2 and "nothing" in r.err and not (tmp_path / "b.wav").exists()
+    r = cli("speak", "espeak", "hello", "--speed", "9")
+    assert r.code == 2 and "speed" in r.err
