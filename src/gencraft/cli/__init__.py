@@ -44,6 +44,7 @@ COMMAND_MODULES = [
     "gencraft.cli.keys",
     "gencraft.cli.apikeys",
     "gencraft.cli.serve",
+    "gencraft.cli.jobs",
     "gencraft.cli.write",
     "gencraft.cli.game",
     "gencraft.cli.ads",

@@ -23,6 +23,9 @@ def serve_cmd(
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds of generation per request."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default cpu)."),
     no_store: bool = typer.Option(False, "--no-store", help="Don't keep generations in the library."),
+    training_jobs: int = typer.Option(1, "--training-jobs", help="Training jobs run at once (the rest queue)."),
+    no_jobs: bool = typer.Option(False, "--no-jobs", help="Don't run the job queue in this server."),
+    max_upload_mb: float = typer.Option(256, "--max-upload-mb", help="Largest uploaded file (or unpacked archive), MB."),
 ) -> None:
     """Serve every run (and --model hf:PATH) over an OpenAI-compatible API with the web studio at /."""
     import uvicorn
@@ -31,7 +34,8 @@ def serve_cmd(
 
     cfg = ServerConfig(host=host, port=port, auth=not no_auth, db=db, hf_models=list(model), max_batch=max_batch,
                        max_queue=max_queue, rate_per_minute=rate, max_prompt_tokens=max_prompt_tokens,
-                       request_timeout=timeout, device=device, store=not no_store)
+                       request_timeout=timeout, device=device, store=not no_store, jobs=not no_jobs,
+                       max_training_jobs=training_jobs, max_upload_bytes=int(max_upload_mb * (1 << 20)))
     app = create_app(cfg)
     console.print(f"gencraft studio on http://{host}:{port}/  (API: http://{host}:{port}/v1, docs: /docs"
                   f"{', no auth' if no_auth else ', keys: gencraft keys create'})", markup=False)

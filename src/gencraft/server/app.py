@@ -60,12 +60,18 @@ class ServerConfig:
     device: str | None = None
     store: bool = True  # keep every generation in the library
     home: Path | None = None  # GENCRAFT_HOME fixed at start (default: the environment's)
+    jobs: bool = True  # run the home's job queue (training, data preparation) in worker processes
+    max_training_jobs: int = 1  # training jobs at once; the rest queue
+    max_other_jobs: int = 1  # data preparation and other work at once
+    job_nice: int = 10  # workers run at this nice level, so generation in the server comes first
+    max_upload_bytes: int = 256 << 20  # one uploaded file, or all of an archive once unpacked
 
     def check(self) -> None:
         if not self.auth and not is_loopback(self.host):
             raise UsageError(f"--no-auth with --host {self.host}: anyone on the network could use the server; "
                              "bind to 127.0.0.1 or create a key with `gencraft keys create`", param="no_auth")
-        for name in ("max_batch", "max_queue", "max_body_bytes"):
+        for name in ("max_batch", "max_queue", "max_body_bytes", "max_training_jobs", "max_other_jobs",
+                     "max_upload_bytes"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}: must be >= 1", param=name)
         if not 0 < self.port < 65536:
@@ -97,6 +103,21 @@ class Studio:
         self.limiter = RateLimiter(config.rate_per_minute, config.rate_burst)
         self._library: Any = None
         self.started = time.time()
+        from gencraft.jobs import JobManager
+
+        self.jobs = JobManager(self.home, nice=config.job_nice, on_finished=self._job_finished,
+                               slots={"train": config.max_training_jobs, "work": config.max_other_jobs})
+
+    def _job_finished(self, job: dict[str, Any]) -> None:
+        """A job wrote a run: serve its new weights from the next request on."""
+        if job.get("claims", {}).get("writes_run"):
+            self.catalog.forget(job["claims"]["writes_run"])
+
+    def body_limit(self, path: str) -> int:
+        """Request bodies are small, except uploaded files."""
+        if path.startswith("/v1/gencraft/uploads/"):
+            return self.config.max_upload_bytes
+        return self.config.max_body_bytes
 
     @property
     def library(self) -> Any:
@@ -107,6 +128,7 @@ class Studio:
         return self._library
 
     def close(self) -> None:
+        self.jobs.close()
         self.catalog.close()
         if self._library is not None:
             self._library.close()
@@ -185,7 +207,7 @@ class Guardrails:
                 await _send_error(send, err)
                 status_box[0] = err.status
                 return
-            receive = self._capped(receive, self.gc.config.max_body_bytes)
+            receive = self._capped(receive, self.gc.body_limit(path))
             await self.app(scope, receive, send_wrapper)
         finally:
             if path.startswith("/v1/") or path == "/health":
@@ -195,9 +217,10 @@ class Guardrails:
         path = scope.get("path", "")
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         size = headers.get("content-length")
-        if size and size.isdigit() and int(size) > self.gc.config.max_body_bytes:
-            return PayloadTooLarge(f"request body of {size} bytes is over the limit of "
-                                   f"{self.gc.config.max_body_bytes}; send less", param=None)
+        limit = self.gc.body_limit(path)
+        if size and size.isdigit() and int(size) > limit:
+            return PayloadTooLarge(f"request body of {size} bytes is over the limit of {limit}; send less",
+                                   param=None)
         if not path.startswith("/v1/"):
             return None
         scope.setdefault("state", {})
@@ -243,6 +266,8 @@ def _route(path: str) -> str:
         return "/v1/gencraft/game"
     if len(parts) >= 2 and parts[:2] == ["v1", "models"]:
         return "/v1/models"
+    if len(parts) >= 3 and parts[:2] == ["v1", "gencraft"] and parts[2] in ("jobs", "uploads", "datasets", "runs"):
+        return "/v1/gencraft/" + parts[2]
     return path if len(path) < 64 else path[:64]
 
 
@@ -267,6 +292,8 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         if config.store:
             await asyncio.to_thread(lambda: studio.library)  # runs the Alembic migrations
+        if config.jobs:
+            studio.jobs.start(url=f"http://{config.host}:{config.port}")
         try:
             yield
         finally:
@@ -312,6 +339,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
         return JSONResponse(error_body(msg, e.status_code, code, None), status_code=e.status_code,
                             headers=getattr(e, "headers", None))
 
+    from gencraft.server.jobs_api import router as jobs_router
     from gencraft.server.kits_api import router as kits_router
     from gencraft.server.library_api import router as library_router
     from gencraft.server.openai_api import router as openai_router
@@ -319,6 +347,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(kits_router)
     app.include_router(library_router)
+    app.include_router(jobs_router)
 
     @app.get("/health", tags=["server"], summary="Liveness and load")
     async def health() -> dict[str, Any]:

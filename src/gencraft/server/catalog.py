@@ -134,6 +134,14 @@ class Catalog:
             self._images[e.id] = run
         return run
 
+    def forget(self, model_id: str) -> None:
+        """Drop a loaded model (its run was retrained): the next request loads it again."""
+        with self._lock:
+            text = self._text.pop(model_id, None)
+            self._images.pop(model_id, None)
+        if text is not None:
+            text[1].close()
+
     def loaded(self) -> dict[str, Scheduler]:
         return {k: s for k, (_, s) in self._text.items()}
 

@@ -1,0 +1,432 @@
+"""What a studio job can be: one :class:`JobKind` per kind of long work, in the table :data:`KINDS`.
+
+A kind is a name, a pydantic model of its parameters, the slot it runs in, and two functions:
+
+- ``check(params, ctx: CheckContext) -> Claims`` runs in the server when the job is submitted: it raises a :class:`~gencraft.errors.GencraftError` for anything a
+  person got wrong (a dataset that is not there is a 404, a bad option a 400) and fills in what
+  the job will write (``params.out`` when left empty) and read;
+- ``run(params, ctx) -> dict`` runs in the worker process and returns the job's result (JSON).
+  Training reports its progress itself, through :class:`gencraft.train.metrics.RunLog`; other
+  work calls ``ctx.say(text)`` for the log the studio shows.
+
+Adding a kind (a "learn from my ratings" tune, speech data...) is a parameters model, these two
+functions and one entry in :data:`KINDS`; docs/architecture.md ("Jobs") has the checklist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from gencraft.errors import NotFoundError, UsageError
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class Params(BaseModel):
+    """Base of every kind's parameters: unknown fields are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Claims:
+    """What a job will write and read: no two live jobs write the same run or dataset, and a job
+    for a missing dataset or run is refused when it is submitted."""
+
+    writes_run: str | None = None
+    writes_dataset: str | None = None
+    reads_dataset: str | None = None
+    reads_run: str | None = None
+    reads_upload: str | None = None
+
+
+@dataclass
+class CheckContext:
+    """What a kind's ``check`` gets besides its parameters (in the server, when the job is submitted)."""
+
+    home: Path
+    taken_runs: set[str] = field(default_factory=set)  # runs live jobs will write (not free for a new name)
+    taken_datasets: set[str] = field(default_factory=set)
+
+
+@dataclass
+class JobContext:
+    """What a kind's ``run`` gets besides its parameters (in the worker process)."""
+
+    job_id: str
+    home: Path
+    attempt: int  # 1 for the first run, +1 for each resume
+    say: Callable[[str], None] = field(default=print)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    summary: str
+    params: type[Params]
+    slot: Literal["train", "work"]  # "train": heavy, one at a time by default; "work": data and the rest
+    check: Callable[[Any, CheckContext], Claims]
+    run: Callable[[Any, JobContext], dict[str, Any]]
+    # True: a cancel asks the work to stop at its next report (a training loop's RunLog raises
+    # StopRequested; the run keeps its checkpoint). False: the worker is terminated at once (data
+    # preparation writes its dataset atomically, so nothing half-written is left).
+    stops_gracefully: bool = False
+
+
+def parse_params(kind: JobKind, raw: Any) -> Params:
+    """``raw`` (a JSON object) as the kind's parameters; a bad field is a UsageError naming it."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise UsageError("params: expected a JSON object", param="params")
+    try:
+        return kind.params.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in err.get("loc", ())) or "params"
+        msg = "unknown parameter" if err.get("type") == "extra_forbidden" else err.get("msg", "invalid value")
+        raise UsageError(f"params.{where}: {msg} (job kind {kind.name})", param=f"params.{where}") from None
+
+
+# ---------------------------------------------------------------- shared checks
+
+
+def check_name(name: str, what: str, param: str) -> str:
+    """A dataset or run name made in the studio: a plain name, never a path."""
+    if not NAME.match(name):
+        raise UsageError(f"{param}: {name!r} is not a valid {what} name (letters, digits, '.', '_', '-'; "
+                         "at most 64, no path)", param=param)
+    return name
+
+
+def dataset_dir(home: Path, name: str) -> Path:
+    return home / "datasets" / name
+
+
+def run_dir(home: Path, name: str) -> Path:
+    return home / "runs" / name
+
+
+def dataset_manifest(home: Path, name: str, param: str = "params.dataset") -> dict[str, Any]:
+    """The manifest of dataset ``name`` (a 404 naming it when it is not there, or was deleted)."""
+    check_name(name, "dataset", param)
+    p = dataset_dir(home, name) / "manifest.json"
+    if not p.is_file():
+        raise NotFoundError(f"{param}: dataset {name!r} not found (deleted, or never prepared); "
+                            "GET /v1/gencraft/datasets lists them", param=param)
+    try:
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"{param}: dataset {name!r} has an unreadable manifest ({e}); prepare it again",
+                         param=param) from None
+    return m if isinstance(m, dict) else {}
+
+
+def dataset_kind(manifest: dict[str, Any]) -> str:
+    """``text``, ``music`` or ``images``."""
+    return str(manifest.get("kind") or "text")
+
+
+def free_run_name(home: Path, base: str, taken: set[str] = frozenset()) -> str:
+    """``base``, or ``base-2``, ``base-3``... the first that is neither a run nor claimed by a live job."""
+    base = re.sub(r"[^A-Za-z0-9._-]", "-", base)[:56] or "run"
+    name, i = base, 1
+    while run_dir(home, name).exists() or name in taken:
+        i += 1
+        name = f"{base}-{i}"
+    return name
+
+
+def _new_output(home: Path, folder: str, name: str, param: str, what: str) -> None:
+    """A new dataset or run (one a live job is about to write is the manager's 409, naming the job)."""
+    check_name(name, what, param)
+    if (home / folder / name).exists():
+        raise UsageError(f"{param}: a {what} named {name!r} already exists; choose another name "
+                         "(or delete it first)", param=param)
+
+
+def _upload(home: Path, upload: str | None, builtin: str | None, builtins: tuple[str, ...], param: str) -> Claims:
+    if (upload is None) == (builtin is None):
+        raise UsageError(f"params.upload: give an upload id (POST /v1/gencraft/uploads) or one of the "
+                         f"built-in sources ({', '.join(builtins) or 'none'})", param="params.upload")
+    if builtin is not None:
+        if builtin not in builtins:
+            raise UsageError(f"params.source: {builtin!r} is not a built-in source; expected "
+                             f"{', '.join(builtins) or 'none (upload your files)'}", param="params.source")
+        return Claims()
+    from gencraft.jobs.uploads import upload_files_dir
+
+    upload_files_dir(home, upload)  # NotFoundError when it is not there
+    return Claims(reads_upload=upload)
+
+
+# ---------------------------------------------------------------- data
+
+
+class TextDataParams(Params):
+    out: str
+    upload: str | None = None
+    tokenizer: Literal["char", "bpe"] = "char"
+    vocab_size: int | None = None
+    license: str | None = None
+    unit: Literal["auto", "file", "paragraph", "line"] = "auto"
+    field: str | None = None
+    column: str | None = None
+    dedupe: bool = True
+    near_dup_threshold: float = 0.8
+    min_chars: int = 1
+    max_chars: int | None = None
+    val_fraction: float = 0.1
+    split: Literal["hash", "tail"] = "hash"
+    seed: int = 0
+
+
+def _check_text_data(p: TextDataParams, ctx: CheckContext) -> Claims:
+    home = ctx.home
+    _new_output(home, "datasets", p.out, "params.out", "dataset")
+    c = _upload(home, p.upload, None, (), "params.upload")
+    c.writes_dataset = p.out
+    return c
+
+
+def _run_text_data(p: TextDataParams, ctx: JobContext) -> dict[str, Any]:
+    import warnings
+
+    from gencraft.data.prepare import prepare
+    from gencraft.jobs.uploads import upload_files_dir
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = prepare([upload_files_dir(ctx.home, p.upload)], dataset_dir(ctx.home, p.out), tokenizer=p.tokenizer,
+                       vocab_size=p.vocab_size, field=p.field, column=p.column, license=p.license or None,
+                       dedupe=p.dedupe, near_dup_threshold=p.near_dup_threshold, min_chars=p.min_chars,
+                       max_chars=p.max_chars, val_fraction=p.val_fraction, split=p.split, unit=p.unit,
+                       seed=p.seed, progress=ctx.say)
+    for w in caught:
+        ctx.say(f"warning: {w.message}")
+    return {"dataset": path.name, "warnings": [str(w.message) for w in caught]}
+
+
+class ImageDataParams(Params):
+    out: str
+    upload: str | None = None
+    source: str | None = None  # "sklearn:digits"
+    size: int = 32
+    fit: Literal["crop", "pad"] = "crop"
+    background: str = "#ffffff"
+    channels: Literal["auto", "gray", "rgb"] = "auto"
+    license: str | None = None
+
+
+def _check_image_data(p: ImageDataParams, ctx: CheckContext) -> Claims:
+    home = ctx.home
+    from gencraft.data.images import BUILTIN_DIGITS, check_size, parse_color
+
+    _new_output(home, "datasets", p.out, "params.out", "dataset")
+    check_size(p.size)
+    parse_color(p.background, "params.background")
+    c = _upload(home, p.upload, p.source, (BUILTIN_DIGITS,), "params.upload")
+    c.writes_dataset = p.out
+    return c
+
+
+def _run_image_data(p: ImageDataParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.data.images import prepare_images
+    from gencraft.jobs.uploads import upload_files_dir
+
+    src = p.source or upload_files_dir(ctx.home, p.upload)
+    m = prepare_images(src, size=p.size, out=dataset_dir(ctx.home, p.out), fit=p.fit, background=p.background,
+                       channels=p.channels, license=p.license)
+    ctx.say(f"{m['images']} images of {'x'.join(map(str, m['shape']))}, {len(m['classes'])} classes, "
+            f"{len(m['skipped'])} skipped")
+    return {"dataset": p.out, "images": m["images"], "skipped": len(m["skipped"])}
+
+
+class MusicDataParams(Params):
+    out: str
+    upload: str | None = None
+    source: str | None = None  # "music21:bach"
+    transpose: int = 5
+    val_fraction: float = 0.1
+    seed: int = 0
+    license: str | None = None
+    limit: int | None = None
+
+
+def _check_music_data(p: MusicDataParams, ctx: CheckContext) -> Claims:
+    home = ctx.home
+    _new_output(home, "datasets", p.out, "params.out", "dataset")
+    c = _upload(home, p.upload, p.source, ("music21:bach",), "params.upload")
+    c.writes_dataset = p.out
+    return c
+
+
+def _run_music_data(p: MusicDataParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.data.music import prepare_music
+    from gencraft.jobs.uploads import upload_files_dir
+
+    src = p.source or str(upload_files_dir(ctx.home, p.upload))
+    path = prepare_music([src], out=dataset_dir(ctx.home, p.out), transpose_range=p.transpose,
+                         val_fraction=p.val_fraction, seed=p.seed, license=p.license, limit=p.limit)
+    return {"dataset": path.name}
+
+
+# ---------------------------------------------------------------- training
+
+
+class TrainParams(Params):
+    dataset: str
+    model: Literal["gpt", "lstm", "text_vae"] = "gpt"
+    preset: Literal["tiny", "small", "base"] = "tiny"
+    out: str | None = None
+    set: dict[str, str | int | float | bool] = {}
+    max_time: float | None = None
+    seed: int | None = None
+
+
+def _overrides(values: dict[str, Any]) -> list[str]:
+    return [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in values.items()]
+
+
+def _check_train(p: TrainParams, ctx: CheckContext) -> Claims:
+    home = ctx.home
+    m = dataset_manifest(home, p.dataset)
+    if dataset_kind(m) == "images":
+        raise UsageError(f"params.dataset: {p.dataset!r} is an image dataset; train it with a train.image job",
+                         param="params.dataset")
+    if p.out is None:
+        p.out = free_run_name(home, f"{p.dataset}-{p.model}", ctx.taken_runs)
+    else:
+        _new_output(home, "runs", p.out, "params.out", "run")
+    if p.max_time is not None and p.max_time <= 0:
+        raise UsageError("params.max_time: must be more than 0 seconds", param="params.max_time")
+    # the overrides and preset are checked now, not minutes later in the worker
+    from gencraft.train.config import resolve
+
+    if p.model != "text_vae":
+        resolve(p.model, p.preset, int(m.get("tokenizer", {}).get("vocab_size", 1)), _overrides(p.set))
+    return Claims(writes_run=p.out, reads_dataset=p.dataset)
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    state = path / "checkpoints" / "last" / "state.json"
+    try:
+        return int(json.loads(state.read_text(encoding="utf-8"))["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _run_train(p: TrainParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.train.loop import train
+
+    out = run_dir(ctx.home, p.out)
+    resume = _checkpoint_step(out) is not None
+    if resume:
+        ctx.say(f"resuming {p.out} from step {_checkpoint_step(out)}")
+    path = train(dataset_dir(ctx.home, p.dataset), model=p.model, preset=p.preset, out=out,
+                 overrides=[] if resume else _overrides(p.set), resume=resume, max_time=p.max_time,
+                 seed=p.seed, progress=False)
+    info = json.loads((path / "gencraft.json").read_text(encoding="utf-8"))
+    return {"run": path.name, "metrics": info.get("metrics", {})}
+
+
+class ImageTrainParams(Params):
+    dataset: str
+    model: Literal["vae", "dcgan", "stylegan"] = "dcgan"
+    preset: Literal["tiny", "small", "base"] = "small"
+    out: str | None = None
+    steps: int | None = None
+    set: dict[str, str | int | float | bool] = {}
+    max_time: float | None = None
+    seed: int | None = None
+
+
+def _check_train_image(p: ImageTrainParams, ctx: CheckContext) -> Claims:
+    home = ctx.home
+    m = dataset_manifest(home, p.dataset)
+    if dataset_kind(m) != "images":
+        raise UsageError(f"params.dataset: {p.dataset!r} is a {dataset_kind(m)} dataset, not images; train it "
+                         "with a train job", param="params.dataset")
+    if p.steps is not None and p.steps < 1:
+        raise UsageError("params.steps: must be at least 1", param="params.steps")
+    if p.out is None:
+        p.out = free_run_name(home, f"{p.dataset}-{p.model}", ctx.taken_runs)
+    else:
+        _new_output(home, "runs", p.out, "params.out", "run")
+    return Claims(writes_run=p.out, reads_dataset=p.dataset)
+
+
+def _run_train_image(p: ImageTrainParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.train.image import train_image
+
+    out = run_dir(ctx.home, p.out)
+    resume = _checkpoint_step(out) is not None
+    info = train_image(dataset_dir(ctx.home, p.dataset), p.model, out=out, preset=p.preset,
+                       overrides=_overrides(p.set) or None, resume=resume, max_time=p.max_time, seed=p.seed,
+                       steps=p.steps, overwrite=not resume and ctx.attempt > 1)
+    return {"run": p.out, "metrics": info.get("metrics", {})}
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+class ImageEvalParams(Params):
+    run: str
+    n: int | None = None
+    seed: int = 1234
+
+
+def _check_eval_image(p: ImageEvalParams, ctx: CheckContext) -> Claims:
+    home = ctx.home
+    check_name(p.run, "run", "params.run")
+    f = run_dir(home, p.run) / "gencraft.json"
+    if not f.is_file():
+        raise NotFoundError(f"params.run: run {p.run!r} not found", param="params.run")
+    from gencraft.train.curves import IMAGE_KINDS
+
+    if json.loads(f.read_text(encoding="utf-8")).get("kind") not in IMAGE_KINDS:
+        raise UsageError(f"params.run: {p.run!r} is not an image run", param="params.run")
+    return Claims(reads_run=p.run)
+
+
+def _run_eval_image(p: ImageEvalParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.io import write_json
+    from gencraft.train.image_eval import evaluate_run
+
+    res = evaluate_run(run_dir(ctx.home, p.run), n=p.n, seed=p.seed)
+    write_json(run_dir(ctx.home, p.run) / "evaluation.json", res)
+    return {"run": p.run, "model": res.get("model"), "floor": res.get("floor")}
+
+
+# ---------------------------------------------------------------- the table
+
+KINDS: dict[str, JobKind] = {k.name: k for k in [
+    JobKind("data.text", "prepare a text dataset from uploaded files", TextDataParams, "work",
+            _check_text_data, _run_text_data),
+    JobKind("data.images", "prepare an image dataset from uploaded pictures or sklearn:digits", ImageDataParams,
+            "work", _check_image_data, _run_image_data),
+    JobKind("data.music", "prepare a music dataset from uploaded MIDI/MusicXML/ABC or music21:bach",
+            MusicDataParams, "work", _check_music_data, _run_music_data),
+    JobKind("train", "train a text model (gpt, lstm, text_vae); music datasets too", TrainParams, "train",
+            _check_train, _run_train, stops_gracefully=True),
+    JobKind("train.image", "train an image model (vae, dcgan, stylegan)", ImageTrainParams, "train",
+            _check_train_image, _run_train_image, stops_gracefully=True),
+    JobKind("evaluate.image", "FID-proxy evaluation of an image run", ImageEvalParams, "train",
+            _check_eval_image, _run_eval_image),
+]}
+
+
+def kind_of(name: Any) -> JobKind:
+    if not isinstance(name, str) or name not in KINDS:
+        raise UsageError(f"kind: {name!r} is not a job kind; expected one of {', '.join(KINDS)}", param="kind")
+    return KINDS[name]
+
+
+__all__ = ["KINDS", "CheckContext", "Claims", "JobContext", "JobKind", "Params", "dataset_manifest", "kind_of", "parse_params"]
