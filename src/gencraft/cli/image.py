@@ -48,6 +48,7 @@ def train_image_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (0 = torch's default; 1 is faster on a busy machine).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (CUDA when there is one).")] = "cpu",
 ) -> None:
     """Train a VAE, DCGAN or StyleGAN on an image dataset."""
     import torch
@@ -61,7 +62,7 @@ def train_image_cmd(
         torch.set_num_threads(threads)
     if quiet:
         info = train_image(dataset, model, out=out, preset=preset, overrides=set_, resume=resume, max_time=max_time,
-                           seed=seed, steps=steps, overwrite=overwrite)
+                           seed=seed, steps=steps, overwrite=overwrite, device=device)
     else:
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                       TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
@@ -74,7 +75,8 @@ def train_image_cmd(
                     bar.update(task, completed=step, total=total, stats=s)
 
             info = train_image(dataset, model, out=out, preset=preset, overrides=set_, resume=resume,
-                               max_time=max_time, seed=seed, steps=steps, overwrite=overwrite, progress=progress)
+                               max_time=max_time, seed=seed, steps=steps, overwrite=overwrite, progress=progress,
+                               device=device)
     m = info.get("metrics", {})
     floor = m.get("floor", {})
     msg = (f"{info['kind']} run {info['run_id'][:8]}: best FID-proxy {m.get('fid', float('nan')):.3g} "

@@ -146,12 +146,13 @@ def _resolve(kind: str, ds: ImageDataset, preset: str, tcfg: ImageTrainConfig) -
     return mcfg, tcfg
 
 
-def _make(kind: str, mcfg: Any, tcfg: ImageTrainConfig, n_images: int) -> _Setup:
+def _make(kind: str, mcfg: Any, tcfg: ImageTrainConfig, n_images: int,
+          device: torch.device = torch.device("cpu")) -> _Setup:
     d = KIND_DEFAULTS[kind]
     lr = tcfg.lr or d["lr"]
     lr_d = tcfg.lr_d or d["lr_d"] or lr
     betas = (tcfg.beta1 if tcfg.beta1 >= 0 else d["beta1"], tcfg.beta2 if tcfg.beta2 >= 0 else d["beta2"])
-    model = build_image_model(kind, mcfg)
+    model = build_image_model(kind, mcfg).to(device)
     if kind == "vae":
         opts = {"opt": torch.optim.Adam(model.parameters(), lr=lr, betas=betas)}
     else:
@@ -186,7 +187,7 @@ def _gan_step(s: _Setup, x: torch.Tensor, y: torch.Tensor | None, step: int) -> 
     # discriminator
     m.D.requires_grad_(True)
     with torch.no_grad():
-        fake = gen(torch.randn(b, cfg.z_dim))
+        fake = gen(torch.randn(b, cfg.z_dim, device=x.device))
     real_in = aug(x)
     r1 = style and step % cfg.r1_every == 0 and cfg.r1_gamma > 0
     if r1:
@@ -204,7 +205,7 @@ def _gan_step(s: _Setup, x: torch.Tensor, y: torch.Tensor | None, step: int) -> 
     s.opts["opt_d"].step()
     # generator
     m.D.requires_grad_(False)
-    fake = gen(torch.randn(b, cfg.z_dim), update_avg=True)
+    fake = gen(torch.randn(b, cfg.z_dim, device=x.device), update_avg=True)
     loss_g = g_loss(loss_kind, m.D(aug(fake), y))
     s.opts["opt_g"].zero_grad(set_to_none=True)
     loss_g.backward()
@@ -220,6 +221,9 @@ def _save_checkpoint(run: Path, s: _Setup, state: dict[str, Any], data_gen: torc
     tensors, structure = _flatten_optimizers(s.opts)
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.data"] = data_gen.get_state()
+    dev = next(s.model.parameters()).device
+    if dev.type == "cuda":  # the latents and augmentations of a GPU run are drawn there
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(dev)
     with atomic_dir(run / "checkpoints" / "last") as tmp:
         save_weights(s.model, tmp / "model.safetensors")
         save_file(tensors, str(tmp / "optimizer.safetensors"))
@@ -266,8 +270,16 @@ def _model_card(info: dict[str, Any], manifest: dict[str, Any]) -> str:
 def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: str | os.PathLike[str] | None = None,
                 preset: str = "small", overrides: list[str] | None = None, resume: bool = False,
                 max_time: float | None = None, seed: int | None = None, steps: int | None = None,
-                overwrite: bool = False, progress: Callable[[int, int, dict[str, float]], None] | None = None) -> dict[str, Any]:
-    """Train an image model; returns the run's gencraft.json (as written)."""
+                overwrite: bool = False, progress: Callable[[int, int, dict[str, float]], None] | None = None,
+                device: str | None = None) -> dict[str, Any]:
+    """Train an image model; returns the run's gencraft.json (as written).
+
+    ``device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; default the CPU.
+    The weights are saved on the CPU either way, so a run trained on a GPU loads anywhere.
+    """
+    from gencraft.train.loop import pick_device
+
+    dev = pick_device(device or "cpu")
     ds = load_image_dataset(dataset)
     run = run_path(out if out is not None else f"{ds.path.name}-{kind}")
     tcfg = ImageTrainConfig()
@@ -302,12 +314,13 @@ def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: st
         raise ConfigError("steps and batch_size must be at least 1", param="steps")
 
     torch.manual_seed(tcfg.seed)
-    setup = _make(kind, mcfg, tcfg, len(ds.images))  # may raise ConfigError on a bad size or option
+    setup = _make(kind, mcfg, tcfg, len(ds.images), dev)  # may raise ConfigError on a bad size or option
     train_idx, _ = split_indices(len(ds.images), tcfg.val_fraction, 0)
     if len(train_idx) < 2:
         raise UsageError(f"{ds.path}: {len(ds.images)} images are too few to train on (need at least 10)", param="dataset")
-    x_all = to_unit(torch.from_numpy(ds.images[train_idx]))
-    y_all = torch.from_numpy(ds.labels[train_idx]) if mcfg.n_classes else None
+    # the whole training split lives on the device: image datasets here are small (digits: 1.4k x 16 x 16)
+    x_all = to_unit(torch.from_numpy(ds.images[train_idx])).to(dev)
+    y_all = torch.from_numpy(ds.labels[train_idx]).to(dev) if mcfg.n_classes else None
     data_gen = torch.Generator().manual_seed(tcfg.seed)
 
     created_dir = not run.exists()
@@ -336,6 +349,9 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
         _restore_optimizers(s.opts, tensors, state["optimizers"])
         torch.set_rng_state(tensors["rng.torch"])
         data_gen.set_state(tensors["rng.data"])
+        dev = next(model.parameters()).device
+        if dev.type == "cuda" and "rng.cuda" in tensors:
+            torch.cuda.set_rng_state(tensors["rng.cuda"], dev)
         step, elapsed = int(state["step"]), float(state["train_time_s"])
         best_fid = state.get("best_fid") if state.get("best_fid") is not None else math.inf
         best_step = state.get("best_step")
@@ -378,7 +394,7 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
 
     stopped_by_time = False
     while step < tcfg.steps:
-        idx = torch.randint(0, n, (bs,), generator=data_gen)
+        idx = torch.randint(0, n, (bs,), generator=data_gen).to(x_all.device)
         x = x_all[idx]
         y = y_all[idx] if y_all is not None else None
         stats = _vae_step(s, x, y) if kind == "vae" else _gan_step(s, x, y, step)
@@ -441,8 +457,9 @@ def _read_existing(run: Path) -> tuple[Path, dict[str, Any]]:
 def _vae_heldout_nelbo(model: torch.nn.Module, ds: ImageDataset, val_fraction: float) -> dict[str, float]:
     """Negative ELBO (nats/image) and bits/dim on the held-out split (one posterior sample; fixed seed)."""
     _, va = split_indices(len(ds.images), val_fraction, 0)
-    x = to_unit(torch.from_numpy(ds.images[va]))
-    y = torch.from_numpy(ds.labels[va]) if model.cfg.n_classes else None
+    dev = next(model.parameters()).device
+    x = to_unit(torch.from_numpy(ds.images[va])).to(dev)
+    y = torch.from_numpy(ds.labels[va]).to(dev) if model.cfg.n_classes else None
     model.eval()
     with torch.random.fork_rng():
         torch.manual_seed(0)
@@ -461,11 +478,12 @@ def _write_grid(path: Path, model: torch.nn.Module, n_classes: int, seed: int) -
     n = max(n_classes, 1) * (8 if n_classes else 64) if n_classes <= 16 else 64
     n = min(n, 128)
     g = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % n_classes if n_classes else None
+    dev = next(model.parameters()).device
+    y = (torch.arange(n) % n_classes).to(dev) if n_classes else None
     was = model.training
     model.eval()
     with torch.random.fork_rng():
-        imgs = to_uint8(model.sample(n, y, generator=g)).numpy()
+        imgs = to_uint8(model.sample(n, y, generator=g)).cpu().numpy()
     model.train(was)
     grid = make_grid(imgs, nrow=n_classes if n_classes and n_classes <= 16 else None)
     save_png(grid, path)

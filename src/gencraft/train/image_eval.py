@@ -268,8 +268,9 @@ def sample_for_eval(model: Any, n: int, n_classes: int, seed: int = 1234, batch:
     """``n`` uint8 samples from ``model.sample`` (balanced labels when conditional) with a fixed seed."""
     from gencraft.models.image_common import to_uint8
 
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)  # latents are drawn on the CPU: the same images on any device
     labels = np.arange(n) % n_classes if n_classes else None
+    dev = next(model.parameters()).device
     out = []
     was_training = model.training
     model.eval()
@@ -277,8 +278,8 @@ def sample_for_eval(model: Any, n: int, n_classes: int, seed: int = 1234, batch:
         torch.manual_seed(seed)
         for i in range(0, n, batch):
             m = min(batch, n - i)
-            y = torch.from_numpy(labels[i:i + m]) if labels is not None else None
-            out.append(to_uint8(model.sample(m, y, generator=g)))
+            y = torch.from_numpy(labels[i:i + m]).to(dev) if labels is not None else None
+            out.append(to_uint8(model.sample(m, y, generator=g)).cpu())
     model.train(was_training)
     return torch.cat(out).numpy(), labels
 

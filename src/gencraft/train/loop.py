@@ -47,11 +47,14 @@ def cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def pick_device(tc: TrainConfig) -> torch.device:
-    if tc.device == "cuda" or (tc.device == "auto" and torch.cuda.is_available()):
+def pick_device(name: str) -> torch.device:
+    """The device a training loop runs on: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise UsageError(f"--device {name}: expected auto, cpu, cuda or cuda:N", param="device")
+    if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise UsageError("--device cuda: no CUDA device is available; use --device cpu", param="device")
-        return torch.device("cuda")
+            raise UsageError(f"--device {name}: no CUDA device is available; use --device cpu", param="device")
+        return torch.device("cuda" if name == "auto" else name)
     return torch.device("cpu")
 
 
@@ -189,7 +192,7 @@ def train(
     check_split(ds.train, T, "train", ds.path)
     check_split(ds.val, T, "val", ds.path)
 
-    dev = pick_device(tc)
+    dev = pick_device(tc.device)
     info = D.setup(dev.type)
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)

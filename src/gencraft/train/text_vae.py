@@ -236,7 +236,7 @@ def train_text_vae(
                         "(prepare a line-per-document corpus with a validation split)")
     val_s = val_s[: tc.eval_iters * tc.batch_size]
 
-    dev = pick_device(tc)
+    dev = pick_device(tc.device)
     if dev.type == "cpu":
         torch.set_num_threads(tc.num_threads or max(1, os.cpu_count() or 1))
     seed_all(tc.seed)
