@@ -270,7 +270,7 @@ def _part_dir(run_dir: Path, part: str) -> Path:
 def _pick_device(tc: TrainConfig) -> torch.device:
     from gencraft.train.loop import pick_device
 
-    return pick_device(tc)
+    return pick_device(tc.device)
 
 
 class _Optimizers:
