@@ -12,7 +12,7 @@ from gencraft.backends import load
 from gencraft.errors import NotFoundError, UsageError
 from gencraft.generate import GenerationConfig, generate, stream
 from gencraft.generate import processors as P
-from gencraft.generate.engine import draw
+from gencraft.generate.core import draw
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.models.lstm import LSTMLM, LSTMConfig
 from gencraft.tokenize import train_tokenizer
@@ -61,7 +61,7 @@ def argmax_chain(model, ids, steps, block):
     The window holds at most ``block`` tokens; when it is full it shifts, keeping the newest
     ``shift_keep(block)`` tokens (the engine's context shift).
     """
-    from gencraft.generate.engine import shift_keep
+    from gencraft.generate.core import shift_keep
 
     out = []
     x = torch.tensor([ids])

@@ -20,6 +20,8 @@ def serve_cmd(
     max_queue: int = typer.Option(256, "--max-queue", help="Most waiting sequences per model (then 429)."),
     rate: float = typer.Option(600.0, "--rate", help="Requests per minute per key (or client); 0 = no limit."),
     max_prompt_tokens: int = typer.Option(None, "--max-prompt-tokens", help="Cap on prompt length (tokens)."),
+    max_tokens: int = typer.Option(4096, "--max-tokens", help="Most new tokens a request may ask for (the "
+                                   "context window shifts past the model's context, as in `generate`)."),
     timeout: float = typer.Option(300.0, "--timeout", help="Seconds of generation per request."),
     device: str = typer.Option(None, "--device", help="cpu, cuda, cuda:1... (default cpu)."),
     no_store: bool = typer.Option(False, "--no-store", help="Don't keep generations in the library."),
@@ -34,7 +36,7 @@ def serve_cmd(
 
     cfg = ServerConfig(host=host, port=port, auth=not no_auth, db=db, hf_models=list(model), max_batch=max_batch,
                        max_queue=max_queue, rate_per_minute=rate, max_prompt_tokens=max_prompt_tokens,
-                       request_timeout=timeout, device=device, store=not no_store, jobs=not no_jobs,
+                       max_tokens=max_tokens, request_timeout=timeout, device=device, store=not no_store, jobs=not no_jobs,
                        max_training_jobs=training_jobs, max_upload_bytes=int(max_upload_mb * (1 << 20)))
     app = create_app(cfg)
     console.print(f"gencraft studio on http://{host}:{port}/  (API: http://{host}:{port}/v1, docs: /docs"

@@ -7,6 +7,9 @@ string) becomes a finished hypothesis scored ``sum_logprob / length ** length_pe
 into G groups decoded one after another at each step; a group's tokens are penalised by
 ``diversity_penalty`` times how often earlier groups chose them at this step (Hamming
 diversity, Vijayakumar et al., 2016), which pushes the groups apart.
+
+Prefill, the processors and the step with its context shift are the sampling core's
+(:mod:`gencraft.generate.core`); only the choice among beams is beam search's own.
 """
 
 from __future__ import annotations
@@ -17,9 +20,9 @@ from typing import Any
 
 import torch
 
+from gencraft.generate import core
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.generate.engine import _advance, _prefill, _table, model_device, token_logprobs
-from gencraft.generate.processors import apply, build_processors
+from gencraft.generate.processors import vocab_bytes
 from gencraft.generate.text import TextTracker
 
 
@@ -70,7 +73,7 @@ def _text(table: tuple[bytes, ...], tokens: list[int], stop: list[str]) -> tuple
 
 def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationConfig) -> list[GenerationResult]:
     """The ``cfg.n`` best sequences for one prompt (token ids), best first, with their scores."""
-    dev = model_device(model)
+    dev = core.model_device(model)
     nb, G = cfg.num_beams, cfg.num_beam_groups
     gs = nb // G
     eos = tokenizer.eos_id if cfg.stop_at_eos else -1
@@ -82,15 +85,15 @@ def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationCo
         P = len(prompt)
         total = P + cfg.max_new_tokens
         pid = torch.tensor([prompt], dtype=torch.long, device=dev)
-        logits, cache = _prefill(model, pid, limit, None if limit is None else min(limit, total))
+        logits, cache = core.prefill(model, pid, limit, None if limit is None else min(limit, total))
         V = logits.shape[-1]
-        table = _table(tokenizer, V)
+        table = vocab_bytes(tokenizer, V)
         rep = torch.zeros(nb, dtype=torch.long, device=dev)
         cache = cache.select(rep)
         logits = logits[rep]
         ids = torch.empty((nb, total), dtype=torch.long, device=dev)
         ids[:, :P] = pid
-        procs = build_processors(cfg, tokenizer, P, V, sampling=False)
+        rule = core.Rule.build(cfg, tokenizer, P, V, sampling=False)
         # only the first beam of each group is live at the start (all beams are the same prompt)
         beam_scores = torch.full((nb,), -1e9, device=dev)
         beam_scores[::gs] = 0.0
@@ -102,8 +105,7 @@ def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationCo
     for t in range(cfg.max_new_tokens):
         cur = P + t
         with torch.inference_mode():
-            scores = apply(procs, ids[:, :cur], logits.float().clone()) if procs else logits.float()
-            logp = scores.log_softmax(-1)
+            logp = core.shaped(logits, ids[:, :cur], rule).log_softmax(-1)
             raw = logits if want_lp else None
         sel_beam: list[int] = []
         sel_tok: list[int] = []
@@ -168,7 +170,7 @@ def beam_search(model: Any, tokenizer: Any, prompt: list[int], cfg: GenerationCo
             ids = ids[sb]
             ids[:, cur] = nxt
             cache = cache.select(sb)
-            logits, cache = _advance(model, nxt, cache, ids[:, :cur + 1], limit)
+            logits, cache = core.advance(model, nxt, cache, limit, lambda rows, ids=ids, end=cur + 1: ids[rows, :end])
     for g, grp in enumerate(groups):  # running beams compete with the finished ones
         if grp.done and len(grp.hyps) >= grp.size:
             continue
@@ -190,4 +192,4 @@ def _lp_after(prev: list[TokenLogprob], raw: torch.Tensor | None, beam: int, tid
         return None
     with torch.inference_mode():
         chosen = torch.tensor([tid], device=raw.device)
-        return [*prev, *token_logprobs(raw[beam:beam + 1], chosen, cfg.top_logprobs, table)]
+        return [*prev, *core.token_logprobs(raw[beam:beam + 1], chosen, cfg.top_logprobs, table)]

@@ -51,6 +51,9 @@ class GenerationConfig:
     top_logprobs: int = 0
     processors: list[Processor] = field(default_factory=list)
     stop_at_eos: bool = True
+    # the draw of a sampled token: ``sampler(seed)`` makes each sequence's sampler (None: the seeded
+    # inverse-CDF draw, gencraft.generate.core.SeededDraw; a keyed watermark fills this slot)
+    sampler: Callable[[int], Any] | None = None
 
     @classmethod
     def from_options(cls, config: GenerationConfig | None = None, **options: Any) -> GenerationConfig:
@@ -126,6 +129,8 @@ class GenerationConfig:
             raise _bad("top_logprobs", "must be in [0, 20]")
         if not all(callable(p) for p in self.processors):
             raise _bad("processors", "every processor must be callable (ids, logits) -> logits")
+        if self.sampler is not None and not callable(self.sampler):
+            raise _bad("sampler", "expected a callable seed -> sampler (see gencraft.generate.core)")
 
     @property
     def greedy(self) -> bool:
@@ -133,7 +138,9 @@ class GenerationConfig:
 
     def public_dict(self) -> dict[str, Any]:
         """The options as JSON-able data (for provenance); hook processors by class name."""
-        d = dataclasses.asdict(self) | {"processors": [type(p).__name__ for p in self.processors]}
+        d = dataclasses.asdict(dataclasses.replace(self, processors=[], sampler=None))
+        d["processors"] = [type(p).__name__ for p in self.processors]
+        d["sampler"] = None if self.sampler is None else getattr(self.sampler, "__qualname__", type(self.sampler).__name__)
         d["logit_bias"] = {str(k): v for k, v in self.logit_bias.items()}
         return d
 

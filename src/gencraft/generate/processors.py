@@ -5,6 +5,13 @@ padding: ignore them), then the tokens generated so far. ``logits`` is ``FloatTe
 a processor may change it in place and returns it. Filters set dropped tokens to ``-inf`` and
 always keep at least one token. :func:`build_processors` puts the built-in ones in the
 documented order (docs/architecture.md, "Logits processors").
+
+Batching across rows: a processor class whose instances only need their own parameters (no
+``ids``) says so with a classmethod ``batched(procs) -> processor``: one processor over a batch
+whose row ``i`` comes out exactly as ``procs[i]`` would make it. The server's scheduler runs every
+request in one batch, each with its own options; it calls ``batched`` to apply, say, every row's
+temperature in one divide (:func:`gencraft.generate.core.choose_rows`). A class that reads
+``ids`` (or keeps state) has no ``batched`` and runs row by row there.
 """
 
 from __future__ import annotations
@@ -36,6 +43,10 @@ class Temperature:
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         return logits.div_(self.t)
 
+    @classmethod
+    def batched(cls, procs: Sequence[Temperature]) -> Any:
+        return _PerRow(lambda logits, t: logits.div_(t), [p.t for p in procs])
+
 
 class TopK:
     """Keep the ``k`` most likely tokens (ties at the k-th value are kept)."""
@@ -48,54 +59,79 @@ class TopK:
         kth = torch.topk(logits, k, dim=-1).values[:, -1:]
         return logits.masked_fill_(logits < kth, NEG_INF)
 
+    @classmethod
+    def batched(cls, procs: Sequence[TopK]) -> Any:
+        def top_k(logits: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+            k = k.long().clamp_(max=logits.shape[-1])  # the k-th largest is the same in a longer top list
+            kth = torch.topk(logits, int(k.max()), dim=-1).values.gather(1, k - 1)
+            return logits.masked_fill_(logits < kth, NEG_INF)
+        return _PerRow(top_k, [p.k for p in procs])
 
-class TopP:
+
+class _Filter:
+    """A filter ``rule(logits, p)`` with one parameter ``p``: called with its own, or batched with one
+    ``p`` per row (the same arithmetic: ``p`` broadcasts per row)."""
+
+    rule: Any = None
+
+    def __init__(self, p: float) -> None:
+        self.p = float(p)
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return type(self).rule(logits, self.p)
+
+    @classmethod
+    def batched(cls, procs: Sequence[_Filter]) -> Any:
+        return _PerRow(cls.rule, [p.p for p in procs])
+
+
+def _top_p(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    before = probs.cumsum(-1) - probs  # probability mass of the tokens ranked above this one
+    drop_sorted = before >= p
+    drop_sorted[:, 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+    return logits.masked_fill_(drop, NEG_INF)
+
+
+def _min_p(logits: torch.Tensor, p: float | torch.Tensor) -> torch.Tensor:
+    probs = logits.softmax(-1)
+    threshold = probs.max(-1, keepdim=True).values * p
+    return logits.masked_fill_(probs < threshold, NEG_INF)
+
+
+def _typical_p(logits: torch.Tensor, mass: float | torch.Tensor) -> torch.Tensor:
+    logp = logits.log_softmax(-1)
+    p = logp.exp()
+    entropy = -(p * logp).nan_to_num().sum(-1, keepdim=True)
+    distance = (-logp - entropy).abs()
+    sorted_dist, order = torch.sort(distance, dim=-1)
+    sorted_p = p.gather(1, order)
+    before = sorted_p.cumsum(-1) - sorted_p
+    drop_sorted = before >= mass
+    drop_sorted[:, 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
+    return logits.masked_fill_(drop, NEG_INF)
+
+
+class TopP(_Filter):
     """Nucleus sampling: keep the smallest set of most likely tokens whose probability reaches ``p``."""
 
-    def __init__(self, p: float) -> None:
-        self.p = float(p)
-
-    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        before = probs.cumsum(-1) - probs  # probability mass of the tokens ranked above this one
-        drop_sorted = before >= self.p
-        drop_sorted[:, 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
-        return logits.masked_fill_(drop, NEG_INF)
+    rule = staticmethod(_top_p)
 
 
-class MinP:
+class MinP(_Filter):
     """Keep tokens whose probability is at least ``p`` times the most likely token's."""
 
-    def __init__(self, p: float) -> None:
-        self.p = float(p)
-
-    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        probs = logits.softmax(-1)
-        threshold = probs.max(-1, keepdim=True).values * self.p
-        return logits.masked_fill_(probs < threshold, NEG_INF)
+    rule = staticmethod(_min_p)
 
 
-class TypicalP:
+class TypicalP(_Filter):
     """Locally typical sampling (Meister et al., 2022): keep the tokens whose surprise is closest to
     the distribution's entropy, smallest set first, until their probability reaches ``p``."""
 
-    def __init__(self, p: float) -> None:
-        self.p = float(p)
-
-    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        logp = logits.log_softmax(-1)
-        p = logp.exp()
-        entropy = -(p * logp).nan_to_num().sum(-1, keepdim=True)
-        distance = (-logp - entropy).abs()
-        sorted_dist, order = torch.sort(distance, dim=-1)
-        sorted_p = p.gather(1, order)
-        before = sorted_p.cumsum(-1) - sorted_p
-        drop_sorted = before >= self.p
-        drop_sorted[:, 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter_(1, order, drop_sorted)
-        return logits.masked_fill_(drop, NEG_INF)
+    rule = staticmethod(_typical_p)
 
 
 class RepetitionPenalty:
@@ -215,13 +251,37 @@ class LogitBias:
         logits[:, self.ids.to(logits.device)] += self.values.to(logits.device)
         return logits
 
+    @classmethod
+    def batched(cls, procs: Sequence[LogitBias]) -> Any:
+        rows = torch.cat([torch.full_like(p.ids, i) for i, p in enumerate(procs)])
+        cols, vals = torch.cat([p.ids for p in procs]), torch.cat([p.values for p in procs])
+
+        def bias(ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+            dev = logits.device
+            index = (rows.to(dev), cols.to(dev))
+            return logits.index_put_(index, logits[index] + vals.to(dev))  # ids are unique within a row
+        return bias
+
+
+class _PerRow:
+    """What ``batched`` returns for a parameter-only processor: ``fn(logits, values)`` with one value
+    per row (``values[:, None]`` broadcasts as the scalar does for one row: the same arithmetic)."""
+
+    def __init__(self, fn: Any, values: list[float]) -> None:
+        self.fn, self.values = fn, torch.tensor(values, dtype=torch.float32)[:, None]
+
+    def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        return self.fn(logits, self.values.to(logits.device))
+
 
 def build_processors(config: Any, tokenizer: Any, prompt_len: int, vocab_size: int,
-                     sampling: bool) -> list:
+                     sampling: bool, *, top_k: bool = True) -> list:
     """The processors ``config`` asks for, in the documented order.
 
     Penalties, bans, bias and the hook first (they shape the model's distribution, so greedy and
     beam search use them too); temperature and the filters last, and only when ``sampling``.
+    ``top_k=False`` leaves the top-k filter out (the sampling core draws among the k best itself
+    when it is the last filter).
     """
     procs: list = []
     if config.repetition_penalty != 1.0:
@@ -242,7 +302,7 @@ def build_processors(config: Any, tokenizer: Any, prompt_len: int, vocab_size: i
     if sampling:
         if config.temperature != 1.0:
             procs.append(Temperature(config.temperature))
-        if config.top_k:
+        if config.top_k and top_k:
             procs.append(TopK(config.top_k))
         if config.top_p < 1.0:
             procs.append(TopP(config.top_p))

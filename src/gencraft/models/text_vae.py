@@ -234,35 +234,41 @@ def encode_texts(model: TextVAE, tokenizer, texts: list[str]) -> tuple[torch.Ten
     return model.encode(x.to(dev), lengths.to(dev))
 
 
-@torch.no_grad()
 def decode_latents(model: TextVAE, tokenizer, z: torch.Tensor, max_new_tokens: int | None = None,
                    temperature: float = 0.0, generator: torch.Generator | None = None) -> list[str]:
-    """Text of each latent in ``z`` ``[N, Z]`` through :meth:`TextVAE.step`: greedy at
-    ``temperature=0``, sampled otherwise; each stops at the end-of-text token."""
-    eos = model.config.eos_id
-    n = z.shape[0]
-    limit = max_new_tokens or model.config.block_size
-    cache = model.new_cache(n, z=z)
-    tok = torch.full((n, 1), eos, dtype=torch.long, device=z.device)  # the start: stands for BOS
-    out: list[list[int]] = [[] for _ in range(n)]
-    done = torch.zeros(n, dtype=torch.bool)
-    for _ in range(limit):
-        logits, cache = model.step(tok, cache)
-        if temperature > 0:
-            probs = torch.softmax(logits.float() / temperature, dim=-1)
-            nxt = torch.multinomial(probs.cpu(), 1, generator=generator).to(z.device)
-        else:
-            nxt = logits.argmax(-1, keepdim=True)
-        for i, t in enumerate(nxt[:, 0].tolist()):
-            if not done[i]:
-                if t == eos:
-                    done[i] = True
-                else:
-                    out[i].append(t)
-        if bool(done.all()):
-            break
-        tok = nxt
-    return [tokenizer.decode(ids) for ids in out]
+    """Text of each latent in ``z`` ``[N, Z]``, decoded by the engine (the sampling core, as every
+    text model): greedy at ``temperature=0``, sampled otherwise (the seed drawn from ``generator``);
+    each stops at the end-of-text token."""
+    from gencraft.generate import GenerationConfig
+    from gencraft.generate.engine import Decoder
+
+    seed = None if generator is None else int(torch.randint(0, 1 << 62, (1,), generator=generator))
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens or model.config.block_size, temperature=temperature,
+                           seed=seed)
+    prompts = [[model.config.eos_id]] * z.shape[0]  # the engine's start for an empty prompt: stands for BOS
+    return [r[0].text for r in Decoder(_WithLatents(model, z), tokenizer, prompts, cfg).run()]
+
+
+class _WithLatents:
+    """A text VAE whose decoder states start from given latents: row ``i`` of a new cache gets ``z[i]``."""
+
+    max_context = None
+
+    def __init__(self, model: TextVAE, z: torch.Tensor) -> None:
+        self.model, self.z = model, z
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.lm_head.weight.device
+
+    def parameters(self):
+        return self.model.parameters()
+
+    def new_cache(self, batch_size: int, max_len: int | None = None, device=None, dtype=None) -> VAEState:
+        return self.model.new_cache(batch_size, z=self.z)
+
+    def step(self, token_ids: torch.Tensor, cache: VAEState) -> tuple[torch.Tensor, VAEState]:
+        return self.model.step(token_ids, cache)
 
 
 def interpolate(model: TextVAE, tokenizer, text_a: str, text_b: str, steps: int = 8) -> list[str]:

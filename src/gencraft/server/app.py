@@ -52,7 +52,8 @@ class ServerConfig:
     queue_timeout: float = 30.0  # seconds a request may wait to join a batch (then 503)
     request_timeout: float = 300.0  # seconds of generation per request (then finish_reason "length")
     max_body_bytes: int = 1 << 20
-    max_prompt_tokens: int | None = None  # None = the model's context
+    max_prompt_tokens: int | None = None  # None = no cap (a prompt past the context keeps its newest tokens)
+    max_tokens: int = 4096  # new tokens a request may ask for (the window shifts past the context)
     rate_per_minute: float = 600.0  # per key (or per client address without auth); 0 = off
     rate_burst: float | None = None
     default_chat_tokens: int = 256
@@ -71,7 +72,7 @@ class ServerConfig:
             raise UsageError(f"--no-auth with --host {self.host}: anyone on the network could use the server; "
                              "bind to 127.0.0.1 or create a key with `gencraft keys create`", param="no_auth")
         for name in ("max_batch", "max_queue", "max_body_bytes", "max_training_jobs", "max_other_jobs",
-                     "max_upload_bytes"):
+                     "max_upload_bytes", "max_tokens"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}: must be >= 1", param=name)
         if not 0 < self.port < 65536:

@@ -299,9 +299,10 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     lp = body.logprobs is not None
     cfg = with_watermark(make_config(body, max_tokens, logprobs=lp, top_logprobs=body.logprobs or 0), tm)
     for ids in encoded:
-        check_prompt(ids, max_tokens, sched.limit, gc.config.max_prompt_tokens, "prompt")
-    tickets = [sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory)
-               for ids in encoded]
+        check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "prompt")
+    tickets = [sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory,
+                            first_index=pi * cfg.n)  # choice pi * n + i samples as the engine's row
+               for pi, ids in enumerate(encoded)]
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     gc.metrics.prompt_tokens(body.model, sum(len(e) for e in encoded))
     texts = [p if isinstance(p, str) else tm.tokenizer.decode(p) for p in prompts]
@@ -328,14 +329,13 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     prompt, extra_stop = chat_prompt(tm, body.messages)
     factory, need = constraint_factory(body.response_format, tm.tokenizer)
     ids = _encode(tm, prompt)
-    room = (sched.limit - len(ids)) if sched.limit is not None else 256
     asked = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    max_tokens = asked if asked is not None else (need or max(1, min(room, gc.config.default_chat_tokens)))
+    max_tokens = asked if asked is not None else (need or gc.config.default_chat_tokens)
     if factory is not None:
         extra_stop = []  # the grammar decides where the answer ends
     cfg = with_watermark(make_config(body, max_tokens, logprobs=body.logprobs or bool(body.top_logprobs),
                                      top_logprobs=body.top_logprobs or 0, extra_stop=extra_stop), tm)
-    check_prompt(ids, max_tokens, sched.limit, gc.config.max_prompt_tokens, "messages")
+    check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "messages")
     ticket = sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory)
     gc.metrics.prompt_tokens(body.model, len(ids))
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())

@@ -3,12 +3,17 @@
 At each step boundary the scheduler
 
 1. admits waiting requests: their prompts are prefilled together (left-padded) and their cache
-   rows are merged into the running batch's cache (:func:`merge_caches`);
-2. picks the next token of every active sequence from the batch's logits (each sequence with its
-   own processors, seed and stop strings -- requests never share sampling state);
+   rows are merged into the running batch's cache (:func:`~gencraft.generate.core.merge_caches`);
+2. picks the next token of every active sequence from the batch's logits with the sampling core
+   (:func:`~gencraft.generate.core.choose_rows`: each sequence with its own processors, sampler,
+   seed and stop strings -- requests never share sampling state -- batched where they allow it);
 3. hands each sequence's text delta to its request (an ``asyncio`` queue on the server's loop);
 4. drops finished, cancelled (client gone) and timed-out sequences (``cache.select``);
-5. runs one batched ``step`` for all that remain.
+5. advances every row that remains in one batched step (:func:`~gencraft.generate.core.advance`:
+   a row at the context limit shifts its window first, as in the engine).
+
+A sequence gets the tokens the engine gives the same request: same prefill window, same rule,
+same sampler seed (``sample_seed(seed, choice index)``), same window shifts.
 
 So a new request waits at most one decode step before its prefill, and a long request never
 holds up a short one. Models whose cache cannot be merged (Hugging Face ``past_key_values``) are
@@ -34,101 +39,16 @@ from typing import Any
 import torch
 
 from gencraft.errors import UsageError
+from gencraft.generate import core
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.generate.engine import draw, greedy, model_device
-from gencraft.generate.processors import LogitBias, Temperature, apply, build_processors, vocab_bytes
+from gencraft.generate.engine import pad_left
+from gencraft.generate.processors import vocab_bytes
 from gencraft.generate.text import TextTracker
+from gencraft.models.gpt import KVCache
 from gencraft.models.linear import cpu_inference
 from gencraft.server.errors import Overloaded, QueueFull
 
 log = logging.getLogger("gencraft.server")
-
-# ---------------------------------------------------------------- cache surgery
-
-
-def merge_caches(a: Any, b: Any, max_len: int | None) -> Any | None:
-    """One cache holding the rows of ``a`` then the rows of ``b``, or None when the kind can't merge.
-
-    GPT ``KVCache``: rows share ``length``, so the shorter cache's rows are shifted right and the
-    gap is marked as left padding (``pad``/``offset``), exactly as if the prompt had been padded.
-    LSTM state: rows are independent, the hidden states are concatenated.
-    """
-    from gencraft.models.gpt import KVCache
-    from gencraft.models.lstm import LSTMState
-
-    if isinstance(a, KVCache) and isinstance(b, KVCache):
-        L = max(a.length, b.length)
-        size = max(max_len or 0, L + 1)
-        shape = list(a.k.shape)
-        Ba, Bb = a.k.shape[1], b.k.shape[1]
-        shape[1], shape[3] = Ba + Bb, size
-        new = object.__new__(KVCache)
-        new.max_len, new.length = size, L
-        # zeros, not empty: the gap left of a shorter cache is masked, but attention still multiplies
-        # its values by a zero weight, and uninitialised memory may hold NaN (0 * NaN = NaN)
-        new.k, new.v = a.k.new_zeros(shape), a.v.new_zeros(shape)
-        pad = torch.zeros(Ba + Bb, size, dtype=torch.bool, device=a.k.device)
-        offset = torch.zeros(Ba + Bb, dtype=torch.long, device=a.k.device)
-        for c, lo, hi in ((a, 0, Ba), (b, Ba, Ba + Bb)):
-            d = L - c.length
-            new.k[:, lo:hi, :, d:L] = c.k[:, :, :, :c.length]
-            new.v[:, lo:hi, :, d:L] = c.v[:, :, :, :c.length]
-            pad[lo:hi, :d] = True
-            if c.pad is not None:
-                pad[lo:hi, d:L] = c.pad[:, :c.length]
-            offset[lo:hi] = d + (c.offset if c.offset is not None else 0)
-        new.pad, new.offset = pad, offset
-        return new
-    if isinstance(a, LSTMState) and isinstance(b, LSTMState):
-        new = LSTMState(torch.cat([a.h, b.h], 1), torch.cat([a.c, b.c], 1))
-        new.length = max(a.length, b.length)
-        return new
-    return None
-
-
-def trim_cache(cache: Any, rows: list[int] | None = None) -> bool:
-    """Drop leading positions that are padding in every row (of ``rows``, default all: a KV cache that
-    filled up); True if room was made."""
-    from gencraft.models.gpt import KVCache
-
-    if not isinstance(cache, KVCache) or cache.offset is None:
-        return False
-    d = int((cache.offset if rows is None else cache.offset[rows]).min())
-    if d <= 0:
-        return False
-    L = cache.length
-    cache.k[:, :, :, :L - d] = cache.k[:, :, :, d:L].clone()
-    cache.v[:, :, :, :L - d] = cache.v[:, :, :, d:L].clone()
-    pad = torch.zeros_like(cache.pad)
-    pad[:, :L - d] = cache.pad[:, d:L]
-    cache.pad, cache.offset, cache.length = pad, (cache.offset - d).clamp_(min=0), L - d
-    return True
-
-
-def place_rows(cache: Any, new: Any, slots: list[int]) -> bool:
-    """Copy the rows of ``new`` (a prefilled KV cache) into rows ``slots`` of ``cache``, right-aligned
-    at ``cache.length`` with left padding before them; False (nothing done) when they do not fit."""
-    from gencraft.models.gpt import KVCache
-
-    if not (isinstance(cache, KVCache) and isinstance(new, KVCache)):
-        return False
-    L, P = cache.length, new.length
-    offs = [0] * new.batch_size if new.offset is None else [int(o) for o in new.offset]
-    if any(P - o > L for o in offs):  # a prompt longer than the batch so far: merge instead
-        return False
-    for i, (slot, o) in enumerate(zip(slots, offs, strict=True)):
-        start = L - (P - o)
-        cache.k[:, slot, :, start:L] = new.k[:, i, :, o:P]
-        cache.v[:, slot, :, start:L] = new.v[:, i, :, o:P]
-        cache.set_padding([slot], start)
-    return True
-
-
-def _kv_cache() -> type:
-    from gencraft.models.gpt import KVCache
-
-    return KVCache
-
 
 def _live(active: list[Sequence]) -> int:
     return sum(s is not GHOST for s in active)
@@ -159,11 +79,10 @@ class Sequence:
     emit: Callable[[Event], None]
     deadline: float | None
     seed: int
-    procs: list = field(default_factory=list)  # per-row processors (after bias and temperature)
-    bias: torch.Tensor | None = None  # [V] logit_bias, applied batched across rows
-    temperature: float = 1.0  # applied batched across rows (sampling only)
+    rule: core.Rule = field(default_factory=lambda: core.Rule([], False))  # how it chooses (core.Rule.build)
+    sampler: Any = None  # its sampler (sampling only)
+    history: torch.Tensor | None = None  # [1, prompt + max_new_tokens]: the prompt, then the tokens so far
     tracker: TextTracker | None = None
-    gen: torch.Generator | None = None
     tokens: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     pending_lp: list[TokenLogprob] = field(default_factory=list)
@@ -171,6 +90,10 @@ class Sequence:
     cancelled: bool = False
     submitted: float = field(default_factory=time.monotonic)
     first_token: float | None = None
+
+    def context(self) -> torch.Tensor:
+        """``[1, T]``: the prompt and the tokens generated so far."""
+        return self.history[:, :len(self.prompt_ids) + len(self.tokens)]  # type: ignore[index]
 
     def result(self) -> GenerationResult:
         return GenerationResult(text=self.tracker.text if self.tracker else "", token_ids=list(self.tokens),
@@ -257,7 +180,7 @@ class Scheduler:
         self.max_batch, self.max_queue, self.queue_timeout = max_batch, max_queue, queue_timeout
         self.continuous = continuous  # False: one request at a time (the baseline the bench compares to)
         self.on_tokens = on_tokens
-        self.device = model_device(self.model)
+        self.device = core.model_device(self.model)
         self.limit: int | None = getattr(self.model, "max_context", None)
         self.vocab = _vocab_size(self.model, self.tokenizer)
         self.table = vocab_bytes(self.tokenizer, self.vocab)
@@ -272,11 +195,13 @@ class Scheduler:
     # -- called on the event loop
 
     def submit(self, prompt_ids: list[int], cfg: GenerationConfig, *, timeout: float | None = None,
-               make_processors: Callable[[], list] | None = None) -> Ticket:
+               make_processors: Callable[[], list] | None = None, first_index: int = 0) -> Ticket:
         """Queue one request (``cfg.n`` sequences); raise QueueFull when the queue is at its bound.
 
         ``make_processors`` builds extra (stateful) processors, a fresh set per sequence -- e.g. a
-        JSON-schema constraint; they run after ``cfg.processors``.
+        JSON-schema constraint; they run after ``cfg.processors``. ``first_index``: the choice index
+        of the first sequence (a request of several prompts: prompt ``p`` starts at ``p * n``); the
+        sequence of choice ``i`` samples with seed ``sample_seed(seed, i)``, as the engine's row ``i``.
         """
         cfg.validate()
         loop = asyncio.get_running_loop()
@@ -289,13 +214,15 @@ class Scheduler:
         deadline = time.monotonic() + timeout if timeout else None
         if cfg.max_time is not None:
             deadline = min(deadline or float("inf"), time.monotonic() + cfg.max_time)
-        seqs = [Sequence(list(prompt_ids), cfg, i, emit, deadline, seed + i) for i in range(cfg.n)]
+        seqs = [Sequence(list(prompt_ids), cfg, i, emit, deadline, core.sample_seed(seed, first_index + i))
+                for i in range(cfg.n)]
         for s in seqs:  # processors are per sequence (constraints keep per-row state); errors surface now
             c = cfg
             if make_processors is not None:
                 c = dataclasses.replace(cfg, processors=[*cfg.processors, *make_processors()])
-            s.procs = build_processors(c, self.tokenizer, len(prompt_ids), self.vocab, cfg.temperature > 0)
-            self._peel(s)
+            s.rule = core.Rule.build(c, self.tokenizer, len(prompt_ids), self.vocab)
+            if s.rule.sampling:
+                s.sampler = core.samplers_for(cfg, [s.seed], self.device)[0]
         with self._cv:
             if self._stop:
                 raise Overloaded("the server is shutting down; retry on another instance", param=None)
@@ -306,17 +233,6 @@ class Scheduler:
             self.stats.queued += cfg.n
             self._cv.notify()
         return Ticket(seqs, queue)
-
-    def _peel(self, s: Sequence) -> None:
-        """Take a leading LogitBias and the Temperature right after it out of the per-row list: they
-        are the same math row by row, so the whole batch gets them in one add and one divide (the
-        order of the processors is kept)."""
-        if s.procs and isinstance(s.procs[0], LogitBias):
-            lb = s.procs.pop(0)
-            s.bias = torch.zeros(self.vocab, dtype=torch.float32, device=self.device)
-            s.bias[lb.ids.to(self.device)] += lb.values.to(self.device)
-        if s.procs and isinstance(s.procs[0], Temperature):
-            s.temperature = s.procs.pop(0).t
 
     def close(self) -> None:
         with self._cv:
@@ -385,14 +301,14 @@ class Scheduler:
         if new:
             new_logits, new_cache = self._prefill(new)
             slots = [i for i, s in enumerate(active) if s is GHOST][:len(new)]
-            if active and len(slots) == len(new) and place_rows(cache, new_cache, slots):
+            if active and len(slots) == len(new) and core.place_rows(cache, new_cache, slots):
                 logits[slots] = new_logits  # type: ignore[index]
                 self.stats.reused += len(new)
                 for slot, seq in zip(slots, new, strict=True):
                     active[slot] = seq
             elif active:
                 cache, logits, active = self._compact(active, cache, logits)  # type: ignore[arg-type]
-                merged = merge_caches(cache, new_cache, self.limit)
+                merged = core.merge_caches(cache, new_cache, self.limit)
                 assert merged is not None  # _take admits only into mergeable batches
                 cache, logits = merged, torch.cat([logits, new_logits])  # type: ignore[list-item]
                 active = active + new
@@ -411,7 +327,7 @@ class Scheduler:
             if not keep:
                 return None, None, []
             ghosts = len(active) - len(keep)
-            if self.continuous and isinstance(cache, _kv_cache()) and 4 * ghosts <= len(active):
+            if self.continuous and isinstance(cache, KVCache) and 4 * ghosts <= len(active):
                 kept = set(keep)
                 gone = [i for i, s in enumerate(active) if i not in kept and s is not GHOST]
                 active = [s if i in kept else GHOST for i, s in enumerate(active)]
@@ -422,15 +338,20 @@ class Scheduler:
                 sel = torch.tensor(keep, device=self.device)
                 cache = cache.select(sel)
                 nxt = nxt[sel]
-        room = getattr(cache, "max_len", None)  # a preallocated KV cache; others grow
-        live = [i for i, s in enumerate(active) if s is not GHOST]
-        if room is not None and cache.length + 1 > room and not trim_cache(cache, live):
-            for s in active:  # context full for every row (cannot happen within the caps)
-                self._finish(s, "length")
-            return None, None, []
-        logits, cache = self.model.step(nxt[:, None], cache)
+        if isinstance(cache, KVCache) and self.limit is not None:
+            self._refresh_ghosts(active, cache)
+        logits, cache = core.advance(self.model, nxt, cache, self.limit,
+                                     lambda rows: core.stack_contexts([active[b].context() for b in rows]))
         self.stats.steps += 1
         return cache, logits, active
+
+    def _refresh_ghosts(self, active: list[Sequence], cache: KVCache) -> None:
+        """Ghost rows are all padding again before their own positions would reach the context
+        limit (a ghost has no context to shift; its slot just has to stay usable)."""
+        ghosts = [i for i, s in enumerate(active) if s is GHOST]
+        if ghosts and cache.offset is not None and \
+                int((cache.length - cache.offset[ghosts]).max()) >= self.limit - 1:  # type: ignore[operator]
+            cache.set_padding(ghosts, cache.length)
 
     def _compact(self, active: list[Sequence], cache: Any, logits: torch.Tensor
                  ) -> tuple[Any, torch.Tensor, list[Sequence]]:
@@ -443,7 +364,7 @@ class Scheduler:
 
     def _take(self, n_active: int, cache: Any) -> list[Sequence]:
         """Requests to admit now (called under the lock)."""
-        if n_active and (not self.continuous or not merge_caches_possible(cache)):
+        if n_active and (not self.continuous or not core.mergeable(cache)):
             return []
         out: list[Sequence] = []
         now = time.monotonic()
@@ -472,77 +393,29 @@ class Scheduler:
 
     def _prefill(self, seqs: list[Sequence]) -> tuple[torch.Tensor, Any]:
         """Prefill new sequences together (left-padded); set up their per-sequence state."""
-        rows = [s.prompt_ids for s in seqs]
-        P = max(len(r) for r in rows)
-        ids = torch.full((len(rows), P), -1, dtype=torch.long, device=self.device)
-        for i, r in enumerate(rows):
-            ids[i, P - len(r):] = torch.tensor(r, dtype=torch.long)
-        n_pad = (ids < 0).sum(1)
         with torch.inference_mode():
-            cache = self.model.new_cache(len(rows), max_len=self.limit)
-            if bool(n_pad.any()):
-                cache.left_pad(n_pad)
-            logits, cache = self.model.step(ids.clamp(min=0), cache)
+            ids = pad_left([s.prompt_ids for s in seqs], self.device)
+            logits, cache = core.prefill(self.model, ids, self.limit, self.limit)
         self.stats.prefills += 1
         for s in seqs:
             cfg = s.cfg
             s.tracker = TextTracker(self.table, list(cfg.stop))
             s.logprobs = [] if (cfg.logprobs or cfg.top_logprobs) else None
-            if cfg.temperature > 0:
-                s.gen = torch.Generator(device=self.device).manual_seed(s.seed)
+            P = len(s.prompt_ids)
+            s.history = torch.empty((1, P + cfg.max_new_tokens), dtype=torch.long, device=self.device)
+            s.history[0, :P] = torch.tensor(s.prompt_ids, dtype=torch.long)
         return logits, cache
 
     def _choose(self, active: list[Sequence], logits: torch.Tensor) -> torch.Tensor:
-        """The next token of every active sequence: each row with its own processors and seed, but the
-        softmax, the draw and the argmax batched over all rows."""
+        """The next token of every active sequence, each with its own rule and sampler
+        (:func:`~gencraft.generate.core.choose_rows`: batched where the processors allow)."""
         with torch.inference_mode():
-            raw = logits.float()
-            scores = raw
-            if any(s.bias is not None for s in active):
-                zero = None
-                rows = []
-                for s in active:
-                    if s.bias is None:
-                        zero = torch.zeros_like(raw[0]) if zero is None else zero
-                    rows.append(s.bias if s.bias is not None else zero)
-                scores = raw + torch.stack(rows)
-            if any(s.temperature != 1.0 for s in active):
-                temps = torch.tensor([s.temperature for s in active], dtype=raw.dtype, device=self.device)
-                scores = scores / temps[:, None]
-            for b, s in enumerate(active):
-                if s.procs:  # processors see this row's prompt + generated ids (no padding)
-                    if scores is raw:
-                        scores = raw.clone()
-                    hist = torch.tensor([s.prompt_ids + s.tokens], dtype=torch.long, device=self.device)
-                    scores[b:b + 1] = apply(s.procs, hist, scores[b:b + 1].clone())
-            sampled = [b for b, s in enumerate(active) if s.gen is not None]
-            nxt = greedy(scores)
-            if sampled:
-                rows = torch.tensor(sampled, device=self.device) if len(sampled) < len(active) else None
-                probs = (scores if rows is None else scores[rows]).softmax(-1)
-                # the engine's inverse-CDF draw, one uniform number from each row's own generator
-                u = torch.cat([torch.rand(1, generator=active[b].gen, device=self.device, dtype=torch.float64)
-                               for b in sampled])
-                picked = draw(probs, u)
-                if rows is None:
-                    nxt = picked
-                else:
-                    nxt[rows] = picked
+            nxt = core.choose_rows(logits, [s.rule for s in active], [s.sampler for s in active],
+                                   lambda b: active[b].context())
             for b, s in enumerate(active):
                 if s.logprobs is not None:
-                    s.pending_lp = [self._logprob(raw[b], int(nxt[b]), s.cfg.top_logprobs)]
+                    s.pending_lp = core.token_logprobs(logits[b:b + 1], nxt[b:b + 1], s.cfg.top_logprobs, self.table)
         return nxt
-
-    def _logprob(self, logits: torch.Tensor, tid: int, k: int) -> TokenLogprob:
-        lp = logits.log_softmax(-1)
-        top = []
-        if k:
-            v, i = lp.topk(k)
-            top = [(self._text(t), t, float(x)) for t, x in zip(i.tolist(), v.tolist(), strict=True)]
-        return TokenLogprob(self._text(tid), tid, float(lp[tid]), top)
-
-    def _text(self, tid: int) -> str:
-        return self.table[tid].decode("utf-8", errors="replace") if tid < len(self.table) else ""
 
     def _advance_text(self, active: list[Sequence], nxt: torch.Tensor) -> list[int]:
         """Record each sequence's token, emit deltas, finish what ended; returns batch rows to keep."""
@@ -562,6 +435,7 @@ class Scheduler:
             if tid == eos and s.cfg.stop_at_eos:
                 self._finish(s, "eos")
                 continue
+            s.history[0, len(s.prompt_ids) + len(s.tokens)] = tid  # type: ignore[index]
             s.tokens.append(tid)
             n_tok += 1
             lp = s.pending_lp if s.logprobs is not None else []
@@ -577,8 +451,6 @@ class Scheduler:
                 self._finish(s, "length")
             elif s.deadline is not None and now > s.deadline:
                 self._finish(s, "time")
-            elif self.limit is not None and len(s.prompt_ids) + len(s.tokens) >= self.limit:
-                self._finish(s, "length")
             else:
                 keep.append(b)
         self.stats.tokens += n_tok
@@ -600,32 +472,22 @@ def _deliver(items: list[tuple[asyncio.Queue, list[Sequence], Event]]) -> None:
         queue.put_nowait(ev)
 
 
-def merge_caches_possible(cache: Any) -> bool:
-    """Whether a running batch with this cache can take new rows (GPT and LSTM caches can)."""
-    from gencraft.models.gpt import KVCache
-    from gencraft.models.lstm import LSTMState
-
-    return isinstance(cache, KVCache | LSTMState)
-
-
 def _vocab_size(model: Any, tokenizer: Any) -> int:
     v = getattr(model, "vocab_size", None) or getattr(getattr(model, "config", None), "vocab_size", None)
     return int(v or tokenizer.vocab_size)
 
 
-def check_prompt(prompt_ids: list[int], max_tokens: int, limit: int | None, cap: int | None,
-                 param: str) -> None:
-    """Refuse a prompt that cannot fit: longer than the model's context (or the server's cap)."""
+def check_prompt(prompt_ids: list[int], max_tokens: int, cap: int | None, max_tokens_cap: int, param: str) -> None:
+    """Refuse a request over the server's caps (prompt tokens, new tokens). A prompt longer than the
+    model's context is fine: it keeps its newest tokens, and the window shifts as the output grows
+    (as in the engine)."""
     n = len(prompt_ids)
     if cap is not None and n > cap:
         raise UsageError(f"{param}: {n} tokens is over this server's prompt limit of {cap}; shorten it",
                          param=param)
-    if limit is not None and n >= limit:
-        raise UsageError(f"{param}: {n} tokens does not fit the model's context of {limit} tokens "
-                         "(leave room for at least one new token); shorten it", param=param)
-    if limit is not None and n + max_tokens > limit:
-        raise UsageError(f"max_tokens: {n} prompt tokens + {max_tokens} new tokens is over the model's "
-                         f"context of {limit}; ask for at most {limit - n}", param="max_tokens")
+    if max_tokens > max_tokens_cap:
+        raise UsageError(f"max_tokens: {max_tokens} is over this server's limit of {max_tokens_cap} new tokens "
+                         "a request; ask for fewer", param="max_tokens")
 
 
-__all__ = ["Event", "Scheduler", "Sequence", "Stats", "Ticket", "check_prompt", "merge_caches", "trim_cache"]
+__all__ = ["Event", "Scheduler", "Sequence", "Stats", "Ticket", "check_prompt"]
