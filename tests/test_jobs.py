@@ -1,5 +1,5 @@
 """Studio jobs: uploads and their checks, the job API's errors, and the whole lifecycle with real worker
-processes: prepare from an upload, train, cancel, resume, a server restart, a worker killed with
+processes: train, cancel, resume, a server restart, a worker killed with
 SIGKILL, the CLI against the server, and generation answering while a job trains."""
 
 from __future__ import annotations
@@ -213,17 +213,9 @@ def ckpt_step(home: Path, run: str) -> int:
 def test_lifecycle_with_workers_restart_and_kill(tmp_path: Path, cli) -> None:
     home = tmp_path / "home"
     make_text_run(home, "tiny")
+    write_text_dataset(home, "lines")  # (the data.text job from an upload: test_studio_workbench.py)
     cfg = ServerConfig(auth=False, home=home, rate_per_minute=0)
     with LiveServer(cfg) as s, httpx.Client(base_url=s.url, timeout=60) as c:
-        up = c.post("/v1/gencraft/uploads").json()["id"]
-        assert c.put(f"/v1/gencraft/uploads/{up}/files/corpus.txt", content=corpus().encode()).status_code == 200
-        prep = c.post("/v1/gencraft/jobs", json={"kind": "data.text", "params": {
-            "upload": up, "out": "lines", "unit": "line", "license": "CC0-1.0"}}).json()
-        prep = wait_for(c, prep["id"], lambda j: j["state"] not in ("queued", "running"))
-        assert prep["state"] == "succeeded", prep
-        m = c.get("/v1/gencraft/datasets/lines").json()
-        assert m["kind"] == "text" and m["licenses"] == ["CC0-1.0"] and m["manifest"]["steps"][0]["step"] == "read"
-
         job = c.post("/v1/gencraft/jobs", json={"kind": "train", "params": {
             "dataset": "lines", "out": "r", "set": TRAIN}}).json()
         other = c.post("/v1/gencraft/jobs", json={"kind": "train", "params": {"dataset": "lines"}}).json()

@@ -6,11 +6,13 @@ const keyInput = $("api-key");
 keyInput.value = localStorage.getItem("gencraft.key") || "";
 keyInput.addEventListener("change", () => { localStorage.setItem("gencraft.key", keyInput.value.trim()); loadModels(); });
 
-function headers() {
-  const h = { "Content-Type": "application/json" };
+function authHeaders() {
   const key = keyInput.value.trim();
-  if (key) h["Authorization"] = "Bearer " + key;
-  return h;
+  return key ? { "Authorization": "Bearer " + key } : {};
+}
+
+function headers() {
+  return { "Content-Type": "application/json", ...authHeaders() };
 }
 
 function status(text, error = false) {
@@ -41,13 +43,29 @@ function el(tag, attrs = {}, ...children) {
 
 function seedOf(id) { const v = $(id).value; return v === "" ? undefined : Number(v); }
 
-// ---- tabs and models
+// ---- tabs: one <section id="tab-NAME" class="panel" data-title="Title"> in <main> each, in order; the
+// nav is built from them. A tab's script (static/tabs/NAME.js) calls studio.onShow(NAME, fn) to refresh
+// when it is shown. docs/architecture.md ("The web studio") has the recipe for a new tab.
 
-document.querySelectorAll(".tab").forEach((b) => b.addEventListener("click", () => {
-  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t === b));
-  document.querySelectorAll(".panel").forEach((p) => p.classList.toggle("active", p.id === "tab-" + b.dataset.tab));
-  if (b.dataset.tab === "library") searchLibrary();
-}));
+const showHooks = {};
+function onShow(name, fn) { (showHooks[name] = showHooks[name] || []).push(fn); }
+
+function showTab(name) {
+  document.querySelectorAll(".tab").forEach((t) => t.classList.toggle("active", t.dataset.tab === name));
+  document.querySelectorAll(".panel").forEach((p) => p.classList.toggle("active", p.id === "tab-" + name));
+  for (const fn of showHooks[name] || []) fn();
+}
+
+for (const p of document.querySelectorAll("main > section.panel")) {
+  const name = p.id.replace(/^tab-/, "");
+  const b = el("button", { class: "tab" + (p.classList.contains("active") ? " active" : ""), "data-tab": name },
+               p.dataset.title || name);
+  b.addEventListener("click", () => showTab(name));
+  $("tabs").append(b);
+}
+onShow("library", () => searchLibrary());
+
+// ---- models
 
 async function loadModels() {
   try {
@@ -89,6 +107,56 @@ async function streamSSE(path, body, onEvent, signal) {
       }
     }
   }
+}
+
+// ---- a job's events (GET .../events, server-sent): replayed from the start, then followed live;
+// reconnects where it stopped. Resolves with the job once it has ended.
+
+async function followJob(id, onEvent, signal) {
+  let after = -1, failures = 0;
+  for (;;) {
+    try {
+      const r = await fetch(`/v1/gencraft/jobs/${encodeURIComponent(id)}/events?after=${after}`, { headers: authHeaders(), signal });
+      if (!r.ok) {
+        const data = await r.json().catch(() => ({}));
+        throw Object.assign(new Error((data.error && data.error.message) || r.statusText), { fatal: r.status < 500 });
+      }
+      const reader = r.body.getReader(), dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const block = buf.slice(0, i); buf = buf.slice(i + 2);
+          for (const line of block.split("\n")) {
+            if (line.startsWith("id: ")) after = Number(line.slice(4));
+            else if (line.startsWith("data: ")) {
+              const payload = line.slice(6);
+              if (payload === "[DONE]") return await api("GET", `/v1/gencraft/jobs/${encodeURIComponent(id)}`);
+              onEvent(JSON.parse(payload));
+            }
+          }
+        }
+      }
+      failures = 0;
+    } catch (e) {
+      if (e.name === "AbortError" || e.fatal || ++failures > 20) throw e;
+    }
+    await new Promise((ok) => setTimeout(ok, 1000));
+  }
+}
+
+// A run's picture (curves.png, a sample grid) as an object URL: fetched with the API key.
+const pictures = {};
+async function runPicture(run, path) {
+  const key = `${run}/${path}`;
+  if (!pictures[key]) {
+    pictures[key] = fetch(`/v1/gencraft/runs/${encodeURIComponent(run)}/files/${path}`, { headers: authHeaders() })
+      .then((r) => (r.ok ? r.blob() : Promise.reject(new Error(r.statusText)))).then((b) => URL.createObjectURL(b));
+  }
+  return pictures[key];
 }
 
 // ---- write
@@ -243,5 +311,8 @@ function showItem(it, card) {
     el("h4", {}, "Parameters"),
     el("pre", {}, JSON.stringify(it.parameters, null, 2)));
 }
+
+window.studio = Object.assign(window.studio || {}, {
+  $, api, el, status, headers, authHeaders, streamSSE, followJob, runPicture, onShow, showTab, loadModels });
 
 loadModels();
