@@ -22,9 +22,9 @@ import time
 import mido
 import torch
 
+from gencraft.apps.music import TOKENS_PER_BAR_BUDGET, generate_events, load_music_run
 from gencraft.data.music import prepare_music
 from gencraft.generate import GenerationConfig, generate
-from gencraft.music.compose import TOKENS_PER_BAR_BUDGET, generate_events, load_music_run
 from gencraft.music.events import EventError, decode
 from gencraft.music.metrics import note_density, note_density_distance, pitch_class_distance
 from gencraft.music.midi import to_midi

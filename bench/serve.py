@@ -49,8 +49,8 @@ def make_run(home: Path) -> tuple[str, int]:
     import torch
 
     from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.runs import save_weights, write_info
     from gencraft.tokenize import train_tokenizer
-    from gencraft.train.rundir import save_weights, write_info
 
     text = SHAKESPEARE.read_text(encoding="utf-8") if SHAKESPEARE.is_file() else "to be or not to be " * 20000
     tok = train_tokenizer("bpe", [text[i:i + 2000] for i in range(0, len(text), 2000)], vocab_size=8000)

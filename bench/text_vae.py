@@ -27,7 +27,7 @@ import torch
 
 from gencraft.data import prepare
 from gencraft.generate import GenerationConfig, generate
-from gencraft.models.text_vae import interpolate, vary
+from gencraft.generate.latent import interpolate, vary
 from gencraft.tokenize import load_tokenizer
 from gencraft.train.data import load_dataset
 from gencraft.train.text_vae import evaluate, load_text_vae, sentences, train_text_vae

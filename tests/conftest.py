@@ -72,7 +72,8 @@ def cli(capsys: pytest.CaptureFixture[str]):
 def speech_corpus(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Two tiny LJSpeech folders of espeak-ng reading the sample corpus (voices A and B, 16 sentences
     each) and the prepared dataset of voice A: ``{"A": folder, "B": folder, "dataset": path}``."""
-    from gencraft.data.speech import make_espeak_corpus, prepare_speech
+    from gencraft.data.speech import prepare_speech
+    from gencraft.generate.espeak import make_espeak_corpus
 
     root = tmp_path_factory.mktemp("speech")
     a = make_espeak_corpus(root / "A", "A", 16)

@@ -14,8 +14,8 @@ import torch
 from gencraft.apps import ads, game, maps, write
 from gencraft.generate.constraints import validate_json
 from gencraft.models.gpt import GPT, GPTConfig
+from gencraft.runs import new_run_id, save_weights, write_info
 from gencraft.tokenize import train_tokenizer
-from gencraft.train.rundir import new_run_id, save_weights, write_info
 
 PROSE = (
     "The ship left the harbour at dawn. Mira watched the grey water and counted the gulls.\n"

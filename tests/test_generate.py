@@ -15,8 +15,8 @@ from gencraft.generate import processors as P
 from gencraft.generate.core import draw
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.models.lstm import LSTMLM, LSTMConfig
+from gencraft.runs import save_weights, write_info
 from gencraft.tokenize import train_tokenizer
-from gencraft.train.rundir import save_weights, write_info
 
 CORPUS = ["the cat sat on the mat. ", "a dog ran in the park! ", "héllo wörld, 你好世界. "] * 3
 NEG = float("-inf")

@@ -11,8 +11,8 @@ import torch
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.models.lstm import LSTMLM, LSTMConfig
 from gencraft.paths import run_path
+from gencraft.runs import save_weights, write_info
 from gencraft.tokenize import train_tokenizer
-from gencraft.train.rundir import save_weights, write_info
 
 
 @pytest.fixture

@@ -10,8 +10,8 @@ import torch
 
 from gencraft.backends import load
 from gencraft.models.gpt import GPT, GPTConfig
+from gencraft.runs import save_weights, write_info
 from gencraft.tokenize import train_tokenizer
-from gencraft.train.rundir import save_weights, write_info
 
 transformers = pytest.importorskip("transformers")
 

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+from gencraft.apps.music_grammar import MusicGrammar
 from gencraft.errors import DataError
-from gencraft.music.constraints import MusicGrammar
 from gencraft.music.events import EventError, Note, decode, encode, make_piece, to_text, transpose
 from gencraft.music.metrics import note_density_distance, pitch_class_distance
 from gencraft.music.midi import read_midi, read_score, write_midi

@@ -234,7 +234,8 @@ def test_beam_search_shifts_the_window_like_the_engine(home: Path) -> None:
 def test_text_vae_decodes_through_the_core() -> None:
     """decode_latents is the engine's decoding: greedy equals the plain argmax loop over the step
     interface, sampling repeats with the same generator seed."""
-    from gencraft.models.text_vae import TextVAE, TextVAEConfig, decode_latents
+    from gencraft.generate.latent import decode_latents
+    from gencraft.models.text_vae import TextVAE, TextVAEConfig
     from gencraft.tokenize import train_tokenizer
 
     tok = train_tokenizer("char", ["the cat sat on the mat. a dog ran. "] * 3)

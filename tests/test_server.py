@@ -36,8 +36,8 @@ def make_text_run(home: Path, name: str = "tiny", *, block_size: int = 64, n_emb
                   peaked: bool = True, seed: int = 0) -> Path:
     """A random-weight GPT run with a char tokenizer under ``home/runs/name``."""
     from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.runs import save_weights, write_info
     from gencraft.tokenize import train_tokenizer
-    from gencraft.train.rundir import save_weights, write_info
 
     tok = train_tokenizer("char", CORPUS)
     torch.manual_seed(seed)
@@ -58,7 +58,7 @@ def make_text_run(home: Path, name: str = "tiny", *, block_size: int = 64, n_emb
 def make_image_run(home: Path, name: str = "pixels") -> Path:
     """A random-weight class-conditional DCGAN run (16x16 grey, classes a/b)."""
     from gencraft.models.dcgan import DCGAN, DCGANConfig
-    from gencraft.train.rundir import save_weights, write_info
+    from gencraft.runs import save_weights, write_info
 
     torch.manual_seed(0)
     cfg = DCGANConfig(img_size=16, channels=1, n_classes=2, z_dim=16, g_ch=8, d_ch=8, emb_dim=8)

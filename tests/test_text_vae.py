@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from gencraft.errors import ConfigError, RunError
-from gencraft.models.text_vae import TextVAE, TextVAEConfig, encode_texts, interpolate
+from gencraft.generate.latent import interpolate
+from gencraft.models.text_vae import TextVAE, TextVAEConfig, encode_texts
 from gencraft.tokenize import load_tokenizer
 from gencraft.train.text_vae import KLConfig, kl_weight, load_text_vae, pad_batch, sentences, train_text_vae
 

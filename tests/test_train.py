@@ -166,9 +166,9 @@ def test_optimizer_state_flattens_to_safetensors_and_back():
 # ---------------------------------------------------------------- the loop and the run directory
 
 def test_train_writes_the_run_directory_and_evaluates(dataset: Path, cli):
+    from gencraft.runs import load_text_model, sha256_file
     from gencraft.train.evaluate import evaluate
     from gencraft.train.loop import train
-    from gencraft.train.rundir import load_text_model, sha256_file
 
     run = train(dataset, model="gpt", preset="tiny", out="r1", progress=False,
                 overrides=fast("max_iters=40", "eval_interval=20"))

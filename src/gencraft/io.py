@@ -1,4 +1,4 @@
-"""Atomic writes: every artifact goes to a temporary path in the same folder, then is renamed.
+"""Atomic writes (and the timestamps records carry): every artifact goes to a temporary path in the same folder, then is renamed.
 
 A process killed at any moment leaves either the previous file or the new one, never
 half of one. Directories are built under a temporary name and renamed into place.
@@ -12,8 +12,14 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+
+def now_iso() -> str:
+    """The current UTC time to the second, ISO 8601: the ``created`` field of every record."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from gencraft.backends.model import TextModel
 from gencraft.errors import NotFoundError, RunError
 from gencraft.models.linear import use_fast_linear
 
@@ -169,8 +170,6 @@ class HFStepModel:
 def load_hf(path: str | os.PathLike[str], device: torch.device | None = None, dtype: torch.dtype | None = None):
     """Load a local Hugging Face causal-LM folder as a :class:`~gencraft.backends.TextModel`."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    from gencraft.backends import TextModel
 
     p = Path(os.fspath(path)).expanduser()
     if not (p / "config.json").is_file():

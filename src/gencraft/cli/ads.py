@@ -79,7 +79,7 @@ def ads_cmd(
     items = [] if no_store else _variant_items(variants, b, lim, model=tm, name=model, parameters=common)
     if image is not None:
         from gencraft.guard import finalize_image, write_image_artifact
-        from gencraft.train.rundir import read_info
+        from gencraft.runs import read_info
 
         folder = (out.parent if out is not None else Path(".")) / "ad_images"
         folder.mkdir(parents=True, exist_ok=True)

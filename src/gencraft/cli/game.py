@@ -162,7 +162,7 @@ def register(app: typer.Typer) -> None:
         """Sprites from an image run, reduced to the game's palette and size (PNG with provenance)."""
         from gencraft.apps import game
         from gencraft.guard import finalize_image, write_image_artifact
-        from gencraft.train.rundir import read_info
+        from gencraft.runs import read_info
 
         imgs = game.sprites(run, n=n, seed=seed, size=size, palette=palette, label=label)
         out.mkdir(parents=True, exist_ok=True)

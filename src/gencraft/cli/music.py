@@ -48,7 +48,7 @@ def compose_cmd(
     time_signature: str = typer.Option("4/4", "--time-signature"),
 ) -> None:
     """Compose a tune: well-formed bars through the decoding engine, written as MIDI (and WAV)."""
-    from gencraft.music.compose import compose
+    from gencraft.apps.music import compose
 
     c = compose(run, out, bars=bars, seed=seed, wav=wav, tempo=tempo, temperature=temperature, top_k=top_k,
                 top_p=top_p, time_signature=time_signature)

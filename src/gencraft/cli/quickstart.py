@@ -33,6 +33,7 @@ def quickstart(
     """Prepare the bundled sample corpus, train a small GPT on it, and print samples."""
     from gencraft.backends import load
     from gencraft.data import prepare
+    from gencraft.guard.copies import index_run
     from gencraft.paths import home, run_path
     from gencraft.train.loop import train
 
@@ -49,6 +50,7 @@ def quickstart(
         shutil.rmtree(previous)
     run = train(ds, model="gpt", preset="small", out=name, max_time=minutes * 60, seed=seed,
                 overrides=["eval_interval=100", "patience=0"])
+    index_run(run, console.print)
 
     console.print("\n[bold]3. Generate[/] from the trained run")
     model = load(run)

@@ -52,8 +52,8 @@ def data_speech_sample(
     offset: int = typer.Option(0, "--offset", help="First sentence of the sample corpus to read."),
 ) -> None:
     """Write an LJSpeech folder of espeak-ng reading the bundled sample corpus (to try voice training)."""
-    from gencraft.data.speech import make_espeak_corpus
     from gencraft.errors import UsageError
+    from gencraft.generate.espeak import make_espeak_corpus
 
     if not 1 <= n <= 1143:
         raise UsageError(f"--n {n}: the sample corpus has 1143 sentences; choose 1..1143", param="n")

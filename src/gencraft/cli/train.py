@@ -29,12 +29,14 @@ def train_cmd(
     # 2 threads ~10x slower than 1 under load); sleeping waiters do not. Only takes effect when
     # torch is not imported yet (the CLI imports it lazily); the user's own setting wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from gencraft.guard.copies import index_run
     from gencraft.train.loop import train
 
     run = train(dataset, model=model, preset=preset, out=out, overrides=sets or [], resume=resume,
                 max_time=max_time, seed=seed, device=device, progress=not quiet, part=part)
     if not (run / "gencraft.json").is_file():  # a non-zero rank under torchrun writes nothing
         return
+    index_run(run, console.print)  # so every generation can be checked for copies of the corpus
     info = json.loads((run / "gencraft.json").read_text(encoding="utf-8"))
     m = info.get("metrics", {})
     if info.get("kind") == "tts":

@@ -26,7 +26,7 @@ def interpolate_cmd(
 ) -> None:
     """Decode evenly spaced points between the latent codes of two texts."""
     from gencraft.errors import UsageError
-    from gencraft.models.text_vae import interpolate
+    from gencraft.generate.latent import interpolate
 
     if not 2 <= steps <= 100:
         raise UsageError(f"--steps {steps}: must be between 2 and 100", param="steps")
@@ -46,7 +46,7 @@ def vary_cmd(
 ) -> None:
     """Decode codes drawn around a text's latent code."""
     from gencraft.errors import UsageError
-    from gencraft.models.text_vae import vary
+    from gencraft.generate.latent import vary
 
     if not 1 <= n <= 100:
         raise UsageError(f"--n {n}: must be between 1 and 100", param="n")

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from gencraft.errors import DataError, UsageError
-from gencraft.io import atomic_dir
+from gencraft.io import atomic_dir, now_iso
 from gencraft.music.events import Piece, to_text, transpose
 from gencraft.music.midi import MIDI_SUFFIXES, SCORE_SUFFIXES, read_any
 from gencraft.music.tokenizer import MusicTokenizer
@@ -105,7 +105,6 @@ def prepare_music(
     reads only the first N files (handy with ``music21:bach``, 400+ scores).
     """
     from gencraft import __version__
-    from gencraft.train.rundir import now_iso
 
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"--val-fraction {val_fraction}: must be in [0, 1)", param="val_fraction")

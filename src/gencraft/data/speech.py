@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from gencraft import audio
+from gencraft import __version__, audio
 from gencraft.errors import DataError, NotFoundError, UsageError
-from gencraft.io import atomic_dir
+from gencraft.io import atomic_dir, now_iso
 from gencraft.paths import dataset_path, existing_dataset
 from gencraft.tokenize.phonemes import LANGUAGES, PhonemeTokenizer, detect_language, normalize, phonemize
 
@@ -131,9 +131,6 @@ def prepare_speech(folder: str | os.PathLike[str], *, out: str | os.PathLike[str
                    min_sample_rate: int = 16000, val_fraction: float = 0.05, seed: int = 0,
                    progress=None) -> Path:
     """Build a speech dataset directory from ``folder``; returns its path. See the module docstring."""
-    from gencraft import __version__
-    from gencraft.train.rundir import now_iso
-
     src = Path(folder).expanduser()
     if not src.is_dir():
         raise NotFoundError(f"{src}: no such folder; pass a folder with metadata.csv + wavs/ or x.wav + x.txt pairs",
@@ -315,48 +312,3 @@ def load_speech_dataset(name: str | os.PathLike[str]) -> SpeechDataset:
         if line.strip():
             utts.append(json.loads(line))
     return SpeechDataset(path, manifest, tok, utts)
-
-
-# --- a corpus made by espeak-ng (tests, benchmark, demo) ---------------------------------------------
-
-CORPUS_VOICES = {
-    # two clearly different speakers: a low American male voice and a high, faster British female one
-    "A": {"name": "en-us+m3", "rate": 165, "pitch": 35, "range": 40},
-    "B": {"name": "en+f4", "rate": 185, "pitch": 75, "range": 70},
-}
-
-
-def sample_sentences(n: int, offset: int = 0) -> list[str]:
-    """Sentences of the bundled sample corpus (``assets/corpus``, CC0-1.0), in a fixed order."""
-    corpus = Path(__file__).resolve().parents[1] / "assets" / "corpus"
-    sents: list[str] = []
-    for name in ("products.jsonl", "lore.jsonl", "news.jsonl"):
-        for line in (corpus / name).read_text(encoding="utf-8").splitlines():
-            text = json.loads(line)["text"]
-            text = re.sub(r"^[A-Z][A-Z ]+ - ", "", text)  # news datelines
-            sents += [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
-    # interleave the three files so that any slice mixes products, lore and news
-    order = sorted(range(len(sents)), key=lambda i: (i % 7, i))
-    sents = [sents[i] for i in order]
-    return sents[offset:offset + n]
-
-
-def make_espeak_corpus(out: str | os.PathLike[str], voice: str = "A", n: int = 600, offset: int = 0) -> Path:
-    """Write an LJSpeech folder (``metadata.csv`` + ``wavs/``) of espeak-ng reading ``n`` sentences of
-    the sample corpus in corpus voice ``A`` or ``B`` (or any espeak-ng voice name)."""
-    from gencraft.generate.espeak import EspeakVoice, synthesize
-
-    v = EspeakVoice(**CORPUS_VOICES[voice]) if voice in CORPUS_VOICES else EspeakVoice(name=voice)
-    dest = Path(out)
-    sents = sample_sentences(n, offset)
-    with atomic_dir(dest) as tmp:
-        (tmp / "wavs").mkdir()
-        lines = []
-        for i, s in enumerate(sents):
-            uid = f"GC{voice if voice in CORPUS_VOICES else 'X'}-{offset + i:04d}"
-            audio.write_wav(tmp / "wavs" / f"{uid}.wav", synthesize(s, v))
-            lines.append(f"{uid}|{s}|{s}")
-        (tmp / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (tmp / "LICENSE").write_text("CC0-1.0: sentences of gencraft's sample corpus read by espeak-ng "
-                                     f"(voice {v.name}, rate {v.rate}, pitch {v.pitch}).\n", encoding="utf-8")
-    return dest

@@ -53,8 +53,8 @@ def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Write run ``run`` (a gencraft GPT) as a Hugging Face GPT-2 folder at ``out``; returns its path."""
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
+    from gencraft.runs import load_text_model
     from gencraft.tokenize import load_tokenizer
-    from gencraft.train.rundir import load_text_model
 
     model, info, path = load_text_model(run)
     if info["kind"] != "gpt":

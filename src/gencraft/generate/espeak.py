@@ -12,12 +12,18 @@ Voices are espeak-ng names with an optional variant: ``en-us``, ``en-gb+f4``, ``
 from __future__ import annotations
 
 import ctypes
+import json
+import os
+import re
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from gencraft import audio
 from gencraft.errors import UsageError
+from gencraft.io import atomic_dir
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000
@@ -113,3 +119,46 @@ def synthesize(text: str, voice: EspeakVoice | str | None = None, speed: float =
 
 def sample_rate() -> int:
     return engine().sample_rate
+
+
+# --- a corpus made by espeak-ng (tests, benchmark, demo) ---------------------------------------------
+
+CORPUS_VOICES = {
+    # two clearly different speakers: a low American male voice and a high, faster British female one
+    "A": {"name": "en-us+m3", "rate": 165, "pitch": 35, "range": 40},
+    "B": {"name": "en+f4", "rate": 185, "pitch": 75, "range": 70},
+}
+
+
+def sample_sentences(n: int, offset: int = 0) -> list[str]:
+    """Sentences of the bundled sample corpus (``assets/corpus``, CC0-1.0), in a fixed order."""
+    corpus = Path(__file__).resolve().parents[1] / "assets" / "corpus"
+    sents: list[str] = []
+    for name in ("products.jsonl", "lore.jsonl", "news.jsonl"):
+        for line in (corpus / name).read_text(encoding="utf-8").splitlines():
+            text = json.loads(line)["text"]
+            text = re.sub(r"^[A-Z][A-Z ]+ - ", "", text)  # news datelines
+            sents += [s.strip() for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 4]
+    # interleave the three files so that any slice mixes products, lore and news
+    order = sorted(range(len(sents)), key=lambda i: (i % 7, i))
+    sents = [sents[i] for i in order]
+    return sents[offset:offset + n]
+
+
+def make_espeak_corpus(out: str | os.PathLike[str], voice: str = "A", n: int = 600, offset: int = 0) -> Path:
+    """Write an LJSpeech folder (``metadata.csv`` + ``wavs/``) of espeak-ng reading ``n`` sentences of
+    the sample corpus in corpus voice ``A`` or ``B`` (or any espeak-ng voice name)."""
+    v = EspeakVoice(**CORPUS_VOICES[voice]) if voice in CORPUS_VOICES else EspeakVoice(name=voice)
+    dest = Path(out)
+    sents = sample_sentences(n, offset)
+    with atomic_dir(dest) as tmp:
+        (tmp / "wavs").mkdir()
+        lines = []
+        for i, s in enumerate(sents):
+            uid = f"GC{voice if voice in CORPUS_VOICES else 'X'}-{offset + i:04d}"
+            audio.write_wav(tmp / "wavs" / f"{uid}.wav", synthesize(s, v))
+            lines.append(f"{uid}|{s}|{s}")
+        (tmp / "metadata.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (tmp / "LICENSE").write_text("CC0-1.0: sentences of gencraft's sample corpus read by espeak-ng "
+                                     f"(voice {v.name}, rate {v.rate}, pitch {v.pitch}).\n", encoding="utf-8")
+    return dest

@@ -14,12 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from gencraft.config import from_dict
-from gencraft.errors import RunError, UsageError
+from gencraft.errors import UsageError
+from gencraft.io import now_iso
 from gencraft.models.image_common import to_uint8, to_unit
-from gencraft.train.rundir import load_weights, read_info
-
-IMAGE_KINDS = ("vae", "dcgan", "stylegan")
+from gencraft.runs import load_model
 
 
 @dataclass
@@ -45,19 +43,8 @@ class ImageRun:
 
 def load_image_run(run: str | os.PathLike[str]) -> ImageRun:
     """Load a vae/dcgan/stylegan run (its best checkpoint, ``model.safetensors``)."""
-    from gencraft.train.image import model_module
-
-    path, info = read_info(run)
-    if info["kind"] not in IMAGE_KINDS:
-        raise UsageError(f"{path}: a {info['kind']} run is not an image model; give a vae, dcgan or stylegan run",
-                         param="run")
-    cfg_cls, model_cls, _ = model_module(info["kind"])
-    model = model_cls(from_dict(cfg_cls, info.get("model", {})))
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise RunError(f"{weights}: missing; the run is incomplete (train it again or --resume)")
-    load_weights(model, weights)
-    return ImageRun(model.eval(), info, path)
+    model, info, path = load_model(run, modality="image", usage="give a vae, dcgan or stylegan run")
+    return ImageRun(model, info, path)
 
 
 def label_index(run: ImageRun, label: str | int | None) -> int | None:
@@ -192,7 +179,6 @@ def provenance(run: ImageRun, parameters: dict[str, Any], seed: int, content: by
     import hashlib
 
     from gencraft import __version__
-    from gencraft.train.rundir import now_iso
 
     return {"generator": f"gencraft {__version__}", "created": now_iso(), "run_id": run.info.get("run_id"),
             "model_digest": run.info.get("model_digest"), "kind": run.kind,

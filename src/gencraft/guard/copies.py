@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from gencraft.errors import DataError, GuardError, NotFoundError
+from gencraft.errors import DataError, GencraftError, GuardError, NotFoundError
 from gencraft.io import atomic_dir
 
 FORMAT = 1
@@ -340,6 +340,20 @@ def build_run_index(run: str | os.PathLike[str], *, dataset: str | None = None, 
     run_dir = existing_run(run)
     info = json.loads((run_dir / "gencraft.json").read_text(encoding="utf-8"))
     return build_dataset_index(dataset or run_dataset(run_dir, info), run_dir / "copy_index", **kw)
+
+
+def index_run(run_dir: str | os.PathLike[str], log: Any = print) -> None:
+    """Index a freshly trained run's corpus into ``RUN/copy_index/`` so every generation can be
+    checked for verbatim copies; skipped when already built (a resumed run). The callers of
+    training (the ``train`` command, quickstart) call it: training itself knows nothing of the guard.
+    A failure is logged, not raised: the run stays usable and :func:`load_run_index` builds the
+    index on first use."""
+    if (Path(run_dir) / "copy_index" / "meta.json").is_file():
+        return
+    try:
+        build_run_index(run_dir)
+    except GencraftError as e:
+        log(f"copy index not built: {e}")
 
 
 def load_run_index(run: str | os.PathLike[str], *, build: bool = True) -> CopyIndex:

@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 
 from gencraft.errors import RunError
 from gencraft.io import atomic_dir
-from gencraft.train.rundir import load_weights, state_dict_for_save
+from gencraft.runs import load_weights, state_dict_for_save
 
 CHECKPOINT = Path("checkpoints") / "last"
 

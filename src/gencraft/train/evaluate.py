@@ -12,8 +12,8 @@ import torch
 from torch.nn import functional as F
 
 from gencraft.errors import DataError
+from gencraft.runs import load_text_model
 from gencraft.train.data import load_dataset
-from gencraft.train.rundir import load_text_model
 
 
 @torch.no_grad()

@@ -30,15 +30,17 @@ from safetensors.torch import load_file, save_file
 from gencraft.config import apply_overrides, from_dict
 from gencraft.data.images import ImageDataset, load_image_dataset, split_indices
 from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
-from gencraft.io import atomic_dir, write_json, write_text
+from gencraft.io import atomic_dir, now_iso, write_json, write_text
+from gencraft.models import IMAGE_KINDS, build, family
 from gencraft.models.image_common import diff_augment, ema_decay, to_uint8, to_unit, update_ema
 from gencraft.paths import run_path
+from gencraft.runs import load_weights, new_run_id, save_weights, sha256_file, write_info
+from gencraft.train.common import pick_device
 from gencraft.train.curves import pictures_markdown
 from gencraft.train.image_eval import Evaluator, sample_for_eval
 from gencraft.train.metrics import RunLog
-from gencraft.train.rundir import load_weights, new_run_id, now_iso, save_weights, sha256_file, write_info
 
-KINDS = ("vae", "dcgan", "stylegan")
+KINDS = IMAGE_KINDS
 
 
 @dataclass
@@ -72,21 +74,13 @@ KIND_DEFAULTS: dict[str, dict[str, float]] = {
 
 
 def model_module(kind: str):
-    """The model file of ``kind``: its config class, model class and presets."""
-    if kind == "vae":
-        from gencraft.models import vae as m
-        return m.VAEConfig, m.VAE, m.PRESETS
-    if kind == "dcgan":
-        from gencraft.models import dcgan as m
-        return m.DCGANConfig, m.DCGAN, m.PRESETS
-    if kind == "stylegan":
-        from gencraft.models import stylegan as m
-        return m.StyleGANConfig, m.StyleGAN, m.PRESETS
-    raise UsageError(f"--model {kind!r}: expected one of {', '.join(KINDS)}", param="model")
+    """The family of image model ``kind``: ``(config class, model class, presets)``."""
+    fam = family(kind, "image")
+    return fam.config, fam.model, fam.presets
 
 
 def build_image_model(kind: str, cfg: Any) -> torch.nn.Module:
-    return model_module(kind)[1](cfg)
+    return build(kind, cfg)
 
 
 # ---- optimizer state <-> safetensors ---------------------------------------------------------
@@ -277,7 +271,6 @@ def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: st
     ``device``: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``; default the CPU.
     The weights are saved on the CPU either way, so a run trained on a GPU loads anywhere.
     """
-    from gencraft.train.loop import pick_device
 
     dev = pick_device(device or "cpu")
     ds = load_image_dataset(dataset)

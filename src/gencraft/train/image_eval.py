@@ -31,10 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
-from gencraft.data.images import ImageDataset, split_indices
-from gencraft.models.image_common import to_unit
+from gencraft.data.images import ImageDataset, load_image_dataset, split_indices
+from gencraft.errors import DataError, UsageError
+from gencraft.io import atomic_path, write_json
+from gencraft.models.image_common import to_uint8, to_unit
+from gencraft.runs import load_model
 
 FEATURE_NET_FILE = "feature_net.safetensors"
 
@@ -127,17 +132,11 @@ def features_and_logits(net: FeatureNet, images_u8: np.ndarray | torch.Tensor, b
 
 def load_or_train_feature_net(ds: ImageDataset, val_fraction: float = 0.2, seed: int = 0) -> FeatureNet:
     """The dataset's feature net, cached as ``feature_net.safetensors`` beside it (trained on the train split)."""
-    from safetensors.torch import load_file, save_file
-
-    from gencraft.io import atomic_path
-
     tr, _ = split_indices(len(ds.images), val_fraction, seed)
     key = {"digest": ds.manifest.get("digest"), "val_fraction": val_fraction, "seed": seed, "version": 1}
     path = ds.path / FEATURE_NET_FILE
     if path.is_file():
         try:
-            from safetensors import safe_open
-
             with safe_open(str(path), "pt") as f:
                 meta = f.metadata() or {}
             if json.loads(meta.get("key", "{}")) == key:
@@ -227,7 +226,6 @@ class Evaluator:
     def for_dataset(cls, ds: ImageDataset, val_fraction: float = 0.2, seed: int = 0) -> Evaluator:
         tr, va = split_indices(len(ds.images), val_fraction, seed)
         if len(va) < 4:
-            from gencraft.errors import DataError
 
             raise DataError(f"{ds.path}: {len(ds.images)} images are too few to measure (need at least 20)")
         with torch.random.fork_rng():  # building or loading the net must not move the caller's RNG
@@ -266,8 +264,6 @@ class Evaluator:
 
 def sample_for_eval(model: Any, n: int, n_classes: int, seed: int = 1234, batch: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
     """``n`` uint8 samples from ``model.sample`` (balanced labels when conditional) with a fixed seed."""
-    from gencraft.models.image_common import to_uint8
-
     g = torch.Generator().manual_seed(seed)  # latents are drawn on the CPU: the same images on any device
     labels = np.arange(n) % n_classes if n_classes else None
     dev = next(model.parameters()).device
@@ -285,8 +281,6 @@ def sample_for_eval(model: Any, n: int, n_classes: int, seed: int = 1234, batch:
 
 
 def write_eval(path: Path, result: dict[str, Any]) -> None:
-    from gencraft.io import write_json
-
     write_json(path, result)
 
 
@@ -296,28 +290,24 @@ def evaluate_run(run: str | Path, n: int | None = None, seed: int = 1234) -> dic
     ``n`` samples (default: as many as the held-out split) are drawn from the run's selected
     checkpoint; the result also lists each sample's nearest-training-image distance.
     """
-    from gencraft.data.images import load_image_dataset
-    from gencraft.errors import UsageError
-    from gencraft.generate.image import load_image_run
-
-    r = load_image_run(run)
-    ds_path = r.info.get("data", {}).get("dataset")
+    model, info, path = load_model(run, modality="image", usage="give a vae, dcgan or stylegan run")
+    ds_path = info.get("data", {}).get("dataset")
     if not ds_path:
-        raise UsageError(f"{r.path / 'gencraft.json'}: no data.dataset; cannot find the dataset to measure against",
+        raise UsageError(f"{path / 'gencraft.json'}: no data.dataset; cannot find the dataset to measure against",
                          param="run")
     ds = load_image_dataset(ds_path)
-    if ds.manifest.get("digest") != r.info.get("data", {}).get("manifest_digest"):
-        raise UsageError(f"{ds.path}: this dataset changed since {r.path} was trained on it; prepare it again "
+    if ds.manifest.get("digest") != info.get("data", {}).get("manifest_digest"):
+        raise UsageError(f"{ds.path}: this dataset changed since {path} was trained on it; prepare it again "
                          "with the same options to evaluate", param="run")
-    val_fraction = float(r.info.get("train", {}).get("val_fraction", 0.2))
+    val_fraction = float(info.get("train", {}).get("val_fraction", 0.2))
     ev = Evaluator.for_dataset(ds, val_fraction, 0)
     if n is not None and n < 4:
         raise UsageError(f"--n {n}: expected at least 4 samples", param="n")
     n = n or ev.n_samples
-    samples, labels = sample_for_eval(r.model, n, r.n_classes, seed=seed)
+    samples, labels = sample_for_eval(model, n, int(model.cfg.n_classes), seed=seed)
     scores = ev.score(samples, labels)
     nd = nearest_distance(samples, ev.train)
-    return {"run": str(r.path), "kind": r.kind, "n_samples": n, "n_reference": ev.n_samples,
+    return {"run": str(path), "kind": info["kind"], "n_samples": n, "n_reference": ev.n_samples,
             "feature_task": ev.net.cfg.task, "model": scores, "floor": ev.floor,  # type: ignore[attr-defined]
             "fid_ratio": scores["fid"] / ev.floor["fid"] if ev.floor.get("fid") else None,
             "nn_dist_per_sample": [round(float(v), 5) for v in nd]}

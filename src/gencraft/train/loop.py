@@ -11,87 +11,41 @@ from __future__ import annotations
 
 import math
 import os
-import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from gencraft import __version__
 from gencraft.config import apply_overrides, from_dict
-from gencraft.errors import ConfigError, GencraftError, TrainingDiverged, UsageError
-from gencraft.io import write_bytes, write_text
+from gencraft.errors import ConfigError, TrainingDiverged, UsageError
+from gencraft.io import now_iso, write_text
 from gencraft.models import build, config_class
 from gencraft.paths import run_path
+from gencraft.runs import new_run_id, save_weights, write_info
 from gencraft.train import dist as D
 from gencraft.train.card import model_card
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
+from gencraft.train.common import (
+    Progress,
+    copy_dataset_files,
+    dataset_record,
+    pick_device,
+    refuse_existing_run,
+    seed_all,
+    use_bf16,
+)
 from gencraft.train.config import TrainConfig, check, check_model, resolve
 from gencraft.train.curves import pictures_markdown
 from gencraft.train.data import Dataset, check_split, get_batch, load_dataset
 from gencraft.train.metrics import RunLog, load_run_tokenizer, text_samples
 from gencraft.train.optim import lr_at, make_optimizer
-from gencraft.train.rundir import new_run_id, now_iso, save_weights, write_info
-
-
-def cpu_has_bf16() -> bool:
-    """True on CPUs with native bf16 dot products (avx512_bf16 or AMX), where bf16 autocast can pay."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def pick_device(name: str) -> torch.device:
-    """The device a training loop runs on: ``auto`` (CUDA when there is one), ``cpu``, ``cuda`` or ``cuda:N``."""
-    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
-        raise UsageError(f"--device {name}: expected auto, cpu, cuda or cuda:N", param="device")
-    if name.startswith("cuda") or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: no CUDA device is available; use --device cpu", param="device")
-        return torch.device("cuda" if name == "auto" else name)
-    return torch.device("cpu")
-
-
-def use_bf16(tc: TrainConfig, device: torch.device, kind: str) -> bool:
-    """bf16 autocast: on request, or by default on CUDA; on CPU only where it measurably helps.
-
-    Measured on this project's 2-core avx512_bf16 CPU (bench/RESULTS.md): see CPU_BF16_AUTO.
-    """
-    if tc.dtype == "float32":
-        return False
-    if tc.dtype == "bfloat16":
-        return True
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return CPU_BF16_AUTO.get(kind, False) and cpu_has_bf16()
-
-
-# Whether dtype=auto turns on bf16 autocast on a CPU with avx512_bf16, per model kind: set from the
-# A/B measurements in bench/RESULTS.md (small shapes are bound by overheads, not matmuls).
-CPU_BF16_AUTO: dict[str, bool] = {"gpt": True, "lstm": True}
-
-
-def seed_all(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's global generators."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def dataset_record(ds: Dataset) -> dict[str, Any]:
-    """The run's ``data`` field: dataset path, manifest digest, sources with their licenses."""
-    return {
-        "dataset": str(ds.path.resolve()),
-        "manifest_digest": ds.manifest.get("digest", ""),
-        "sources": [{"path": s.get("path"), "sha256": s.get("sha256"), "license": s.get("license", "unknown")}
-                    for s in ds.manifest.get("sources", [])],
-    }
+from gencraft.train.speech import train_speech
+from gencraft.train.text_vae import train_text_vae
 
 
 @torch.no_grad()
@@ -164,13 +118,11 @@ def train(
     Under ``torchrun`` every process calls this; rank 0 writes the run directory.
     """
     if model == "tts":  # a voice: acoustic model + vocoder on a speech dataset (``part``: one of them)
-        from gencraft.train.speech import train_speech
         return train_speech(dataset, preset=preset, part=part, out=out, overrides=overrides, resume=resume,
                             max_time=max_time, seed=seed, device=device, progress=progress)
     if part is not None:
         raise UsageError(f"--part {part}: only --model tts has parts", param="part")
     if model == "text_vae":  # sentence VAE: batches of whole documents, its own loop
-        from gencraft.train.text_vae import train_text_vae
         return train_text_vae(dataset, preset=preset, out=out, overrides=overrides, resume=resume,
                               max_time=max_time, seed=seed, device=device, progress=progress)
     ds = load_dataset(dataset)
@@ -260,7 +212,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     def write_run_info(stopped: str | None = None) -> None:
         full = {**record, "metrics": summary(stopped), "model_digest": model_digest}
         write_info(run_dir, full)
-        write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": _version()})
+        write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": __version__})
                    + pictures_markdown(run_dir))
 
     def checkpoint() -> None:
@@ -277,7 +229,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
             f"training diverged at step {step} ({where} is NaN/inf); the last good checkpoint in "
             f"{run_dir / CHECKPOINT} is kept: lower the learning rate (--set learning_rate=...) and --resume")
 
-    bar = _Progress(show_progress and main, tc.max_iters, step)
+    bar = Progress(show_progress and main, tc.max_iters, step)
     runlog = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time, time_before=time_before,
                     enabled=main)
     sample_tok = load_run_tokenizer(ds.path) if main else None
@@ -366,68 +318,4 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
         if stopped:
             bar.log(stopped)
         write_run_info(stopped)
-        index_training_data(run_dir, bar.log)
     return run_dir
-
-
-def refuse_existing_run(run_dir: Path, resume: bool) -> None:
-    """A new run never overwrites another one; ``--resume`` continues it instead."""
-    if not resume and ((run_dir / "gencraft.json").exists() or (run_dir / CHECKPOINT).exists()):
-        raise UsageError(f"{run_dir}: a run already exists there; continue it with --resume, or choose "
-                         "another --out (or delete the folder)", param="out")
-
-
-def copy_dataset_files(run_dir: Path, ds: Dataset) -> None:
-    """Give the run its dataset's tokenizer and manifest (sources and licenses travel with it)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_bytes(run_dir / "tokenizer.json", (ds.path / "tokenizer.json").read_bytes())
-    write_bytes(run_dir / "data_manifest.json", (ds.path / "manifest.json").read_bytes())
-
-
-def index_training_data(run_dir: Path, log: Any = print) -> None:
-    """Index the training corpus into ``RUN/copy_index/`` so every generation can be checked for
-    verbatim copies (the guard). Skipped when already built (a resumed run)."""
-    from gencraft.guard.copies import build_run_index
-
-    if (run_dir / "copy_index" / "meta.json").is_file():
-        return
-    try:
-        build_run_index(run_dir)
-    except GencraftError as e:  # the run stays usable; the guard builds the index on first use
-        log(f"copy index not built: {e}")
-
-
-def _version() -> str:
-    from gencraft import __version__
-    return __version__
-
-
-class _Progress:
-    """A rich progress bar with the loss, tokens/s and ETA (nothing at all when disabled)."""
-
-    def __init__(self, enabled: bool, total: int, completed: int) -> None:
-        self.enabled = enabled
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.p = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[tps]} tok/s"),
-                          TextColumn("ETA"), TimeRemainingColumn(),
-                          console=Console(stderr=True, highlight=False), transient=False)
-        self.task = self.p.add_task("train", total=total, completed=completed, loss="-", tps="-")
-        self.p.start()
-
-    def update(self, step: int, loss: float, tps: float) -> None:
-        if self.enabled:
-            self.p.update(self.task, completed=step, loss=f"{loss:.4f}", tps=f"{tps:,.0f}")
-
-    def log(self, line: str) -> None:
-        if self.enabled:
-            self.p.console.print(line)
-
-    def close(self) -> None:
-        if self.enabled:
-            self.p.stop()
-

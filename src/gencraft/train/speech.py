@@ -31,16 +31,17 @@ from gencraft import audio
 from gencraft.config import apply_overrides, from_dict, parse_overrides
 from gencraft.data.speech import SpeechDataset, load_speech_dataset
 from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
-from gencraft.io import append_jsonl, write_bytes, write_text
+from gencraft.io import append_jsonl, now_iso, write_bytes, write_text
 from gencraft.models.tts import PRESETS as TTS_PRESETS
 from gencraft.models.tts import TTS, TTSConfig
 from gencraft.models.vocoder import PRESETS as VOC_PRESETS
 from gencraft.models.vocoder import Vocoder, VocoderConfig, discriminator_loss, generator_loss
 from gencraft.paths import run_path
+from gencraft.runs import load_weights, new_run_id, read_info, save_weights, write_info
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
+from gencraft.train.common import pick_device
 from gencraft.train.config import TrainConfig, check
 from gencraft.train.optim import lr_at, make_optimizer
-from gencraft.train.rundir import load_weights, new_run_id, now_iso, read_info, save_weights, write_info
 
 KIND = "tts"
 PARTS = ("acoustic", "vocoder")
@@ -268,7 +269,6 @@ def _part_dir(run_dir: Path, part: str) -> Path:
 
 
 def _pick_device(tc: TrainConfig) -> torch.device:
-    from gencraft.train.loop import pick_device
 
     return pick_device(tc.device)
 

@@ -35,19 +35,29 @@ from typing import Any
 import numpy as np
 import torch
 
+from gencraft import __version__
 from gencraft.config import apply_overrides, from_dict
 from gencraft.errors import ConfigError, DataError, RunError, TrainingDiverged, UsageError
-from gencraft.io import write_text
-from gencraft.models.text_vae import PRESETS, TextVAE, TextVAEConfig, decode_latents
+from gencraft.generate.latent import decode_latents
+from gencraft.io import now_iso, write_text
+from gencraft.models.text_vae import PRESETS, TextVAE, TextVAEConfig
 from gencraft.paths import run_path
+from gencraft.runs import load_weights, new_run_id, read_info, save_weights, write_info
 from gencraft.train.card import model_card
 from gencraft.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
+from gencraft.train.common import (
+    Progress,
+    copy_dataset_files,
+    dataset_record,
+    pick_device,
+    refuse_existing_run,
+    seed_all,
+)
 from gencraft.train.config import TrainConfig, check
 from gencraft.train.curves import pictures_markdown
 from gencraft.train.data import load_dataset
 from gencraft.train.metrics import RunLog, load_run_tokenizer
 from gencraft.train.optim import lr_at, make_optimizer
-from gencraft.train.rundir import load_weights, new_run_id, now_iso, read_info, save_weights, write_info
 
 KIND = "text_vae"
 
@@ -193,16 +203,6 @@ def train_text_vae(
     (``n_latent=32``, ``word_dropout=0.3``, ``variational=false``), the training config and the KL
     schedule (``kl_anneal=cyclical``, ``free_bits=0.1``...).
     """
-    from gencraft.train.loop import (
-        _Progress,
-        copy_dataset_files,
-        dataset_record,
-        index_training_data,
-        pick_device,
-        refuse_existing_run,
-        seed_all,
-    )
-
     ds = load_dataset(dataset)
     tok = ds.manifest["tokenizer"]
     run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{KIND}")
@@ -270,8 +270,6 @@ def train_text_vae(
         return m
 
     def write_run_info(stopped: str | None = None) -> None:
-        from gencraft import __version__
-
         full = {**record, "metrics": summary(stopped), "model_digest": model_digest}
         write_info(run_dir, full)
         write_text(run_dir / "MODEL_CARD.md", model_card({**full, "gencraft_version": __version__})
@@ -285,7 +283,7 @@ def train_text_vae(
             "tokens_seen": tokens_seen, "train_time_s": time_before + time.time() - t_start,
             "model_digest": model_digest})
 
-    bar = _Progress(progress, tc.max_iters, step)
+    bar = Progress(progress, tc.max_iters, step)
     runlog = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time, time_before=time_before)
     sample_tok = load_run_tokenizer(ds.path)
     stopped = None
@@ -367,7 +365,6 @@ def train_text_vae(
     if stopped:
         bar.log(stopped)
     write_run_info(stopped)
-    index_training_data(run_dir, bar.log)
     return run_dir
 
 

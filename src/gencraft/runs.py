@@ -1,4 +1,5 @@
-"""Reading and writing run directories (see docs/architecture.md).
+"""The run directory, the contract every stage reads (docs/architecture.md): its ``gencraft.json``,
+its weights, and loading any run's model through the one registry of families (:mod:`gencraft.models`).
 
 Weights are stored with safetensors (no pickle): loading a run never executes code from it.
 """
@@ -9,7 +10,6 @@ import hashlib
 import json
 import os
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +18,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gencraft import __version__
+from gencraft.config import from_dict
 from gencraft.errors import RunError
 from gencraft.io import atomic_path, write_json
+from gencraft.models import FAMILIES, build
 from gencraft.paths import existing_run
 
 FORMAT = 1
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 def new_run_id() -> str:
@@ -93,17 +91,25 @@ def write_info(run_dir: str | os.PathLike[str], info: dict[str, Any]) -> None:
     write_json(Path(run_dir) / "gencraft.json", info)
 
 
-def load_text_model(run: str | os.PathLike[str], device: str | torch.device = "cpu"):
-    """Load a gpt/lstm run: returns ``(model in eval mode, info, run_path)``."""
-    from gencraft.config import from_dict
-    from gencraft.models import build, config_class
-
+def load_model(run: str | os.PathLike[str], device: str | torch.device = "cpu", *, modality: str | None = None,
+               usage: str = "") -> tuple[torch.nn.Module, dict[str, Any], Path]:
+    """Load any run's model (its best weights) by the one registry of families: returns
+    ``(model in eval mode, info, run_path)``. ``modality`` ("text", "image") refuses a run of another
+    kind with a one-line error (``usage`` says what to give instead)."""
     path, info = read_info(run)
     kind = info["kind"]
-    cfg = from_dict(config_class(kind), info.get("model", {}))
-    model = build(kind, cfg)
+    fam = FAMILIES.get(kind)
+    if fam is None or (modality is not None and fam.modality != modality):
+        what = f"a {modality} model" if modality else "a model gencraft knows"
+        raise RunError(f"{path}: a {kind} run is not {what}{'; ' + usage if usage else ''}", param="run")
+    model = build(kind, from_dict(fam.config, info.get("model", {})))
     weights = path / "model.safetensors"
     if not weights.is_file():
         raise RunError(f"{weights}: missing; the run is incomplete (train it again or --resume)")
     load_weights(model, weights)
     return model.to(device).eval(), info, path
+
+
+def load_text_model(run: str | os.PathLike[str], device: str | torch.device = "cpu"):
+    """Load a gpt/lstm/text_vae run: returns ``(model in eval mode, info, run_path)``."""
+    return load_model(run, device, modality="text", usage="give a gpt, lstm or text_vae run")

@@ -2,7 +2,7 @@
 
 The run is any ``gpt``/``lstm`` run trained on a music dataset (``gencraft data music``). The
 prompt is ``<|endoftext|> TS_n/d`` (how every piece starts in the training stream); tokens are
-drawn through the decoding engine with :class:`~gencraft.music.constraints.MusicGrammar` in the
+drawn through the decoding engine with :class:`~gencraft.apps.music_grammar.MusicGrammar` in the
 processor chain, so the output is always ``bars`` complete bars with every note ended.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gencraft.apps.music_grammar import MusicGrammar
 from gencraft.errors import RunError, UsageError
 from gencraft.io import write_json
-from gencraft.music.constraints import MusicGrammar
 from gencraft.music.events import TIME_SIGNATURES, Piece, decode
 from gencraft.music.midi import write_midi
 from gencraft.music.tokenizer import MusicTokenizer, is_music_tokenizer
@@ -35,7 +35,7 @@ class Composition:
 
 def load_music_run(run: str | os.PathLike[str]):
     """``(model, tokenizer, info, path)`` of a run trained on a music dataset."""
-    from gencraft.train.rundir import load_text_model
+    from gencraft.runs import load_text_model
 
     model, info, path = load_text_model(run)
     if not is_music_tokenizer(path / "tokenizer.json"):
