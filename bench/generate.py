@@ -15,12 +15,11 @@ this kind of machine, uncontended) are printed beside ours.
 from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
 # ruff: noqa: E402 (the imports below must follow the thread policy chosen before torch loads)
 
-import gencraft  # first: sets the thread-pool wait policies before torch/numpy load
+import gencraft  # first: the thread-pool wait policy is asked for before torch/numpy load
 
-# a decode-only process, as `gencraft generate` runs; it also gives transformers libgomp's default
-# (bounded spinning), the setting it has in a process of its own (gencraft's PASSIVE default for
-# training cut HF's 2-thread figure at 13.8M from 214 to 157-170 tok/s, measured)
-gencraft.prefer_spinning_threads()
+# a decode-only process, as `gencraft generate` runs; transformers gets libgomp's default (bounded
+# spinning), the setting it has in a process of its own
+gencraft.use_thread_policy("decode")
 
 import argparse
 import copy
@@ -34,8 +33,7 @@ import torch
 
 from gencraft.export.hf import gpt2_state_dict
 from gencraft.generate import GenerationConfig, generate
-from gencraft.models import gpt as gpt_mod
-from gencraft.models import linear as linear_mod
+from gencraft.models import decode
 from gencraft.models import native as native_mod
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.tokenize import train_tokenizer
@@ -124,7 +122,7 @@ def prefill_tps(m: GPT, prompt: list[int], repeats: int) -> float:
     x = torch.tensor([prompt])
 
     def run():
-        with linear_mod.cpu_inference(m), torch.inference_mode():
+        with decode.session(m), torch.inference_mode():
             m.step(x, m.new_cache(1, PROMPT + NEW))
     return PROMPT / best_of(run, repeats)
 
@@ -209,42 +207,32 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         ttft = best_of(lambda: generate(m, tok, [prompt], GenerationConfig(max_new_tokens=1, temperature=0)),
                        2 * reps)
         print(f"time to first token: {ttft * 1000:.1f} ms (aim < 20 ms)")
-    if name in ("1.85M", "13.8M"):  # what each engine choice buys, A/B back to back
-        linear_mod.FAST_PATH = False
-        plain = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-        linear_mod.FAST_PATH = True
-        native_mod.ENABLED = False
-        no_c = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-        gpt_mod.CausalSelfAttention.fast_decode = False
-        slow = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-        gpt_mod.CausalSelfAttention.fast_decode = True
-        native_mod.ENABLED = True
-        fixed = {}
-        for n in (1, 2):
-            os.environ["GENCRAFT_DECODE_THREADS"] = str(n)
-            linear_mod._tuners.clear()
-            fixed[n] = NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
-        del os.environ["GENCRAFT_DECODE_THREADS"]
-        linear_mod._tuners.clear()
+    if name in ("1.85M", "13.8M"):  # what each engine choice buys, A/B back to back (explicit sessions)
+        def greedy_in(**options) -> float:
+            with decode.DecodeSession(m, **options):
+                return NEW / best_of(lambda: generate(m, tok, [prompt], greedy), r)
+
+        no_c = greedy_in(native=False)
+        plain = greedy_in(native=False, fast_linear=False)
+        fixed = {n: greedy_in(threads=n) for n in (1, 2)}
         print(f"ablation greedy tok/s: all on {ours_g:.0f} | PyTorch decode step instead of the C step: {no_c:.0f} "
-              f"| and F.linear (MKL) instead of the fast linear path: {plain:.0f} | and without the one-position "
-              f"attention path: {slow:.0f} | threads fixed at 1: {fixed[1]:.0f}, at 2: {fixed[2]:.0f} (default: "
-              f"measured by the tuner)")
+              f"| and F.linear (MKL) instead of the fast linear path: {plain:.0f} | threads fixed at 1: "
+              f"{fixed[1]:.0f}, at 2: {fixed[2]:.0f} (default: measured by the tuner)")
     if name == "13.8M":
         prompts = [torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist() for _ in range(8)]
         batch = 8 * NEW / best_of(lambda: generate(m, tok, prompts, topk), 1)
         single = 8 * NEW / best_of(lambda: [generate(m, tok, [p], topk) for p in prompts], 1)
         print(f"batched top-k, 8 prompts: at once {batch:.0f} tok/s | one at a time {single:.0f} tok/s")
-    if big:
-        native_mod.ENABLED = False  # A/B: the PyTorch decode step, then also PyTorch's own linear
-        torch_f = rate("gencraft greedy f32, PyTorch step", NEW, lambda: generate(m, tok, [prompt], greedy), r, w)
-        linear_mod.FAST_PATH = False
-        plain = rate("gencraft greedy f32, F.linear", NEW, lambda: generate(m, tok, [prompt], greedy), r, w)
+    if big:  # A/B: the PyTorch decode step, then also PyTorch's own linear (explicit sessions)
+        def rate_in(label: str, model: GPT, **options) -> float:
+            with decode.DecodeSession(model, **options):
+                return rate(label, NEW, lambda: generate(model, tok, [prompt], greedy), r, w)
+
         mb = copy.deepcopy(m).to(torch.bfloat16)
-        plain_b = rate("gencraft greedy bf16, F.linear", NEW, lambda: generate(mb, tok, [prompt], greedy), r, w)
-        linear_mod.FAST_PATH = True
-        torch_b = rate("gencraft greedy bf16, PyTorch step", NEW, lambda: generate(mb, tok, [prompt], greedy), r, w)
-        native_mod.ENABLED = True
+        torch_f = rate_in("gencraft greedy f32, PyTorch step", m, native=False)
+        plain = rate_in("gencraft greedy f32, F.linear", m, native=False, fast_linear=False)
+        plain_b = rate_in("gencraft greedy bf16, F.linear", mb, native=False, fast_linear=False)
+        torch_b = rate_in("gencraft greedy bf16, PyTorch step", mb, native=False)
         print(f"PyTorch decode step instead of the C step: f32 {torch_f:.1f} tok/s, bf16 {torch_b:.1f} tok/s | "
               f"and F.linear instead of the fast linear path: f32 {plain:.1f} tok/s, bf16 {plain_b:.1f} tok/s")
         ours_b = rate("gencraft greedy bf16", NEW, lambda: generate(mb, tok, [prompt], greedy), r, w)
@@ -304,10 +292,11 @@ def decode_rate(m: GPT, tok, prompt: list[int], end_to_end: float, repeats: int)
 def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int) -> tuple[float, float]:
     """Largest logit difference between f32 decoding and bf16 decoding (C step, then PyTorch step),
     both fed the f32 model's greedy tokens."""
-    def logits_along(model: GPT, tokens: list[int] | None) -> tuple[list[torch.Tensor], list[int]]:
+    def logits_along(model: GPT, tokens: list[int] | None, native: bool = True
+                     ) -> tuple[list[torch.Tensor], list[int]]:
         """Logits after the prompt and after each token of ``tokens`` (None: ``steps`` greedy tokens)."""
         out, fed = [], []
-        with linear_mod.cpu_inference(model), torch.inference_mode():
+        with decode.DecodeSession(model, native=native), torch.inference_mode():
             logits, cache = model.step(torch.tensor([prompt]), model.new_cache(1))
             out.append(logits)
             for i in range(steps):
@@ -319,11 +308,9 @@ def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int) -> tuple[float,
     ref, tokens = logits_along(m, None)
     drift = []
     for on in (True, False):
-        native_mod.ENABLED = on
-        got, _ = logits_along(mb, tokens)
+        got, _ = logits_along(mb, tokens, native=on)
         # the decode steps only: the prompt's logits come from the same PyTorch prefill in both
         drift.append(max((a - b).abs().max().item() for a, b in zip(ref[1:], got[1:], strict=True)))
-    native_mod.ENABLED = True
     return drift[0], drift[1]
 
 

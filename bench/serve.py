@@ -20,8 +20,11 @@ Reported, for both schedulers side by side with the issue's targets:
 """
 
 from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
+# ruff: noqa: E402 (the imports below must follow the thread policy chosen before torch loads)
 
-import gencraft  # noqa: F401  (first: sets the thread-pool wait policies before torch/numpy load)
+import gencraft  # first: the thread-pool wait policy is asked for before torch/numpy load
+
+gencraft.use_thread_policy("decode")  # a server decodes
 
 import argparse
 import asyncio

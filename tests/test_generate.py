@@ -167,7 +167,7 @@ def test_batch_equals_single_for_greedy(char_tok, family):
 def test_padded_decode_skips_the_padding_every_row_has(char_tok):
     """Every row left-padded (3 and 5 positions): the one-position decode attends from position 3 on,
     and each row's logits equal the same row decoded alone without padding."""
-    from gencraft.models.linear import cpu_inference
+    from gencraft.models.decode import session
 
     m = make_gpt(char_tok)
     rows = [char_tok.encode("the cat sat"), char_tok.encode("a dog")]
@@ -178,7 +178,7 @@ def test_padded_decode_skips_the_padding_every_row_has(char_tok):
         ids[i, P - len(r):] = torch.tensor(r)
     assert int(n_pad.min()) >= 3
     nxt = torch.tensor([[5], [7]])
-    with cpu_inference(m), torch.inference_mode():
+    with session(m), torch.inference_mode():
         cache = m.new_cache(2)
         cache.left_pad(n_pad)
         m.step(ids, cache)

@@ -1,4 +1,5 @@
-"""The CPU decoding path of models/linear.py: same numbers as F.linear, same tokens, a sane tuner."""
+"""The CPU decoding path (models/linear.py, models/decode.py): same numbers as F.linear, same tokens, a
+sane tuner, thread settings confined to the decoding thread, no environment changed by importing gencraft."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gencraft.generate import GenerationConfig, generate
+from gencraft.models import decode as D
 from gencraft.models import linear as L
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.tokenize import train_tokenizer
@@ -20,7 +22,7 @@ def test_fast_path_matches_f_linear(dtype, tol, shape):
     lin = L.Linear(48, 80, bias=True).to(dtype)
     x = torch.randn(*shape).to(dtype)
     ref = F.linear(x, lin.weight, lin.bias)
-    with L.cpu_inference(lin), torch.inference_mode():
+    with D.session(lin), torch.inference_mode():
         got = lin(x)
     assert got.shape == ref.shape and got.dtype == ref.dtype
     if dtype == torch.bfloat16:  # oneDNN may round differently from ATen's bf16 linear: within bf16's step
@@ -35,34 +37,58 @@ def test_weight_updates_are_seen():
     x = torch.ones(1, 8)
     for dtype in (torch.float32, torch.bfloat16):
         lin, x = lin.to(dtype), x.to(dtype)
-        with L.cpu_inference(lin), torch.inference_mode():
+        with D.session(lin), torch.inference_mode():
             first = lin(x).clone()
         with torch.no_grad():
             lin.weight.mul_(2)
-        with L.cpu_inference(lin), torch.inference_mode():
+        with D.session(lin), torch.inference_mode():
             torch.testing.assert_close(lin(x), 2 * first)
         lin.weight = nn.Parameter(torch.zeros(4, 8, dtype=dtype))
-        with L.cpu_inference(lin), torch.inference_mode():
+        with D.session(lin), torch.inference_mode():
             assert lin(x).abs().sum() == 0
 
 
 def test_training_is_untouched():
     lin = L.Linear(8, 4)
-    with L.cpu_inference(lin):
+    with D.session(lin):
         y = lin(torch.randn(2, 8)).sum()  # grad enabled: plain F.linear, autograd works
     y.backward()
     assert lin.weight.grad is not None
 
 
-def test_threads_restored():
+def test_threads_set_on_the_decoding_thread_only():
+    """A session runs torch's ops on one thread on the thread that entered it (re-entrant), restores
+    the count on exit, and leaves other threads and the default of new threads alone."""
+    import threading
+
     m = L.Linear(4, 4)
+    torch.set_num_threads(2)  # (the one_thread fixture restores the suite's setting)
     before = torch.get_num_threads()
-    with L.cpu_inference(m):
+    seen: dict[str, int] = {}
+    inside, done = threading.Event(), threading.Event()
+
+    def other() -> None:
+        torch.get_num_threads()
+        inside.wait(10)
+        seen["other"] = torch.get_num_threads()
+        done.set()
+
+    t = threading.Thread(target=other)
+    t.start()
+    with D.session(m):
         assert torch.get_num_threads() == 1
-        with L.cpu_inference(m):  # re-entrant
+        with D.session(m):  # re-entrant
             assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
+        assert torch.get_num_threads() == 1 and D.active() is D.session(m)
+        inside.set()
+        done.wait(10)
+        fresh: list[int] = []
+        th = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        th.start()
+        th.join()
+    t.join()
+    assert torch.get_num_threads() == before and D.active() is None
+    assert seen["other"] == before and fresh == [before]
 
 
 def test_use_fast_linear_swaps_only_plain_linears():
@@ -82,15 +108,16 @@ def test_greedy_tokens_same_with_and_without_fast_path(monkeypatch):
     cfg = GenerationConfig(max_new_tokens=40, temperature=0, stop_at_eos=False)
     prompts = ["the quick", "lazy"]
     fast = [r[0].token_ids for r in generate(model, tok, prompts, cfg)]
-    monkeypatch.setattr(L, "FAST_PATH", False)
-    plain = [r[0].token_ids for r in generate(model, tok, prompts, cfg)]
+    with D.DecodeSession(model, fast_linear=False, native=False):  # an explicit session: the engine uses it
+        plain = [r[0].token_ids for r in generate(model, tok, prompts, cfg)]
     assert fast == plain
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_model_that_has_decoded_copies_and_pickles(dtype):
-    """The fast path's derived weights (oneDNN's packed copy: a short prompt, bf16; numpy views)
-    stay behind when the model is copied or pickled whole, and the copy decodes the same tokens."""
+    """The fast path's derived weights (oneDNN's packed copy: a short prompt, bf16; numpy views) are
+    the decode session's, never the modules': a model that has decoded copies and saves whole, and
+    the copy (a session of its own) decodes the same tokens."""
     import copy
     import io
 
@@ -99,12 +126,13 @@ def test_a_model_that_has_decoded_copies_and_pickles(dtype):
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=tok.vocab_size, block_size=64)).eval().to(dtype)
     cfg = GenerationConfig(max_new_tokens=12, temperature=0, stop_at_eos=False)
     first = generate(model, tok, ["the quick", "lazy"], cfg)  # batched rows: oneDNN's packed weights
-    assert any(k.startswith("_gencraft_") for mod in model.modules() for k in mod.__dict__)
+    assert D.session(model)._derived and not any(k.startswith("_gencraft") for mod in model.modules()
+                                                 for k in mod.__dict__)
     twin = copy.deepcopy(model)
-    assert not any(k.startswith("_gencraft_") and v is not None for mod in twin.modules() for k, v in mod.__dict__.items())
+    assert D.session(twin) is not D.session(model)
     assert [r[0].token_ids for r in generate(twin, tok, ["the quick", "lazy"], cfg)] == [r[0].token_ids for r in first]
     buf = io.BytesIO()
-    torch.save(model, buf)  # writing only: the packed oneDNN tensor cannot be pickled, so it must stay behind
+    torch.save(model, buf)  # writing only (a packed oneDNN tensor could not be pickled)
     assert buf.tell() > 0
 
 
@@ -129,8 +157,8 @@ class _FakeClock:
                                           ({1: 2e-4, 2: 4e-3}, 1)])  # other core busy: split stalls
 def test_thread_tuner_settles_on_the_faster_setting(monkeypatch, cost, winner):
     clock = _FakeClock(cost)
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock.now)
-    tuner = L.ThreadTuner(2, clock.set_threads)
+    monkeypatch.setattr(D.time, "perf_counter", lambda: clock.now)
+    tuner = D.ThreadTuner(2, clock.set_threads)
     for _ in range(20_000):
         tuner.run(1 << 20, clock.matmul)
     assert tuner.mode == winner
@@ -142,8 +170,8 @@ def test_thread_tuner_settles_on_the_faster_setting(monkeypatch, cost, winner):
 
 def test_thread_tuner_follows_a_change(monkeypatch):
     clock = _FakeClock({1: 2e-4, 2: 1e-4})
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock.now)
-    tuner = L.ThreadTuner(2, clock.set_threads)
+    monkeypatch.setattr(D.time, "perf_counter", lambda: clock.now)
+    tuner = D.ThreadTuner(2, clock.set_threads)
     for _ in range(5_000):
         tuner.run(1 << 20, clock.matmul)
     assert tuner.mode == 2
@@ -159,7 +187,7 @@ def test_thread_tuner_follows_a_change(monkeypatch):
 
 def test_fixed_threads_never_probe(monkeypatch):
     clock = _FakeClock({1: 2e-4, 2: 1e-4})
-    tuner = L.ThreadTuner(2, clock.set_threads, fixed=1)
+    tuner = D.ThreadTuner(2, clock.set_threads, fixed=1)
     for _ in range(1000):
         tuner.run(1 << 20, clock.matmul)
     assert clock.calls == {1: 1000, 2: 0}
@@ -178,43 +206,74 @@ def test_hf_gpt2_conv1d_gets_the_fast_path(monkeypatch):
     conv = hf.transformer.h[0].attn.c_attn
     assert type(conv).__name__ == "FastConv1D" and set(hf.state_dict()) == keys
     calls = []
-    blas = L._blas_linear
-    monkeypatch.setattr(L, "_blas_linear", lambda *a, **k: calls.append(k.get("out_in", True)) or blas(*a, **k))
-    with L.cpu_inference(hf), torch.inference_mode():
+    blas = D.DecodeSession._blas
+    monkeypatch.setattr(D.DecodeSession, "_blas", lambda self, m, x, w, b, out_in: calls.append(out_in)
+                        or blas(self, m, x, w, b, out_in))
+    with D.session(hf), torch.inference_mode():
         got = hf(x).logits
     torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
     assert calls.count(False) == 4  # c_attn, c_proj, c_fc, mlp.c_proj (Conv1D, weights [in, out])
 
 
-@pytest.mark.parametrize("env, applied, policy, spin", [
-    ({}, "True", "None", "300000"),  # a decode-only process: libgomp's bounded spinning
-    ({"OMP_WAIT_POLICY": "ACTIVE"}, "False", "ACTIVE", "None"),  # the user's setting wins
-    ({"GOMP_SPINCOUNT": "1000"}, "False", "None", "1000"),
-])
-def test_decode_only_processes_spin_briefly_unless_told_otherwise(env, applied, policy, spin):
+def test_importing_gencraft_leaves_the_environment_alone():
+    import json
     import os
     import subprocess
     import sys
 
-    code = ("import gencraft, os\n"
-            "before = os.environ.get('OMP_WAIT_POLICY')\n"
-            "ok = gencraft.prefer_spinning_threads()\n"
-            "import torch\n"
-            "late = gencraft.prefer_spinning_threads()\n"
-            "print(before, ok, os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'), late)")
-    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    out = subprocess.run([sys.executable, "-c", code], env=base | env, capture_output=True, text=True, check=True)
-    before, ok, got_policy, got_spin, late = out.stdout.split()
-    assert before == env.get("OMP_WAIT_POLICY", "PASSIVE" if not env else "None")  # training default: PASSIVE
-    assert (ok, got_policy, got_spin, late) == (applied, policy, spin, "False")  # too late once torch is in
+    code = ("import json, os\n"
+            "before = dict(os.environ)\n"
+            "import gencraft, gencraft.generate, gencraft.backends, gencraft.server, gencraft.cli\n"
+            "print(json.dumps([before, dict(os.environ)]))")
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    before, after = json.loads(out.stdout)
+    assert after == before
+
+
+def test_a_process_asks_for_its_thread_policy():
+    """Before torch loads, a process says what it will do (the CLI's generate/serve/train, the
+    bench scripts) and gets that policy, the user's own settings winning; once torch is in, it is
+    too late and nothing changes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import json, os, gencraft
+names = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+out = []
+for kind, env in (("decode", {}), ("train", {}), ("train", {"OMP_WAIT_POLICY": "ACTIVE"}),
+                  ("decode", {"OPENBLAS_THREAD_TIMEOUT": "4"})):
+    for k in names:
+        os.environ.pop(k, None)
+    os.environ.update(env)
+    ok = gencraft.use_thread_policy(kind)
+    out.append([ok] + [os.environ.get(k) for k in names])
+import torch
+before = dict(os.environ)
+out.append([gencraft.use_thread_policy("train"), dict(os.environ) == before])
+print(json.dumps(out))
+"""
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    got = json.loads(subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True,
+                                    check=True).stdout)
+    assert got == [[True, None, "16"], [True, "PASSIVE", None], [True, "ACTIVE", None], [True, None, "4"],
+                   [False, True]]
+    import gencraft
+    from gencraft.errors import UsageError
+
+    with pytest.raises(UsageError, match="kind"):
+        gencraft.use_thread_policy("fast")
 
 
 def test_step_tuner_starts_split_and_probes_cheaply(monkeypatch):
     """The C decode step's tuner (a call = a whole step): on an idle machine it starts on all cores,
     and its probes of one thread stop after two slow steps."""
     clock = _FakeClock({1: 2e-3, 2: 1.2e-3})
-    monkeypatch.setattr(L.time, "perf_counter", lambda: clock.now)
-    tuner = L.ThreadTuner(2, clock.set_threads, window=8, start=2)
+    monkeypatch.setattr(D.time, "perf_counter", lambda: clock.now)
+    tuner = D.ThreadTuner(2, clock.set_threads, window=8, start=2)
     for _ in range(8):
         tuner.run(1 << 20, clock.matmul)
     assert clock.calls == {1: 0, 2: 8}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from gencraft.generate import GenerationConfig, generate
-from gencraft.models import linear, native
+from gencraft.models import decode, native
 from gencraft.models.gpt import GPT, GPTConfig
 
 pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
@@ -32,33 +32,20 @@ def _model(seed: int = 0, **kw) -> GPT:
     return m
 
 
-def _decode(m: GPT, prompt: list[int], steps: int, on: bool, threads: str | None = None) -> list[torch.Tensor]:
+def _decode(m: GPT, prompt: list[int], steps: int, on: bool, threads: int | None = None) -> list[torch.Tensor]:
     """Logits after the prompt and after each of ``steps`` greedy tokens, native step on or off."""
-    old = native.ENABLED, os.environ.get("GENCRAFT_DECODE_THREADS")
-    native.ENABLED = on
-    if threads:
-        os.environ["GENCRAFT_DECODE_THREADS"] = threads
-    linear._tuners.pop("native", None)
-    try:
-        out = []
-        with linear.cpu_inference(m), torch.inference_mode():
-            logits, cache = m.step(torch.tensor([prompt]), m.new_cache(1))
+    out = []
+    with decode.DecodeSession(m, native=on, threads=threads) as session, torch.inference_mode():
+        logits, cache = m.step(torch.tensor([prompt]), m.new_cache(1))
+        out.append(logits)
+        for _ in range(steps):
+            before = cache.length
+            logits, cache = m.step(logits.argmax(-1, keepdim=True), cache)
+            assert cache.length == before + 1
             out.append(logits)
-            for _ in range(steps):
-                before = cache.length
-                logits, cache = m.step(logits.argmax(-1, keepdim=True), cache)
-                assert cache.length == before + 1
-                out.append(logits)
-            if on:
-                assert isinstance(cache.__dict__.get("_native_plan"), native.Plan), "the C step was not used"
-        return out
-    finally:
-        native.ENABLED = old[0]
-        if old[1] is None:
-            os.environ.pop("GENCRAFT_DECODE_THREADS", None)
-        else:
-            os.environ["GENCRAFT_DECODE_THREADS"] = old[1]
-        linear._tuners.pop("native", None)
+        if on:
+            assert isinstance(session._plans.get(cache), native.Plan), "the C step was not used"
+    return out
 
 
 def test_library_builds() -> None:
@@ -85,8 +72,8 @@ def test_native_step_matches_pytorch(kw: dict) -> None:
 
 def test_native_step_same_logits_on_one_or_two_threads() -> None:
     m = _model(n_layer=2, n_head=4, n_embd=256, vocab_size=1000)  # big enough to split rows
-    one = _decode(m, [1, 2, 3], 30, on=True, threads="1")
-    two = _decode(m, [1, 2, 3], 30, on=True, threads="2")
+    one = _decode(m, [1, 2, 3], 30, on=True, threads=1)
+    two = _decode(m, [1, 2, 3], 30, on=True, threads=2)
     for a, b in zip(one, two, strict=True):
         assert torch.equal(a, b)  # each output row is reduced by one thread, in one order
 
@@ -130,32 +117,25 @@ def test_generate_same_text_with_and_without_native_step(tmp_path) -> None:
     tok = train_tokenizer("char", ["the quick brown fox jumps over the lazy dog. " * 20])
     m = _model(vocab_size=tok.vocab_size)
     cfg = GenerationConfig(max_new_tokens=40, temperature=0, stop_at_eos=False)
-    native.ENABLED = False
-    try:
+    topk = GenerationConfig(max_new_tokens=40, top_k=5, seed=3, stop_at_eos=False)
+    with decode.DecodeSession(m, native=False):  # an explicit session: the engine decodes in it
         plain = generate(m, tok, ["the quick"], cfg)[0][0]
-    finally:
-        native.ENABLED = True
+        plain_k = generate(m, tok, ["the quick"], topk)[0][0]
     fast = generate(m, tok, ["the quick"], cfg)[0][0]
     assert fast.token_ids == plain.token_ids and fast.text == plain.text and len(fast.token_ids) == 40
-    topk = GenerationConfig(max_new_tokens=40, top_k=5, seed=3, stop_at_eos=False)
-    native.ENABLED = False
-    try:
-        plain_k = generate(m, tok, ["the quick"], topk)[0][0]
-    finally:
-        native.ENABLED = True
     assert generate(m, tok, ["the quick"], topk)[0][0].token_ids == plain_k.token_ids
 
 
 def test_no_compiler_falls_back_to_pytorch(tmp_path) -> None:
     """No compiler (or GENCRAFT_NATIVE=0): generation still works, in PyTorch."""
     code = (
-        "import torch; from gencraft.models import native, linear; from gencraft.models.gpt import GPT, GPTConfig\n"
+        "import torch; from gencraft.models import native, decode; from gencraft.models.gpt import GPT, GPTConfig\n"
         "assert native.library() is None\n"
         "m = GPT(GPTConfig(vocab_size=50, block_size=16, n_layer=1, n_head=2, n_embd=32)).eval()\n"
-        "with linear.cpu_inference(m), torch.inference_mode():\n"
+        "with decode.session(m) as s, torch.inference_mode():\n"
         "    logits, cache = m.step(torch.tensor([[1, 2]]), m.new_cache(1))\n"
         "    logits, cache = m.step(torch.tensor([[3]]), cache)\n"
-        "assert cache.length == 3 and '_native_plan' not in cache.__dict__\n"
+        "assert cache.length == 3 and not s._plans\n"
         "print('ok')\n"
     )
     for env in ({"CC": "/bin/false", "GENCRAFT_HOME": str(tmp_path)}, {"GENCRAFT_NATIVE": "0"}):
@@ -169,7 +149,7 @@ def test_no_compiler_falls_back_to_pytorch(tmp_path) -> None:
 
 def test_native_step_rejects_a_token_outside_the_vocabulary() -> None:
     m = _model()
-    with linear.cpu_inference(m), torch.inference_mode():
+    with decode.session(m), torch.inference_mode():
         _, cache = m.step(torch.tensor([[1, 2]]), m.new_cache(1))
         with pytest.raises(ValueError, match="outside the vocabulary"):
             m.step(torch.tensor([[m.config.vocab_size]]), cache)
@@ -183,7 +163,7 @@ def test_busy_machine_seen_through_another_process() -> None:
         import time
 
         time.sleep(0.3)
-        assert any(linear._other_process_running() for _ in range(20))
+        assert any(decode._other_process_running() for _ in range(20))
     finally:
         busy.kill()
         busy.wait()
@@ -223,9 +203,11 @@ def test_huge_page_weights_keep_the_model(monkeypatch) -> None:
     before = _decode(m, prompt, 8, on=False)
     ptrs = {n: p.data_ptr() for n, p in m.named_parameters()}
     huge = "[madvise]" in native.THP_MODE.read_text() if native.THP_MODE.exists() else False
-    m.__dict__.pop("_gencraft_huge", None)
-    assert native.huge_page_weights(m) is huge
-    assert native.huge_page_weights(m) is huge  # once per model
+    session = decode.DecodeSession(m)
+    assert session.huge_pages(m) is huge
+    moved = {n: p.data_ptr() for n, p in m.named_parameters()}
+    assert session.huge_pages(m) is huge  # once per set of weights
+    assert {n: p.data_ptr() for n, p in m.named_parameters()} == moved
     if not huge:
         pytest.skip("this kernel gives no huge pages on request (transparent_hugepage not in madvise mode)")
     assert all(p.data_ptr() != ptrs[n] for n, p in m.named_parameters())
@@ -233,9 +215,9 @@ def test_huge_page_weights_keep_the_model(monkeypatch) -> None:
     for a, b in zip(before, _decode(m, prompt, 8, on=False), strict=True):
         assert torch.equal(a, b)
     assert [int(x.argmax()) for x in _decode(m, prompt, 8, on=True)] == [int(x.argmax()) for x in before]
-    twin = copy.deepcopy(m)  # carries the mark along, with weights of its own: judged afresh
+    twin = copy.deepcopy(m)  # weights of its own, a session of its own: judged afresh
     assert twin.wte.weight.data_ptr() != m.wte.weight.data_ptr()
-    assert native.huge_page_weights(twin) is True
+    assert decode.DecodeSession(twin).huge_pages(twin) is True
     assert torch.equal(twin.wte.weight, m.wte.weight) and twin.lm_head.weight is twin.wte.weight
     m.train()
     _, loss = m(torch.tensor([prompt]), torch.tensor([prompt[1:] + [0]]))

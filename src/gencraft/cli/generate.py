@@ -78,7 +78,7 @@ def generate_cmd(
     """Generate text from a trained run or a local Hugging Face model."""
     import gencraft
 
-    gencraft.prefer_spinning_threads()  # a decode-only process: before torch loads
+    gencraft.use_thread_policy("decode")  # before torch loads
     import torch
 
     from gencraft import guard

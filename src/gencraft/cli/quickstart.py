@@ -31,6 +31,9 @@ def quickstart(
     seed: int = typer.Option(0, "--seed", help="Seed for data split, training and sampling."),
 ) -> None:
     """Prepare the bundled sample corpus, train a small GPT on it, and print samples."""
+    import gencraft
+
+    gencraft.use_thread_policy("train")  # mostly training; before torch loads
     from gencraft.backends import load
     from gencraft.data import prepare
     from gencraft.guard.copies import index_run

@@ -30,6 +30,9 @@ def serve_cmd(
     max_upload_mb: float = typer.Option(256, "--max-upload-mb", help="Largest uploaded file (or unpacked archive), MB."),
 ) -> None:
     """Serve every run (and --model hf:PATH) over an OpenAI-compatible API with the web studio at /."""
+    import gencraft
+
+    gencraft.use_thread_policy("decode")  # the server decodes (its jobs run in worker processes of their own)
     import uvicorn
 
     from gencraft.server import ServerConfig, create_app

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import typer
 from rich.console import Console
@@ -25,10 +24,9 @@ def train_cmd(
     part: str = typer.Option(None, "--part", help="--model tts: acoustic, vocoder or both (default)."),
 ) -> None:
     """Train a language model (GPT, LSTM, text VAE) or a voice (tts) on a prepared dataset."""
-    # OpenMP threads that spin while waiting collapse throughput when the CPU is shared (measured:
-    # 2 threads ~10x slower than 1 under load); sleeping waiters do not. Only takes effect when
-    # torch is not imported yet (the CLI imports it lazily); the user's own setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import gencraft
+
+    gencraft.use_thread_policy("train")  # before torch loads (the CLI imports it lazily)
     from gencraft.guard.copies import index_run
     from gencraft.train.loop import train
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
 from gencraft.generate.engine import Decoder, Prompt, encode_prompts
-from gencraft.models.linear import cpu_inference
+from gencraft.models import decode
 
 
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: GenerationConfig | None = None
@@ -30,7 +30,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: Gene
     cfg.validate()
     if cfg.num_beams > 1:
         from gencraft.generate.beam import beam_search
-        with cpu_inference(model):
+        with decode.session(model):
             return [beam_search(model, tokenizer, ids, cfg) for ids in encode_prompts(tokenizer, prompts)]
     return Decoder(model, tokenizer, prompts, cfg).run()
 

@@ -79,7 +79,7 @@ def prefill(model: Any, ids: torch.Tensor, limit: int | None, max_len: int | Non
     if seed is None:
         return _prefill(model, window, n_pad, max_len)
     # the CPU generator only (fork_rng saves no other): torch.manual_seed also queues a seed for
-    # every accelerator backend, ~0.7 ms of a 17 ms time to first token (13.8M, profiled)
+    # every accelerator backend, a noticeable share of the time to first token (docs/performance.md)
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         return _prefill(model, window, n_pad, max_len)
@@ -319,18 +319,17 @@ def pick(scores: torch.Tensor, sampling: bool, top_k: int, samplers: Sequence[An
 def sample(samplers: Sequence[Any], probs: torch.Tensor, ids: Callable[[], torch.Tensor],
            tokens: torch.Tensor | None) -> torch.Tensor:
     """Each row's column chosen by its sampler; rows grouped by sampler class (one call each)."""
-    classes: dict[type, list[int]] = {}
-    for b, s in enumerate(samplers):
-        classes.setdefault(type(s), []).append(b)
-
     def context(cls: type, rows: list[int] | None) -> torch.Tensor:
         if not getattr(cls, "reads_ids", True):
             return probs.new_empty((len(samplers) if rows is None else len(rows), 0), dtype=torch.long)
         return ids() if rows is None else ids()[rows]
 
-    if len(classes) == 1:
-        cls = type(samplers[0])
-        return cls.sample(samplers, probs, context(cls, None), tokens)
+    first = type(samplers[0])
+    if all(type(s) is first for s in samplers):  # the usual case: one class, one call
+        return first.sample(samplers, probs, context(first, None), tokens)
+    classes: dict[type, list[int]] = {}
+    for b, s in enumerate(samplers):
+        classes.setdefault(type(s), []).append(b)
     out = torch.empty(len(samplers), dtype=torch.long, device=probs.device)
     for cls, rows in classes.items():
         sel = torch.tensor(rows, device=probs.device)

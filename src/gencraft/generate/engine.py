@@ -27,7 +27,7 @@ from gencraft.generate import core
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
 from gencraft.generate.processors import vocab_bytes
 from gencraft.generate.text import TextTracker
-from gencraft.models.linear import cpu_inference
+from gencraft.models import decode
 
 Prompt = str | Sequence[int]
 
@@ -104,7 +104,7 @@ class Decoder:
 
     def deltas(self) -> Iterator[tuple[int, str]]:
         """Yield ``(row, text delta)`` as tokens come; row = prompt index * n + sample index."""
-        with cpu_inference(self.model):
+        with decode.session(self.model):  # CPU decode tuning (threads, fast products, the C step)
             yield from self._deltas()
 
     def _deltas(self) -> Iterator[tuple[int, str]]:

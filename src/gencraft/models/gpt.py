@@ -15,8 +15,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from gencraft.models import native
-from gencraft.models.linear import Linear, tuned
+from gencraft.models import decode
+from gencraft.models.linear import Linear
 
 
 @dataclass
@@ -113,8 +113,6 @@ def _diagonal(T: int, start: int, end: int, device: torch.device) -> torch.Tenso
 
 
 class CausalSelfAttention(nn.Module):
-    fast_decode = True  # the one-position hot path below (bench/generate.py measures what it buys)
-
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0, "n_embd must be a multiple of n_head"
@@ -126,7 +124,7 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         B, T, C = x.shape
-        if cache is not None and T == 1 and self.fast_decode:
+        if cache is not None and T == 1:  # decoding: the one-position path
             return self._decode_one(x, cache, layer)
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
@@ -161,7 +159,7 @@ class CausalSelfAttention(nn.Module):
         q, k, v = qkv[:, 0], cache.k[layer, :, :, lo:pos + 1], cache.v[layer, :, :, lo:pos + 1]
         if q.dtype == torch.float32 and cache.pad is None:
             y = F.scaled_dot_product_attention(q, k, v)
-        else:  # ATen's CPU flash kernel takes ~4x longer than this for one bf16 query, ~5x with a mask
+        else:  # ATen's CPU flash kernel is several times slower for one bf16 or masked query (docs/performance.md)
             pad = None if cache.pad is None else cache.pad[:, None, None, lo:pos + 1]
 
             def attend() -> torch.Tensor:
@@ -171,7 +169,7 @@ class CausalSelfAttention(nn.Module):
                 return att.softmax(-1).to(v.dtype) @ v
 
             # a batch's attention reads megabytes of cache: worth both cores when they are free
-            y = tuned("attention", 2 * k.numel() * k.element_size(), attend)
+            y = decode.tuned("attention", 2 * k.numel() * k.element_size(), attend)
         return mods["c_proj"].forward(y.reshape(B, 1, C))
 
 
@@ -282,9 +280,10 @@ class GPT(nn.Module):
             cache = self.new_cache(B)
         if cache.length + T > cache.max_len:
             raise ValueError(f"KV cache full: {cache.length} + {T} > {cache.max_len}")
-        if T == 1 and CausalSelfAttention.fast_decode and not self.training:  # decoding: one position
-            if B == 1 and cache.offset is None:  # one sequence on the CPU: the C step, when it is built
-                logits = native.gpt_step(self, token_ids, cache)
+        if T == 1 and not self.training:  # decoding: one position
+            session = decode.active()
+            if session is not None and B == 1 and cache.offset is None:  # one sequence: the C step, when built
+                logits = session.native_step(self, token_ids, cache)
                 if logits is not None:
                     return logits, cache
             if cache.offset is None:
@@ -308,11 +307,11 @@ class GPT(nn.Module):
         """:meth:`step` for one new position per row: the blocks' math with plain calls.
 
         The same computation as ``Block.forward``; it skips ``nn.Module.__call__`` (hooks, dispatch),
-        which at a few microseconds per call was ~10% of a small model's decode step.
+        which costs a few microseconds per call (docs/performance.md).
         """
         lo = 0 if cache.offset is None else int(cache.offset.min())  # the padding every row has
-        # submodules and parameters read from their dicts, not through nn.Module.__getattr__ (~0.4 us
-        # a lookup, ~150 lookups a step): always the current ones, just without the slow path
+        # submodules and parameters read from their dicts, not through nn.Module.__getattr__ (slow, and
+        # ~150 lookups a step: docs/performance.md): always the current ones, just without the slow path
         for i, block in enumerate(self.h):
             mods = block._modules
             ln_1, ln_2, mlp = mods["ln_1"], mods["ln_2"], mods["mlp"]

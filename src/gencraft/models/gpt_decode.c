@@ -2,8 +2,8 @@
  *
  * Batch-1 decoding reads every weight once per token, so a step is bound by how fast the CPU
  * streams the weights from memory. In PyTorch the step is ~50 small ops around the matmuls, each
- * a few microseconds of dispatch; at 13.8M parameters those took ~40% of the step, and no BLAS
- * matrix-vector product streams at the machine's full read bandwidth. This file does the whole
+ * a few microseconds of dispatch (a large share of a small model's step), and no BLAS
+ * matrix-vector product streams at the machine's full read bandwidth (docs/performance.md). This file does the whole
  * step (embedding, every block, final norm, output layer) as a few passes over the weights, split
  * over the cores by a small thread pool of its own, and reads the model's tensors in place (the
  * caller passes their addresses; nothing is copied or re-packed).
@@ -130,9 +130,8 @@ static inline float weight_at(const void *w, int bf16, long i) {
 
 /* One weight row (or cached key) at a time, with x: the products read each thread's rows as one
    sequential stream. Reading several rows side by side (4 or 8 streams, ld apart) was the earlier
-   kernel; on a Zen 4 VM it read at half the rate of one stream (124M shapes, one core: float32 768
-   columns 12-15 vs 23-28 GB/s, bfloat16 9.5-11 vs 20-21 GB/s, the same as a plain sum of the
-   buffer); four accumulators keep the multiply-adds off one dependency chain. */
+   kernel, and read at half the rate of one stream (docs/performance.md); four accumulators keep
+   the multiply-adds off one dependency chain. */
 static inline float row_dot(const void *row, int bf16, const float *x, int n) {
     f32x16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
     int i = 0;
@@ -153,8 +152,7 @@ static inline float row_dot(const void *row, int bf16, const float *x, int n) {
 /* With AVX512-BF16 (vdpbf16ps: 32 products of bfloat16 pairs summed into 16 float32 lanes in one
    instruction) the input goes to bfloat16 too, as the PyTorch bf16 path's activations are, and a
    step is bound by memory again: the widening kernel (below, for CPUs without it) needs ~4
-   instructions per 32 weights and was compute-bound (measured, 124M shapes, two cores: 74.5 vs
-   48.0 GB/s). */
+   instructions per 32 weights and was compute-bound (docs/performance.md). */
 #define HAVE_DPBF16 1
 static inline __m512 dp32(__m512 a, const uint16_t *w, const uint16_t *x) {
     return _mm512_dpbf16_ps(a, (__m512bh)_mm512_loadu_si512((const void *)w),
@@ -176,7 +174,7 @@ static float row_dot_bf16_dp(const uint16_t *w, const uint16_t *xb, int n) {
 #define HAVE_DPBF16 0
 /* One bfloat16 row, n a multiple of 32, against x2: x reordered by pairs (x2 = pair_order(x)). A
    32-bit word holds two weights; ``u << 16`` is the even one as a float32, ``u & 0xffff0000`` the
-   odd one, which saves widening every 16 weights (measured: 44 vs 37 GB/s on two cores). */
+   odd one, which saves widening every 16 weights (faster: docs/performance.md). */
 typedef int32_t i32x16u __attribute__((vector_size(64), aligned(4)));
 
 static inline f32x16 pairs32(f32x16 a, const uint16_t *w, const float *x2) {
@@ -218,7 +216,7 @@ static void layer_norm(const float *x, const float *w, const float *b, float eps
  * a function run by every thread of the job with its thread index; the work inside it is handed
  * out in chunks from an atomic counter, so a thread that is late (descheduled) takes fewer chunks.
  * Between jobs the workers spin for SPIN_NS, then sleep on a condition variable: a decode step's
- * jobs follow each other within microseconds, and waking a sleeping thread costs ~50 us here.
+ * jobs follow each other within microseconds, and waking a sleeping thread costs far more.
  */
 #define MAX_THREADS 16
 #define SPIN_NS 300000L /* 0.3 ms: longer than the gap between two decode steps */

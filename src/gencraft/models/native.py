@@ -1,18 +1,23 @@
-"""The GPT's batch-1 decode step in C (``gpt_decode.c``), built on first use, with a PyTorch fallback.
+"""The GPT's batch-1 decode step in C (``gpt_decode.c``): building it, and what a step hands it.
 
-``GPT.step`` hands a one-sequence, one-token step here while decoding inside
-:func:`gencraft.models.linear.cpu_inference`; everything else (prompts, batches, padding, training,
-GPUs) stays in PyTorch. The C step reads the model's parameters and the KV cache in place, so
-prefill in PyTorch and decoding in C share one cache.
+``GPT.step`` hands a one-sequence, one-token step to the active decode session
+(:meth:`gencraft.models.decode.DecodeSession.native_step`), which keeps a :class:`Plan` per KV cache
+and calls :func:`run`; everything else (prompts, batches, padding, training, GPUs) stays in
+PyTorch. The C step reads the model's parameters and the KV cache in place, so prefill in PyTorch
+and decoding in C share one cache.
 
 The library is compiled once per machine with the system C compiler (``cc``, or ``$CC``) into
 ``GENCRAFT_HOME/cache/native`` (:func:`gencraft.paths.home`), named by a digest of the source, the
-compiler flags and the CPU's feature flags, and written atomically (about a second). No compiler, a failed build
-or ``GENCRAFT_NATIVE=0``: decoding stays on the PyTorch path (one log line says why).
+compiler flags and the CPU's feature flags, and written atomically (about a second). No compiler, a
+failed build or ``GENCRAFT_NATIVE=0`` (the one switch, for users): decoding stays on the PyTorch
+path (one log line says why).
 
-Threads: the C step splits its matrix products over its own small pool; whether one thread or all
-cores is faster right now is measured by a :class:`~gencraft.models.linear.ThreadTuner` per step
-(a product split over a core that another process holds waits for it).
+Threads: the C step splits its matrix products over its own small pool; the session's ``native``
+tuner measures per step whether one thread or all cores is faster right now.
+
+To extend (e.g. int8 weights): a new weight type is a new value of the ``dims`` flags the C code
+reads, set in :class:`Plan` from the model's parameters; :func:`supports` says which models and
+caches the step takes.
 """
 
 from __future__ import annotations
@@ -32,22 +37,19 @@ from typing import Any
 
 import torch
 
-from gencraft.models import linear
-
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("gpt_decode.c")
 CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 HEAD_PTRS, LAYER_PTRS = 8, 12  # gc_gpt_decode's pointer layout (see gpt_decode.c)
 
-ENABLED = True  # off: the PyTorch decode path (bench/generate.py's A/B)
 _lock = threading.Lock()
-_lib: Any = None
+_lib: Any = None  # the loaded library (a process resource: built and loaded once)
 _tried = False
-_threads = 1  # set by the tuner
 
 
 def enabled() -> bool:
+    """``GENCRAFT_NATIVE`` (default on): 0, false, no or off keeps decoding in PyTorch."""
     return os.environ.get("GENCRAFT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
 
 
@@ -122,11 +124,6 @@ def library() -> Any:
     return _lib
 
 
-def _set_threads(n: int) -> None:
-    global _threads
-    _threads = n
-
-
 class Plan:
     """What one (model, cache) pair hands the C step: dimensions, and the addresses of the
     parameters and cache buffers (kept alive here, with float32 copies of the small vectors)."""
@@ -176,31 +173,24 @@ class Plan:
 
 THP_MODE = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGE = 2 << 20
-HUGE_MIN = 128 << 20  # below this the gain does not pay for the copy (13.8M float32, 55 MB: ~2% a
-# step for a 0.12 s copy, worth it after ~4,000 tokens)
+HUGE_MIN = 128 << 20  # below this the gain does not pay for the copy (docs/performance.md)
 
 
 def huge_page_weights(model: Any) -> bool:
     """Move ``model``'s parameters into one buffer backed by 2 MiB pages; True if it did.
 
-    A decode step streams every weight once; in 4 KiB pages that is a TLB miss every 4 KiB (124M
-    float32: 120,000 per step), in 2 MiB pages one every 2 MiB. Linux gives anonymous memory huge
-    pages only where asked (``transparent_hugepage`` in ``madvise`` mode, the default, and here):
-    PyTorch's allocator does not ask, so the weights are copied once into a mapping that does (124M
-    bf16 step, same process, alternating: p50 7.3-8.7 vs 7.9-9.5 ms; float32 12.2-17.4 vs 13.0-21.1
-    ms). The copy is paid once, at the model's first decode step: 0.04-0.9 s at 124M (the kernel
-    may have to compact memory to find free 2 MiB pages the first time). Parameters keep their
+    A decode step streams every weight once; in 4 KiB pages that is a TLB miss every 4 KiB, in 2 MiB
+    pages one every 2 MiB. Linux gives anonymous memory huge pages only where asked
+    (``transparent_hugepage`` in ``madvise`` mode, the default): PyTorch's allocator does not ask, so
+    the weights are copied once into a mapping that does (docs/performance.md has the gain). The
+    copy is paid once, at the model's first decode step (the kernel may have to compact memory to
+    find free 2 MiB pages the first time). Parameters keep their
     identity (``.data`` is swapped, values equal), so optimizers, state dicts and the PyTorch path
     see no change. Skipped below ``HUGE_MIN`` bytes, for models in training (gradients held,
-    ``train()`` mode), and where the kernel will not give huge pages on request.
+    ``train()`` mode), and where the kernel will not give huge pages on request. The decode session
+    calls it once per set of weights (:meth:`~gencraft.models.decode.DecodeSession.huge_pages`).
     """
     params = list(model.parameters())
-    # judged once per set of weights: a copy of the model (deepcopy, .to(dtype)) carries this mark
-    # along with tensors of its own, so the mark names the weights it was made for
-    key = params[0].data_ptr() if params else 0
-    hit = model.__dict__.get("_gencraft_huge")
-    if hit is not None and hit[0] == key:
-        return hit[1]
     done = False
     nbytes = sum(-(-p.numel() * p.element_size() // 64) * 64 for p in params)
     try:
@@ -226,7 +216,6 @@ def huge_page_weights(model: Any) -> bool:
                     p.data = t
                     off += -(-n // 64) * 64
             done = True
-    model.__dict__["_gencraft_huge"] = (params[0].data_ptr() if params else 0, done)
     return done
 
 
@@ -239,40 +228,11 @@ def supports(model: Any, cache: Any) -> bool:
             and model.config.n_embd % model.config.n_head == 0)
 
 
-def gpt_step(model: Any, token_ids: torch.Tensor, cache: Any) -> torch.Tensor | None:
-    """Logits ``[1, V]`` for one token after ``cache`` (advancing it), or None to take the PyTorch path."""
-    if not (ENABLED and linear._users and linear.FAST_PATH) or torch.is_grad_enabled():
-        return None
-    lib = library()
-    if lib is None:
-        return None
-    plan = cache.__dict__.get("_native_plan")  # built once per (cache, model): a generation
-    if plan is False:  # this cache was found unsuitable
-        return None
-    if plan is None or plan.model_id != id(model) or plan.k is not cache.k or plan.v is not cache.v:
-        try:
-            if not supports(model, cache):
-                raise ValueError("not a one-row float32/bfloat16 CPU cache without padding")
-            huge_page_weights(model)
-            plan = Plan(model, cache)
-        except ValueError as e:
-            log.info("native decode step not used (%s)", e)
-            plan = False
-        cache.__dict__["_native_plan"] = plan
-        if plan is False:
-            return None
-    logits = torch.empty(1, plan.vocab, dtype=torch.float32)
-    token, pos = int(token_ids[0, 0]), cache.length
-
-    def run() -> int:
-        return lib.gc_gpt_decode(plan.dims.data_ptr(), plan.ptrs.data_ptr(), plan.eps, token, pos,
-                                 _threads, logits.data_ptr())
-
-    if not linear.tuned("native", plan.nbytes, run, setter=_set_threads):
-        raise ValueError(f"token id {token} is outside the vocabulary (0..{plan.vocab - 1}) "
-                         f"or position {pos} is beyond the model's context")
-    cache.length += 1
-    return logits
+def run(lib: Any, plan: Plan, token: int, pos: int, threads: int, logits: torch.Tensor) -> bool:
+    """One C step: ``token`` at position ``pos`` into ``plan``'s cache, its logits into ``logits``
+    (``[1, V]`` float32) on ``threads`` threads; False when the token or position is out of range."""
+    return bool(lib.gc_gpt_decode(plan.dims.data_ptr(), plan.ptrs.data_ptr(), plan.eps, token, pos, threads,
+                                  logits.data_ptr()))
 
 
 def bf16_input() -> bool:

@@ -44,8 +44,8 @@ from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLo
 from gencraft.generate.engine import pad_left
 from gencraft.generate.processors import vocab_bytes
 from gencraft.generate.text import TextTracker
+from gencraft.models import decode
 from gencraft.models.gpt import KVCache
-from gencraft.models.linear import cpu_inference
 from gencraft.server.errors import Overloaded, QueueFull
 
 log = logging.getLogger("gencraft.server")
@@ -181,6 +181,7 @@ class Scheduler:
         self.continuous = continuous  # False: one request at a time (the baseline the bench compares to)
         self.on_tokens = on_tokens
         self.device = core.model_device(self.model)
+        self.session = decode.session(self.model)  # CPU decode tuning, entered around each step
         self.limit: int | None = getattr(self.model, "max_context", None)
         self.vocab = _vocab_size(self.model, self.tokenizer)
         self.table = vocab_bytes(self.tokenizer, self.vocab)
@@ -276,7 +277,7 @@ class Scheduler:
                     return
                 new = self._take(_live(active), cache)
             try:
-                with cpu_inference(self.model), torch.inference_mode():
+                with self.session, torch.inference_mode():
                     cache, logits, active = self._work(active, new, cache, logits)
             except Exception as e:  # a bug or OOM: fail the requests in flight, keep serving
                 log.exception("scheduler step failed; failing %d sequences", len(active) + len(new))
