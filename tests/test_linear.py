@@ -223,7 +223,7 @@ def test_importing_gencraft_leaves_the_environment_alone():
 
     code = ("import json, os\n"
             "before = dict(os.environ)\n"
-            "import gencraft, gencraft.generate, gencraft.backends, gencraft.server, gencraft.cli\n"
+            "import gencraft, gencraft.cli, gencraft.generate, gencraft.backends\n"
             "print(json.dumps([before, dict(os.environ)]))")
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
