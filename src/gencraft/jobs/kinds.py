@@ -324,17 +324,22 @@ def _checkpoint_step(path: Path) -> int | None:
 
 
 def _run_train(p: TrainParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.guard.copies import index_run
     from gencraft.train.loop import train
 
     out = run_dir(ctx.home, p.out)
     resume = _checkpoint_step(out) is not None
-    if resume:
-        ctx.say(f"resuming {p.out} from step {_checkpoint_step(out)}")
+    ctx.say(f"resuming {p.out} from step {_checkpoint_step(out)}" if resume else
+            f"training {p.model} ({p.preset}) on {p.dataset} into run {p.out}")
     path = train(dataset_dir(ctx.home, p.dataset), model=p.model, preset=p.preset, out=out,
                  overrides=[] if resume else _overrides(p.set), resume=resume, max_time=p.max_time,
                  seed=p.seed, progress=False)
+    index_run(path, ctx.say)  # as the train command does: generations can be checked for copies
     info = json.loads((path / "gencraft.json").read_text(encoding="utf-8"))
-    return {"run": path.name, "metrics": info.get("metrics", {})}
+    m = info.get("metrics", {})
+    ctx.say(f"done: step {m.get('step')}, best val loss {m.get('best_val_loss')}"
+            + (f" ({m['stopped']})" if m.get("stopped") else ""))
+    return {"run": path.name, "metrics": m}
 
 
 class ImageTrainParams(Params):
@@ -368,6 +373,8 @@ def _run_train_image(p: ImageTrainParams, ctx: JobContext) -> dict[str, Any]:
 
     out = run_dir(ctx.home, p.out)
     resume = _checkpoint_step(out) is not None
+    ctx.say(f"resuming {p.out} from step {_checkpoint_step(out)}" if resume else
+            f"training {p.model} ({p.preset}) on {p.dataset} into run {p.out}")
     info = train_image(dataset_dir(ctx.home, p.dataset), p.model, out=out, preset=p.preset,
                        overrides=_overrides(p.set) or None, resume=resume, max_time=p.max_time, seed=p.seed,
                        steps=p.steps, overwrite=not resume and ctx.attempt > 1)
