@@ -344,8 +344,10 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     from gencraft.server.kits_api import router as kits_router
     from gencraft.server.library_api import router as library_router
     from gencraft.server.openai_api import router as openai_router
+    from gencraft.server.speech_api import router as speech_router
 
     app.include_router(openai_router)
+    app.include_router(speech_router)
     app.include_router(kits_router)
     app.include_router(library_router)
     app.include_router(jobs_router)

@@ -40,7 +40,7 @@ class ModelEntry:
     def to_openai(self) -> dict[str, Any]:
         return {"id": self.id, "object": "model", "created": self.created, "owned_by": "gencraft",
                 "kind": self.kind, "capabilities": ["images"] if self.is_image else (
-                    ["completions", "chat"] if self.is_text else [])}
+                    ["completions", "chat"] if self.is_text else (["audio.speech"] if self.kind == "tts" else []))}
 
 
 class Catalog:

@@ -11,7 +11,8 @@ checkpoint is kept).
 
 Run directory (docs/architecture.md): ``gencraft.json`` (kind ``tts``), ``model.safetensors``
 (acoustic), ``vocoder.safetensors`` (generator only), ``phonemes.json``, ``data_manifest.json``,
-``metrics.jsonl`` (every record has ``"part"``), ``MODEL_CARD.md`` and ``parts/PART/checkpoints/last``.
+``metrics.jsonl`` + TensorBoard events through the shared :class:`~gencraft.train.metrics.RunLog` (every
+record has ``"part"``; the vocoder's splits are ``vocoder_train``/``vocoder_val``), ``MODEL_CARD.md`` and ``parts/PART/checkpoints/last``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from gencraft import audio
 from gencraft.config import apply_overrides, from_dict, parse_overrides
 from gencraft.data.speech import SpeechDataset, load_speech_dataset
 from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
-from gencraft.io import append_jsonl, now_iso, write_bytes, write_text
+from gencraft.io import now_iso, write_bytes, write_text
 from gencraft.models.tts import PRESETS as TTS_PRESETS
 from gencraft.models.tts import TTS, TTSConfig
 from gencraft.models.vocoder import PRESETS as VOC_PRESETS
@@ -41,6 +42,7 @@ from gencraft.runs import load_weights, new_run_id, read_info, save_weights, wri
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.common import pick_device
 from gencraft.train.config import TrainConfig, check
+from gencraft.train.metrics import RunLog
 from gencraft.train.optim import lr_at, make_optimizer
 
 KIND = "tts"
@@ -336,6 +338,7 @@ def _train_acoustic(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: di
     step, best = state.get("step", 0), state.get("best", math.inf)
     t_before, digest = state.get("train_time_s", 0.0), state.get("digest", "")
     epoch: list[list[int]] = state.get("epoch", [])
+    log = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time or None, time_before=t_before)
     t0 = time.time()
     model.train()
     loss_sum, loss_n = 0.0, 0
@@ -360,10 +363,8 @@ def _train_acoustic(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: di
         loss_sum, loss_n = loss_sum + stats["loss"], loss_n + 1
         now = t_before + time.time() - t0
         if step % tc.log_interval == 0:
-            append_jsonl(run_dir / "metrics.jsonl", {"part": "acoustic", "step": step, "split": "train",
-                                                     **{k: round(v, 5) for k, v in stats.items()},
-                                                     "loss": round(loss_sum / loss_n, 5), "lr": lr,
-                                                     "time_s": round(now, 2)})
+            log.log({"part": "acoustic", "step": step, "split": "train", **{k: round(v, 5) for k, v in stats.items()},
+                     "loss": round(loss_sum / loss_n, 5), "lr": lr, "time_s": round(now, 2)})
             loss_sum, loss_n = 0.0, 0
         out_of_time = bool(tc.max_time) and now >= tc.max_time
         last = step == tc.max_iters or out_of_time
@@ -375,9 +376,8 @@ def _train_acoustic(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: di
             if improved:
                 best = v
                 digest = save_weights(model, run_dir / "model.safetensors")
-            append_jsonl(run_dir / "metrics.jsonl", {"part": "acoustic", "step": step, "split": "val",
-                                                     "loss": round(v, 5), "best": round(best, 5),
-                                                     "time_s": round(now, 2)})
+            log.log({"part": "acoustic", "step": step, "split": "val", "loss": round(v, 5), "best": round(best, 5),
+                     "time_s": round(now, 2)})
             say(f"acoustic step {step}: val loss {v:.4f}{' (best)' if improved else ''}")
             if out_of_time:
                 stopped = f"max_time: {tc.max_time:g} s budget spent"
@@ -390,6 +390,7 @@ def _train_acoustic(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: di
                 **({"stopped": stopped} if stopped else {})}, digest)
             if stopped:
                 break
+    log.close()
 
 
 # ---- the vocoder -----------------------------------------------------------------------------------
@@ -425,6 +426,8 @@ def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dic
     mel_fn = audio.MelSpectrogram().to(dev)
     step, best = state.get("step", 0), state.get("best", math.inf)
     t_before, digest = state.get("train_time_s", 0.0), state.get("digest", "")
+    # the vocoder's records are split "vocoder_train"/"vocoder_val": TensorBoard keeps its curves apart
+    log = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time or None, time_before=t_before)
     t0 = time.time()
     voc.train()
     stopped = None
@@ -464,9 +467,8 @@ def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dic
             raise _diverged(run_dir, "vocoder", step, next(k for k, v in stats.items() if not math.isfinite(v)))
         now = t_before + time.time() - t0
         if step % tc.log_interval == 0:
-            append_jsonl(run_dir / "metrics.jsonl", {"part": "vocoder", "step": step, "split": "train",
-                                                     **{k: round(v, 5) for k, v in stats.items()}, "lr": lr,
-                                                     "time_s": round(now, 2)})
+            log.log({"part": "vocoder", "step": step, "split": "vocoder_train",
+                     **{k: round(v, 5) for k, v in stats.items()}, "lr": lr, "time_s": round(now, 2)})
         out_of_time = bool(tc.max_time) and now >= tc.max_time
         last = step == tc.max_iters or out_of_time
         if step % tc.eval_interval == 0 or last:
@@ -475,9 +477,8 @@ def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dic
             if improved:
                 best = v
                 digest = save_weights(voc.G, run_dir / "vocoder.safetensors")
-            append_jsonl(run_dir / "metrics.jsonl", {"part": "vocoder", "step": step, "split": "val",
-                                                     "mel_l1": round(v, 5), "best": round(best, 5),
-                                                     "time_s": round(now, 2)})
+            log.log({"part": "vocoder", "step": step, "split": "vocoder_val", "mel_l1": round(v, 5),
+                     "best": round(best, 5), "time_s": round(now, 2)})
             say(f"vocoder step {step}: held-out mel L1 {v:.4f}{' (best)' if improved else ''}")
             if out_of_time:
                 stopped = f"max_time: {tc.max_time:g} s budget spent"
@@ -490,6 +491,7 @@ def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dic
                 **({"stopped": stopped} if stopped else {})}, digest)
             if stopped:
                 break
+    log.close()
 
 
 # ---- the run directory -----------------------------------------------------------------------------

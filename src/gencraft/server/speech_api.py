@@ -1,0 +1,131 @@
+"""OpenAI's ``POST /v1/audio/speech``: text -> audio with a trained voice or espeak-ng.
+
+``model`` is a ``tts`` run from ``GET /v1/models`` or ``espeak``. ``voice``: for a run, ``default``, the
+run's name or its speaker's name (a run has one speaker); for ``espeak``, an espeak-ng voice (``en-us``,
+``en+f4``, ``cmn``...) or one of OpenAI's six names, each mapped to a distinct espeak-ng voice.
+``response_format`` ``wav`` (signed manifest in the ``x-gencraft-manifest`` header, base64 JSON),
+``pcm`` (raw 16-bit little-endian mono at 22,050 Hz, streamed sentence by sentence) or ``flac``;
+``speed`` 0.25-4. Every response is watermarked (with keys), and stored in the library.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import threading
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+from pydantic import BaseModel, Field
+
+from gencraft.errors import UsageError
+
+router = APIRouter()
+
+OPENAI_VOICES = {"alloy": "en-us", "echo": "en-us+m3", "fable": "en+m1", "onyx": "en-us+m7", "nova": "en-us+f3",
+                 "shimmer": "en+f4", "ash": "en-us+m2", "coral": "en-us+f2", "sage": "en+f2", "ballad": "en+m4",
+                 "verse": "en-us+m4"}
+MEDIA_TYPES = {"wav": "audio/wav", "pcm": "audio/pcm", "flac": "audio/flac"}
+
+
+class SpeechRequest(BaseModel):
+    model: str = Field(description="A tts run from GET /v1/models, or espeak.")
+    input: str = Field(description="The text to say (at most 100,000 characters).", max_length=100_000)
+    voice: str = Field("default", description="default / the run's speaker, or an espeak-ng or OpenAI voice name.")
+    response_format: Literal["wav", "pcm", "flac", "mp3", "opus", "aac"] = "wav"
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    instructions: str | None = None  # OpenAI's steering text: these voices cannot follow it; ignored
+    stream_format: Literal["audio", "sse"] | None = None
+    seed: int | None = Field(None, ge=0, le=2**62)
+
+
+_voices: dict[str, Any] = {}
+_voices_lock = threading.Lock()
+
+
+def _speaker(gc: Any, model: str, voice: str) -> Any:
+    """The loaded :class:`~gencraft.generate.speech.Speaker` for ``model``/``voice`` (cached per run)."""
+    from gencraft.generate.speech import Speaker
+
+    if model == "espeak":
+        name = OPENAI_VOICES.get(voice, voice)
+        if name in ("default", ""):
+            name = "espeak"
+        spec = name if name == "espeak" else f"espeak:{name}"
+        sp = Speaker.load(spec)
+        sp.sentence("a", 1.0)  # an unknown espeak voice fails here, before anything is sent
+        return sp
+    entry = gc.catalog.entry(model)
+    if entry.kind != "tts":
+        raise UsageError(f"model {model!r} is a {entry.kind} run, not a voice; use a tts run or espeak",
+                         param="model")
+    with _voices_lock:
+        sp = _voices.get(entry.path)
+        if sp is None:
+            sp = _voices[entry.path] = Speaker.load(entry.path)
+    speaker = str(sp.info.get("speaker") or "")
+    if voice not in ("default", model, speaker) and voice.lower() != speaker.lower():
+        raise UsageError(f"voice {voice!r}: model {model!r} speaks only with voice 'default' "
+                         f"(speaker {speaker or 'unnamed'})", param="voice")
+    return sp
+
+
+def _encode(result: Any, fmt: str) -> bytes:
+    from gencraft import audio
+
+    if fmt == "wav":
+        return result.wav_bytes()
+    if fmt == "pcm":
+        return audio.to_pcm16(result.audio).tobytes()
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio.to_pcm16(result.audio), result.sample_rate, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+@router.post("/v1/audio/speech", tags=["openai"], summary="Text to speech (wav, pcm, flac)")
+async def speech(body: SpeechRequest, request: Request) -> Response:
+    """Say ``input`` in a trained voice or with espeak-ng. ``pcm`` streams as each sentence is made."""
+    from gencraft.generate.speech import check_text, speak
+
+    gc = request.app.state.gc
+    if body.response_format not in MEDIA_TYPES:
+        raise UsageError(f"response_format {body.response_format!r}: this server writes wav, pcm or flac",
+                         param="response_format")
+    if body.stream_format == "sse":
+        raise UsageError("stream_format 'sse': not supported; use response_format pcm to stream audio",
+                         param="stream_format")
+    check_text(body.input)
+    sp = await asyncio.to_thread(_speaker, gc, body.model, body.voice)
+    if body.response_format == "pcm" and len(body.input) > 400:  # long text: stream sentence by sentence
+        return StreamingResponse(_pcm_stream(body, sp), media_type=MEDIA_TYPES["pcm"])
+    seed = body.seed if body.seed is not None else 0
+    result = await asyncio.to_thread(speak, body.input, sp, speed=body.speed, seed=seed,
+                                     params={"response_format": body.response_format})
+    data = _encode(result, body.response_format)
+    headers = {"x-gencraft-manifest": base64.b64encode(json.dumps(result.manifest).encode()).decode("ascii"),
+               "x-gencraft-engine": result.engine, "x-gencraft-seconds": f"{result.duration:.3f}"}
+    return Response(data, media_type=MEDIA_TYPES[body.response_format], headers=headers)
+
+
+async def _pcm_stream(body: SpeechRequest, sp: Any):
+    """Raw PCM sentence by sentence, each watermarked; the first sentence is sent while the rest is made."""
+    from gencraft import audio
+    from gencraft.generate.speech import stream_speech
+    from gencraft.guard.audio import embed_audio
+    from gencraft.guard.keys import load_keys
+    from gencraft.guard.watermark import derive_key
+
+    keys = load_keys()
+    key = derive_key(keys.watermark_secret, "audio") if keys is not None else None
+    it = stream_speech(body.input, sp, speed=body.speed)
+    while True:
+        item = await asyncio.to_thread(next, it, None)
+        if item is None:
+            return
+        x = item[1] if key is None else embed_audio(item[1], key)
+        yield audio.to_pcm16(x).tobytes()
