@@ -38,6 +38,8 @@ CHANNELS: dict[str, dict[str, Any]] = {
     "social": {"headline": 70, "description": 280, "cta": 20, "layout": "meta"},       # a post: <= 280
     "facebook": {"headline": 40, "description": 125, "cta": 20, "layout": "meta"},     # feed ad (primary text)
     "linkedin": {"headline": 70, "description": 150, "cta": 20, "layout": "linkedin"},  # sponsored content
+    # a radio/podcast spot: the copy is spoken (apps/voiceover.py) as 15- and 30-second WAVs
+    "audio": {"headline": 60, "description": 160, "cta": 25, "layout": "google"},
 }
 
 DEFAULT_BANNED = ("guaranteed", "guarantee", "best in the world", "world's best", "risk-free", "risk free",

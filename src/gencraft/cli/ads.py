@@ -19,11 +19,12 @@ def ads_cmd(
     feature: list[str] = typer.Option([], "--feature", help="A product feature (repeatable)."),
     audience: str = typer.Option(None, "--audience"),
     tone: str = typer.Option(None, "--tone"),
-    channel: str = typer.Option(None, "--channel", help="search, display, social, facebook, linkedin, or yours."),
+    channel: str = typer.Option(None, "--channel", help="search, display, social, facebook, linkedin, audio, or yours."),
     channels: Path = typer.Option(None, "--channels", help="JSON with extra/overridden channel limits."),
     required: list[str] = typer.Option([], "--required", help="A term every variant must contain (repeatable)."),
     banned: list[str] = typer.Option([], "--ban", help="A term no variant may contain (adds to the defaults)."),
-    voice: str = typer.Option(None, "--voice", help="Brand-voice run (scores closeness to the brand's copy)."),
+    voice: str = typer.Option(None, "--voice", help="Brand-voice run (scores closeness to the brand's copy); with "
+                              "--channel audio: the speaking voice (a tts run or espeak) of the 15/30 s spots."),
     n: int = typer.Option(5, "--n", "-n", help="Variants to return."),
     candidates: int = typer.Option(None, "--candidates", help="Candidates to sample before ranking (3n)."),
     seed: int = typer.Option(0, "--seed"),
@@ -56,6 +57,12 @@ def ads_cmd(
     from gencraft.apps._common import load_model
 
     tm = load_model(model)
+    speaker = None
+    if b.channel == "audio":  # --voice is the speaking voice (a tts run or espeak), not a brand-voice text run
+        from gencraft.apps.voiceover import is_speech_voice
+
+        speaker = voice if voice and is_speech_voice(voice) else "espeak"
+        voice = None if voice and is_speech_voice(voice) else voice
     variants = ads.generate(tm, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
                             temperature=temperature)
     if rank_by_ratings:
@@ -94,6 +101,14 @@ def ads_cmd(
                 items.append({"kind": "ads", "model": image, "prompt": b.product, "image": path.read_bytes(),
                               "parameters": {**common, **params}, "manifest": manifest, "guard": report.to_dict()})
         typer.echo(f"wrote ad images to {folder}", err=True)
+    if speaker is not None:
+        from gencraft.apps.voiceover import audio_spots
+
+        spots = audio_spots(variants, speaker, out if out is not None else Path("spot.wav"), seed=seed)
+        for s in spots:
+            typer.echo(f"spot {s['variant'] + 1} ({s['seconds']:g} s): " + (
+                f"{s['file']} (speech {s['spoken_seconds']:.1f} s at {s['speed']:g}x)" if s["file"] else s["note"]),
+                err=True)
     if not no_store:
         from gencraft.cli.library import store_items
 

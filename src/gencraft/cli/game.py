@@ -23,10 +23,20 @@ def _records(kind: str):
         nodes: int = typer.Option(4, "--nodes", help="Dialogue: number of nodes (2..8)."),
         out: Path = typer.Option(None, "--out", "-o", help="Write .json, .jsonl or .csv (default: JSON on stdout)."),
         no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
+        voice: str = typer.Option(None, "--voice", help="Dialogue: speak every line (a tts run, or espeak: "
+                                  "a voice per character) into WAVs beside --out."),
     ) -> None:
         from gencraft.apps import game
         from gencraft.apps._common import load_model
+        from gencraft.errors import UsageError
 
+        if voice is not None and (kind != "dialogue" or out is None):
+            raise UsageError("--voice: speaks dialogue lines; use it with `game dialogue` and --out FILE.json",
+                             param="voice")
+        if voice is not None:
+            from gencraft.generate.speech import Speaker
+
+            Speaker.load(voice)  # an unknown voice fails before anything is generated
         tm = load_model(model)
         recs = game.generate(tm, kind, n=n, seed=seed, schema=schema, prompt=prompt,
                              temperature=temperature, nodes=nodes)
@@ -40,6 +50,11 @@ def _records(kind: str):
                 "schema": str(schema) if schema else "built-in", "temperature": temperature,
                 "nodes": nodes if kind == "dialogue" else None, "prompt": prompt})
             typer.echo(f"wrote {len(recs)} {kind} records to {out}", err=True)
+            if voice is not None:
+                from gencraft.apps.voiceover import voice_dialogue
+
+                folder = voice_dialogue([r.value for r in recs], voice, out, seed=seed)
+                typer.echo(f"spoke every line into {folder} (index {out.stem}.voice.json)", err=True)
         if not no_store:
             _store_records(recs, kind, model=tm, name=model, schema=schema, prompt=prompt, seed=seed,
                            parameters={"n": n, "temperature": temperature,

@@ -33,7 +33,7 @@ def _context(memory: str | None, memory_file: Path | None, note: str | None, not
 
 
 def _emit(written, *, model, name: str, prompt: str, out: Path | None, fmt: str, seed: int, spell: bool,
-          store: bool) -> None:
+          store: bool, read_aloud: str | None = None) -> None:
     from gencraft.apps._common import finalize, write_artifact
     from gencraft.cli.library import store_items
 
@@ -53,6 +53,12 @@ def _emit(written, *, model, name: str, prompt: str, out: Path | None, fmt: str,
         for s in written.spelling:
             typer.echo(f"spelling: {s.word!r} at {s.start}: {', '.join(s.candidates) or '(no suggestion)'}",
                        err=True)
+    if read_aloud is not None:
+        from gencraft.apps.voiceover import read_aloud as narrate
+
+        wav = (out if out is not None else Path("draft")).with_suffix(".wav")
+        r = narrate(text, read_aloud, wav, seed=seed)
+        typer.echo(f"read aloud into {wav} ({r.extra['samples'] / r.sample_rate:.1f} s, {r.engine})", err=True)
 
 
 def _fmt(fmt: str, out: Path | None) -> str:
@@ -87,6 +93,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o", help="Write here (+ .manifest.json) instead of stdout."),
         fmt: str = typer.Option("auto", "--format", help="md or txt (default: from --out)."),
         no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
+        read_aloud: str = typer.Option(None, "--read-aloud", help="Narrate the result with this voice (a tts run "
+                                       "or espeak) into OUT.wav (+ manifest)."),
     ) -> None:
         """Continue a draft with memory, author's note and world info."""
         from gencraft.apps import write as W
@@ -102,7 +110,7 @@ def register(app: typer.Typer) -> None:
         res = W.continue_text(tm, draft, tokens=tokens, ctx=ctx, seed=seed, temperature=temperature,
                               top_p=top_p, lang=lang, spell=spell, watermark=watermark)
         _emit(res, model=tm, name=model, prompt=draft, out=out, fmt=_fmt(fmt, out), seed=seed, spell=spell,
-              store=not no_store)
+              store=not no_store, read_aloud=read_aloud)
 
     @w.command("draft")
     def draft_cmd(
@@ -126,6 +134,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(None, "--out", "-o"),
         fmt: str = typer.Option("auto", "--format", help="md or txt."),
         no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
+        read_aloud: str = typer.Option(None, "--read-aloud", help="Narrate the result with this voice (a tts run "
+                                       "or espeak) into OUT.wav (+ manifest)."),
     ) -> None:
         """Draft a piece from a title: outline first, then each section with its own budget."""
         from gencraft.apps import write as W
@@ -140,6 +150,6 @@ def register(app: typer.Typer) -> None:
                       ctx=ctx, seed=seed, temperature=temperature, top_p=top_p, lang=lang, markdown=f == "md",
                       headings=heading or None, spell=spell, watermark=watermark)
         _emit(res, model=tm, name=model, prompt=title, out=out, fmt=f, seed=seed, spell=spell,
-              store=not no_store)
+              store=not no_store, read_aloud=read_aloud)
 
     app.add_typer(w, name="write")
