@@ -158,7 +158,8 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     os.environ["GENCRAFT_HOME"] = str(work / "home")
     torch.set_num_threads(2)
-    from gencraft.data.speech import load_speech_dataset, make_espeak_corpus, prepare_speech
+    from gencraft.data.speech import load_speech_dataset, prepare_speech
+    from gencraft.generate.espeak import make_espeak_corpus
     from gencraft.generate.speech import Speaker, speak
     from gencraft.train.speech import load_voice
 

@@ -38,7 +38,7 @@ def is_speech_voice(spec: str) -> bool:
     if spec == "espeak" or spec.startswith("espeak:"):
         return True
     from gencraft.errors import GencraftError
-    from gencraft.train.rundir import read_info
+    from gencraft.runs import read_info
 
     try:
         return read_info(spec)[1].get("kind") == "tts"
