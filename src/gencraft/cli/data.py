@@ -35,6 +35,12 @@ def prepare_cmd(
     split: str = typer.Option("hash", "--split", help="hash (stable per document) or tail (the last ones)."),
     unit: str = typer.Option("auto", "--unit", help="Document unit: auto, file, paragraph or line."),
     seed: int = typer.Option(0, "--seed", help="Seed of the hash split."),
+    workers: int = typer.Option(None, "--workers", "-w", help="Read, clean and tokenize in N processes "
+                                "(streaming: memory stays bounded whatever the corpus size)."),
+    stream: bool = typer.Option(None, "--stream/--no-stream", help="Force the streaming path on or off "
+                                "(default: on with --workers or for sources over 256 MB)."),
+    dedupe_memory: int = typer.Option(None, "--dedupe-memory", help="MiB for the streaming path's duplicate "
+                                      "tables (default 512; more finds duplicates further apart)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
 ) -> None:
     """Read, clean, deduplicate and split SOURCES, train a tokenizer, write a dataset."""
@@ -46,7 +52,9 @@ def prepare_cmd(
         path = prepare(sources, out, tokenizer=tokenizer, vocab_size=vocab_size, field=field, column=column,
                        license=parse_licenses(license), normalization=normalize, dedupe=not no_dedupe,
                        near_dup_threshold=near_dup_threshold, min_chars=min_chars, max_chars=max_chars,
-                       val_fraction=val_fraction, split=split, unit=unit, seed=seed, progress=progress)
+                       val_fraction=val_fraction, split=split, unit=unit, seed=seed, progress=progress,
+                       workers=workers, stream=stream,
+                       dedupe_memory=None if dedupe_memory is None else dedupe_memory << 20)
     for w in caught:
         err.print(f"[yellow]warning:[/] {escape(str(w.message))}")
 
@@ -64,7 +72,9 @@ def prepare_cmd(
     tok = m["tokenizer"]
     for name in ("train", "val"):
         s = m["splits"][name]
-        console.print(f"{name:>5}: {s['documents']:,} documents, {s['tokens']:,} tokens, {s['chars']:,} chars")
+        shards = len(m["shards"][name]) if m.get("shards") else 0
+        console.print(f"{name:>5}: {s['documents']:,} documents, {s['tokens']:,} tokens, {s['chars']:,} chars"
+                      + (f" in {shards} shards" if shards else ""))
     console.print(f"tokenizer {tok['kind']}, vocab {tok['vocab_size']:,} ({m['dtype']}); "
                   f"{len(m['sources'])} source file(s)")
     console.print(f"dataset written to [cyan]{escape(str(path))}[/]")

@@ -1,4 +1,8 @@
-"""Reading a prepared text dataset: manifest, tokenizer, memory-mapped token splits, documents."""
+"""Reading a prepared text dataset: manifest, tokenizer, memory-mapped token splits, documents.
+
+A split is one ``train.bin``/``val.bin`` (the in-memory path of ``data prepare``) or a list of
+shards (the streaming path: ``manifest["shards"]``), read as one array (:class:`TokenShards`).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +20,50 @@ from gencraft.paths import existing_dataset
 from gencraft.tokenize import TokenizerLike, load_tokenizer
 
 DTYPES = {"uint16": "<u2", "uint32": "<u4"}
+
+
+class TokenShards:
+    """Memory-mapped token shards read as one array: ``len``, ``[i]``, ``[a:b]`` (a window may span
+    shards; it is copied out of them) and ``np.asarray`` (which reads everything)."""
+
+    def __init__(self, parts: list[np.ndarray]) -> None:
+        self.parts = parts
+        self.starts = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        self.dtype = parts[0].dtype if parts else np.dtype("<u2")
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    @property
+    def size(self) -> int:
+        return len(self)
+
+    def __getitem__(self, idx: int | slice) -> Any:
+        if isinstance(idx, slice):
+            a, b, step = idx.indices(len(self))
+            if step != 1:
+                return np.asarray(self)[idx]
+            if b <= a:
+                return np.zeros(0, dtype=self.dtype)
+            i = int(np.searchsorted(self.starts, a, side="right")) - 1
+            j = int(np.searchsorted(self.starts, b, side="left")) - 1
+            if i == j:
+                return self.parts[i][a - self.starts[i]:b - self.starts[i]]
+            pieces = [self.parts[i][a - self.starts[i]:]] + self.parts[i + 1:j] + [self.parts[j][:b - self.starts[j]]]
+            return np.concatenate(pieces)
+        k = int(idx) + (len(self) if int(idx) < 0 else 0)
+        if not 0 <= k < len(self):
+            raise IndexError(idx)
+        i = int(np.searchsorted(self.starts, k, side="right")) - 1
+        return self.parts[i][k - self.starts[i]]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=self.dtype)
+        return out.astype(dtype) if dtype is not None else out
 
 
 @dataclass
@@ -38,8 +86,7 @@ class TextDataset:
     def digest(self) -> str:
         return str(self.manifest.get("digest", ""))
 
-    def _ids(self, split: str) -> np.ndarray:
-        f = self.path / f"{split}.bin"
+    def _map(self, f: Path) -> np.ndarray:
         if not f.is_file():
             raise DataError(f"{f}: missing; prepare the dataset again")
         dtype = np.dtype(DTYPES[self.manifest["dtype"]])
@@ -48,29 +95,45 @@ class TextDataset:
             return np.zeros(0, dtype=dtype)
         return np.memmap(f, dtype=dtype, mode="r", shape=(n,))
 
-    def train_ids(self) -> np.ndarray:
-        """Token ids of the train split (read-only memmap; documents end with ``eos_id``)."""
+    def _ids(self, split: str) -> np.ndarray | TokenShards:
+        shards = self.manifest.get("shards")
+        if not shards:
+            return self._map(self.path / f"{split}.bin")
+        parts = [self._map(self.path / name) for name, _tokens in shards.get(split, [])]
+        return parts[0] if len(parts) == 1 else TokenShards(parts)
+
+    def shard_files(self, split: str) -> list[tuple[Path, int]]:
+        """``(file, tokens)`` of each shard of ``split`` in order (one ``SPLIT.bin`` when not sharded)."""
+        shards = self.manifest.get("shards")
+        if not shards:
+            f = self.path / f"{split}.bin"
+            return [(f, f.stat().st_size // np.dtype(DTYPES[self.manifest["dtype"]]).itemsize)]
+        return [(self.path / name, int(tokens)) for name, tokens in shards.get(split, [])]
+
+    def train_ids(self) -> np.ndarray | TokenShards:
+        """Token ids of the train split (read-only memmap, or its shards as one; documents end with ``eos_id``)."""
         return self._ids("train")
 
-    def val_ids(self) -> np.ndarray:
-        """Token ids of the validation split (read-only memmap)."""
+    def val_ids(self) -> np.ndarray | TokenShards:
+        """Token ids of the validation split (read-only memmap, or its shards as one)."""
         return self._ids("val")
 
     def documents(self, split: str | None = None) -> Iterator[dict[str, Any]]:
         """The cleaned documents (``{"id", "source", "split", "text"}``), optionally of one split."""
-        f = self.path / "documents.jsonl"
-        if not f.is_file():
-            raise DataError(f"{f}: missing; prepare the dataset again")
-        with open(f, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                try:
-                    doc = json.loads(line)
-                except json.JSONDecodeError:
-                    raise DataError(f"{f}: line {n} is not valid JSON; prepare the dataset again") from None
-                if split is None or doc.get("split") == split:
-                    yield doc
+        shards = self.manifest.get("shards")
+        for f in [self.path / name for name in shards["documents"]] if shards else [self.path / "documents.jsonl"]:
+            if not f.is_file():
+                raise DataError(f"{f}: missing; prepare the dataset again")
+            with open(f, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        doc = json.loads(line)
+                    except json.JSONDecodeError:
+                        raise DataError(f"{f}: line {n} is not valid JSON; prepare the dataset again") from None
+                    if split is None or doc.get("split") == split:
+                        yield doc
 
     def sources(self) -> list[dict[str, Any]]:
         """The manifest's sources (path, sha256, bytes, license, documents, encoding)."""

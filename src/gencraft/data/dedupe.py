@@ -1,39 +1,52 @@
-"""Deduplication: exact (hash of the cleaned text) and near-duplicate (MinHash + LSH).
+"""Deduplication: exact (hash of the cleaned text) and near-duplicate (MinHash + LSH), in bounded memory.
 
-Near duplicates are found on *character* shingles (hashed with numpy, :func:`shingle_hashes`), so Chinese needs no word segmentation:
-5-character shingles for most text, 3-character shingles for documents that are mostly CJK
-(a Chinese character carries about as much as a short English word). We use ``datasketch``
-(MinHash with 128 permutations and its banded LSH index) rather than our own: it is small,
-well kept and tested; our part is only the shingling and the keep-the-first policy.
-The LSH index is built for a threshold a little below the requested one (fewer missed
-pairs), and every candidate it returns is confirmed with the *exact* Jaccard similarity of the
-two shingle sets before a document is dropped, so LSH false positives never remove text.
+Both ``gencraft data prepare`` paths (in memory and streaming, :mod:`gencraft.data.stream`) decide
+with the same :class:`Deduper`, so they keep the same documents.
+
+- **Exact**: the first 8 bytes of the blake2b digest of the cleaned text; the first of a group of
+  identical texts is kept.
+- **Near**: character shingles (5 code points, 3 for mostly-CJK text, so Chinese needs no word
+  segmentation) -> a one-permutation MinHash signature of 128 bins (``minhash.c``: one pass over
+  the text instead of 128 permutations, ~100x less work than ``datasketch``'s, which we used
+  before) -> banded LSH: ``b`` bands of ``r`` bins, ``(b, r)`` chosen as datasketch chooses them for
+  a threshold 0.1 below the requested one (fewer missed pairs). Every candidate a band finds is
+  confirmed with the *exact* Jaccard similarity of the two shingle sets before a document is
+  dropped, so LSH false positives never remove text; a document similar to an earlier kept one
+  (``>= threshold``) is dropped.
+
+Memory: the band keys and digests live in numpy hash tables (open addressing), two generations
+that share ``memory``; when the newer fills, the older is forgotten. So memory is
+bounded: a document held costs 32 * (1 + b) bytes (480 at the default threshold, b = 14), so
+``memory`` M holds the last M / 960 to M / 480 documents; the cost is recall: a duplicate whose
+original lies further back is missed (``bench/data_prepare.py`` measures it on planted
+duplicates). ``memory=None`` (the in-memory path) never forgets.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import cache
 
 import numpy as np
 
-from gencraft.errors import UsageError
+log = logging.getLogger(__name__)
 
-NUM_PERM = 128
-MINHASH_SEED = 1  # fixed: the same corpus is always deduplicated the same way
+BINS = 128  # signature length
+VBITS = 25  # a bin's value bits (the other 7 of a 32-bit shingle hash pick the bin)
+EMPTY = np.uint32(0xFFFFFFFF)
+BYTES_PER_DOC_SLOT = 16  # a table slot: 8-byte key + 8-byte reference
+# Candidates confirmed per document, the most recent first: bounds the work on text where many
+# documents share band keys without being near duplicates (short lines of a small vocabulary)
+MAX_CANDIDATES = 64
 
 
-def exact_dedupe(texts: Sequence[str]) -> list[int]:
-    """Indices of the documents to keep: the first of each group of identical texts."""
-    seen: set[bytes] = set()
-    keep = []
-    for i, t in enumerate(texts):
-        h = hashlib.blake2b(t.encode("utf-8"), digest_size=16).digest()
-        if h not in seen:
-            seen.add(h)
-            keep.append(i)
-    return keep
+def exact_key(text: str) -> int:
+    """The 64-bit digest exact deduplication compares (nonzero: 0 marks an empty table slot)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little") or 1
 
 
 _CJK = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
@@ -48,15 +61,8 @@ def shingle_size(text: str) -> int:
     return 3 if len(_CJK.findall(text)) / letters > 0.5 else 5
 
 
-def shingle_hashes(text: str, k: int | None = None) -> np.ndarray:
-    """Sorted unique 32-bit hashes of the character k-grams of ``text`` (whitespace runs collapsed).
-
-    A polynomial hash of the k code points, finished with a 64-bit mixer (splitmix64), computed
-    for all positions at once with numpy; MinHash then permutes these values.
-    """
-    k = k or shingle_size(text)
-    t = " ".join(text.split())
-    cp = np.frombuffer(t.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+def _positions_hash(cp: np.ndarray, k: int) -> np.ndarray:
+    """32-bit hashes of every character k-gram of code points ``cp`` (one for a text shorter than k)."""
     n = max(1, len(cp) - k + 1)
     k = min(k, len(cp))
     h = np.full(n, np.uint64(k))
@@ -67,37 +73,311 @@ def shingle_hashes(text: str, k: int | None = None) -> np.ndarray:
     h ^= h >> np.uint64(27)
     h *= np.uint64(0x94D049BB133111EB)
     h ^= h >> np.uint64(31)
-    return np.unique((h >> np.uint64(32)).astype(np.uint32))
+    return (h >> np.uint64(32)).astype(np.uint32)
 
 
-def _identity(x: int) -> int:
-    return x
+def _code_points(text: str) -> np.ndarray:
+    return np.frombuffer(" ".join(text.split()).encode("utf-32-le"), dtype="<u4").astype(np.uint64)
+
+
+def shingle_hashes(text: str, k: int | None = None) -> np.ndarray:
+    """Sorted unique 32-bit hashes of the character k-grams of ``text`` (whitespace runs collapsed).
+
+    A polynomial hash of the k code points, finished with a 64-bit mixer (splitmix64), computed
+    for all positions at once with numpy.
+    """
+    return np.unique(_positions_hash(_code_points(text), k or shingle_size(text)))
+
+
+def _densify(s: np.ndarray) -> np.ndarray:
+    """Rotation densification (see minhash.c): empty bins take the next full bin's value + distance."""
+    full = np.flatnonzero(s != EMPTY)
+    if len(full) == BINS or not len(full):
+        return s
+    ring = np.concatenate([full, full + BINS])
+    nxt = ring[np.searchsorted(ring, np.arange(BINS))]
+    return (s[nxt % BINS].astype(np.uint64) + ((nxt - np.arange(BINS)).astype(np.uint64) << np.uint64(VBITS))
+            ).astype(np.uint32)
+
+
+def oph_numpy(texts: Sequence[str]) -> np.ndarray:
+    """One-permutation MinHash signatures ``[n, 128]`` (uint32) in numpy: what ``minhash.c`` computes."""
+    out = np.empty((len(texts), BINS), dtype=np.uint32)
+    for i, t in enumerate(texts):
+        h = _positions_hash(_code_points(t), shingle_size(t))
+        s = np.full(BINS, EMPTY)
+        np.minimum.at(s, h >> np.uint32(VBITS), h & np.uint32((1 << VBITS) - 1))
+        out[i] = _densify(s)
+    return out
+
+
+@cache
+def _lib():
+    from pathlib import Path
+
+    from gencraft.models import native
+
+    try:
+        if not native.enabled():
+            raise RuntimeError("GENCRAFT_NATIVE=0")
+        lib = ctypes.CDLL(str(native._build(Path(__file__).with_name("minhash.c"))))
+        lib.gc_oph.restype = None
+        lib.gc_oph.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
+        return lib
+    except (OSError, RuntimeError) as e:
+        log.info("C MinHash not available (%s): signatures in numpy", e)
+        return None
+
+
+def signatures(texts: Sequence[str]) -> np.ndarray:
+    """One-permutation MinHash signatures ``[n, 128]`` (uint32) of ``texts``, in C when it builds."""
+    lib = _lib()
+    if lib is None:
+        return oph_numpy(texts)
+    flat = [" ".join(t.split()) for t in texts]
+    ks = np.array([shingle_size(t) for t in texts], dtype=np.int32)
+    off = np.zeros(len(flat) + 1, dtype=np.int64)
+    np.cumsum([len(t) for t in flat], out=off[1:])
+    cp = np.frombuffer("".join(flat).encode("utf-32-le"), dtype=np.uint32)
+    sig = np.empty((len(flat), BINS), dtype=np.uint32)
+    if len(flat):
+        lib.gc_oph(cp.ctypes.data if len(cp) else None, off.ctypes.data, ks.ctypes.data, len(flat), sig.ctypes.data)
+    return sig
+
+
+def lsh_params(threshold: float, bins: int = BINS) -> tuple[int, int]:
+    """``(bands, rows)`` minimizing the false-positive plus false-negative mass around ``threshold``
+    (equal weights; what datasketch's MinHashLSH picks for the same threshold and length)."""
+    x = np.linspace(0.0, 1.0, 1001)
+
+    def area(y: np.ndarray, lo: float, hi: float) -> float:
+        m = (x >= lo) & (x <= hi)
+        return float(np.trapezoid(y[m], x[m])) if m.sum() > 1 else 0.0
+
+    best, best_err = (1, 1), np.inf
+    for b in range(1, bins + 1):
+        for r in range(1, bins // b + 1):
+            p = 1 - (1 - x ** r) ** b
+            err = area(p, 0.0, threshold) + area(1 - p, threshold, 1.0)
+            if err < best_err:
+                best, best_err = (b, r), err
+    return best
+
+
+def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """``[n, bands]`` 64-bit keys, one per band of ``rows`` bins (equal bands, equal keys; the band's
+    number is mixed in, so one table holds every band)."""
+    n = sig.shape[0]
+    v = sig[:, : bands * rows].reshape(n, bands, rows).astype(np.uint64)
+    mult = np.random.default_rng(20241).integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
+    h = (v * mult).sum(axis=2, dtype=np.uint64) + np.arange(bands, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= h >> np.uint64(31)
+    h *= np.uint64(0x94D049BB133111EB)
+    h ^= h >> np.uint64(29)
+    h[h == 0] = 1
+    return h
+
+
+class _Table:
+    """A multimap from nonzero 64-bit keys to 64-bit references: numpy arrays, open addressing with
+    linear probing, batch inserts and lookups (a key may map to many references). ``growable``:
+    doubles when half full; else fixed at ``slots`` (the caller keeps the load at most one half)."""
+
+    def __init__(self, slots: int, growable: bool) -> None:
+        self.keys = np.zeros(slots, dtype=np.uint64)
+        self.refs = np.zeros(slots, dtype=np.int64)
+        self.growable = growable
+        self.n = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nbytes + self.refs.nbytes
+
+    def _place(self, keys: np.ndarray, refs: np.ndarray) -> None:
+        size = len(self.keys)
+        pos = (keys % np.uint64(size)).astype(np.int64)
+        todo = np.arange(len(keys))
+        while todo.size:
+            p = pos[todo]
+            free = self.keys[p] == 0
+            _, first = np.unique(p[free], return_index=True)  # one winner per free slot
+            win = todo[free][first]
+            self.keys[pos[win]], self.refs[pos[win]] = keys[win], refs[win]
+            todo = np.setdiff1d(todo, win, assume_unique=True)
+            pos[todo] = (pos[todo] + 1) % size
+        self.n += len(keys)
+
+    def insert(self, keys: np.ndarray, refs: np.ndarray) -> None:
+        if self.growable and (self.n + len(keys)) * 2 > len(self.keys):
+            held = self.keys != 0
+            old_k, old_r = self.keys[held], self.refs[held]
+            size = len(self.keys)
+            while (self.n + len(keys)) * 2 > size:
+                size *= 2
+            self.keys, self.refs, self.n = np.zeros(size, np.uint64), np.zeros(size, np.int64), 0
+            self._place(old_k, old_r)
+        self._place(keys, refs)
+
+    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every ``(query index, reference)`` pair whose key matches."""
+        size = len(self.keys)
+        pos = (keys % np.uint64(size)).astype(np.int64)
+        active = np.arange(len(keys))
+        qs, rs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        while active.size:
+            p = pos[active]
+            k = self.keys[p]
+            hit = k == keys[active]
+            qs.append(active[hit])
+            rs.append(self.refs[p[hit]])
+            active = active[k != 0]
+            pos[active] = (pos[active] + 1) % size
+        return np.concatenate(qs), np.concatenate(rs)
+
+
+class Deduper:
+    """Exact and near-duplicate decisions for documents that arrive in batches, in order.
+
+    ``fetch(ref)`` returns the text of an earlier document by the reference it was given with
+    (for the exact Jaccard check of a candidate). ``memory``: bytes for the tables (two
+    generations; each holds as many documents as its half allows, then the older is forgotten);
+    ``None`` = unbounded, nothing forgotten. ``threshold=None``: exact duplicates only.
+    """
+
+    def __init__(self, threshold: float | None, fetch: Callable[[int], str], memory: int | None = None) -> None:
+        self.threshold = threshold
+        self.bands, self.rows = lsh_params(max(0.05, threshold - 0.1)) if threshold is not None else (0, 0)
+        self.fetch = fetch
+        self.memory = memory
+        if memory is None:
+            self.capacity = None
+        else:  # per generation: half the memory, slots at most half full
+            self.capacity = max(1, memory // 2 // (2 * BYTES_PER_DOC_SLOT * (1 + self.bands)))
+        self._gens = [self._new()]
+        self.exact_removed = 0
+        self.near_removed = 0
+        self.forgotten = 0  # documents dropped from the tables (their later duplicates go unseen)
+        self._cache: dict[int, np.ndarray] = {}  # shingle sets of recent documents, by reference
+
+    def _new(self) -> tuple[_Table, _Table, list[int]]:
+        """(exact table, band table, [documents held])"""
+        if self.capacity is None:
+            return _Table(1 << 12, True), _Table(1 << 12, True), [0]
+        return (_Table(2 * self.capacity, False), _Table(max(1, 2 * self.capacity * self.bands), False), [0])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(e.nbytes + b.nbytes for e, b, _ in self._gens)
+
+    def _shingles(self, ref: int) -> np.ndarray:
+        got = self._cache.get(ref)
+        if got is None:
+            got = self._cache[ref] = shingle_hashes(self.fetch(ref))
+            if len(self._cache) > 4096:
+                self._cache.pop(next(iter(self._cache)))
+        return got
+
+    def _similar(self, a: int, b: int) -> bool:
+        return _jaccard(self._shingles(a), self._shingles(b)) >= self.threshold
+
+    def _lookup(self, which: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        got = [g[which].lookup(keys) for g in self._gens]
+        return np.concatenate([q for q, _ in got]), np.concatenate([r for _, r in got])
+
+    def _insert(self, exact: np.ndarray, exact_refs: np.ndarray, bands: np.ndarray, band_refs: np.ndarray) -> None:
+        """Hold documents (exact digests of every exact survivor; band keys of the kept ones), in
+        slices that fit the current generation, starting a new one when it is full."""
+        at = 0
+        while at < len(exact_refs):
+            e, b, held = self._gens[-1]
+            room = len(exact_refs) - at if self.capacity is None else self.capacity - held[0]
+            if room <= 0:
+                self.forgotten += self._gens[0][2][0] if len(self._gens) == 2 else 0
+                self._gens = [self._gens[-1], self._new()]
+                continue
+            sl = slice(at, at + room)
+            e.insert(exact[sl], exact_refs[sl])
+            lo, hi = exact_refs[sl][0], exact_refs[sl][-1]
+            pick = (band_refs >= lo) & (band_refs <= hi)  # references ascend within a batch
+            if self.bands and pick.any():
+                b.insert(bands[pick].ravel(), np.repeat(band_refs[pick], self.bands))
+            held[0] += len(exact_refs[sl])
+            at += room
+
+    def keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The exact digests ``[n]`` and band keys ``[n, bands]`` of ``texts`` (zeros for empty ones)."""
+        exact = np.array([exact_key(t) for t in texts], dtype=np.uint64)
+        bands = np.zeros((len(texts), self.bands), dtype=np.uint64)
+        live = [i for i, t in enumerate(texts) if t]
+        if self.bands and live:
+            bands[live] = band_keys(signatures([texts[i] for i in live]), self.bands, self.rows)
+        return exact, bands
+
+    def keep(self, texts: Sequence[str], refs: np.ndarray) -> np.ndarray:
+        """Which of ``texts`` (the next documents, in order) to keep; ``refs`` ascending."""
+        exact, bands = self.keys(texts)
+        return self.decide(refs, exact, bands, np.array([not t for t in texts], dtype=bool))
+
+    def decide(self, refs: np.ndarray, exact: np.ndarray, bands: np.ndarray, empty: np.ndarray) -> np.ndarray:
+        """:meth:`keep` from keys computed elsewhere (:meth:`keys`, in worker processes): which of the
+        next documents (references ``refs``, ascending) to keep. ``empty``: the documents of no text."""
+        n = len(refs)
+        refs = np.asarray(refs, dtype=np.int64)
+        # exact: not held already, and the first of its digest in this batch
+        seen = np.zeros(n, dtype=bool)
+        seen[self._lookup(0, exact)[0]] = True
+        _, first = np.unique(exact, return_index=True)
+        survive = np.zeros(n, dtype=bool)
+        survive[first] = True
+        survive &= ~seen
+        self.exact_removed += int(n - survive.sum())
+        self.survivors = survive  # the last batch's documents that are no exact duplicate
+        keep = survive.copy()
+        if self.threshold is None:
+            self._insert(exact[keep], refs[keep], np.zeros((0, 0), np.uint64), np.zeros(0, np.int64))
+            return keep
+        # near, among the exact survivors; empty texts are kept and never indexed (the length
+        # filter's business)
+        live = np.flatnonzero(survive & ~empty)
+        keys = bands[live]  # [m, bands]
+        m = len(live)
+        found: dict[int, set[int]] = {}  # live position -> references of held documents sharing a band
+        q, r = self._lookup(1, keys.ravel())
+        for qi, ri in zip((q // self.bands).tolist(), r.tolist(), strict=True):
+            found.setdefault(qi, set()).add(ri)
+        # band keys that more than one document of this batch has: their kept documents, in order
+        flat = keys.ravel()
+        uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+        shared = (counts[inverse] > 1).reshape(m, self.bands)
+        groups: dict[int, list[int]] = {}
+        kept_live = np.ones(m, dtype=bool)
+        live_refs = refs[live]
+        for i in sorted(set(found) | set(np.flatnonzero(shared.any(axis=1)).tolist())):
+            mine = keys[i][shared[i]].tolist()
+            cands = found.get(i, set()) | {int(live_refs[j]) for k in mine for j in groups.get(k, ())}
+            # the most recent candidates (references ascend with document order, in both paths)
+            dup = any(self._similar(int(live_refs[i]), ref) for ref in sorted(cands, reverse=True)[:MAX_CANDIDATES])
+            kept_live[i] = not dup
+            if not dup:
+                for k in mine:
+                    groups.setdefault(k, []).append(i)
+        self.near_removed += int(m - kept_live.sum())
+        keep[live[~kept_live]] = False
+        self._insert(exact[survive], refs[survive], keys[kept_live], refs[live[kept_live]])
+        return keep
+
+
+def exact_dedupe(texts: Sequence[str]) -> list[int]:
+    """Indices of the documents to keep: the first of each group of identical texts."""
+    d = Deduper(None, texts.__getitem__)
+    return np.flatnonzero(d.keep(texts, np.arange(len(texts)))).tolist()
 
 
 def near_dedupe(texts: Sequence[str], threshold: float = 0.8) -> list[int]:
-    """Indices of documents to keep: a document whose estimated Jaccard similarity (character
-    shingles) with an earlier kept one is ``>= threshold`` is dropped."""
-    try:
-        from datasketch import MinHash, MinHashLSH
-    except ImportError:
-        raise UsageError("near-duplicate removal needs the datasketch package (pip install datasketch); "
-                         "or pass --no-dedupe", param="dedupe") from None
-
-    if len(texts) < 2:
-        return list(range(len(texts)))
-    sets = [shingle_hashes(t) for t in texts]
-    hashes = MinHash.bulk((h.tolist() for h in sets), num_perm=NUM_PERM, seed=MINHASH_SEED, hashfunc=_identity)
-    lsh = MinHashLSH(threshold=max(0.05, threshold - 0.1), num_perm=NUM_PERM)
-    keep = []
-    for i, m in enumerate(hashes):
-        if not texts[i]:
-            keep.append(i)  # empty documents are the length filter's business
-            continue
-        if any(_jaccard(sets[i], sets[j]) >= threshold for j in lsh.query(m)):
-            continue
-        lsh.insert(i, m, check_duplication=False)
-        keep.append(i)
-    return keep
+    """Indices of documents to keep: a document whose Jaccard similarity (character shingles) with
+    an earlier kept one is ``>= threshold`` is dropped (exact copies too)."""
+    d = Deduper(threshold, texts.__getitem__)
+    return np.flatnonzero(d.keep(texts, np.arange(len(texts)))).tolist()
 
 
 def _jaccard(a: np.ndarray, b: np.ndarray) -> float:

@@ -3,6 +3,10 @@
 read -> normalize -> control characters -> whitespace -> exact dedupe -> near dedupe ->
 length filter -> split by document -> train the tokenizer -> encode -> write, all at once
 with :func:`gencraft.io.atomic_dir`, so an error at any step leaves no dataset behind.
+
+Two paths, one result: in memory (below; small corpora) or streaming in worker processes
+(:mod:`gencraft.data.stream`; corpora larger than memory, ``workers`` or ``stream=True``), which
+writes token shards instead of one ``train.bin``/``val.bin`` — byte for byte the same tokens.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import numpy as np
 
 from gencraft import __version__
 from gencraft.data.clean import check_normalization, normalize_unicode, normalize_whitespace, remove_control
-from gencraft.data.dedupe import exact_dedupe, near_dedupe
-from gencraft.data.readers import UNITS, SourceFile, iter_source_files, read_file
+from gencraft.data.dedupe import Deduper
+from gencraft.data.readers import UNITS, iter_source_files, read_file
 from gencraft.errors import DataError, UsageError
 from gencraft.io import atomic_dir, write_json
 from gencraft.paths import dataset_path
@@ -139,9 +143,9 @@ def _step(steps: list[dict[str, Any]], name: str, docs: list[_Doc], before: int 
     steps.append(entry)
 
 
-def _collect(sources: Sequence[str | os.PathLike[str]], field: str | None, column: str | None,
-             unit: str, progress: Callable[[str], None] | None) -> tuple[list[SourceFile], list[dict[str, str]]]:
-    files: list[SourceFile] = []
+def _list_files(sources: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[dict[str, str]]]:
+    """The files to read, in order (each once), and the ones skipped with the reason."""
+    files: list[Path] = []
     skipped: list[dict[str, str]] = []
     seen: set[Path] = set()
     for src in sources:
@@ -155,8 +159,7 @@ def _collect(sources: Sequence[str | os.PathLike[str]], field: str | None, colum
             if path.resolve() in seen:
                 continue
             seen.add(path.resolve())
-            files.append(read_file(path, field=field, column=column, unit=unit))
-            _say(progress, f"read {path} ({files[-1].encoding}, {len(files[-1].documents)} documents)")
+            files.append(path)
         if root.is_dir() and readable == 0:
             raise DataError(f"{root}: folder has no readable files (supported: .txt .md .html .json .jsonl .csv)")
     return files, skipped
@@ -186,12 +189,14 @@ def clean_documents(docs: list[_Doc], normalization: str = "NFC", *, dedupe: boo
             d.text = fn(d.text)
         _step(steps, name, docs)
     if dedupe:
+        texts = [d.text for d in docs]
+        dd = Deduper(near_dup_threshold, texts.__getitem__)
+        keep = dd.keep(texts, np.arange(len(texts)))
         before = len(docs)
-        docs = [docs[i] for i in exact_dedupe([d.text for d in docs])]
-        _step(steps, "exact_dedupe", docs, before)
-        before = len(docs)
-        docs = [docs[i] for i in near_dedupe([d.text for d in docs], near_dup_threshold)]
-        _step(steps, "near_dedupe", docs, before)
+        exact = [d for d, k in zip(docs, dd.survivors.tolist(), strict=True) if k]
+        _step(steps, "exact_dedupe", exact, before)
+        docs = [d for d, k in zip(docs, keep.tolist(), strict=True) if k]
+        _step(steps, "near_dedupe", docs, len(exact))
     before = len(docs)
     lo = max(min_chars, 1)
     docs = [d for d in docs if len(d.text) >= lo and (max_chars is None or len(d.text) <= max_chars)]
@@ -236,6 +241,10 @@ def prepare(
     unit: str = "auto",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    workers: int | None = None,
+    stream: bool | None = None,
+    dedupe_memory: int | None = None,
+    **stream_options: Any,
 ) -> Path:
     """Read, clean, deduplicate and split ``sources``, train a tokenizer, write a dataset directory.
 
@@ -244,6 +253,11 @@ def prepare(
     or a mapping ``path -> license`` (a folder's entry covers its files); an unknown license
     warns once. Returns the dataset directory. Bad input raises a ``GencraftError`` subclass and
     leaves no directory behind.
+
+    ``stream``: the streaming path (:mod:`gencraft.data.stream`) in ``workers`` processes (0 = this
+    one), its duplicate tables in ``dedupe_memory`` bytes; ``None`` = streaming when ``workers`` is
+    given or the sources hold more than ``STREAM_AUTO_BYTES``. ``stream_options`` reach
+    :func:`~gencraft.data.stream.prepare_stream` (``chunk_chars``, ``stream_bytes``...).
     """
     if isinstance(sources, str | os.PathLike):
         sources = [sources]
@@ -251,11 +265,45 @@ def prepare(
         raise UsageError("no sources given; pass files or folders to read", param="sources")
     norm = _check_options(tokenizer, vocab_size, normalization, near_dup_threshold, min_chars, max_chars,
                           val_fraction, split, unit)
+    if workers is not None and workers < 0:
+        raise UsageError(f"--workers {workers} must be >= 0", param="workers")
+    if dedupe_memory is not None and dedupe_memory < 1 << 20:
+        raise UsageError(f"dedupe_memory={dedupe_memory} bytes is under 1 MiB; pass --dedupe-memory 1 (MiB) or more",
+                         param="dedupe_memory")
     out_path = _check_out(dataset_path(out), sources)
 
-    files, skipped = _collect(sources, field, column, unit, progress)
+    paths, skipped = _list_files(sources)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} file(s) of unsupported type, e.g. {skipped[0]['path']}", stacklevel=2)
+    if stream is None:
+        stream = workers is not None or sum(p.stat().st_size for p in paths) > STREAM_AUTO_BYTES
+    names = ", ".join(str(s) for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
+    options = {"normalization": norm, "min_chars": min_chars, "max_chars": max_chars, "dedupe": dedupe,
+               "near_dup_threshold": near_dup_threshold, "val_fraction": val_fraction, "split": split,
+               "unit": unit, "seed": seed, "field": field, "column": column}
+    licenses = [_license_for(p, license) for p in paths]
+    if stream:
+        from gencraft.data.stream import DEDUPE_MEMORY, prepare_stream
+
+        with atomic_dir(out_path) as tmp:
+            got = prepare_stream(paths, tmp, tokenizer=tokenizer, vocab_size=vocab_size, field=field, column=column,
+                                 normalization=norm, dedupe=dedupe, near_dup_threshold=near_dup_threshold,
+                                 min_chars=min_chars, max_chars=max_chars, val_fraction=val_fraction, split=split,
+                                 unit=unit, seed=seed, workers=workers or 0, names=names,
+                                 dedupe_memory=DEDUPE_MEMORY if dedupe_memory is None else dedupe_memory,
+                                 progress=progress, **stream_options)
+            manifest = _manifest(out_path, [(f.path, f.sha256, f.size, f.encoding) for f in got.sources], licenses,
+                                 got.kept_per_source, options, got.steps, got.tokenizer, got.dtype, skipped)
+            manifest["splits"] = got.splits
+            manifest["shards"] = got.shards
+            write_json(tmp / "manifest.json", manifest)
+        _say(progress, f"wrote {out_path}")
+        return out_path
+
+    files = []
+    for path in paths:
+        files.append(read_file(path, field=field, column=column, unit=unit))
+        _say(progress, f"read {path} ({files[-1].encoding}, {len(files[-1].documents)} documents)")
 
     docs, steps = clean_documents([_Doc(i, t) for i, f in enumerate(files) for t in f.documents], norm,
                                   dedupe=dedupe, near_dup_threshold=near_dup_threshold, min_chars=min_chars,
@@ -263,7 +311,6 @@ def prepare(
     if dedupe:
         _say(progress, f"deduplicated: {steps[3]['documents']} -> {steps[5]['documents']} documents")
 
-    names = ", ".join(str(s) for s in sources[:3]) + (" ..." if len(sources) > 3 else "")
     if not docs:
         raise DataError(f"{names}: empty corpus: no documents left after cleaning (read {steps[0]['documents']}); "
                         "check the files, --field/--column, --min-chars/--max-chars")
@@ -285,29 +332,37 @@ def prepare(
     ids = tok.encode_batch(texts)
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
 
-    licenses = [_license_for(f.path, license) for f in files]
-    if "unknown" in licenses:
-        warnings.warn(f"license unknown for {licenses.count('unknown')} source file(s), e.g. "
-                      f"{files[licenses.index('unknown')].path}; pass --license to record it", stacklevel=2)
     kept_per_source = [0] * len(files)
     for d in docs:
         kept_per_source[d.source] += 1
+    manifest = _manifest(out_path, [(f.path, f.sha256, f.size, f.encoding) for f in files], licenses,
+                         kept_per_source, options, steps, tok, dtype, skipped)
+    _write_dataset(out_path, manifest, docs, is_val, ids, tok)
+    _say(progress, f"wrote {out_path}")
+    return out_path
+
+
+STREAM_AUTO_BYTES = 256 << 20  # sources larger than this take the streaming path unless told
+
+
+def _manifest(out_path: Path, files: Sequence[tuple[Path, str, int, str]], licenses: list[str],
+              kept_per_source: list[int], options: dict[str, Any], steps: list[dict[str, Any]], tok: Tokenizer,
+              dtype: str, skipped: list[dict[str, str]]) -> dict[str, Any]:
+    """The manifest both paths write (``splits`` filled in by the writer); warns about unknown licenses."""
+    if "unknown" in licenses:
+        warnings.warn(f"license unknown for {licenses.count('unknown')} source file(s), e.g. "
+                      f"{files[licenses.index('unknown')][0]}; pass --license to record it", stacklevel=3)
     manifest_sources = [
-        {"path": str(f.path.resolve()), "sha256": f.sha256, "bytes": f.size, "license": lic,
-         "documents": kept, "encoding": f.encoding}
-        for f, lic, kept in zip(files, licenses, kept_per_source, strict=True)
+        {"path": str(path.resolve()), "sha256": sha, "bytes": size, "license": lic, "documents": kept,
+         "encoding": enc}
+        for (path, sha, size, enc), lic, kept in zip(files, licenses, kept_per_source, strict=True)
     ]
-    options = {"normalization": norm, "min_chars": min_chars, "max_chars": max_chars, "dedupe": dedupe,
-               "near_dup_threshold": near_dup_threshold, "val_fraction": val_fraction, "split": split,
-               "unit": unit, "seed": seed, "field": field, "column": column}
-    tok_text = tok.to_str()
     digest = hashlib.sha256(json.dumps({
         "sources": sorted(s["sha256"] for s in manifest_sources),
         "options": options,
-        "tokenizer": hashlib.sha256(tok_text.encode()).hexdigest(),
+        "tokenizer": hashlib.sha256(tok.to_str().encode()).hexdigest(),
     }, sort_keys=True).encode()).hexdigest()
-
-    manifest = {
+    return {
         "format": FORMAT,
         "gencraft_version": __version__,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -321,9 +376,6 @@ def prepare(
         "dtype": dtype,
         "digest": digest,
     }
-    _write_dataset(out_path, manifest, docs, is_val, ids, tok)
-    _say(progress, f"wrote {out_path}")
-    return out_path
 
 
 def _join_with_eos(seqs: Sequence[list[int]], eos_id: int, dtype: str) -> np.ndarray:

@@ -56,10 +56,8 @@ def _looks_binary(data: bytes) -> bool:
     return ctrl / len(sample) > 0.05
 
 
-def _plausible_chinese(text: str) -> bool:
-    """True when ``text`` is mostly CJK, kana, CJK/fullwidth punctuation, ASCII or whitespace."""
-    if not text:
-        return True
+def _chinese_counts(text: str) -> tuple[int, int, int]:
+    """(characters that fit Chinese text, CJK characters, characters) of ``text``."""
     good = 0
     cjk = 0
     for ch in text:
@@ -71,7 +69,15 @@ def _plausible_chinese(text: str) -> bool:
             cjk += 1
         elif 0x2000 <= o <= 0x206F or 0xB7 == o:  # general punctuation: “ ” — … ·
             good += 1
-    return cjk > 0 and good / len(text) >= 0.95
+    return good, cjk, len(text)
+
+
+def _plausible_chinese(text: str) -> bool:
+    """True when ``text`` is mostly CJK, kana, CJK/fullwidth punctuation, ASCII or whitespace."""
+    if not text:
+        return True
+    good, cjk, n = _chinese_counts(text)
+    return cjk > 0 and good / n >= 0.95
 
 
 def decode_bytes(data: bytes, path: Path | str) -> tuple[str, str]:
@@ -326,3 +332,171 @@ def iter_source_files(source: Path) -> Iterator[tuple[Path, str | None]]:
             yield p, None
         else:
             yield p, f"unsupported file type {p.suffix.lower() or '(none)'!r}"
+
+
+# ---------------------------------------------------------------- streaming (corpora larger than memory)
+
+STREAMABLE = TEXT_SUFFIXES | {".jsonl", ".ndjson"}  # read in blocks; other formats are read whole
+
+
+@dataclass
+class StreamedFile:
+    """What :func:`stream_documents` has learnt about a file once it has read all of it."""
+
+    path: Path
+    sha256: str = ""
+    size: int = 0
+    encoding: str = ""
+
+
+def _blocks(path: Path, size: int) -> Iterator[bytes]:
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(size):
+                yield chunk
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _check_blocks(path: Path, codec: str, skip: int, nul_check: bool, block: int,
+                  sha: Any = None) -> tuple[int | None, int, list[int]]:
+    """One pass over ``path``: (byte of the first decoding error or None, size, [good, cjk, chars]
+    counts of :func:`_plausible_chinese`), hashing into ``sha``; a NUL byte is a DataError."""
+    dec = codecs.getincrementaldecoder(codec)()
+    pos, size, bad, counts = 0, 0, None, [0, 0, 0]
+    for i, chunk in enumerate(_blocks(path, block)):
+        size += len(chunk)
+        if sha is not None:
+            sha.update(chunk)
+        if nul_check and b"\x00" in chunk:
+            raise DataError(f"{path}: looks like a binary file (NUL or control bytes), not text; "
+                            "remove it or convert it to UTF-8 text")
+        if bad is not None:
+            continue  # hashing the rest
+        body = chunk[skip:] if i == 0 else chunk
+        try:
+            text = dec.decode(body)
+        except UnicodeDecodeError as e:
+            bad = pos + max(e.start, 0)
+            continue
+        if codec == "gb18030":
+            for k, v in enumerate(_chinese_counts(text)):
+                counts[k] += v
+        pos += len(body)
+    if bad is None:
+        try:
+            dec.decode(b"", final=True)
+        except UnicodeDecodeError:
+            bad = pos
+    return bad, size, counts
+
+
+def decoded_blocks(path: Path, info: StreamedFile, block: int = 1 << 22) -> Iterator[str]:
+    """The text of ``path`` in blocks, decoded as :func:`decode_bytes` decodes a whole file (BOM,
+    binary check, UTF-8, else GB18030 when plausibly Chinese): a first pass hashes and checks the
+    bytes, so no text is handed out of a file that turns out undecodable."""
+    head = next(_blocks(path, 1 << 16), b"")
+    boms = ((codecs.BOM_UTF8, "utf-8-sig", "utf-8"), (codecs.BOM_UTF16_LE, "utf-16-le", "utf-16-le"),
+            (codecs.BOM_UTF16_BE, "utf-16-be", "utf-16-be"))
+    skip, name, codec = 0, None, "utf-8"
+    for bom, label, c in boms:
+        if head.startswith(bom):
+            skip, name, codec = len(bom), label, c
+            break
+    if name is None and _looks_binary(head):
+        raise DataError(f"{path}: looks like a binary file (NUL or control bytes), not text; "
+                        "remove it or convert it to UTF-8 text")
+    sha = hashlib.sha256()
+    bad, size, _ = _check_blocks(path, codec, skip, name is None, block, sha)
+    if bad is not None and name == "utf-8-sig":
+        raise DataError(f"{path}: starts with a UTF-8 BOM but byte {bad + 3} is not UTF-8; "
+                        "re-save the file as UTF-8")
+    if bad is not None and name is not None:
+        raise DataError(f"{path}: starts with a UTF-16 BOM but is not valid UTF-16; re-save the file as UTF-8")
+    if bad is not None:
+        bad_gb, _, (good, cjk, n) = _check_blocks(path, "gb18030", 0, False, block)
+        if bad_gb is not None or not (n == 0 or (cjk > 0 and good / n >= 0.95)):
+            raise DataError(f"{path}: undecodable bytes (byte {bad} is not UTF-8; not UTF-16 with a BOM "
+                            "or GB18030 Chinese either); re-save the file as UTF-8")
+        name, codec = "gb18030", "gb18030"
+    info.sha256, info.size, info.encoding = sha.hexdigest(), size, name or "utf-8"
+    dec = codecs.getincrementaldecoder(codec)()
+    for i, chunk in enumerate(_blocks(path, block)):
+        yield dec.decode(chunk[skip:] if i == 0 else chunk)
+    yield dec.decode(b"", final=True)
+
+
+def _paragraphs(blocks: Iterator[str]) -> Iterator[str]:
+    """``split_units([text], "paragraph")`` of the text the blocks make up, piece by piece."""
+    carry, cr = "", False
+    for blk in blocks:
+        if cr:
+            blk, cr = "\r" + blk, False
+        if blk.endswith("\r"):  # it may be half of a \r\n
+            blk, cr = blk[:-1], True
+        buf = carry + blk.replace("\r\n", "\n")
+        start = 0
+        for m in _PARAGRAPH_BREAK.finditer(buf):
+            if m.end() >= len(buf):  # the break may go on in the next block
+                break
+            if buf[start:m.start()].strip():
+                yield buf[start:m.start()]
+            start = m.end()
+        carry = buf[start:]
+    for p in _PARAGRAPH_BREAK.split(carry + ("\r" if cr else "")):
+        if p.strip():
+            yield p
+
+
+def _lines(blocks: Iterator[str], keep_blank: bool = False) -> Iterator[str]:
+    """``text.splitlines()`` of the text the blocks make up, line by line (blank ones dropped
+    unless ``keep_blank``)."""
+    carry = ""
+    for blk in blocks:
+        parts = (carry + blk).splitlines(keepends=True)
+        carry = ""
+        if parts and (parts[-1] == parts[-1].splitlines()[0] or parts[-1].endswith("\r")):
+            carry = parts.pop()  # no line break yet, or a \r that a \n may follow
+        for p in parts:
+            line = p.splitlines()[0] if p.splitlines() else ""
+            if keep_blank or line.strip():
+                yield line
+    for line in carry.splitlines():
+        if keep_blank or line.strip():
+            yield line
+
+
+def stream_documents(path: Path, info: StreamedFile, *, field: str | None = None, unit: str = "auto",
+                     block: int = 1 << 22) -> Iterator[str]:
+    """The raw documents :func:`read_file` would return for ``path`` (a ``.txt``/``.md`` or
+    ``.jsonl`` file, ``unit`` not ``file``), one at a time, holding a block and one document in
+    memory. ``unit="auto"`` on a text file: paragraphs, or lines when the file has fewer than two."""
+    suffix = path.suffix.lower()
+    blocks = decoded_blocks(path, info, block)
+    if suffix in TEXT_SUFFIXES:
+        if unit == "auto" and path.stat().st_size <= BIG_TEXT_BYTES:  # a small text is one document
+            yield "".join(blocks)
+            return
+        if unit == "line":
+            yield from _lines(blocks)
+            return
+        held: str | None = None  # unit="auto" reads a file of one paragraph as lines
+        for i, p in enumerate(_paragraphs(blocks)):
+            if i == 0 and unit == "auto":
+                held = p
+                continue
+            if held is not None:
+                yield held
+                held = None
+            yield p
+        if held is not None:
+            yield from _lines(iter([held]))
+        return
+    for n, line in enumerate(_lines(blocks, keep_blank=True), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {n} is not valid JSON ({e.msg}); fix or remove that line") from None
+        yield from split_units([_record_text(record, field, path, f"record on line {n}")], unit)

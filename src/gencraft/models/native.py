@@ -70,22 +70,23 @@ def _cpu_flags() -> str:
     return platform.processor()
 
 
-def _build() -> Path:
-    """Compile ``gpt_decode.c`` (once per source, flags and CPU) and return the library's path."""
+def _build(source: Path = SOURCE) -> Path:
+    """Compile ``source`` (``gpt_decode.c``; ``data/minhash.c`` too) once per source, flags and CPU,
+    and return the library's path."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    src = SOURCE.read_bytes()
+    src = source.read_bytes()
     digest = hashlib.sha256(src + " ".join([cc, *CFLAGS]).encode() + _cpu_flags().encode()
                             + platform.machine().encode()).hexdigest()[:16]
-    out = cache_dir() / f"gpt_decode-{digest}.so"
+    out = cache_dir() / f"{source.stem}-{digest}.so"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(SOURCE), "-lm", "-lpthread"],
+        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(source), "-lm", "-lpthread"],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{cc} failed: {(proc.stderr or proc.stdout).strip().splitlines()[:1]}")
