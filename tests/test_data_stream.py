@@ -103,7 +103,7 @@ def test_bounded_dedupe_memory_forgets_the_oldest_documents():
     rnd = random.Random(5)
     docs = [" ".join(rnd.choice(WORDS) + str(rnd.randint(0, 999)) for _ in range(30)) for _ in range(3000)]
     texts = docs + docs[-50:] + docs[:50]  # copies of the newest 50 and of the oldest 50
-    per_doc = 2 * D.BYTES_PER_DOC_SLOT * (1 + D.lsh_params(0.7)[0])
+    per_doc = D.Deduper.bytes_per_document(0.8)
     small = D.Deduper(0.8, texts.__getitem__, memory=2 * 1000 * per_doc)  # holds 1,000 to 2,000 documents
     keep = np.concatenate([small.keep(texts[i:i + 500], np.arange(i, min(i + 500, len(texts))))
                            for i in range(0, len(texts), 500)])

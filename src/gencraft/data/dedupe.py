@@ -28,6 +28,7 @@ import ctypes
 import hashlib
 import logging
 import re
+import subprocess
 from collections.abc import Callable, Sequence
 from functools import cache
 
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 BINS = 128  # signature length
 VBITS = 25  # a bin's value bits (the other 7 of a 32-bit shingle hash pick the bin)
 EMPTY = np.uint32(0xFFFFFFFF)
-BYTES_PER_DOC_SLOT = 16  # a table slot: 8-byte key + 8-byte reference
+SLOT_BYTES = 8  # a table slot: 32-bit fingerprint + 32-bit document number
 # Candidates confirmed per document, the most recent first: bounds the work on text where many
 # documents share band keys without being near duplicates (short lines of a small vocabulary)
 MAX_CANDIDATES = 64
@@ -115,16 +116,16 @@ def oph_numpy(texts: Sequence[str]) -> np.ndarray:
 def _lib():
     from pathlib import Path
 
-    from gencraft.models import native
+    from gencraft import cbuild
 
     try:
-        if not native.enabled():
+        if not cbuild.enabled():
             raise RuntimeError("GENCRAFT_NATIVE=0")
-        lib = ctypes.CDLL(str(native._build(Path(__file__).with_name("minhash.c"))))
+        lib = ctypes.CDLL(str(cbuild.build(Path(__file__).with_name("minhash.c"))))
         lib.gc_oph.restype = None
         lib.gc_oph.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
         return lib
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         log.info("C MinHash not available (%s): signatures in numpy", e)
         return None
 
@@ -179,69 +180,106 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 class _Table:
-    """A multimap from nonzero 64-bit keys to 64-bit references: numpy arrays, open addressing with
-    linear probing, batch inserts and lookups (a key may map to many references). ``growable``:
-    doubles when half full; else fixed at ``slots`` (the caller keeps the load at most one half)."""
+    """A multimap from 64-bit keys to 32-bit values in numpy arrays: open addressing with linear
+    probing from ``key % slots``, each slot a 32-bit fingerprint of its key (the key's high half;
+    0 = empty) and a value; batch inserts and lookups; a key may map to many values. Two keys that
+    share a fingerprint and a probe run read as one: only ever an extra candidate, which the exact
+    check turns down. ``growable``: doubles when half full; else fixed (the caller keeps it half empty)."""
 
     def __init__(self, slots: int, growable: bool) -> None:
-        self.keys = np.zeros(slots, dtype=np.uint64)
-        self.refs = np.zeros(slots, dtype=np.int64)
-        self.growable = growable
+        self.keys = np.zeros(slots, dtype=np.uint32)
+        self.vals = np.zeros(slots, dtype=np.uint32)
+        self.homes = np.zeros(slots, dtype=np.uint64) if growable else None  # the full keys, to rehash
         self.n = 0
 
     @property
     def nbytes(self) -> int:
-        return self.keys.nbytes + self.refs.nbytes
+        return self.keys.nbytes + self.vals.nbytes + (self.homes.nbytes if self.homes is not None else 0)
 
-    def _place(self, keys: np.ndarray, refs: np.ndarray) -> None:
+    @staticmethod
+    def _fingerprint(keys: np.ndarray) -> np.ndarray:
+        f = (keys >> np.uint64(32)).astype(np.uint32)
+        f[f == 0] = 1
+        return f
+
+    def _place(self, keys: np.ndarray, vals: np.ndarray) -> None:
         size = len(self.keys)
         pos = (keys % np.uint64(size)).astype(np.int64)
+        fp = self._fingerprint(keys)
         todo = np.arange(len(keys))
         while todo.size:
             p = pos[todo]
             free = self.keys[p] == 0
             _, first = np.unique(p[free], return_index=True)  # one winner per free slot
             win = todo[free][first]
-            self.keys[pos[win]], self.refs[pos[win]] = keys[win], refs[win]
+            self.keys[pos[win]], self.vals[pos[win]] = fp[win], vals[win]
+            if self.homes is not None:
+                self.homes[pos[win]] = keys[win]
             todo = np.setdiff1d(todo, win, assume_unique=True)
             pos[todo] = (pos[todo] + 1) % size
         self.n += len(keys)
 
-    def insert(self, keys: np.ndarray, refs: np.ndarray) -> None:
-        if self.growable and (self.n + len(keys)) * 2 > len(self.keys):
+    def insert(self, keys: np.ndarray, vals: np.ndarray) -> None:
+        if self.homes is not None and (self.n + len(keys)) * 2 > len(self.keys):
             held = self.keys != 0
-            old_k, old_r = self.keys[held], self.refs[held]
+            old_k, old_v = self.homes[held], self.vals[held]
             size = len(self.keys)
             while (self.n + len(keys)) * 2 > size:
                 size *= 2
-            self.keys, self.refs, self.n = np.zeros(size, np.uint64), np.zeros(size, np.int64), 0
-            self._place(old_k, old_r)
-        self._place(keys, refs)
+            self.keys, self.vals = np.zeros(size, np.uint32), np.zeros(size, np.uint32)
+            self.homes, self.n = np.zeros(size, np.uint64), 0
+            self._place(old_k, old_v)
+        self._place(keys, vals)
 
     def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every ``(query index, reference)`` pair whose key matches."""
+        """Every ``(query index, value)`` pair whose key (fingerprint) matches."""
         size = len(self.keys)
         pos = (keys % np.uint64(size)).astype(np.int64)
+        fp = self._fingerprint(keys)
         active = np.arange(len(keys))
-        qs, rs = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+        qs, vs = [np.zeros(0, np.int64)], [np.zeros(0, np.uint32)]
         while active.size:
             p = pos[active]
             k = self.keys[p]
-            hit = k == keys[active]
+            hit = k == fp[active]
             qs.append(active[hit])
-            rs.append(self.refs[p[hit]])
+            vs.append(self.vals[p[hit]])
             active = active[k != 0]
             pos[active] = (pos[active] + 1) % size
-        return np.concatenate(qs), np.concatenate(rs)
+        return np.concatenate(qs), np.concatenate(vs)
+
+
+class _Generation:
+    """Documents held together: their digests, band keys and references (a table value is the
+    document's number in the generation; ``refs`` turns it back into the caller's reference)."""
+
+    def __init__(self, capacity: int | None, bands: int) -> None:
+        grow = capacity is None
+        self.exact = _Table(1 << 12 if grow else 2 * capacity, grow)
+        self.bands = _Table(1 << 12 if grow else max(1, 2 * capacity * bands), grow)
+        self.refs = np.zeros(1 << 12 if grow else capacity, dtype=np.int64)
+        self.held = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.exact.nbytes + self.bands.nbytes + self.refs.nbytes
+
+    def add(self, refs: np.ndarray) -> np.ndarray:
+        """Number the documents ``refs`` in this generation."""
+        while self.held + len(refs) > len(self.refs):
+            self.refs = np.concatenate([self.refs, np.zeros_like(self.refs)])
+        self.refs[self.held:self.held + len(refs)] = refs
+        self.held += len(refs)
+        return np.arange(self.held - len(refs), self.held, dtype=np.uint32)
 
 
 class Deduper:
     """Exact and near-duplicate decisions for documents that arrive in batches, in order.
 
-    ``fetch(ref)`` returns the text of an earlier document by the reference it was given with
-    (for the exact Jaccard check of a candidate). ``memory``: bytes for the tables (two
-    generations; each holds as many documents as its half allows, then the older is forgotten);
-    ``None`` = unbounded, nothing forgotten. ``threshold=None``: exact duplicates only.
+    ``fetch(ref)`` returns the text of a document by the reference it was given with (for the
+    exact Jaccard check of a candidate). ``memory``: bytes for the tables (two generations; each
+    holds as many documents as its half allows, then the older is forgotten); ``None`` =
+    unbounded, nothing forgotten. ``threshold=None``: exact duplicates only.
     """
 
     def __init__(self, threshold: float | None, fetch: Callable[[int], str], memory: int | None = None) -> None:
@@ -249,25 +287,24 @@ class Deduper:
         self.bands, self.rows = lsh_params(max(0.05, threshold - 0.1)) if threshold is not None else (0, 0)
         self.fetch = fetch
         self.memory = memory
-        if memory is None:
-            self.capacity = None
-        else:  # per generation: half the memory, slots at most half full
-            self.capacity = max(1, memory // 2 // (2 * BYTES_PER_DOC_SLOT * (1 + self.bands)))
-        self._gens = [self._new()]
+        # per generation: half the memory, tables at most half full (see bytes_per_document)
+        self.capacity = None if memory is None else max(1, memory // 2 // self.bytes_per_document(threshold))
+        self._gens = [_Generation(self.capacity, self.bands)]
         self.exact_removed = 0
         self.near_removed = 0
         self.forgotten = 0  # documents dropped from the tables (their later duplicates go unseen)
         self._cache: dict[int, np.ndarray] = {}  # shingle sets of recent documents, by reference
 
-    def _new(self) -> tuple[_Table, _Table, list[int]]:
-        """(exact table, band table, [documents held])"""
-        if self.capacity is None:
-            return _Table(1 << 12, True), _Table(1 << 12, True), [0]
-        return (_Table(2 * self.capacity, False), _Table(max(1, 2 * self.capacity * self.bands), False), [0])
+    @staticmethod
+    def bytes_per_document(threshold: float | None) -> int:
+        """Table memory a held document takes: two 8-byte slots for its digest and two per band
+        (tables at most half full), and its 8-byte reference."""
+        bands = lsh_params(max(0.05, threshold - 0.1))[0] if threshold is not None else 0
+        return 2 * SLOT_BYTES * (1 + bands) + 8
 
     @property
     def nbytes(self) -> int:
-        return sum(e.nbytes + b.nbytes for e, b, _ in self._gens)
+        return sum(g.nbytes for g in self._gens)
 
     def _shingles(self, ref: int) -> np.ndarray:
         got = self._cache.get(ref)
@@ -280,28 +317,33 @@ class Deduper:
     def _similar(self, a: int, b: int) -> bool:
         return _jaccard(self._shingles(a), self._shingles(b)) >= self.threshold
 
-    def _lookup(self, which: int, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        got = [g[which].lookup(keys) for g in self._gens]
-        return np.concatenate([q for q, _ in got]), np.concatenate([r for _, r in got])
+    def _lookup(self, which: str, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(query index, reference)`` of every held document with a matching key."""
+        qs, rs = [], []
+        for g in self._gens:
+            q, v = getattr(g, which).lookup(keys)
+            qs.append(q)
+            rs.append(g.refs[v.astype(np.int64)])
+        return np.concatenate(qs), np.concatenate(rs)
 
     def _insert(self, exact: np.ndarray, exact_refs: np.ndarray, bands: np.ndarray, band_refs: np.ndarray) -> None:
-        """Hold documents (exact digests of every exact survivor; band keys of the kept ones), in
-        slices that fit the current generation, starting a new one when it is full."""
+        """Hold documents (digests of every exact survivor; band keys of the kept ones), in slices
+        that fit the current generation, starting a new one when it is full."""
         at = 0
         while at < len(exact_refs):
-            e, b, held = self._gens[-1]
-            room = len(exact_refs) - at if self.capacity is None else self.capacity - held[0]
+            g = self._gens[-1]
+            room = len(exact_refs) - at if self.capacity is None else self.capacity - g.held
             if room <= 0:
-                self.forgotten += self._gens[0][2][0] if len(self._gens) == 2 else 0
-                self._gens = [self._gens[-1], self._new()]
+                self.forgotten += self._gens[0].held if len(self._gens) == 2 else 0
+                self._gens = [self._gens[-1], _Generation(self.capacity, self.bands)]
                 continue
             sl = slice(at, at + room)
-            e.insert(exact[sl], exact_refs[sl])
-            lo, hi = exact_refs[sl][0], exact_refs[sl][-1]
-            pick = (band_refs >= lo) & (band_refs <= hi)  # references ascend within a batch
+            numbers = g.add(exact_refs[sl])
+            g.exact.insert(exact[sl], numbers)
+            pick = np.isin(band_refs, exact_refs[sl])
             if self.bands and pick.any():
-                b.insert(bands[pick].ravel(), np.repeat(band_refs[pick], self.bands))
-            held[0] += len(exact_refs[sl])
+                mine = numbers[np.searchsorted(exact_refs[sl], band_refs[pick])]
+                g.bands.insert(bands[pick].ravel(), np.repeat(mine, self.bands))
             at += room
 
     def keys(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -325,7 +367,7 @@ class Deduper:
         refs = np.asarray(refs, dtype=np.int64)
         # exact: not held already, and the first of its digest in this batch
         seen = np.zeros(n, dtype=bool)
-        seen[self._lookup(0, exact)[0]] = True
+        seen[self._lookup("exact", exact)[0]] = True
         _, first = np.unique(exact, return_index=True)
         survive = np.zeros(n, dtype=bool)
         survive[first] = True
@@ -342,7 +384,7 @@ class Deduper:
         keys = bands[live]  # [m, bands]
         m = len(live)
         found: dict[int, set[int]] = {}  # live position -> references of held documents sharing a band
-        q, r = self._lookup(1, keys.ravel())
+        q, r = self._lookup("bands", keys.ravel())
         for qi, ri in zip((q // self.bands).tolist(), r.tolist(), strict=True):
             found.setdefault(qi, set()).add(ri)
         # band keys that more than one document of this batch has: their kept documents, in order

@@ -43,9 +43,9 @@ from gencraft.data.dedupe import Deduper, band_keys, exact_key, lsh_params, sign
 from gencraft.data.readers import STREAMABLE, StreamedFile, read_file, stream_documents
 from gencraft.errors import DataError
 
-CHUNK_CHARS = 1 << 24  # text per work item (16 Mi characters)
+CHUNK_CHARS = 1 << 22  # text per work item (4 Mi characters)
 STREAM_BYTES = 1 << 24  # larger files are streamed in chunks; smaller ones are read whole by a worker
-DEDUPE_MEMORY = 512 << 20  # bytes of duplicate-finding tables
+DEDUPE_MEMORY = 256 << 20  # bytes of duplicate-finding tables (~1 million documents held)
 BPE_SAMPLE_CHARS = 1 << 28  # the BPE tokenizer trains on the first 256 Mi characters of kept text
 ENCODE_CHARS = 1 << 20  # characters encoded at a time (bounds the token lists' memory)
 
@@ -157,31 +157,27 @@ def _encode_chunk(scratch: str, chunk: int, keep: np.ndarray, is_val: np.ndarray
     dt = np.dtype(dtype).newbyteorder("<")
     res: dict[str, Any] = {"chunk": chunk}
     names = {"train": f"train-{chunk:06d}.bin", "val": f"val-{chunk:06d}.bin"}
-    files = {s: open(Path(out) / names[s], "wb") for s in names}
     stats = {s: {"documents": 0, "tokens": 0, "chars": 0} for s in names}
-    try:
-        with open(Path(out) / f"documents-{chunk:06d}.jsonl", "w", encoding="utf-8") as docs:
-            i = 0
-            while i < len(texts):
-                j, size = i, 0
-                while j < len(texts) and (j == i or size + len(texts[j]) <= ENCODE_CHARS):
-                    size += len(texts[j])
-                    j += 1
-                for k, ids in enumerate(tok.encode_batch(texts[i:j]), start=i):
-                    s = "val" if is_val[k] else "train"
-                    arr = np.empty(len(ids) + 1, dtype=dt)
-                    arr[:-1] = ids
-                    arr[-1] = tok.eos_id
-                    arr.tofile(files[s])
-                    stats[s]["documents"] += 1
-                    stats[s]["tokens"] += len(arr)
-                    stats[s]["chars"] += len(texts[k])
-                    docs.write(json.dumps({"id": first_id + k, "source": int(srcs[k]), "split": s,
-                                           "text": texts[k]}, ensure_ascii=False) + "\n")
-                i = j
-    finally:
-        for f in files.values():
-            f.close()
+    with open(Path(out) / names["train"], "wb") as ftrain, open(Path(out) / names["val"], "wb") as fval, \
+            open(Path(out) / f"documents-{chunk:06d}.jsonl", "w", encoding="utf-8") as docs:
+        i = 0
+        while i < len(texts):  # a slice of ENCODE_CHARS at a time
+            j, size = i, 0
+            while j < len(texts) and (j == i or size + len(texts[j]) <= ENCODE_CHARS):
+                size += len(texts[j])
+                j += 1
+            for s, f in (("train", ftrain), ("val", fval)):
+                pick = [k for k in range(i, j) if is_val[k] == (s == "val")]
+                if pick:
+                    ids = tok.encode_documents([texts[k] for k in pick])
+                    ids.astype(dt).tofile(f)
+                    stats[s]["documents"] += len(pick)
+                    stats[s]["tokens"] += len(ids)
+                    stats[s]["chars"] += sum(len(texts[k]) for k in pick)
+            docs.write("".join(json.dumps({"id": first_id + k, "source": int(srcs[k]),
+                                           "split": "val" if is_val[k] else "train", "text": texts[k]},
+                                          ensure_ascii=False) + "\n" for k in range(i, j)))
+            i = j
     for s in names:
         if not stats[s]["tokens"]:
             (Path(out) / names[s]).unlink()

@@ -23,24 +23,21 @@ caches the step takes.
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import logging
 import mmap
-import os
-import platform
-import shutil
 import subprocess
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from gencraft import cbuild
+
 log = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("gpt_decode.c")
-CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
+CFLAGS = cbuild.CFLAGS
 HEAD_PTRS, LAYER_PTRS = 8, 12  # gc_gpt_decode's pointer layout (see gpt_decode.c)
 
 _lock = threading.Lock()
@@ -49,52 +46,16 @@ _tried = False
 
 
 def enabled() -> bool:
-    """``GENCRAFT_NATIVE`` (default on): 0, false, no or off keeps decoding in PyTorch."""
-    return os.environ.get("GENCRAFT_NATIVE", "1").strip().lower() not in ("0", "false", "no", "off")
+    return cbuild.enabled()
 
 
 def cache_dir() -> Path:
-    from gencraft.paths import home
-
-    return home() / "cache" / "native"
+    return cbuild.cache_dir()
 
 
-def _cpu_flags() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
-def _build(source: Path = SOURCE) -> Path:
-    """Compile ``source`` (``gpt_decode.c``; ``data/minhash.c`` too) once per source, flags and CPU,
-    and return the library's path."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
-    if cc is None:
-        raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    src = source.read_bytes()
-    digest = hashlib.sha256(src + " ".join([cc, *CFLAGS]).encode() + _cpu_flags().encode()
-                            + platform.machine().encode()).hexdigest()[:16]
-    out = cache_dir() / f"{source.stem}-{digest}.so"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        proc = subprocess.run([cc, *CFLAGS, "-o", tmp, str(source), "-lm", "-lpthread"],
-                              capture_output=True, text=True, timeout=120)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {(proc.stderr or proc.stdout).strip().splitlines()[:1]}")
-        os.replace(tmp, out)  # atomic: a concurrent build of the same digest writes the same bytes
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+def _build() -> Path:
+    """Compile ``gpt_decode.c`` (once per source, flags and CPU) and return the library's path."""
+    return cbuild.build(SOURCE, cache_dir(), CFLAGS)
 
 
 def library() -> Any:
