@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import typer
 from rich.console import Console
@@ -32,7 +33,7 @@ def train_cmd(
 
     run = train(dataset, model=model, preset=preset, out=out, overrides=sets or [], resume=resume,
                 max_time=max_time, seed=seed, device=device, progress=not quiet, part=part)
-    if not (run / "gencraft.json").is_file():  # a non-zero rank under torchrun writes nothing
+    if os.environ.get("RANK", "0") != "0" or not (run / "gencraft.json").is_file():  # rank 0 reports
         return
     index_run(run, console.print)  # so every generation can be checked for copies of the corpus
     info = json.loads((run / "gencraft.json").read_text(encoding="utf-8"))

@@ -61,6 +61,16 @@ class TokenShards:
         i = int(np.searchsorted(self.starts, k, side="right")) - 1
         return self.parts[i][k - self.starts[i]]
 
+    def part(self, lo: int, hi: int) -> np.ndarray | TokenShards:
+        """Tokens ``[lo, hi)`` as views of the shards they lie in (nothing is read)."""
+        lo, hi = max(0, lo), min(len(self), hi)
+        out = []
+        for p, start in zip(self.parts, self.starts[:-1].tolist(), strict=True):
+            a, b = max(lo - start, 0), min(hi - start, len(p))
+            if a < b:
+                out.append(p[a:b])
+        return out[0] if len(out) == 1 else TokenShards(out)
+
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         out = np.concatenate(self.parts) if self.parts else np.zeros(0, dtype=self.dtype)
         return out.astype(dtype) if dtype is not None else out

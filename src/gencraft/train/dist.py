@@ -1,16 +1,25 @@
 """Distributed set-up: PyTorch's own engine (torchrun + DistributedDataParallel), nothing home-made.
 
-Under ``torchrun --nproc_per_node N`` the environment carries RANK/WORLD_SIZE/LOCAL_RANK; we join
-the process group (gloo on CPU, NCCL on CUDA) and rank 0 alone writes the run directory.
+Under ``torchrun --nproc_per_node N`` (one machine) or ``torchrun --nnodes M --rdzv-backend c10d
+...`` (several) the environment carries RANK/WORLD_SIZE/LOCAL_RANK; we join the process group
+(gloo on CPU, NCCL on CUDA) and rank 0 alone writes the run directory. Each rank trains on its own
+contiguous part of the tokens (:func:`rank_part`). A checkpoint records the torchrun job that
+wrote it (:func:`elastic_job`): when torchrun restarts the group after a failure
+(``--max-restarts``; every node's processes start again, the healthy ones too), training goes on
+from it. docs/scale.md has the cluster recipes.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -35,12 +44,33 @@ def setup(device_type: str) -> DistInfo:
         return DistInfo()
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0)),
                     int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    if (info.world_size > 1 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+            and int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and info.rank == 0):
+        log.warning("torchrun shares one store across restarts: a restarted group can read a dead worker's "
+                    "address and fail (pytorch/pytorch#135712); export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 "
+                    "before torchrun (docs/scale.md)")
     if info.world_size > 1 and not dist.is_initialized():
         backend = "nccl" if device_type == "cuda" else "gloo"
         if device_type == "cuda":
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend=backend)
     return info
+
+
+def elastic_job() -> str | None:
+    """The torchrun job this process belongs to (its rendezvous id), or None outside torchrun."""
+    return os.environ.get("TORCHELASTIC_RUN_ID") or None
+
+
+def rank_part(data: Any, info: DistInfo) -> Any:
+    """This rank's contiguous part of a token array (memmap or ``TokenShards``): rank ``r`` of ``W``
+    reads tokens ``[r N / W, (r + 1) N / W)`` only, so on several machines each touches its own
+    shards. A view: nothing is copied."""
+    if not info.enabled:
+        return data
+    n = len(data)
+    lo, hi = n * info.rank // info.world_size, n * (info.rank + 1) // info.world_size
+    return data.part(lo, hi) if hasattr(data, "part") else data[lo:hi]
 
 
 def teardown(info: DistInfo, finished: bool = True) -> None:

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gencraft import __version__
 from gencraft.config import apply_overrides, from_dict
-from gencraft.errors import ConfigError, TrainingDiverged, UsageError
+from gencraft.errors import ConfigError, DataError, TrainingDiverged, UsageError
 from gencraft.io import now_iso, write_text
 from gencraft.models import build, config_class
 from gencraft.paths import run_path
@@ -127,6 +127,9 @@ def train(
                               max_time=max_time, seed=seed, device=device, progress=progress)
     ds = load_dataset(dataset)
     run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{model}")
+    if not resume and D.elastic_job() and (run_dir / CHECKPOINT / "state.json").is_file():
+        # torchrun restarted this job's processes after a failure: go on from its last checkpoint
+        resume = read_checkpoint_state(run_dir).get("elastic_job") == D.elastic_job()
     refuse_existing_run(run_dir, resume)
     kind, preset, mcfg, tc, state = _resolve_configs(ds, run_dir, model, preset, overrides, resume)
     if max_time is not None:
@@ -192,6 +195,11 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     last_val: dict[str, float] = state.get("last_val", {})
     B, T, A = tc.batch_size, mcfg.block_size, tc.grad_accum
     tokens_per_step = B * T * A * info.world_size
+    train_part = D.rank_part(ds.train, info)  # this rank's own tokens
+    if len(train_part) < T + 2:
+        raise DataError(f"{ds.path}: the train split ({len(ds.train):,} tokens) cut {info.world_size} ways leaves "
+                        f"rank {info.rank} {len(train_part):,}, too few for block_size {T}; use fewer processes "
+                        "or a smaller --set block_size", param="block_size")
     ck_interval = tc.checkpoint_interval or tc.eval_interval
     record = {
         "kind": kind, "preset": preset, "run_id": run_id, "created": created, "name": run_dir.name,
@@ -221,7 +229,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
             "model": asdict(mcfg), "train": asdict(tc), "manifest_digest": ds.manifest.get("digest", ""),
             "step": step, "best_val_loss": best, "bad_evals": bad_evals, "tokens_seen": tokens_seen,
             "train_time_s": time_before + (time.time() - t_start), "model_digest": model_digest,
-            "last_val": last_val,
+            "last_val": last_val, "elastic_job": D.elastic_job(),
         })
 
     def diverged(where: str) -> TrainingDiverged:
@@ -246,9 +254,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
             for g in opt.param_groups:
                 g["lr"] = lr
             for micro in range(A):
-                x, y = get_batch(ds.train, B * info.world_size, T, gen, dev)
-                if info.enabled:
-                    x, y = x[info.rank * B:(info.rank + 1) * B], y[info.rank * B:(info.rank + 1) * B]
+                x, y = get_batch(train_part, B, T, gen, dev)
                 sync = nullcontext() if (not info.enabled or micro == A - 1) else net.no_sync()
                 with sync:
                     with autocast:
