@@ -135,7 +135,7 @@ def test_game_cli_exports_json_and_csv(cli, run_dir, tmp_path):
     data = json.loads((tmp_path / "q.json").read_text())
     assert len(data) == 2
     manifest = json.loads((tmp_path / "q.json.manifest.json").read_text())
-    assert manifest["kind"] == "game/quest" and manifest["seed"] == 1
+    assert manifest["kind"] == "game.quest" and manifest["seed"] == 1
     r = cli("game", "npc", run_dir, "-n", "2", "--seed", "1", "--out", tmp_path / "n.csv")
     assert r.code == 0, r.err
     rows = list(csv.DictReader(io.StringIO((tmp_path / "n.csv").read_text())))
@@ -234,7 +234,7 @@ def test_ads_cli_csv_layout_and_custom_channel(cli, run_dir, tmp_path):
             "--ban", "cheap", "--out", out)
     assert r.code == 0, r.err
     rows = list(csv.DictReader(io.StringIO(out.read_text())))
-    assert json.loads((tmp_path / "ads.csv.manifest.json").read_text())["kind"] == "ads/copy"
+    assert json.loads((tmp_path / "ads.csv.manifest.json").read_text())["kind"] == "ads.copy"
     assert len(rows) == 2 and list(rows[0])[:6] == ["Campaign", "Ad group", "Headline 1", "Description 1",
                                                    "Call to action", "Final URL"]
     for row in rows:
@@ -294,7 +294,7 @@ def test_write_cli_markdown_with_manifest(cli, run_dir, tmp_path):
     assert r.code == 0, r.err
     assert out.read_text().startswith("Mira looked at the sea.")
     manifest = json.loads((tmp_path / "story.md.manifest.json").read_text())
-    assert manifest["kind"] == "text/write" and manifest["parameters"]["lore"] == [["Mira"]]
+    assert manifest["kind"] == "write" and manifest["parameters"]["lore"] == [["Mira"]]
     assert manifest["sources"][0]["license"] == "CC0-1.0"
     r = cli("write", "draft", run_dir, "--title", "Sea", "--sections", "2", "--section-tokens", "10",
             "--format", "txt")

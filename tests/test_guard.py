@@ -287,15 +287,22 @@ RUN_INFO = {"run_id": "abc123", "model_digest": "d" * 64, "kind": "gpt",
             "data": {"sources": [{"path": "a.txt", "sha256": "s", "license": "CC-BY-4.0"}]}}
 
 
+def _release(content, **kw) -> guard.Released:
+    """Release ``content`` of RUN_INFO's run, not stored in the library."""
+    return guard.release(content, policy=kw.pop("policy", None) or guard.ReleasePolicy(store=False),
+                         run_info=kw.pop("run_info", RUN_INFO), **kw)
+
+
 def test_text_artifact_verify_valid_tampered_unsigned(tmp_path, cli) -> None:
     guard.init_keys()
-    text, report, manifest = guard.finalize_text("A calm sea. Write to me: x.y@example.com", run_info=RUN_INFO,
-                                                 params={"temperature": 0.8}, seed=3, watermarked=True)
+    policy = guard.ReleasePolicy(store=False)
+    out = tmp_path / "story.txt"
+    rel = _release("A calm sea. Write to me: x.y@example.com", params={"temperature": 0.8}, seed=3,
+                   watermark=policy.text_watermark(256), policy=policy, out=out)
+    text, report, manifest = rel.text, rel.report, rel.manifest
     assert "x.y@example.com" not in text and report.action == "mask"
     assert manifest["watermark"]["key_id"] == guard.load_keys().key_id
     assert manifest["sources"][0]["license"] == "CC-BY-4.0" and manifest["seed"] == 3
-    out = tmp_path / "story.txt"
-    guard.write_text_artifact(out, text, manifest)
     res = cli("verify", out)
     assert res.code == 0 and res.out.startswith("valid"), res.out + res.err
 
@@ -318,8 +325,8 @@ def test_text_artifact_verify_valid_tampered_unsigned(tmp_path, cli) -> None:
 
 def test_markdown_front_matter(tmp_path) -> None:
     guard.init_keys()
-    text, _, manifest = guard.finalize_text("# Title\n\nBody.\n", run_info=RUN_INFO)
-    p = guard.write_text_artifact(tmp_path / "a.md", text, manifest, front_matter=True)
+    p = _release("# Title\n\nBody.\n", out=tmp_path / "a.md", front_matter=True).path
+    assert not (tmp_path / "a.md.manifest.json").exists()
     assert p.read_text().startswith("---\ngencraft_manifest: ")
     assert guard.verify_file(p).status == "valid"
     p.write_text(p.read_text().replace("Body.", "Bodies."))
@@ -328,9 +335,9 @@ def test_markdown_front_matter(tmp_path) -> None:
 
 def test_png_manifest_c2pa_and_tampering(tmp_path) -> None:
     guard.init_keys()
-    image, report, manifest = guard.finalize_image(_test_image(), run_info=RUN_INFO, params={"steps": 10}, seed=1)
-    assert manifest["watermark"]["scheme"] == "dct-spread-spectrum"
-    p = guard.write_image_artifact(tmp_path / "img.png", image, manifest)
+    rel = _release(_test_image(), kind="image", params={"steps": 10}, seed=1, out=tmp_path / "img.png")
+    manifest, p = rel.manifest, rel.path
+    assert manifest["watermark"]["scheme"] == "dct-spread-spectrum" and rel.data == p.read_bytes()
     v = guard.verify_file(p)
     assert v.status == "valid" and v.trusted
 
@@ -364,7 +371,7 @@ def test_png_manifest_c2pa_and_tampering(tmp_path) -> None:
 
 def test_watermark_detect_cli_on_image(tmp_path, cli) -> None:
     guard.init_keys()
-    image, _, manifest = guard.finalize_image(_test_image(), run_info=RUN_INFO)
+    image = _release(_test_image(), kind="image").content
     _jpeg(image).save(tmp_path / "x.jpg", quality=75)
     res = cli("guard", "watermark", "detect", tmp_path / "x.jpg", "--json")
     assert res.code == 0, res.err
@@ -373,10 +380,14 @@ def test_watermark_detect_cli_on_image(tmp_path, cli) -> None:
     assert cli("guard", "watermark", "detect", tmp_path / "y.jpg").code == 1
 
 
-def test_unsigned_without_keys_and_license_rule(tmp_path) -> None:
-    text, _, manifest = guard.finalize_text("plain words", run_info=RUN_INFO)
-    assert "signature" not in manifest and manifest["watermark"] is None
-    guard.write_text_artifact(tmp_path / "t.txt", text, manifest)
+def test_unsigned_without_keys_and_license_rule(tmp_path, caplog) -> None:
+    policy = guard.ReleasePolicy(store=False)
+    assert policy.keys is None and policy.text_watermark(256) is None
+    with caplog.at_level("WARNING", logger="gencraft.guard"):
+        rel = _release("plain words", out=tmp_path / "t.txt", policy=policy)
+        _release("more words", policy=policy)
+    assert not rel.signed and rel.manifest["watermark"] is None
+    assert [r.getMessage() for r in caplog.records] == [guard.UNSIGNED_NOTICE]  # visible, once per policy
     assert guard.verify_file(tmp_path / "t.txt").status == "unsigned"
     info = {"run_id": "r-unknown-1", "data": {"sources": [{"path": "x.txt", "license": "unknown"}]}}
     with pytest.warns(UserWarning, match="unknown license"):
@@ -387,12 +398,13 @@ def test_unsigned_without_keys_and_license_rule(tmp_path) -> None:
         warnings.simplefilter("error")  # once per run: no second warning
         guard.check_licenses(info)
     with pytest.raises(GuardError, match="license unknown"):
-        guard.finalize_text("words", run_info=info, strict_licenses=True)
+        _release("words", run_info=info, policy=guard.ReleasePolicy(store=False, strict_licenses=True))
 
 
 def test_block_raises_guard_error() -> None:
     with pytest.raises(GuardError, match="blocked"):
-        guard.finalize_text("they are subhuman", policy=Policy(classifier_threshold=None))
+        _release("they are subhuman", policy=guard.ReleasePolicy(moderation=Policy(classifier_threshold=None),
+                                                                 store=False))
     assert os.environ["GENCRAFT_HOME"]
 
 

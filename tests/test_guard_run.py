@@ -39,23 +39,23 @@ def shared_data() -> Path:  # module scope for the run fixture
 def test_engine_watermark_detected_through_run_tokenizer(tiny_run: Path, tmp_path: Path, cli) -> None:
     from gencraft.backends import load
 
-    guard.init_keys()
+    keys = guard.init_keys()
     tm = load(tiny_run)
-    wm = guard.text_watermark(tm.tokenizer.vocab_size)
-    assert wm is not None and guard.text_watermark(10, enabled=False) is None
-    marked = tm.generate("ROMEO:", max_new_tokens=200, seed=1, processors=[wm], stop_at_eos=False,
-                         top_k=20)
-    plain = tm.generate("ROMEO:", max_new_tokens=200, seed=1, stop_at_eos=False, top_k=20)
-    rule = guard.text_detector(tm.tokenizer.vocab_size)
+    policy = guard.ReleasePolicy(store=False)
+    wm = policy.text_watermark(tm.tokenizer.vocab_size)
+    assert wm is not None and guard.ReleasePolicy(watermark=False).text_watermark(10) is None
+    opts = dict(max_new_tokens=200, seed=1, stop_at_eos=False, top_k=20)
+    marked = tm.generate("ROMEO:", **guard.watermark_options(wm, opts))
+    plain = tm.generate("ROMEO:", **opts)
+    rule = guard.text_detector(tm.tokenizer.vocab_size, keys)
     assert guard.detect_text(marked.text, tm.tokenizer, rule).z > 4
     assert guard.detect_text(plain.text, tm.tokenizer, rule).z < 4
 
-    text, report, manifest = guard.finalize_text(marked.text, run_info=tm.info, params={"seed": 1}, seed=1,
-                                                 watermarked=True)
-    out = guard.write_text_artifact(tmp_path / "gen.txt", text, manifest)
+    out = guard.release(marked.text, model=tm, params={"seed": 1}, seed=1, watermark=wm, policy=policy,
+                        out=tmp_path / "gen.txt").path
     res = cli("guard", "watermark", "detect", out, "--run", tiny_run, "--json")
     assert res.code == 0, res.err
-    assert json.loads(res.out)["z"] > 4
+    assert json.loads(res.out)["p_value"] < 1e-4
     (tmp_path / "plain.txt").write_text(plain.text, encoding="utf-8")
     assert cli("guard", "watermark", "detect", tmp_path / "plain.txt", "--run", tiny_run).code == 1
     assert cli("verify", out).code == 0
@@ -94,7 +94,8 @@ def test_memorization_benchmark_runs_through_engine(tiny_run: Path, cli) -> None
     assert json.loads(res.out)["prompts"] == 2
 
 
-def test_generate_guarded_regenerates_on_copy_risk(tiny_run: Path, tmp_path: Path) -> None:
+def test_generate_retries_on_copy_risk(tiny_run: Path, tmp_path: Path) -> None:
+    import gencraft
     from gencraft.backends import load
     from gencraft.errors import GuardError
     from gencraft.guard.copies import CopyIndex, build_copy_index
@@ -102,19 +103,20 @@ def test_generate_guarded_regenerates_on_copy_risk(tiny_run: Path, tmp_path: Pat
     guard.init_keys()
     tm = load(tiny_run)
     opts = dict(max_new_tokens=150, top_k=20, stop_at_eos=False)
-    wm = guard.text_watermark(tm.tokenizer.vocab_size)
-    first = tm.generate("ROMEO:", seed=3, processors=[wm], **opts).text
+    policy = guard.ReleasePolicy(copy_action="block", store=False)
+    marked = guard.watermark_options(policy.text_watermark(tm.tokenizer.vocab_size), opts)
+    first = tm.generate("ROMEO:", seed=3, **marked).text
     # an index whose "training data" holds exactly what seed 3 produces: that attempt is a copy
     build_copy_index(tmp_path / "idx", [{"id": 0, "source": 0, "text": first}],
                      [{"path": "planted.txt", "license": "CC0-1.0"}])
-    index = CopyIndex(tmp_path / "idx")
-    text, report, manifest = guard.generate_guarded(tm, "ROMEO:", seed=3, copy_index=index, **opts)
-    assert manifest["parameters"]["attempt"] == 1 and manifest["seed"] == 4
-    assert not report.copies.copy_risk and text != first
-    assert manifest["watermark"]["key_id"] and "signature" in manifest
+    policy._copy_indexes[str(tm.path)] = CopyIndex(tmp_path / "idx")
+    [rel] = gencraft.generate_text(tm, "ROMEO:", seed=3, retries=2, policy=policy, **opts)
+    assert rel.manifest["parameters"]["attempt"] == 1 and rel.manifest["seed"] == 4
+    assert not rel.report.copies.copy_risk and rel.text != first
+    assert rel.manifest["watermark"]["key_id"] and rel.signed
+    first_greedy = tm.generate("ROMEO:", temperature=0, **marked).text
+    build_copy_index(tmp_path / "idx2", [{"id": 0, "source": 0, "text": first_greedy}],
+                     [{"path": "planted.txt", "license": "CC0-1.0"}])
+    policy._copy_indexes[str(tm.path)] = CopyIndex(tmp_path / "idx2")
     with pytest.raises(GuardError, match="2 attempts"):  # greedy: every attempt is the same copy
-        first_greedy = tm.generate("ROMEO:", temperature=0, processors=[wm], **opts).text
-        build_copy_index(tmp_path / "idx2", [{"id": 0, "source": 0, "text": first_greedy}],
-                         [{"path": "planted.txt", "license": "CC0-1.0"}])
-        guard.generate_guarded(tm, "ROMEO:", copy_index=CopyIndex(tmp_path / "idx2"), retries=1,
-                               temperature=0, **opts)
+        gencraft.generate_text(tm, "ROMEO:", retries=1, temperature=0, policy=policy, **opts)

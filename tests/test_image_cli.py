@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gencraft.guard.provenance import read_png_manifest
 from gencraft.post.image import background_to_alpha, make_grid, quantize, read_png_text, save_png, upscale
 from gencraft.train.image_eval import frechet_distance, kernel_distance, nearest_distance, precision_recall
 
@@ -24,8 +25,8 @@ def test_train_imagine_evaluate(cli, tmp_path):
     assert r.code == 0, r.err
     with Image.open(out) as im:
         assert im.size == (3 * 17 + 1, 2 * 17 + 1)  # each 8 px image upscaled to 16, 1 px padding
-    meta = json.loads(read_png_text(out)["gencraft"])
-    assert meta["kind"] == "dcgan" and meta["parameters"]["label"] == "3" and meta["seed"] == 1
+    _, meta = read_png_manifest(out.read_bytes())  # released: the manifest in the PNG's iTXt chunk
+    assert meta["kind"] == "image" and meta["parameters"]["label"] == "3" and meta["seed"] == 1
     assert meta["sources"][0]["license"] == "BSD-3-Clause" and len(meta["model_digest"]) == 64
     # same seed, same pixels
     out2 = tmp_path / "grid2.png"

@@ -18,7 +18,7 @@ pytest.importorskip("sqlalchemy")
 pytest.importorskip("alembic")
 
 from gencraft.errors import NotFoundError, UsageError  # noqa: E402
-from gencraft.library import Filters, Library, item_dict, rank_toward_liked  # noqa: E402
+from gencraft.library import Filters, Library, item_dict  # noqa: E402
 
 
 @pytest.fixture
@@ -77,10 +77,16 @@ def test_ratings_and_rank_toward_liked(lib: Library) -> None:
     with pytest.raises(UsageError) as e:
         lib.rate(up, 5)
     assert e.value.param == "rating"
-    ranked = rank_toward_liked(["Sturdy boots of leather", "Zesty lemon drink, bright"], kind="ads", library=lib)
-    assert ranked[0][0] == "Zesty lemon drink, bright" and ranked[0][1] > 0 > ranked[1][1]
-    # nothing rated of that kind: order unchanged, scores 0
-    assert rank_toward_liked(["b", "a"], kind="game", library=lib) == [("b", 0.0), ("a", 0.0)]
+    from gencraft.apps.ads import Variant, toward_liked
+
+    variants = [Variant("search", "Sturdy boots", "of leather", "Shop"),
+                Variant("search", "Zesty lemon", "drink, bright", "Buy")]
+    ranked = toward_liked(variants, lib)
+    assert ranked[0].headline == "Zesty lemon" and ranked[0].scores["preference"] > 0 > ranked[1].scores["preference"]
+    lib.rate(up, 0)
+    lib.rate(down, 0)  # nothing rated: the kit's order, no preference score
+    fresh = [Variant("search", "b", "x", "y"), Variant("search", "a", "x", "y")]
+    assert toward_liked(fresh, lib) == fresh and all("preference" not in v.scores for v in fresh)
 
 
 def test_bad_database_url_is_a_usage_error() -> None:

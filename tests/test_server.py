@@ -478,13 +478,16 @@ def test_queue_bound_answers_429(studio_home: Path) -> None:
         sched.close()
 
 
-def test_served_text_is_watermarked_and_signed_once_keys_exist(client, server: LiveServer) -> None:
+def test_served_text_is_watermarked_and_signed_with_the_servers_keys(tmp_path: Path, monkeypatch) -> None:
     from gencraft.guard import init_keys
 
-    init_keys()  # this test's GENCRAFT_HOME: the server reads keys at request time
-    client.completions.create(model="tiny", prompt="watermark check", max_tokens=8, temperature=0.8, seed=3)
-    lib = httpx.get(server.url + "/v1/gencraft/library", params={"q": "watermark check"}).json()
+    make_text_run(tmp_path, "tiny")
+    monkeypatch.setenv("GENCRAFT_HOME", str(tmp_path))
+    init_keys()  # before the server starts: it reads its keys once, at startup
+    with LiveServer(ServerConfig(auth=False, home=tmp_path, rate_per_minute=0)) as s:
+        c = openai.OpenAI(base_url=s.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+        c.completions.create(model="tiny", prompt="watermark check", max_tokens=8, temperature=0.8, seed=3)
+        lib = httpx.get(s.url + "/v1/gencraft/library", params={"q": "watermark check"}).json()
     manifest = lib["data"][0]["manifest"]
     assert manifest["watermark"] and manifest["watermark"]["key_id"]
     assert manifest["signature"]["alg"] == "Ed25519"
-    assert manifest["parameters"]["watermarked"] is True

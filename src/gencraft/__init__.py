@@ -6,7 +6,9 @@ The public API mirrors the CLI::
     ds = gencraft.prepare(["stories/"], out="stories", tokenizer="bpe")
     run = gencraft.train(ds, model="gpt", preset="tiny", out="stories-gpt")
     model = gencraft.load(run)
-    print(model.generate("Once upon a time", max_new_tokens=100).text)
+    print(model.generate("Once upon a time", max_new_tokens=100).text)   # raw model output
+    [out] = gencraft.generate_text(model, "Once upon a time", max_new_tokens=100, out="story.txt")
+    out.text, out.manifest                                              # released: guarded, signed, stored
 
 Names are imported lazily so that ``gencraft --help`` starts fast. Importing gencraft changes
 nothing in the process (no environment variable, no thread setting): a process that wants a
@@ -29,6 +31,9 @@ _API = {
     "load": "gencraft.backends:load",
     "speak": "gencraft.generate.speech:speak",
     "use_thread_policy": "gencraft.threads:use_thread_policy",
+    "generate_text": "gencraft.apps.text:generate",
+    "release": "gencraft.guard.release:release",
+    "ReleasePolicy": "gencraft.guard.release:ReleasePolicy",
 }
 
 __all__ = ["__version__", *_API]

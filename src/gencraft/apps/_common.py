@@ -23,39 +23,6 @@ def load_model(model: Any) -> Any:
     return load(os.fspath(model))
 
 
-def model_info(model: Any) -> dict[str, Any]:
-    """The run's ``gencraft.json`` (or what an HF model reports) for provenance."""
-    return dict(getattr(model, "info", None) or {})
-
-
-def finalize(text: str, *, model: Any, kind: str, parameters: dict[str, Any], seed: int | None,
-             watermarked: bool = False) -> tuple[str, dict[str, Any]]:
-    """The guard's last word on a generated text: moderation (a block raises :class:`GuardError`,
-    ``mask`` stars spans), license warnings and the signed provenance manifest."""
-    from gencraft.guard import finalize_text
-
-    out, _report, manifest = finalize_text(text, run_info=model_info(model), params=parameters, seed=seed,
-                                           watermarked=watermarked, kind=kind)
-    return out, manifest
-
-
-def write_artifact(path: str | os.PathLike[str], text: str, manifest: dict[str, Any], *,
-                   front_matter: bool = False) -> Path:
-    """Write text plus its manifest (sidecar ``PATH.manifest.json``, or Markdown front matter)."""
-    from gencraft.guard.provenance import write_text_artifact
-
-    return write_text_artifact(path, text, manifest, front_matter=front_matter)
-
-
-def image_artifact(path: str | os.PathLike[str], image: Any, *, run_info: dict[str, Any], kind: str,
-                   parameters: dict[str, Any], seed: int | None) -> Path:
-    """Watermark (when keys exist and the image is large enough), sign and write one PNG."""
-    from gencraft.guard import finalize_image, write_image_artifact
-
-    image, _report, manifest = finalize_image(image, run_info=run_info, params=parameters, seed=seed, kind=kind)
-    return write_image_artifact(path, image, manifest)
-
-
 def _cell(v: Any) -> str:
     if isinstance(v, list):
         return "; ".join(_cell(x) for x in v)
@@ -108,19 +75,31 @@ def render(records: Sequence[dict[str, Any]], suffix: str, *, columns: Sequence[
 
 def export(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
            columns: Sequence[str] | None = None, model: Any = None, kind: str | None = None,
-           parameters: dict[str, Any] | None = None, seed: int | None = None) -> Path:
+           parameters: dict[str, Any] | None = None, seed: int | None = None, policy: Any = None,
+           watermark: Any = None) -> Path:
     """Write ``records`` as ``.json``, ``.jsonl`` or ``.csv`` (by the suffix), atomically.
 
-    With ``kind`` the content first goes through the guard (:func:`finalize`) and gets its signed
-    provenance manifest beside it (``PATH.manifest.json``).
+    With ``kind`` (the release label, e.g. ``game.npc``) the file is released
+    (:func:`gencraft.guard.release` under ``policy``: guard check, signed provenance manifest beside
+    it as ``PATH.manifest.json``); it is not stored in the library again (its records are, one by
+    one). ``watermark``: the one the records were sampled with.
     """
     p = Path(path)
     text = render(records, p.suffix, columns=columns)
     if kind is None:
         write_text(p, text)
         return p
-    text, manifest = finalize(text, model=model, kind=kind, parameters=parameters or {}, seed=seed)
-    return write_artifact(p, text, manifest)
+    from gencraft import guard
+
+    own = policy is None
+    policy = policy if policy is not None else guard.ReleasePolicy(store=False)
+    try:
+        guard.release(text, kind="text", label=kind, policy=policy, model=model, params=parameters, seed=seed,
+                      watermark=watermark, out=p, store=False)
+    finally:
+        if own:
+            policy.close()
+    return p
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ import torch
 from gencraft.apps._common import export, load_model, read_json_file
 from gencraft.errors import UsageError
 from gencraft.generate import constraints as C
+from gencraft.guard import watermark_options
 
 # Hard limits in characters (the platforms' own published maxima).
 CHANNELS: dict[str, dict[str, Any]] = {
@@ -219,12 +221,16 @@ def mmr(candidates: list[str], relevance: list[float], n: int, lam: float = 0.7)
 
 def generate(model: Any, brief: Brief, *, n: int = 5, seed: int = 0, candidates: int | None = None,
              voice: Any = None, channels: Any = None, temperature: float = 1.0, top_p: float = 0.95,
-             ctas: tuple[str, ...] | list[str] | None = None, diversity: float = 0.7) -> list[Variant]:
+             ctas: tuple[str, ...] | list[str] | None = None, diversity: float = 0.7,
+             rank_by_ratings: bool = False, library: Any = None, watermark: Any = None) -> list[Variant]:
     """``n`` ranked ad variants for ``brief`` from ``model`` (TextModel, run or ``hf:PATH``).
 
     ``candidates`` (default ``3 n``) are sampled, scored and reduced to ``n`` by MMR. ``voice`` is a
     brand-voice model (TextModel or run). Every headline/description/CTA respects the channel's
     limits, contains the required terms and none of the banned ones -- by construction.
+    ``rank_by_ratings``: then order them toward the ads rated up in ``library`` (default: the
+    default library; see :func:`toward_liked`). ``watermark``: the text watermark to sample with
+    (:meth:`gencraft.guard.ReleasePolicy.text_watermark`; None: unmarked).
     """
     table = channel_table(channels)
     if brief.channel not in table:
@@ -252,7 +258,7 @@ def generate(model: Any, brief: Brief, *, n: int = 5, seed: int = 0, candidates:
         raise UsageError(f"no call to action fits {limits['cta']} characters without a banned term; pass ctas=",
                          param="cta")
     g_cta = C.choice(options)
-    opts = {"temperature": temperature, "top_p": top_p}
+    opts = watermark_options(watermark, {"temperature": temperature, "top_p": top_p})
     heads = C.generate_many(tm, _prompt(brief, "headline"), g_head, n=k, seed=seed, **opts)
     descs = C.generate_many(tm, _prompt(brief, "description"), g_desc, n=k, seed=seed + 1, **opts)
     cta_out = C.generate_many(tm, _prompt(brief, "call to action"), g_cta, n=k, seed=seed + 2, **opts)
@@ -274,7 +280,34 @@ def generate(model: Any, brief: Brief, *, n: int = 5, seed: int = 0, candidates:
             "diversity": round(novelty, 4), "rank_score": round(relevance[i], 4)})
         check_variant(v, brief, limits)
         out.append(v)
-    return out
+    return toward_liked(out, library) if rank_by_ratings else out
+
+
+def toward_liked(variants: list[Variant], library: Any = None) -> list[Variant]:
+    """``variants`` reordered toward the ad copy rated up (and away from that rated down) in the
+    library (:func:`gencraft.library.preference_scores`, shown as the ``preference`` score); the
+    kit's order breaks ties and stays as it is when nothing is rated. A library that cannot be read
+    is a warning, never a failure: ranking by ratings is a refinement."""
+    from gencraft.library import Library, preference_scores
+
+    try:
+        lib = library if library is not None else Library.open()
+        try:
+            liked, disliked = lib.rated_texts("ads")
+        finally:
+            if library is None:
+                lib.close()
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        warnings.warn(f"not ranked by your ratings ({' '.join(str(e).split()) or type(e).__name__})",
+                      UserWarning, stacklevel=2)
+        return variants
+    if not (liked or disliked):
+        return variants
+    pref = preference_scores([v.text for v in variants], liked, disliked)
+    for v, p in zip(variants, pref, strict=True):
+        v.scores["preference"] = round(p, 4)
+    order = sorted(range(len(variants)), key=lambda i: -pref[i])  # stable: ties keep the kit's order
+    return [variants[i] for i in order]
 
 
 def check_variant(v: Variant, brief: Brief, limits: dict[str, Any]) -> None:
@@ -304,9 +337,9 @@ def validation(v: Variant, brief: Brief, limits: dict[str, Any]) -> dict[str, An
 
 
 def export_csv(variants: list[Variant], path: str | Path, brief: Brief, *, channels: Any = None,
-               model: Any = None, seed: int | None = None) -> Path:
+               model: Any = None, seed: int | None = None, policy: Any = None, watermark: Any = None) -> Path:
     """CSV in the column layout the channel's ad platform imports (Google Ads, Meta, LinkedIn),
-    plus the scores; guard-checked, with its provenance manifest beside it."""
+    plus the scores; released (guard check, provenance manifest beside it)."""
     table = channel_table(channels)
     layout = LAYOUTS[table[brief.channel]["layout"]]
     rows = []
@@ -318,7 +351,8 @@ def export_csv(variants: list[Variant], path: str | Path, brief: Brief, *, chann
         row.update({f"Score {k}": val for k, val in v.scores.items()})
         rows.append(row)
     cols = [c for c, _ in layout] + [f"Score {k}" for k in (variants[0].scores if variants else {})]
-    return export(rows, path, columns=cols, model=model, kind="ads/copy", seed=seed,
+    return export(rows, path, columns=cols, model=model, kind="ads.copy", seed=seed, policy=policy,
+                  watermark=watermark,
                   parameters={"channel": brief.channel, "product": brief.product, "n": len(variants)})
 
 

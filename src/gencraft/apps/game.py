@@ -26,6 +26,7 @@ from typing import Any
 from gencraft.apps._common import export, load_model, read_json_file
 from gencraft.errors import DataError, UsageError
 from gencraft.generate import constraints as C
+from gencraft.guard import watermark_options
 
 KINDS = ("names", "npc", "quest", "item", "dialogue")
 
@@ -157,12 +158,13 @@ def _repair_dialogue(tree: dict[str, Any]) -> str | None:
 
 def generate(model: Any, kind: str, *, n: int = 1, seed: int = 0, schema: Any = None,
              prompt: str | None = None, temperature: float = 1.0, top_p: float = 1.0,
-             nodes: int = 4, max_string: int = C.DEFAULT_MAX_STRING) -> list[Record]:
+             nodes: int = 4, max_string: int = C.DEFAULT_MAX_STRING, watermark: Any = None) -> list[Record]:
     """``n`` records of ``kind`` from ``model`` (a TextModel, run name/path or ``hf:PATH``).
 
     Every record validates against the schema (the built-in one, or ``schema``: a dict or a JSON
     file); dialogue trees are graph-checked and repaired (see :func:`check_dialogue`). The same
-    ``seed`` gives the same batch.
+    ``seed`` gives the same batch. ``watermark``: the text watermark to sample with
+    (:meth:`gencraft.guard.ReleasePolicy.text_watermark`; None: unmarked).
     """
     if n < 1:
         raise UsageError(f"n={n}: must be at least 1", param="n")
@@ -177,7 +179,8 @@ def generate(model: Any, kind: str, *, n: int = 1, seed: int = 0, schema: Any = 
     text_prompt = prompt if prompt is not None else _PROMPTS.get(kind, f"A {kind} record, as JSON:\n")
     if kind == "names" and prompt is None:
         text_prompt = _names_prompt(seed) or text_prompt
-    outs = C.generate_many(tm, text_prompt, grammar, n=n, seed=seed, temperature=temperature, top_p=top_p)
+    outs = C.generate_many(tm, text_prompt, grammar, n=n, seed=seed, temperature=temperature, top_p=top_p,
+                           **watermark_options(watermark))
     records = []
     for i, o in enumerate(outs):
         value = o.value
@@ -211,9 +214,10 @@ def _names_prompt(seed: int, k: int = 8) -> str | None:
 
 
 def export_records(records: list[Record], path: str | os.PathLike[str], *, model: Any = None,
-                   parameters: dict[str, Any] | None = None) -> Path:
-    """Write records as JSON or CSV (by the suffix) with their guard check and provenance manifest
-    (``PATH.manifest.json``); dialogue CSV has one row per node."""
+                   parameters: dict[str, Any] | None = None, policy: Any = None, watermark: Any = None) -> Path:
+    """Write records as JSON or CSV (by the suffix), released (:func:`gencraft.guard.release`: guard
+    check and provenance manifest ``PATH.manifest.json``); dialogue CSV has one row per node.
+    ``watermark``: the one the records were sampled with."""
     rows: list[dict[str, Any]] = []
     for r in records:
         if r.kind == "dialogue" and str(path).lower().endswith(".csv"):
@@ -225,8 +229,8 @@ def export_records(records: list[Record], path: str | os.PathLike[str], *, model
             rows.append(r.value)
     kind = records[0].kind if records else "record"
     seed = records[0].seed if records else None
-    return export(rows, path, model=model, kind=f"game/{kind}", parameters={"n": len(records), **(parameters or {})},
-                  seed=seed)
+    return export(rows, path, model=model, kind=f"game.{kind}", parameters={"n": len(records), **(parameters or {})},
+                  seed=seed, policy=policy, watermark=watermark)
 
 
 # ---------------------------------------------------------------- sprites

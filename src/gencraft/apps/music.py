@@ -8,7 +8,6 @@ processor chain, so the output is always ``bars`` complete bars with every note 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +15,7 @@ from typing import Any
 
 from gencraft.apps.music_grammar import MusicGrammar
 from gencraft.errors import RunError, UsageError
-from gencraft.io import write_json
 from gencraft.music.events import TIME_SIGNATURES, Piece, decode
-from gencraft.music.midi import write_midi
 from gencraft.music.tokenizer import MusicTokenizer, is_music_tokenizer
 
 TOKENS_PER_BAR_BUDGET = 96  # generous: chorales average ~36 events a bar
@@ -45,9 +42,11 @@ def load_music_run(run: str | os.PathLike[str]):
 
 
 def generate_events(model, tok: MusicTokenizer, bars: int, seed: int, time_signature: str = "4/4",
-                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0) -> list[int]:
-    """Token ids of one constrained piece (without the prompt), drawn by the decoding engine."""
+                    temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, watermark: Any = None) -> list[int]:
+    """Token ids of one constrained piece (without the prompt), drawn by the decoding engine;
+    ``watermark``: the text watermark to sample the events with (None: unmarked)."""
     from gencraft.generate import GenerationConfig, generate
+    from gencraft.guard import watermark_options
 
     if time_signature not in TIME_SIGNATURES:
         raise UsageError(f"--time-signature {time_signature}: expected one of {', '.join(TIME_SIGNATURES)}",
@@ -56,47 +55,46 @@ def generate_events(model, tok: MusicTokenizer, bars: int, seed: int, time_signa
     budget = bars * TOKENS_PER_BAR_BUDGET
     grammar = MusicGrammar(tok, bars, prompt_length=len(prompt), max_new_tokens=budget)
     cfg = GenerationConfig.from_options(max_new_tokens=budget, temperature=temperature, top_k=top_k, top_p=top_p,
-                                        seed=seed, processors=[grammar])
+                                        seed=seed, **watermark_options(watermark, {"processors": [grammar]}))
     return generate(model, tok, [prompt], cfg)[0][0].token_ids
-
-
-def provenance(info: dict[str, Any], content: bytes, parameters: dict[str, Any], seed: int,
-               media_type: str) -> dict[str, Any]:
-    """The provenance manifest of a generated file (``gencraft.guard.provenance``), signed when the
-    user has keys (``gencraft keys init``)."""
-    from gencraft.guard.keys import load_keys
-    from gencraft.guard.provenance import build_manifest, sign_manifest
-
-    manifest = build_manifest(content_sha256=hashlib.sha256(content).hexdigest(), kind="music", run_info=info,
-                              parameters=parameters, seed=seed, media_type=media_type)
-    keys = load_keys()
-    return sign_manifest(manifest, keys) if keys is not None else manifest
 
 
 def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: int = 16, seed: int = 0,
             wav: bool = False, tempo: float = 90.0, temperature: float = 1.0, top_k: int = 0,
-            top_p: float = 1.0, time_signature: str = "4/4", sample_rate: int = 22050) -> Composition:
-    """Generate ``bars`` bars from ``run`` and write ``out`` (MIDI), ``out``.wav and the manifests."""
+            top_p: float = 1.0, time_signature: str = "4/4", sample_rate: int = 22050,
+            policy: Any = None) -> Composition:
+    """Generate ``bars`` bars from ``run`` and release them (:func:`gencraft.guard.release` under
+    ``policy``): ``out`` (MIDI) and ``out``.wav, each with its signed manifest beside it. The event
+    tokens are sampled with the policy's text watermark; the WAV is rendered from them."""
+    from gencraft import guard
+    from gencraft.guard.provenance import sidecar_path
+    from gencraft.music.midi import midi_bytes
+
     if bars < 1 or bars > 256:
         raise UsageError(f"--bars {bars}: must be between 1 and 256", param="bars")
     if not 20 <= tempo <= 400:
         raise UsageError(f"--tempo {tempo}: must be between 20 and 400 beats a minute", param="tempo")
-    model, tok, info, _ = load_music_run(run)
-    ids = generate_events(model, tok, bars, seed, time_signature, temperature, top_k, top_p)
-    events = f"TS_{time_signature} " + tok.decode([i for i in ids if i != tok.eos_id])
-    piece = decode(events)
-    out = Path(out)
-    write_midi(piece, out, tempo)
-    params = {"bars": bars, "tempo": tempo, "temperature": temperature, "top_k": top_k, "top_p": top_p,
-              "time_signature": time_signature}
-    manifest = out.with_name(out.name + ".manifest.json")
-    write_json(manifest, provenance(info, out.read_bytes(), params, seed, "audio/midi"))
-    wav_path = None
-    if wav:
-        from gencraft.music.synth import render, write_wav
+    model, tok, info, path = load_music_run(run)
+    own = policy is None
+    policy = policy if policy is not None else guard.ReleasePolicy()
+    try:
+        wm = policy.text_watermark(tok.vocab_size)
+        ids = generate_events(model, tok, bars, seed, time_signature, temperature, top_k, top_p, watermark=wm)
+        events = f"TS_{time_signature} " + tok.decode([i for i in ids if i != tok.eos_id])
+        piece = decode(events)
+        params = {"bars": bars, "tempo": tempo, "temperature": temperature, "top_k": top_k, "top_p": top_p,
+                  "time_signature": time_signature}
+        common = {"label": "music", "policy": policy, "run_info": info, "model_name": str(run), "seed": seed}
+        midi = guard.release(midi_bytes(piece, tempo), kind="midi", params=params, watermark=wm, out=out,
+                             **common)
+        wav_path = None
+        if wav:
+            from gencraft.music.synth import render, wav_bytes
 
-        wav_path = out.with_suffix(".wav")
-        write_wav(render(piece, tempo, sample_rate), wav_path, sample_rate)
-        write_json(wav_path.with_name(wav_path.name + ".manifest.json"),
-                   provenance(info, wav_path.read_bytes(), {**params, "sample_rate": sample_rate}, seed, "audio/wav"))
-    return Composition(piece, events, out, wav_path, manifest)
+            wav_path = Path(out).with_suffix(".wav")
+            guard.release(wav_bytes(render(piece, tempo, sample_rate), sample_rate), kind="audio", out=wav_path,
+                          params={**params, "sample_rate": sample_rate}, **common)
+    finally:
+        if own:
+            policy.close()
+    return Composition(piece, events, midi.path, wav_path, sidecar_path(midi.path))

@@ -25,6 +25,7 @@ from typing import Any
 from gencraft.apps._common import load_model, read_json_file
 from gencraft.errors import UsageError
 from gencraft.generate import constraints as C
+from gencraft.guard import watermark_options
 from gencraft.post import text as post
 
 KINDS = {
@@ -108,19 +109,10 @@ def build_prompt(text: str, ctx: Context, *, max_chars: int = 2000) -> str:
 
 
 def _generate_text(tm: Any, prompt: str, *, tokens: int, seed: int, temperature: float, top_p: float,
-                   repetition_penalty: float, watermark: bool) -> str:
-    from gencraft.guard import text_watermark
-
-    wm = text_watermark(tm.tokenizer.vocab_size, enabled=watermark)
+                   repetition_penalty: float, watermark: Any) -> str:
     res = tm.generate(prompt, max_new_tokens=int(tokens), seed=int(seed), temperature=temperature,
-                      top_p=top_p, repetition_penalty=repetition_penalty, processors=[wm] if wm else [])
+                      top_p=top_p, repetition_penalty=repetition_penalty, **watermark_options(watermark))
     return res.text
-
-
-def _watermarked(watermark: bool) -> bool:
-    from gencraft.guard import load_keys
-
-    return bool(watermark and load_keys() is not None)
 
 
 @dataclass
@@ -135,8 +127,9 @@ class Written:
 
 def continue_text(model: Any, draft: str, *, tokens: int = 200, ctx: Context | None = None, seed: int = 0,
                   temperature: float = 0.8, top_p: float = 0.95, repetition_penalty: float = 1.1,
-                  lang: str | None = None, spell: bool = False, watermark: bool = True) -> Written:
-    """Continue ``draft``: returns the draft plus its cleaned continuation."""
+                  lang: str | None = None, spell: bool = False, watermark: Any = None) -> Written:
+    """Continue ``draft``: returns the draft plus its cleaned continuation. ``watermark``: the text
+    watermark to sample with (:meth:`gencraft.guard.ReleasePolicy.text_watermark`; None: unmarked)."""
     if tokens < 1:
         raise UsageError(f"tokens={tokens}: must be at least 1", param="tokens")
     tm = load_model(model)
@@ -150,13 +143,12 @@ def continue_text(model: Any, draft: str, *, tokens: int = 200, ctx: Context | N
     known = [k for e in ctx.lore for k in e.keys]
     return Written(whole, {"mode": "continue", "tokens": tokens, "temperature": temperature, "top_p": top_p,
                            "repetition_penalty": repetition_penalty, "lang": lang,
-                           "lore": [e.keys for e in active_lore(draft, ctx)], "note": ctx.note or None,
-                           "watermarked": _watermarked(watermark)},
+                           "lore": [e.keys for e in active_lore(draft, ctx)], "note": ctx.note or None},
                    spelling=post.spell_suggestions(whole, known=known) if spell and lang == "en" else [])
 
 
 def outline(model: Any, title: str, kind: str, sections: int, *, seed: int = 0, lang: str = "en",
-            temperature: float = 0.8) -> list[str]:
+            temperature: float = 0.8, watermark: Any = None) -> list[str]:
     """Section headings for a piece, generated under a JSON Schema (always ``sections`` of them)."""
     tm = load_model(model)
     schema = {"type": "object", "properties": {"sections": {
@@ -166,15 +158,17 @@ def outline(model: Any, title: str, kind: str, sections: int, *, seed: int = 0, 
     what = _KINDS_ZH[kind] if lang == "zh" else KINDS[kind]
     prompt = (f"《{title}》——{what}的提纲（JSON）：\n" if lang == "zh"
               else f"Outline of {what} titled \"{title}\", as JSON:\n")
-    out = C.generate(tm, prompt, C.json_schema(schema), seed=seed, temperature=temperature)
+    out = C.generate(tm, prompt, C.json_schema(schema), seed=seed, temperature=temperature,
+                     **watermark_options(watermark))
     return [" ".join(h.split()) for h in out.value["sections"]]
 
 
 def draft(model: Any, title: str, *, kind: str = "blog", sections: int = 3, section_tokens: int = 120,
           ctx: Context | None = None, seed: int = 0, temperature: float = 0.8, top_p: float = 0.95,
           repetition_penalty: float = 1.1, lang: str | None = None, markdown: bool = True,
-          headings: Sequence[str] | None = None, spell: bool = False, watermark: bool = True) -> Written:
-    """Draft a piece: outline (or ``headings``), then each section with its own token budget."""
+          headings: Sequence[str] | None = None, spell: bool = False, watermark: Any = None) -> Written:
+    """Draft a piece: outline (or ``headings``), then each section with its own token budget.
+    ``watermark``: as in :func:`continue_text`."""
     if kind not in KINDS:
         raise UsageError(f"kind {kind!r} is not one of {', '.join(KINDS)}", param="kind")
     if not 1 <= sections <= 12:
@@ -187,7 +181,7 @@ def draft(model: Any, title: str, *, kind: str = "blog", sections: int = 3, sect
     ctx = ctx or Context()
     lang = lang or post.detect_language(title)
     heads = list(headings) if headings else outline(tm, title, kind, sections, seed=seed, lang=lang,
-                                                    temperature=temperature)
+                                                    temperature=temperature, watermark=watermark)
     so_far = f"# {title}\n" if markdown else f"{title}\n"
     parts = [so_far]
     for i, h in enumerate(heads):
@@ -203,5 +197,5 @@ def draft(model: Any, title: str, *, kind: str = "blog", sections: int = 3, sect
     known = [k for e in ctx.lore for k in e.keys] + title.split()
     return Written(text, {"mode": "draft", "kind": kind, "sections": len(heads), "section_tokens": section_tokens,
                           "temperature": temperature, "top_p": top_p, "repetition_penalty": repetition_penalty,
-                          "lang": lang, "note": ctx.note or None, "watermarked": _watermarked(watermark)},
+                          "lang": lang, "note": ctx.note or None},
                    outline=heads, spelling=post.spell_suggestions(text, known=known) if spell and lang == "en" else [])

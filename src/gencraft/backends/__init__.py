@@ -8,6 +8,7 @@ local Hugging Face causal-LM folder. Every model goes through the same decoding 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 
@@ -40,4 +41,18 @@ def load(spec: str | os.PathLike[str], device: str | torch.device | None = None,
     return TextModel(model, tok, info, str(path))
 
 
-__all__ = ["TextModel", "load"]
+def load_tokenizer_of(spec: str | os.PathLike[str]) -> Any:
+    """The tokenizer of a run (name or path) or ``hf:PATH``, without loading the model's weights
+    (what watermark detection re-tokenizes with)."""
+    s = os.fspath(spec)
+    if s.startswith("hf:"):
+        from gencraft.backends.hf import load_hf_tokenizer
+
+        return load_hf_tokenizer(s[3:])
+    from gencraft.paths import existing_run
+    from gencraft.tokenize import load_tokenizer
+
+    return load_tokenizer(existing_run(s) / "tokenizer.json")
+
+
+__all__ = ["TextModel", "load", "load_tokenizer_of"]

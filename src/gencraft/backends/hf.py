@@ -189,3 +189,14 @@ def load_hf(path: str | os.PathLike[str], device: torch.device | None = None, dt
             "vocab_size": step_model.vocab_size, "max_context": step_model.max_context,
             "num_parameters": sum(t.numel() for t in model.parameters())}
     return TextModel(step_model, HFTokenizer(tok), info, str(p))
+
+
+def load_hf_tokenizer(path: str | os.PathLike[str]) -> HFTokenizer:
+    """The tokenizer of a local Hugging Face model folder, wrapped to gencraft's protocol."""
+    from transformers import AutoTokenizer
+
+    p = Path(os.fspath(path)).expanduser()
+    try:
+        return HFTokenizer(AutoTokenizer.from_pretrained(p, trust_remote_code=False, local_files_only=True))
+    except (OSError, ValueError, KeyError) as e:
+        raise RunError(f"hf:{path}: cannot load the tokenizer ({str(e).splitlines()[0]})") from None

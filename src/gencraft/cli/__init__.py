@@ -7,11 +7,13 @@ on stderr and exit code 2 — never a traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import warnings
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from gencraft.errors import GencraftError
 
@@ -57,26 +59,46 @@ for _name in COMMAND_MODULES:
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def say(label: str, style: str, message: object) -> None:
+    """One line on stderr: a coloured ``label`` and ``message`` as plain text. Messages name files and
+    values the user gave (``/home/u/[draft]/a.txt``, ``[/]``): they are never read as Rich markup."""
+    err.print(Text.assemble((label, style), " ", str(message)))
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err.print(f"[yellow]warning:[/] {message}", markup=True)
+    say("warning:", "yellow", message)
+
+
+class _OneLineLog(logging.Handler):
+    """gencraft's log warnings (``unsigned: no keys ...``, a library that cannot be written) as one line
+    each on stderr, like Python warnings."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(f"{record.levelname.lower()}:", "yellow" if record.levelno < logging.ERROR else "bold red",
+            record.getMessage())
+
+
+_log_handler = _OneLineLog(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns (and exits with) the exit code."""
     warnings.showwarning = _one_line_warning  # one line, no file/line noise
+    if _log_handler not in logging.getLogger("gencraft").handlers:
+        logging.getLogger("gencraft").addHandler(_log_handler)
     try:
         rv = app(args=argv, prog_name="gencraft", standalone_mode=False)
         if isinstance(rv, int) and not isinstance(rv, bool):  # typer.Exit(code) comes back as a value
             sys.exit(rv)
     except GencraftError as e:
-        err.print(f"[bold red]error:[/] {e}", markup=True)
+        say("error:", "bold red", e)
         sys.exit(2)
     except click_exc.UsageError as e:
         if e.format_message():  # (no_args_is_help has printed the help and says nothing more)
-            err.print(f"[bold red]error:[/] {e.format_message()}", markup=True)
+            say("error:", "bold red", e.format_message())
         sys.exit(2)
     except click_exc.ClickException as e:
-        err.print(f"[bold red]error:[/] {e.format_message()}", markup=True)
+        say("error:", "bold red", e.format_message())
         sys.exit(e.exit_code)
     except typer.Exit as e:
         sys.exit(getattr(e, "exit_code", getattr(e, "code", 0)))

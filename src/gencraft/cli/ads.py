@@ -54,7 +54,9 @@ def ads_cmd(
     if required:
         b.required = list(required)
     b.banned = list(dict.fromkeys([*b.banned, *banned]))
+    from gencraft import guard
     from gencraft.apps._common import load_model
+    from gencraft.cli.library import say_stored
 
     tm = load_model(model)
     speaker = None
@@ -63,44 +65,46 @@ def ads_cmd(
 
         speaker = voice if voice and is_speech_voice(voice) else "espeak"
         voice = None if voice and is_speech_voice(voice) else voice
-    variants = ads.generate(tm, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
-                            temperature=temperature)
-    if rank_by_ratings:
-        variants = _toward_liked(variants)
-    lim = ads.channel_table(channels)[b.channel]
-    typer.echo(f"{b.channel}: headline <= {lim['headline']}, description <= {lim['description']}, "
-               f"cta <= {lim['cta']} characters", err=True)
-    for i, v in enumerate(variants, 1):
-        sc = "  ".join(f"{k}={val:.3f}" for k, val in v.scores.items())
-        typer.echo(f"#{i} [{sc}]\n  headline:    {v.headline}\n  description: {v.description}\n"
-                   f"  cta:         {v.cta}", err=True)
-    if out is None:
-        sys.stdout.write(json.dumps([v.to_dict() for v in variants], ensure_ascii=False, indent=2) + "\n")
-    elif out.suffix.lower() == ".csv":
-        ads.export_csv(variants, out, b, channels=channels, model=tm, seed=seed)
-    else:
-        export([v.to_dict() for v in variants], out, model=tm, kind="ads/copy", seed=seed,
-               parameters={"channel": b.channel, "product": b.product, "n": n})
-    common = {"channel": b.channel, "product": b.product, "n": n, "candidates": candidates, "seed": seed,
-              "temperature": temperature, "voice": voice}
-    items = [] if no_store else _variant_items(variants, b, lim, model=tm, name=model, parameters=common)
-    if image is not None:
-        from gencraft.guard import finalize_image, write_image_artifact
-        from gencraft.runs import read_info
+    with guard.ReleasePolicy(store=not no_store) as policy:
+        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        variants = ads.generate(tm, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
+                                temperature=temperature, rank_by_ratings=rank_by_ratings, watermark=wm)
+        if any("preference" in v.scores for v in variants):
+            typer.echo("ranked toward the ads you rated in the library (the preference score)", err=True)
+        lim = ads.channel_table(channels)[b.channel]
+        typer.echo(f"{b.channel}: headline <= {lim['headline']}, description <= {lim['description']}, "
+                   f"cta <= {lim['cta']} characters", err=True)
+        common = {"channel": b.channel, "product": b.product, "n": n, "candidates": candidates, "seed": seed,
+                  "temperature": temperature, "voice": voice}
+        released = [guard.release(v.text, kind="text", label="ads", policy=policy, model=tm, model_name=model,
+                                  params={**common, "rank": rank, "scores": dict(v.scores)}, seed=seed,
+                                  prompt=b.product, watermark=wm, checks={"validation": ads.validation(v, b, lim)})
+                    for rank, v in enumerate(variants)]
+        for i, v in enumerate(variants, 1):
+            sc = "  ".join(f"{k}={val:.3f}" for k, val in v.scores.items())
+            typer.echo(f"#{i} [{sc}]\n  headline:    {v.headline}\n  description: {v.description}\n"
+                       f"  cta:         {v.cta}", err=True)
+        if out is None:
+            sys.stdout.write(json.dumps([v.to_dict() for v in variants], ensure_ascii=False, indent=2) + "\n")
+        elif out.suffix.lower() == ".csv":
+            ads.export_csv(variants, out, b, channels=channels, model=tm, seed=seed, policy=policy, watermark=wm)
+        else:
+            export([v.to_dict() for v in variants], out, model=tm, kind="ads.copy", seed=seed, policy=policy,
+                   watermark=wm, parameters={"channel": b.channel, "product": b.product, "n": n})
+        if image is not None:
+            from gencraft.runs import read_info
 
-        folder = (out.parent if out is not None else Path(".")) / "ad_images"
-        folder.mkdir(parents=True, exist_ok=True)
-        _, info = read_info(image)
-        for img, params in ads.ad_images(image, variants, seed=seed):
-            v = variants[params["variant"]]
-            params = {**params, "headline": v.headline, "cta": v.cta, "channel": v.channel}
-            img, report, manifest = finalize_image(img, run_info=info, params=params, seed=seed, kind="image/ad")
-            path = write_image_artifact(folder / f"ad_{params['variant'] + 1:02d}_{params['size']}.png", img,
-                                        manifest)
-            if not no_store:
-                items.append({"kind": "ads", "model": image, "prompt": b.product, "image": path.read_bytes(),
-                              "parameters": {**common, **params}, "manifest": manifest, "guard": report.to_dict()})
-        typer.echo(f"wrote ad images to {folder}", err=True)
+            folder = (out.parent if out is not None else Path(".")) / "ad_images"
+            folder.mkdir(parents=True, exist_ok=True)
+            _, info = read_info(image)
+            for img, params in ads.ad_images(image, variants, seed=seed):
+                v = variants[params["variant"]]
+                params = {**common, **params, "headline": v.headline, "cta": v.cta, "channel": v.channel}
+                released.append(guard.release(
+                    img, kind="image", label="ads.image", policy=policy, run_info=info, model_name=image,
+                    params=params, seed=seed, prompt=b.product,
+                    out=folder / f"ad_{params['variant'] + 1:02d}_{params['size']}.png"))
+            typer.echo(f"wrote ad images to {folder}", err=True)
     if speaker is not None:
         from gencraft.apps.voiceover import audio_spots
 
@@ -109,53 +113,7 @@ def ads_cmd(
             typer.echo(f"spot {s['variant'] + 1} ({s['seconds']:g} s): " + (
                 f"{s['file']} (speech {s['spoken_seconds']:.1f} s at {s['speed']:g}x)" if s["file"] else s["note"]),
                 err=True)
-    if not no_store:
-        from gencraft.cli.library import store_items
-
-        store_items(items, what="the ad variants")
-
-
-def _toward_liked(variants: list) -> list:
-    """``variants`` reordered toward the ad copy rated up (and away from that rated down) in the
-    library, as the server's ads endpoint does; unchanged when nothing is rated or the library
-    cannot be read (one warning line)."""
-    from gencraft.library import Library, preference_scores
-
-    texts = [v.text for v in variants]
-    try:
-        lib = Library.open()
-        try:
-            liked, disliked = lib.rated_texts("ads")
-        finally:
-            lib.close()
-    except Exception as e:  # noqa: BLE001 - ranking by ratings is a refinement, never a failure
-        typer.echo(f"warning: not ranked by your ratings ({' '.join(str(e).split()) or type(e).__name__})",
-                   err=True)
-        return variants
-    if not (liked or disliked):
-        return variants
-    pref = preference_scores(texts, liked, disliked)
-    order = sorted(range(len(variants)), key=lambda i: -pref[i])  # stable: ties keep the kit's order
-    for i in order:
-        variants[i].scores["preference"] = round(pref[i], 4)
-    typer.echo(f"ranked toward {len(liked)} liked / {len(disliked)} disliked ads in the library", err=True)
-    return [variants[i] for i in order]
-
-
-def _variant_items(variants, brief, limits: dict, *, model, name: str, parameters: dict) -> list[dict]:
-    """One library item per variant (kind ``ads``), in rank order, as the server's ads endpoint stores
-    them: ``headline description cta`` as the text (what ratings rank by), the guard's verdict and
-    manifest, and the channel-limit and term checks."""
-    from gencraft.apps.ads import validation
-    from gencraft.cli.library import guard_fields
-
-    items = []
-    for rank, v in enumerate(variants):
-        params = {**parameters, "rank": rank, "scores": {k: round(float(x), 4) for k, x in v.scores.items()}}
-        manifest, guard = guard_fields(v.text, model=model, kind="ads", parameters=params, seed=parameters["seed"])
-        items.append({"kind": "ads", "model": name, "prompt": brief.product, "text": v.text, "parameters": params,
-                      "manifest": manifest, "guard": {**guard, "validation": validation(v, brief, limits)}})
-    return items
+    say_stored(released)
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ from rich.console import Console
 
 from gencraft.errors import UsageError
 
-console = Console(highlight=False)
+console = Console(highlight=False, markup=False)  # paths and names print as given
 
 
 def export_cmd(

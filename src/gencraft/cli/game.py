@@ -29,6 +29,7 @@ def _records(kind: str):
         from gencraft.apps import game
         from gencraft.apps._common import load_model
         from gencraft.errors import UsageError
+        from gencraft.guard import ReleasePolicy
 
         if voice is not None and (kind != "dialogue" or out is None):
             raise UsageError("--voice: speaks dialogue lines; use it with `game dialogue` and --out FILE.json",
@@ -38,45 +39,48 @@ def _records(kind: str):
 
             Speaker.load(voice)  # an unknown voice fails before anything is generated
         tm = load_model(model)
-        recs = game.generate(tm, kind, n=n, seed=seed, schema=schema, prompt=prompt,
-                             temperature=temperature, nodes=nodes)
-        for i, r in enumerate(recs):
-            for note in r.notes:
-                typer.echo(f"record {i}: {note}", err=True)
-        if out is None:
-            sys.stdout.write(json.dumps([r.value for r in recs], ensure_ascii=False, indent=2) + "\n")
-        else:
-            game.export_records(recs, out, model=tm, parameters={
-                "schema": str(schema) if schema else "built-in", "temperature": temperature,
-                "nodes": nodes if kind == "dialogue" else None, "prompt": prompt})
-            typer.echo(f"wrote {len(recs)} {kind} records to {out}", err=True)
-            if voice is not None:
-                from gencraft.apps.voiceover import voice_dialogue
+        with ReleasePolicy(store=not no_store) as policy:
+            wm = policy.text_watermark(tm.tokenizer.vocab_size)
+            recs = game.generate(tm, kind, n=n, seed=seed, schema=schema, prompt=prompt,
+                                 temperature=temperature, nodes=nodes, watermark=wm)
+            for i, r in enumerate(recs):
+                for note in r.notes:
+                    typer.echo(f"record {i}: {note}", err=True)
+            released = _release_records(recs, kind, policy=policy, watermark=wm, model=tm, name=model,
+                                        schema=schema, prompt=prompt, seed=seed,
+                                        parameters={"n": n, "temperature": temperature,
+                                                    "nodes": nodes if kind == "dialogue" else None})
+            if out is None:
+                sys.stdout.write(json.dumps([json.loads(r.text) for r in released], ensure_ascii=False, indent=2)
+                                 + "\n")
+            else:
+                game.export_records(recs, out, model=tm, policy=policy, watermark=wm, parameters={
+                    "schema": str(schema) if schema else "built-in", "temperature": temperature,
+                    "nodes": nodes if kind == "dialogue" else None, "prompt": prompt})
+                typer.echo(f"wrote {len(recs)} {kind} records to {out}", err=True)
+                if voice is not None:
+                    from gencraft.apps.voiceover import voice_dialogue
 
-                folder = voice_dialogue([r.value for r in recs], voice, out, seed=seed)
-                typer.echo(f"spoke every line into {folder} (index {out.stem}.voice.json)", err=True)
-        if not no_store:
-            _store_records(recs, kind, model=tm, name=model, schema=schema, prompt=prompt, seed=seed,
-                           parameters={"n": n, "temperature": temperature,
-                                       "nodes": nodes if kind == "dialogue" else None})
+                    folder = voice_dialogue([r.value for r in recs], voice, out, seed=seed)
+                    typer.echo(f"spoke every line into {folder} (index {out.stem}.voice.json)", err=True)
 
     cmd.__doc__ = f"Generate {kind} records that validate against the {kind} JSON Schema."
     return cmd
 
 
-def _store_records(recs, kind: str, *, model, name: str, schema: Path | None, prompt: str | None, seed: int,
-                   parameters: dict) -> None:
-    """One library item per record (kind ``game``), as the server's game endpoint stores them: the
-    record as JSON text, the guard's verdict and manifest, and the schema validation."""
+def _release_records(recs, kind: str, *, policy, watermark, model, name: str, schema: Path | None,
+                     prompt: str | None, seed: int, parameters: dict) -> list:
+    """Release each record (kind ``game``), as the server's game endpoint does: the record as JSON
+    text, with the schema validation stored beside the guard's verdict."""
+    from gencraft import guard
     from gencraft.apps import game
-    from gencraft.cli.library import guard_fields, store_items
+    from gencraft.cli.library import say_stored
     from gencraft.errors import GencraftError
     from gencraft.generate.constraints import validate_json
 
     sch = game.load_schema(kind, schema)
-    items = []
+    released = []
     for i, r in enumerate(recs):
-        text = json.dumps(r.value, ensure_ascii=False)
         params = {**parameters, "schema": str(schema) if schema else "built-in", "prompt": prompt, "seed": seed,
                   "index": i, "kind": kind}
         try:
@@ -84,10 +88,12 @@ def _store_records(recs, kind: str, *, model, name: str, schema: Path | None, pr
             validation = {"valid": True, "schema": sch.get("title", kind), "notes": r.notes}
         except GencraftError as e:
             validation = {"valid": False, "schema": sch.get("title", kind), "notes": [*r.notes, str(e)]}
-        manifest, guard = guard_fields(text, model=model, kind=f"game.{kind}", parameters=params, seed=seed)
-        items.append({"kind": "game", "model": name, "prompt": prompt or kind, "text": text, "parameters": params,
-                      "manifest": manifest, "guard": {**guard, "validation": validation}})
-    store_items(items, what=f"the {kind} records")
+        released.append(guard.release(json.dumps(r.value, ensure_ascii=False), kind="text", label=f"game.{kind}",
+                                      policy=policy, model=model, model_name=name, params=params, seed=seed,
+                                      prompt=prompt or kind, watermark=watermark,
+                                      checks={"validation": validation}))
+    say_stored(released)
+    return released
 
 
 def register(app: typer.Typer) -> None:
@@ -115,9 +121,10 @@ def register(app: typer.Typer) -> None:
         no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
     ) -> None:
         """Generate tile maps in the examples' style; each is checked playable (start-goal path)."""
+        from gencraft import guard
         from gencraft.apps import maps
         from gencraft.apps._common import export
-        from gencraft.io import write_text
+        from gencraft.cli.library import say_stored
 
         grids = maps.load_maps(examples)
         results = [maps.generate_map(grids, width=width, height=height, seed=seed + 1000 * i,
@@ -127,24 +134,25 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"seed {r.seed}: {'playable' if r.playable else 'NOT PLAYABLE'} -- {r.report}"
                        f"{f', carved {r.carved}' if r.carved else ''}; pattern coverage {r.coverage:.2f}", err=True)
         good = [r for r in results if r.playable]
-        if out is not None and good:
-            if out.suffix.lower() in (".json", ".csv", ".jsonl"):
-                export([r.to_dict() for r in good], out)
-            else:
-                write_text(out, "\n".join(r.text for r in good))
-        elif good:
-            sys.stdout.write("\n".join(r.text for r in good))
-        if good and not no_store:  # the playable maps (the ones written), each with its check
-            from gencraft.cli.library import store_items
-
-            sources = [str(p) for p in examples]
-            store_items([{"kind": "game", "model": "", "prompt": f"map from {', '.join(sources)}"[:2000],
-                          "text": r.text,
-                          "parameters": {"kind": "map", "width": width, "height": height, "seed": r.seed,
-                                         "blocking": blocking, "max_carve": max_carve, "examples": sources},
-                          "guard": {"validation": {"valid": True, "playable": True, "report": r.report,
-                                                   "carved": r.carved, "coverage": round(r.coverage, 4)}}}
-                         for r in good], what="the maps")
+        sources = [str(p) for p in examples]
+        params = {"kind": "map", "width": width, "height": height, "seed": seed, "blocking": blocking,
+                  "max_carve": max_carve, "examples": sources}
+        prompt = f"map from {', '.join(sources)}"[:2000]
+        with guard.ReleasePolicy(store=not no_store) as policy:
+            released = [guard.release(r.text, kind="text", label="game.map", policy=policy, params={**params,
+                                      "seed": r.seed}, seed=r.seed, prompt=prompt, checks={"validation": {
+                                          "valid": True, "playable": True, "report": r.report, "carved": r.carved,
+                                          "coverage": round(r.coverage, 4)}}) for r in good]
+            if out is not None and good:
+                if out.suffix.lower() in (".json", ".csv", ".jsonl"):
+                    export([r.to_dict() for r in good], out, kind="game.map", parameters=params, seed=seed,
+                           policy=policy)
+                else:
+                    guard.release("\n".join(rel.text for rel in released), kind="text", label="game.map",
+                                  policy=policy, params=params, seed=seed, prompt=prompt, out=out, store=False)
+            elif good:
+                sys.stdout.write("\n".join(rel.text for rel in released))
+        say_stored(released)
         if bad:
             raise DataError(f"{len(bad)} of {n} maps could not be made playable ({bad[0].report}); "
                             "raise --max-carve, change --seed or give more open examples", param="examples")
@@ -175,25 +183,21 @@ def register(app: typer.Typer) -> None:
         no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
     ) -> None:
         """Sprites from an image run, reduced to the game's palette and size (PNG with provenance)."""
+        from gencraft import guard
         from gencraft.apps import game
-        from gencraft.guard import finalize_image, write_image_artifact
+        from gencraft.cli.library import say_stored
         from gencraft.runs import read_info
 
         imgs = game.sprites(run, n=n, seed=seed, size=size, palette=palette, label=label)
         out.mkdir(parents=True, exist_ok=True)
         _, info = read_info(run)
-        items = []
-        for i, im in enumerate(imgs):
-            params = {"n": n, "size": size, "palette": palette, "label": label, "index": i}
-            im, report, manifest = finalize_image(im, run_info=info, params=params, seed=seed, kind="image/sprite")
-            path = write_image_artifact(out / f"sprite_{i:03d}.png", im, manifest)
-            items.append({"kind": "game", "model": run, "prompt": label or "sprite", "image": path.read_bytes(),
-                          "parameters": {**params, "kind": "sprite", "seed": seed}, "manifest": manifest,
-                          "guard": report.to_dict()})
+        with guard.ReleasePolicy(store=not no_store) as policy:
+            released = [guard.release(im, kind="image", label="game.sprite", policy=policy, run_info=info,
+                                      model_name=run, params={"n": n, "size": size, "palette": palette,
+                                                              "label": label, "index": i, "kind": "sprite"},
+                                      seed=seed, prompt=label or "sprite", out=out / f"sprite_{i:03d}.png")
+                        for i, im in enumerate(imgs)]
         typer.echo(f"wrote {len(imgs)} sprites to {out}", err=True)
-        if not no_store:
-            from gencraft.cli.library import store_items
-
-            store_items(items, what="the sprites")
+        say_stored(released)
 
     app.add_typer(g, name="game")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from gencraft.errors import GencraftError, NotFoundError, UsageError
+from gencraft.cli.library import NO_STORE_HELP
+from gencraft.errors import NotFoundError, UsageError
 
 
 def _parse_bias(items: list[str], tokenizer) -> dict[int, float]:
@@ -74,6 +75,7 @@ def generate_cmd(
                                          "training source's license is unknown."),
     copy_check: bool = typer.Option(True, "--copy-check/--no-copy-check", help="Check outputs against the "
                                     "run's training data for verbatim copies."),
+    no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Generate text from a trained run or a local Hugging Face model."""
     import gencraft
@@ -82,6 +84,7 @@ def generate_cmd(
     import torch
 
     from gencraft import guard
+    from gencraft.apps.text import generate
     from gencraft.backends import load
     from gencraft.generate import GenerationConfig
 
@@ -112,42 +115,30 @@ def generate_cmd(
     tm = load(model, device=device, dtype=None if dtype == "float32" else dtypes[dtype])
     if logit_bias:
         cfg = GenerationConfig.from_options(cfg, logit_bias=_parse_bias(logit_bias, tm.tokenizer))
-    guard.check_licenses(tm.info, strict=strict_licenses)  # warns once per run, or refuses
-    wm = guard.text_watermark(tm.tokenizer.vocab_size, enabled=not no_watermark)
-    if wm is not None:
-        cfg = GenerationConfig.from_options(cfg, processors=[*cfg.processors, wm])
-    copy_index = _copy_index(tm) if copy_check else None
-
-    def finalize(text: str) -> tuple:
-        return guard.finalize_text(text, run_info=tm.info, params={"model": model, **cfg.public_dict()},
-                                   seed=seed, prompt=prompt, copy_index=copy_index, watermarked=wm is not None,
-                                   strict_licenses=strict_licenses)
-
+    guard.check_licenses(tm.info, strict=strict_licenses)  # warns once per run, or refuses, before sampling
     out = sys.stdout
-    if stream_out and not as_json and cfg.n == 1 and out_file is None:
-        results: list = []
-        out.write(prompt)
+    streaming = stream_out and not as_json and cfg.n == 1 and cfg.num_beams == 1 and out_file is None
+
+    def show(delta: str) -> None:
+        out.write(delta)
         out.flush()
-        for delta in tm.stream(prompt, cfg, results=results):
-            out.write(delta)
-            out.flush()
+
+    if streaming:
+        show(prompt)
+    with guard.ReleasePolicy(watermark=not no_watermark, copy_check=copy_check, strict_licenses=strict_licenses,
+                             store=not no_store) as policy:
+        released = generate(tm, prompt, cfg, policy=policy, out=out_file, front_matter=front_matter,
+                            on_delta=show if streaming else None, name=model)
+    results = [rel.result for rel in released]
+    for rel in released:
+        rel.result.text = rel.text  # masked where the policy says mask
+        _note(rel.report)
+        if rel.path is not None:
+            typer.echo(f"wrote {rel.path}" + ("" if front_matter else f" and {rel.path}.manifest.json"), err=True)
+    if streaming:  # the streamed text is already shown
         out.write("\n")
         _print_logprobs(results, out)
-        if results:  # streamed text is already shown: report what the guard finds in it
-            _, report, _ = finalize(results[0].text)
-            _note(report)
         return
-    res = tm.generate(prompt, cfg)
-    results = res if isinstance(res, list) else [res]
-    finals = [finalize(r.text) for r in results]
-    for r, (text, report, _) in zip(results, finals, strict=True):
-        r.text = text  # masked where the policy says mask
-        _note(report)
-    if out_file is not None:
-        for i, (text, _, manifest) in enumerate(finals):
-            path = out_file if len(finals) == 1 else out_file.with_name(f"{out_file.stem}-{i + 1}{out_file.suffix}")
-            guard.write_text_artifact(path, text, manifest, front_matter=front_matter)
-            typer.echo(f"wrote {path}" + ("" if front_matter else f" and {path}.manifest.json"), err=True)
     if as_json:
         out.write(json.dumps({"model": model, "prompt": prompt, "config": cfg.public_dict(),
                               "results": [r.to_dict() for r in results]}, ensure_ascii=False, indent=2) + "\n")
@@ -158,18 +149,6 @@ def generate_cmd(
             out.write(f"--- sample {i + 1} ({r.finish_reason}{score}) ---\n")
         out.write(prompt + r.text + "\n")
     _print_logprobs(results, out)
-
-
-def _copy_index(tm):
-    """The run's copy index (built on first use from its dataset); None for models without one."""
-    from gencraft import guard
-
-    if not tm.path or str(tm.path).startswith("hf:"):
-        return None
-    try:
-        return guard.load_run_index(tm.path)
-    except GencraftError:  # the training dataset is gone: nothing to check against
-        return None
 
 
 def _note(report) -> None:

@@ -124,82 +124,40 @@ def copies_cmd(
         _exit_found()
 
 
-def _run_for_manifest(manifest: dict | None) -> str | None:
-    """A run under GENCRAFT_HOME/runs whose run_id is the manifest's."""
-    from gencraft.paths import home
-
-    rid = (manifest or {}).get("run_id")
-    if not rid:
-        return None
-    for info in sorted((home() / "runs").glob("*/gencraft.json")):
-        try:
-            if json.loads(info.read_text(encoding="utf-8")).get("run_id") == rid:
-                return str(info.parent)
-        except (OSError, json.JSONDecodeError):
-            continue
-    return None
-
-
 @watermark_app.command("detect")
 def detect_cmd(
-    file: str = typer.Argument(..., help="A generated text file, PNG/JPEG image or WAV/FLAC/OGG audio."),
-    run: str = typer.Option(None, "--run", help="Run whose tokenizer re-tokenizes text (default: the manifest's)."),
-    threshold: float = typer.Option(4.0, "--threshold", help="z-score above which text counts as watermarked."),
+    file: str = typer.Argument(..., help="A generated file: text, PNG/JPEG/GIF image, MIDI, WAV/FLAC/OGG audio."),
+    run: str = typer.Option(None, "--run", help="Run (or hf:PATH) whose tokenizer re-tokenizes text and music "
+                            "(default: the manifest's)."),
+    alpha: float = typer.Option(1e-4, "--alpha", help="Largest p-value that counts as watermarked."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Detect this machine's watermark in FILE (text, audio: score and p-value; image: bit accuracy). Exit 1 if none."""
-    from PIL import Image, UnidentifiedImageError
-
-    from gencraft.guard import text_detector
+    """Detect this machine's watermark in FILE (p-value; images also bit accuracy). Exit 1 if none."""
     from gencraft.guard.keys import load_keys
-    from gencraft.guard.provenance import read_text_artifact
-    from gencraft.guard.watermark import derive_key, detect_image, detect_text
+    from gencraft.guard.release import media_for_file
 
+    if not 0 < alpha < 1:
+        raise UsageError(f"--alpha {alpha}: use a p-value between 0 and 1, e.g. 1e-4", param="alpha")
     keys = load_keys(required=True)
     p = Path(file)
     if not p.is_file():
         raise NotFoundError(f"file {p} not found", param="file")
-    head = p.read_bytes()[:16]
-    from gencraft.guard.audio import detect_audio_file, is_audio_file
-
-    if is_audio_file(head):
-        result, line = detect_audio_file(p, derive_key(keys.watermark_secret, "audio"))
-        detected = result["detected"]
-    elif head.startswith(b"\x89PNG") or head.startswith(b"\xff\xd8") or head[:4] in (b"RIFF", b"GIF8"):
-        try:
-            image = Image.open(p)
-            image.load()
-        except (UnidentifiedImageError, OSError) as e:
-            raise UsageError(f"{p}: not a readable image ({e})", param="file") from None
-        result = detect_image(image, derive_key(keys.watermark_secret, "image")).to_dict()
-        result.pop("bits")
-        result["kind"] = "image"
-        detected = result["detected"]
-        line = f"bit accuracy {result['bit_accuracy']:.3f} (p = {result['p_value']:.2g})"
-    else:
-        from gencraft.tokenize import load_tokenizer
-
-        text, manifest = read_text_artifact(p)
-        run_dir = run or _run_for_manifest(manifest)
-        if run_dir is None:
-            raise UsageError(f"cannot tell which run's tokenizer produced {p}; pass --run RUN", param="run")
-        from gencraft.paths import existing_run
-
-        tok = load_tokenizer(existing_run(run_dir) / "tokenizer.json")
-        wm = (manifest or {}).get("watermark") or {}
-        rule = text_detector(tok.vocab_size, keys, gamma=float(wm.get("gamma", 0.25)),
-                             context_width=int(wm.get("context_width", 1)))
-        det = detect_text(text, tok, rule, threshold=threshold)
-        result = {"kind": "text", **det.to_dict()}
-        detected = det.detected
-        line = f"z = {det.z:.2f}, p = {det.p_value:.2g} ({det.green}/{det.scored} unique tokens green)"
-    result["key_id"] = keys.key_id
+    data = p.read_bytes()
+    media = media_for_file(p, data)
+    if media.detect is None:
+        raise UsageError(f"{p}: gencraft has no watermark detector for {media.media_type} yet", param="file")
+    try:
+        result = media.detect(p, data, keys, run)
+    except UsageError as e:
+        raise UsageError(f"{p}: {e}", param=e.param) from None
+    result.update(kind=media.kind, key_id=keys.key_id, alpha=alpha, detected=result["p_value"] <= alpha)
+    line = result.pop("line")
     if as_json:
         _emit(result)
     else:
-        verdict = "[bold green]watermarked[/]" if detected else "[yellow]no watermark found[/]"
-        console.print(f"{verdict}  {line}  [dim]key {keys.key_id}[/]")
-    if not detected:
+        verdict = "[bold green]watermarked[/]" if result["detected"] else "[yellow]no watermark found[/]"
+        console.print(f"{verdict}  {escape(line)}  [dim]key {keys.key_id}[/]")
+    if not result["detected"]:
         _exit_found()
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,8 +10,8 @@ from rich.console import Console
 
 from gencraft.errors import UsageError
 
-out_console = Console(highlight=False, soft_wrap=True)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+out_console = Console(highlight=False, soft_wrap=True, markup=False)  # paths and names print as given
+err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def data_images(
@@ -104,12 +103,14 @@ def imagine(
     resample: Annotated[str, typer.Option("--resample", help="auto, nearest (pixel art) or lanczos.")] = "auto",
     colors: Annotated[int | None, typer.Option("--colors", help="Quantize to this many colours.")] = None,
     transparent: Annotated[str | None, typer.Option("--transparent", help="Background colour to make transparent (or auto).")] = None,
+    no_watermark: Annotated[bool, typer.Option("--no-watermark", help="Do not watermark (the manifest says so).")] = False,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Don't keep the images in the content library.")] = False,
 ) -> None:
     """Generate images from an image run: a grid, separate files, an interpolation GIF, style mixing or a reconstruction."""
-    import hashlib
-
     import numpy as np
 
+    from gencraft import guard
+    from gencraft.cli.library import say_stored
     from gencraft.generate import image as gi
     from gencraft.post import image as pi
 
@@ -127,39 +128,41 @@ def imagine(
         return img
 
     dest = Path(out)
-    if interpolate is not None:
-        frames_u8 = gi.interpolate(r, interpolate[0], interpolate[1], frames, truncation=truncation, label=lab)
-        imgs = [post(f) for f in frames_u8]
-        params.update(interpolate=list(interpolate), frames=frames)
-        if dest.suffix.lower() != ".gif":
-            dest = dest.with_suffix(".gif")
-        pi.save_gif(imgs, dest, metadata=gi.provenance(r, params, seed))
-        out_console.print(f"{frames} frames -> {dest}")
-        return
-    if mix is not None:
-        images = gi.style_mix(r, mix[0], mix[1], n=min(n, 8), truncation=truncation, label=lab)
-        params["mix"] = list(mix)
-        nrow = min(n, 8) + 1
-    elif reconstruct is not None:
-        images = gi.reconstruct(r, reconstruct, lab)
-        params["reconstruct"] = str(reconstruct)
-        nrow = 2
-    else:
-        images = gi.sample_images(r, n, seed=seed, truncation=truncation, label=lab)
-        nrow = None
-    processed = [post(im) for im in images]
-    if separate:
-        stem = dest.with_suffix("")
-        for i, im in enumerate(processed):
-            p = Path(f"{stem}_{i:03d}.png")
-            meta = gi.provenance(r, {**params, "index": i}, seed, im.tobytes())
-            pi.save_png(im, p, metadata={"gencraft": json.dumps(meta), "Software": meta["generator"]})
-        out_console.print(f"{len(processed)} images -> {stem}_000.png ... {stem}_{len(processed) - 1:03d}.png")
-        return
-    grid = pi.make_grid(np.stack(processed), nrow=nrow)
-    meta = gi.provenance(r, params, seed, hashlib.sha256(grid.tobytes()).digest())
-    pi.save_png(grid, dest, metadata={"gencraft": json.dumps(meta), "Software": meta["generator"]})
-    out_console.print(f"{len(processed)} images -> {dest}")
+    with guard.ReleasePolicy(watermark=not no_watermark, store=not no_store) as policy:
+        def release(content, kind: str, path: Path, extra: dict) -> guard.Released:
+            return guard.release(content, kind=kind, label="image", policy=policy, model=r, model_name=run,
+                                 params={**params, **extra}, seed=seed, prompt=label, out=path)
+
+        if interpolate is not None:
+            frames_u8 = gi.interpolate(r, interpolate[0], interpolate[1], frames, truncation=truncation, label=lab)
+            if dest.suffix.lower() != ".gif":
+                dest = dest.with_suffix(".gif")
+            rel = release([pi.to_pil(post(f)) for f in frames_u8], "animation", dest,
+                          {"interpolate": list(interpolate), "frames": frames})
+            out_console.print(f"{frames} frames -> {dest} (+ {dest.name}.manifest.json)")
+            say_stored([rel])
+            return
+        if mix is not None:
+            images = gi.style_mix(r, mix[0], mix[1], n=min(n, 8), truncation=truncation, label=lab)
+            params["mix"] = list(mix)
+            nrow = min(n, 8) + 1
+        elif reconstruct is not None:
+            images = gi.reconstruct(r, reconstruct, lab)
+            params["reconstruct"] = str(reconstruct)
+            nrow = 2
+        else:
+            images = gi.sample_images(r, n, seed=seed, truncation=truncation, label=lab)
+            nrow = None
+        processed = [post(im) for im in images]
+        if separate:
+            stem = dest.with_suffix("")
+            released = [release(pi.to_pil(im), "image", Path(f"{stem}_{i:03d}.png"), {"index": i})
+                        for i, im in enumerate(processed)]
+            out_console.print(f"{len(processed)} images -> {stem}_000.png ... {stem}_{len(processed) - 1:03d}.png")
+        else:
+            released = [release(pi.to_pil(pi.make_grid(np.stack(processed), nrow=nrow)), "image", dest, {})]
+            out_console.print(f"{len(processed)} images -> {dest}")
+    say_stored(released)
 
 
 def evaluate_image(

@@ -1,9 +1,9 @@
 """`gencraft library list|search|show|rate|delete`: the content library from the command line.
 
-Also what the kits (``gencraft write``, ``game``, ``ads``) use to keep every output in the library:
-:func:`store_items` and :func:`guard_fields`. Storing never breaks the command that generated: a
-library that cannot be opened or written gives one warning line on stderr and the output is still
-written where it was asked for.
+Every generating command keeps its outputs in the library through the release step
+(:func:`gencraft.guard.release`, ``--no-store`` to skip); storing never breaks the command that
+generated: a library that cannot be opened or written gives one warning line on stderr and the
+output is still written where it was asked for.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -22,57 +21,15 @@ DB_HELP = "Library database URL (default: $GENCRAFT_DB, else SQLite under GENCRA
 NO_STORE_HELP = "Don't keep the outputs in the content library (`gencraft library list`)."
 
 
-# ---------------------------------------------------------------- what the kits call
+# ---------------------------------------------------------------- what the generating commands call
 
 
-def _warn(message: str) -> None:
-    typer.echo(f"warning: {' '.join(message.split())}", err=True)
-
-
-def store_items(items: list[dict[str, Any]], *, what: str = "output") -> list[int]:
-    """Add each of ``items`` (keyword arguments of :meth:`Library.add`) to the default library.
-
-    Returns the new ids (empty when nothing could be stored). Any failure, from opening the
-    database to a write, is one warning line on stderr: the command's output matters more.
-    """
-    if not items:
-        return []
-    try:
-        from gencraft.library import Library
-
-        lib = Library.open()
-        try:
-            ids = [lib.add(**fields) for fields in items]
-        finally:
-            lib.close()
-    except Exception as e:  # noqa: BLE001 - whatever went wrong, the generated output is kept
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        _warn(f"{what} not stored in the library ({reason}); run with --no-store to skip the library")
-        return []
-    first, last = ids[0], ids[-1]
-    typer.echo(f"stored in the library as #{first}" if len(ids) == 1 else
-               f"stored in the library as #{first}..#{last}", err=True)
-    return ids
-
-
-def guard_fields(text: str, *, model: Any, kind: str, parameters: dict[str, Any], seed: int | None
-                 ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    """``(manifest, guard)`` for one output to store: the guard's verdict and the signed manifest,
-    as the server keeps them. A text the policy blocks is stored with ``{"action": "block"}``."""
-    from gencraft.apps._common import model_info
-    from gencraft.errors import GuardError
-    from gencraft.guard import finalize_text
-
-    try:
-        _, report, manifest = finalize_text(text, run_info=model_info(model), params=parameters, seed=seed,
-                                            kind=kind)
-    except GuardError as e:
-        return None, {"action": "block", "message": str(e), "param": e.param}
-    except Exception as e:  # noqa: BLE001 - the output is already out; store it, saying it went unchecked
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        _warn(f"the guard could not check this output for the library ({reason})")
-        return None, {"action": "unchecked", "message": reason}
-    return manifest, report.to_dict()
+def say_stored(released: list) -> None:
+    """One stderr line naming the library ids of what a command released (when it stored them)."""
+    ids = [r.item_id for r in released if r.item_id is not None]
+    if ids:
+        typer.echo(f"stored in the library as #{ids[0]}" if len(ids) == 1 else
+                   f"stored in the library as #{ids[0]}..#{ids[-1]}", err=True)
 
 
 # ---------------------------------------------------------------- the command group
@@ -232,4 +189,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(g, name="library")
 
 
-__all__ = ["guard_fields", "register", "store_items"]
+__all__ = ["register", "say_stored"]

@@ -8,8 +8,9 @@ import typer
 from rich.console import Console
 
 from gencraft.cli.data import data_app
+from gencraft.cli.library import NO_STORE_HELP
 
-console = Console(highlight=False)
+console = Console(highlight=False, markup=False)  # paths and names print as given
 
 
 def data_music(
@@ -46,12 +47,16 @@ def compose_cmd(
     top_k: int = typer.Option(0, "--top-k"),
     top_p: float = typer.Option(1.0, "--top-p"),
     time_signature: str = typer.Option("4/4", "--time-signature"),
+    no_watermark: bool = typer.Option(False, "--no-watermark", help="Do not watermark (the manifest says so)."),
+    no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Compose a tune: well-formed bars through the decoding engine, written as MIDI (and WAV)."""
     from gencraft.apps.music import compose
+    from gencraft.guard import ReleasePolicy
 
-    c = compose(run, out, bars=bars, seed=seed, wav=wav, tempo=tempo, temperature=temperature, top_k=top_k,
-                top_p=top_p, time_signature=time_signature)
+    with ReleasePolicy(watermark=not no_watermark, store=not no_store) as policy:
+        c = compose(run, out, bars=bars, seed=seed, wav=wav, tempo=tempo, temperature=temperature, top_k=top_k,
+                    top_p=top_p, time_signature=time_signature, policy=policy)
     console.print(f"wrote {c.midi} ({c.piece.bars} bars, {len(c.piece.notes)} notes)"
                   + (f" and {c.wav}" if c.wav else "") + f"; provenance in {c.manifest}")
 

@@ -7,6 +7,7 @@ import os
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(highlight=False)
 
@@ -42,13 +43,13 @@ def train_cmd(
         for name, pm in m.items():
             console.print(f"{name}: step {pm.get('step')}, " + ", ".join(
                 f"{k} {v:.4f}" for k, v in pm.items() if k.startswith("best")))
-        console.print(f"voice written to [cyan]{run}[/] (speaker {info.get('speaker')}, license {info.get('license')})")
-        console.print(f"next: gencraft speak {run} 'Hello there.' --out hello.wav")
+        console.print(f"voice written to [cyan]{escape(str(run))}[/] (speaker {info.get('speaker')}, license {info.get('license')})")
+        console.print(f"next: gencraft speak {run} 'Hello there.' --out hello.wav", markup=False)
         return
-    console.print(f"run written to [cyan]{run}[/] (step {m.get('step')}, best val loss "
+    console.print(f"run written to [cyan]{escape(str(run))}[/] (step {m.get('step')}, best val loss "
                   f"{m.get('best_val_loss', float('nan')):.4f}, bpc {m.get('val_bpc', float('nan')):.3f})")
-    console.print(f"next: gencraft generate {run} --prompt 'Once upon a time'")
-    console.print(f"      gencraft evaluate {run}")
+    console.print(f"next: gencraft generate {run} --prompt 'Once upon a time'", markup=False)
+    console.print(f"      gencraft evaluate {run}", markup=False)
 
 
 def evaluate_cmd(

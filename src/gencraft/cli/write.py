@@ -32,23 +32,19 @@ def _context(memory: str | None, memory_file: Path | None, note: str | None, not
     return Context(memory=mem, note=note or "", note_depth=note_depth, lore=lore)
 
 
-def _emit(written, *, model, name: str, prompt: str, out: Path | None, fmt: str, seed: int, spell: bool,
-          store: bool, read_aloud: str | None = None) -> None:
-    from gencraft.apps._common import finalize, write_artifact
-    from gencraft.cli.library import store_items
+def _emit(written, *, policy, watermark, model, name: str, prompt: str, out: Path | None, fmt: str, seed: int,
+          spell: bool, read_aloud: str | None = None) -> None:
+    from gencraft import guard
+    from gencraft.cli.library import say_stored
 
     params = {**written.parameters, "format": fmt}
-    text, manifest = finalize(written.text, model=model, kind="text/write", parameters=params, seed=seed,
-                              watermarked=bool(written.parameters.get("watermarked")))
+    rel = guard.release(written.text, kind="text", label="write", policy=policy, model=model, model_name=name,
+                        params=params, seed=seed, prompt=prompt, watermark=watermark, out=out)
     if out is not None:
-        write_artifact(out, text, manifest, front_matter=False)
         typer.echo(f"wrote {out} (+ {out.name}.manifest.json)", err=True)
     else:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    if store:  # the text as released, with the manifest and the guard's verdict it carries
-        store_items([{"kind": "write", "model": name, "prompt": prompt, "text": text,
-                      "parameters": {**params, "seed": seed}, "manifest": manifest,
-                      "guard": manifest.get("guard")}], what="the text")
+        sys.stdout.write(rel.text if rel.text.endswith("\n") else rel.text + "\n")
+    say_stored([rel])
     if spell:
         for s in written.spelling:
             typer.echo(f"spelling: {s.word!r} at {s.start}: {', '.join(s.candidates) or '(no suggestion)'}",
@@ -57,7 +53,7 @@ def _emit(written, *, model, name: str, prompt: str, out: Path | None, fmt: str,
         from gencraft.apps.voiceover import read_aloud as narrate
 
         wav = (out if out is not None else Path("draft")).with_suffix(".wav")
-        r = narrate(text, read_aloud, wav, seed=seed)
+        r = narrate(rel.text, read_aloud, wav, seed=seed)
         typer.echo(f"read aloud into {wav} ({r.extra['samples'] / r.sample_rate:.1f} s, {r.engine})", err=True)
 
 
@@ -99,6 +95,7 @@ def register(app: typer.Typer) -> None:
         """Continue a draft with memory, author's note and world info."""
         from gencraft.apps import write as W
         from gencraft.apps._common import load_model
+        from gencraft.guard import ReleasePolicy
 
         if (file is None) == (text is None):
             raise UsageError("give the draft with --file or --text (one of them)", param="file")
@@ -107,10 +104,12 @@ def register(app: typer.Typer) -> None:
         draft = text if text is not None else _read(file, "file")
         ctx = _context(memory, memory_file, note, note_depth, world)
         tm = load_model(model)
-        res = W.continue_text(tm, draft, tokens=tokens, ctx=ctx, seed=seed, temperature=temperature,
-                              top_p=top_p, lang=lang, spell=spell, watermark=watermark)
-        _emit(res, model=tm, name=model, prompt=draft, out=out, fmt=_fmt(fmt, out), seed=seed, spell=spell,
-              store=not no_store, read_aloud=read_aloud)
+        with ReleasePolicy(watermark=watermark, store=not no_store) as policy:
+            wm = policy.text_watermark(tm.tokenizer.vocab_size)
+            res = W.continue_text(tm, draft, tokens=tokens, ctx=ctx, seed=seed, temperature=temperature,
+                                  top_p=top_p, lang=lang, spell=spell, watermark=wm)
+            _emit(res, policy=policy, watermark=wm, model=tm, name=model, prompt=draft, out=out,
+                  fmt=_fmt(fmt, out), seed=seed, spell=spell, read_aloud=read_aloud)
 
     @w.command("draft")
     def draft_cmd(
@@ -140,16 +139,19 @@ def register(app: typer.Typer) -> None:
         """Draft a piece from a title: outline first, then each section with its own budget."""
         from gencraft.apps import write as W
         from gencraft.apps._common import load_model
+        from gencraft.guard import ReleasePolicy
 
         if lang not in (None, "en", "zh"):
             raise UsageError(f"--lang {lang}: use en or zh", param="lang")
         f = _fmt(fmt, out)
         ctx = _context(memory, memory_file, note, note_depth, world)
         tm = load_model(model)
-        res = W.draft(tm, title, kind=kind, sections=len(heading) or sections, section_tokens=section_tokens,
-                      ctx=ctx, seed=seed, temperature=temperature, top_p=top_p, lang=lang, markdown=f == "md",
-                      headings=heading or None, spell=spell, watermark=watermark)
-        _emit(res, model=tm, name=model, prompt=title, out=out, fmt=f, seed=seed, spell=spell,
-              store=not no_store, read_aloud=read_aloud)
+        with ReleasePolicy(watermark=watermark, store=not no_store) as policy:
+            wm = policy.text_watermark(tm.tokenizer.vocab_size)
+            res = W.draft(tm, title, kind=kind, sections=len(heading) or sections, section_tokens=section_tokens,
+                          ctx=ctx, seed=seed, temperature=temperature, top_p=top_p, lang=lang,
+                          markdown=f == "md", headings=heading or None, spell=spell, watermark=wm)
+            _emit(res, policy=policy, watermark=wm, model=tm, name=model, prompt=title, out=out, fmt=f, seed=seed,
+                  spell=spell, read_aloud=read_aloud)
 
     app.add_typer(w, name="write")

@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from gencraft.errors import UsageError
-from gencraft.io import now_iso
 from gencraft.models.image_common import to_uint8, to_unit
 from gencraft.runs import load_model
 
@@ -172,15 +171,3 @@ def reconstruct(run: ImageRun, image_path: str | os.PathLike[str], label: int | 
     y = torch.tensor([label]) if (run.n_classes and label is not None) else (
         torch.zeros(1, dtype=torch.long) if run.n_classes else None)
     return np.concatenate([arr[None], to_uint8(run.model.reconstruct(x, y)).numpy()])
-
-
-def provenance(run: ImageRun, parameters: dict[str, Any], seed: int, content: bytes | None = None) -> dict[str, Any]:
-    """Who/what/when for a generated image (docs/architecture.md, provenance manifest; unsigned here)."""
-    import hashlib
-
-    from gencraft import __version__
-
-    return {"generator": f"gencraft {__version__}", "created": now_iso(), "run_id": run.info.get("run_id"),
-            "model_digest": run.info.get("model_digest"), "kind": run.kind,
-            "sources": run.info.get("data", {}).get("sources", [])[:50], "parameters": parameters, "seed": seed,
-            "watermark": None, "content_sha256": hashlib.sha256(content).hexdigest() if content else None}

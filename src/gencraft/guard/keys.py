@@ -128,11 +128,12 @@ def init_keys(*, force: bool = False, name: str = "gencraft user") -> Keys:
     return load_keys(required=True)  # type: ignore[return-value]
 
 
-def load_keys(*, required: bool = False) -> Keys | None:
-    """The keys under ``GENCRAFT_HOME/keys``, or ``None`` when there are none (``required``: raise)."""
+def load_keys(*, required: bool = False, folder: Path | None = None) -> Keys | None:
+    """The keys in ``folder`` (default ``GENCRAFT_HOME/keys``), or ``None`` when there are none
+    (``required``: raise)."""
     from cryptography.hazmat.primitives import serialization
 
-    folder = keys_dir()
+    folder = keys_dir() if folder is None else Path(folder)
     if not (folder / "key.json").is_file():
         if required:
             raise UsageError(f"no keys in {folder}; create them with `gencraft keys init`", param="keys")

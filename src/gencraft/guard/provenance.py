@@ -26,7 +26,6 @@ from typing import Any
 from gencraft import __version__
 from gencraft.errors import DataError, NotFoundError
 from gencraft.guard.keys import Keys, key_id_of, load_keys
-from gencraft.io import write_bytes, write_json, write_text
 
 PNG_KEY = "gencraft:manifest"
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -142,20 +141,9 @@ def sidecar_path(path: str | Path) -> Path:
     return p.with_name(p.name + ".manifest.json")
 
 
-def write_text_artifact(path: str | Path, text: str, manifest: dict, *, front_matter: bool = False) -> Path:
-    """Write ``text`` to ``path`` and its manifest beside it (``PATH.manifest.json``), atomically.
-
-    ``front_matter=True`` (Markdown) puts the manifest in a ``---`` block at the top of the file
-    instead; the signed ``content_sha256`` covers the text below it. Returns ``path``.
-    """
-    p = Path(path)
-    if front_matter:
-        block = "---\ngencraft_manifest: " + json.dumps(manifest, ensure_ascii=False, sort_keys=True) + "\n---\n"
-        write_text(p, block + text)
-    else:
-        write_text(p, text)
-        write_json(sidecar_path(p), manifest)
-    return p
+def front_matter_block(manifest: dict) -> str:
+    """The Markdown front matter that carries ``manifest`` at the top of a text file."""
+    return "---\ngencraft_manifest: " + json.dumps(manifest, ensure_ascii=False, sort_keys=True) + "\n---\n"
 
 
 def read_text_artifact(path: str | Path) -> tuple[str, dict | None]:
@@ -244,19 +232,6 @@ def read_c2pa(data: bytes) -> dict | None:
             return store
     except Exception:  # c2pa raises its own error types when there is no manifest
         return None
-
-
-def write_image_artifact(path: str | Path, image, manifest: dict, *, c2pa: bool = True,
-                         keys: Keys | None = None) -> Path:
-    """Write ``image`` as PNG with the manifest in an iTXt chunk and, when keys exist and ``c2pa``,
-    a C2PA manifest signed with them. Atomic. Returns ``path``."""
-    p = Path(path)
-    data = png_bytes_with_manifest(image, manifest)
-    keys = keys or load_keys()
-    if c2pa and keys is not None:
-        data = embed_c2pa(data, manifest, keys, title=p.name)
-    write_bytes(p, data)
-    return p
 
 
 def read_png_manifest(data: bytes) -> tuple[Any, dict | None]:

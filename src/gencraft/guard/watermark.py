@@ -94,6 +94,12 @@ class WatermarkProcessor:
                  context_width: int = 1) -> None:
         self.rule = TextWatermark(key, vocab_size, gamma=gamma, delta=delta, context_width=context_width)
 
+    @property
+    def params(self) -> dict:
+        """The manifest's description of the rule (never the key)."""
+        r = self.rule
+        return {"scheme": "green-list", "gamma": r.gamma, "delta": r.delta, "context_width": r.context_width}
+
     def __call__(self, ids: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
         w = self.rule.context_width
         tail = ids[:, -w:].tolist() if ids.shape[1] else [[] for _ in range(ids.shape[0])]
@@ -108,6 +114,25 @@ class WatermarkProcessor:
             bias = torch.from_numpy(mask[:, :v].astype(np.float32) * np.float32(self.rule.delta))
             logits[:, :v] += bias.to(device=logits.device, dtype=logits.dtype)
         return logits
+
+
+GAMMA = 0.25
+DELTA = 2.0
+CONTEXT_WIDTH = 1
+
+
+def text_watermark(vocab_size: int, keys, *, gamma: float = GAMMA, delta: float = DELTA) -> WatermarkProcessor:
+    """The text watermark for ``keys`` (a :class:`~gencraft.guard.keys.Keys`): what a generator samples
+    with. :meth:`gencraft.guard.ReleasePolicy.text_watermark` is how generators get it."""
+    return WatermarkProcessor(derive_key(keys.watermark_secret, "text"), vocab_size, gamma=gamma, delta=delta,
+                              context_width=CONTEXT_WIDTH)
+
+
+def text_detector(vocab_size: int, keys, *, gamma: float = GAMMA, context_width: int = CONTEXT_WIDTH
+                  ) -> TextWatermark:
+    """The green-list rule of ``keys`` for detection."""
+    return TextWatermark(derive_key(keys.watermark_secret, "text"), vocab_size, gamma=gamma,
+                         context_width=context_width)
 
 
 @dataclass
@@ -147,6 +172,23 @@ def detect_ids(ids: list[int], rule: TextWatermark, *, threshold: float = 4.0) -
 def detect_text(text: str, tokenizer, rule: TextWatermark, *, threshold: float = 4.0) -> TextDetection:
     """Re-tokenize ``text`` with the run's tokenizer and score it."""
     return detect_ids(list(tokenizer.encode(text)), rule, threshold=threshold)
+
+
+ALPHA = 1e-4  # a text counts as watermarked at p <= ALPHA
+
+
+def detect_with(ids: list[int], vocab_size: int, keys, block: dict | None, *, alpha: float = ALPHA) -> dict:
+    """Score token ids with ``keys`` by the scheme a manifest's ``watermark`` block names (the default
+    scheme without one): ``{"scheme", "detected", "p_value", "line", ...}``, detected at ``p <= alpha``."""
+    block = block or {}
+    scheme = block.get("scheme", "green-list")
+    if scheme != "green-list":
+        raise ValueError(f"unknown text watermark scheme {scheme!r}")
+    rule = text_detector(vocab_size, keys, gamma=float(block.get("gamma", GAMMA)),
+                         context_width=int(block.get("context_width", CONTEXT_WIDTH)))
+    det = detect_ids(ids, rule)
+    return {"scheme": scheme, **det.to_dict(), "detected": det.p_value <= alpha, "alpha": alpha,
+            "line": f"z = {det.z:.2f}, p = {det.p_value:.2g} ({det.green}/{det.scored} unique tokens green)"}
 
 
 # --- images --------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ Alembic migrations shipped in this package, applied when the library is opened::
     item_id = lib.add(kind="completion", model="shakespeare", prompt="ROMEO:", text="...")
     lib.search(text="romeo", kind="completion")
     lib.rate(item_id, +1, note="good rhythm")
-    rank_toward_liked(["variant a", "variant b"], kind="ads")   # kits: liked-first order
+    preference_scores(["variant a", "variant b"], *lib.rated_texts("ads"))  # the ad kit ranks by it
 """
 
 from __future__ import annotations
@@ -201,8 +201,9 @@ class Library:
     def add(self, *, kind: str, model: str = "", prompt: str = "", text: str | None = None,
             image: bytes | None = None, parameters: dict[str, Any] | None = None,
             manifest: dict[str, Any] | None = None, guard: dict[str, Any] | None = None,
-            api_key: str | None = None) -> int:
-        """Store one item (committed before returning); returns its id."""
+            api_key: str | None = None, media_type: str | None = None) -> int:
+        """Store one item (committed before returning); returns its id. ``image`` holds the bytes of
+        any binary output (PNG, MIDI, WAV), ``media_type`` says which (default: PNG or plain text)."""
         for name, value in (("kind", kind), ("model", model), ("api_key", api_key)):
             if value is not None and len(value) > FIELD_LIMITS[name]:
                 raise UsageError(f"library item {name}: {len(value)} characters, at most {FIELD_LIMITS[name]}",
@@ -211,7 +212,7 @@ class Library:
             raise UsageError("library item kind: must not be empty", param="kind")
         kind, model, prompt, text = _clean(kind), _clean(model), _clean(prompt), _clean(text)
         item = Item(created=datetime.now(UTC), kind=kind, model=model, prompt=prompt, text=text, image=image,
-                    media_type="image/png" if image is not None else "text/plain",
+                    media_type=media_type or ("image/png" if image is not None else "text/plain"),
                     parameters=parameters or {}, manifest=manifest, guard=guard, rating=0, note="",
                     api_key=api_key)
         with self.session() as s, s.begin():
@@ -321,23 +322,6 @@ def preference_scores(candidates: Sequence[str], liked: Sequence[str], disliked:
     return out
 
 
-def rank_toward_liked(candidates: Sequence[str], *, kind: str | None = None,
-                      library: Library | None = None) -> list[tuple[str, float]]:
-    """Order ``candidates`` (e.g. ad variants) toward what the person rated up in the library.
-
-    Returns ``(text, score)`` pairs, best first; with no ratings the order is unchanged (scores 0).
-    """
-    lib = library or Library.open()
-    try:
-        liked, disliked = lib.rated_texts(kind)
-    finally:
-        if library is None:
-            lib.close()
-    scores = preference_scores(candidates, liked, disliked)
-    order = sorted(range(len(candidates)), key=lambda i: -scores[i])
-    return [(candidates[i], scores[i]) for i in order]
-
-
 def record(**fields: Any) -> int:
     """Store one item in the default library (for kits and the CLI); returns its id."""
     lib = Library.open()
@@ -348,4 +332,4 @@ def record(**fields: Any) -> int:
 
 
 __all__ = ["Base", "Filters", "Item", "KINDS", "Library", "default_url", "item_dict", "make_engine", "migrate",
-           "preference_scores", "rank_toward_liked", "record"]
+           "preference_scores", "record"]

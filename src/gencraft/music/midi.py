@@ -13,7 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from gencraft.errors import DataError
-from gencraft.io import atomic_path
+from gencraft.io import write_bytes
 from gencraft.music.events import (
     STEPS_PER_QUARTER,
     Note,
@@ -153,11 +153,18 @@ def to_midi(piece: Piece, tempo_bpm: float = 90.0, program: int = 0, velocity: i
     return mid
 
 
+def midi_bytes(piece: Piece, tempo_bpm: float = 90.0) -> bytes:
+    """``piece`` as the bytes of a standard MIDI file."""
+    import io
+
+    buf = io.BytesIO()
+    to_midi(piece, tempo_bpm).save(file=buf)
+    return buf.getvalue()
+
+
 def write_midi(piece: Piece, path: str | os.PathLike[str], tempo_bpm: float = 90.0) -> None:
     """Atomically write ``piece`` as a standard MIDI file."""
-    mid = to_midi(piece, tempo_bpm)
-    with atomic_path(path) as tmp:
-        mid.save(str(tmp))
+    write_bytes(path, midi_bytes(piece, tempo_bpm))
 
 
 def seconds(piece: Piece, tempo_bpm: float) -> float:
@@ -165,4 +172,4 @@ def seconds(piece: Piece, tempo_bpm: float) -> float:
     return piece.length / STEPS_PER_QUARTER * 60.0 / tempo_bpm
 
 
-__all__ = ["read_midi", "read_score", "read_any", "to_midi", "write_midi", "seconds", "bar_steps"]
+__all__ = ["read_midi", "read_score", "read_any", "to_midi", "midi_bytes", "write_midi", "seconds", "bar_steps"]

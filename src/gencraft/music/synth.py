@@ -13,7 +13,7 @@ import wave
 
 import numpy as np
 
-from gencraft.io import atomic_path
+from gencraft.io import write_bytes
 from gencraft.music.events import STEPS_PER_QUARTER, Piece
 
 HARMONICS = (1.0, 0.5, 0.25, 0.12, 0.06)  # amplitude of partials 1..5
@@ -58,12 +58,20 @@ def render(piece: Piece, tempo_bpm: float = 90.0, sample_rate: int = 22050) -> n
     return out
 
 
+def wav_bytes(audio: np.ndarray, sample_rate: int = 22050) -> bytes:
+    """``audio`` (mono floats in [-1, 1]) as the bytes of a 16-bit PCM WAV file."""
+    import io
+
+    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
 def write_wav(audio: np.ndarray, path: str | os.PathLike[str], sample_rate: int = 22050) -> None:
     """Atomically write mono 16-bit PCM WAV."""
-    pcm = (np.clip(audio, -1.0, 1.0) * 32767).astype("<i2")
-    with atomic_path(path) as tmp:
-        with wave.open(str(tmp), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(sample_rate)
-            w.writeframes(pcm.tobytes())
+    write_bytes(path, wav_bytes(audio, sample_rate))

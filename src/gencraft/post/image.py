@@ -118,14 +118,15 @@ def save_png(img: np.ndarray, path: str | os.PathLike[str], metadata: dict[str, 
         to_pil(img).save(tmp, format="PNG", pnginfo=_pnginfo(metadata))
 
 
-def save_gif(frames: list[np.ndarray], path: str | os.PathLike[str], duration_ms: int = 80,
-             metadata: dict[str, Any] | None = None) -> None:
-    """Write an animated, looping GIF atomically (``metadata`` as its comment)."""
-    ims = [to_pil(f if f.shape[2] != 1 else np.repeat(f, 3, axis=2)).convert("RGB") for f in frames]
-    comment = json.dumps(metadata, ensure_ascii=False).encode("utf-8") if metadata else b""
-    with atomic_path(path) as tmp:
-        ims[0].save(tmp, format="GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0,
-                    comment=comment[:65000])
+def gif_bytes(frames: list[Any], duration_ms: int = 80) -> bytes:
+    """An animated, looping GIF of ``frames`` (PIL images or ``[H, W, C]`` uint8 arrays)."""
+    import io
+
+    ims = [(f if not isinstance(f, np.ndarray) else to_pil(f if f.shape[2] != 1 else np.repeat(f, 3, axis=2)))
+           .convert("RGB") for f in frames]
+    buf = io.BytesIO()
+    ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=duration_ms, loop=0)
+    return buf.getvalue()
 
 
 def read_png_text(path: str | os.PathLike[str]) -> dict[str, str]:

@@ -103,6 +103,7 @@ class Studio:
         self.keys = KeyStore(self.home / "api_keys.json")
         self.limiter = RateLimiter(config.rate_per_minute, config.rate_burst)
         self._library: Any = None
+        self._policy: Any = None
         self.started = time.time()
         from gencraft.jobs import JobManager
 
@@ -134,20 +135,35 @@ class Studio:
         if self._library is not None:
             self._library.close()
 
-    async def store(self, *, request: Request | None = None, **fields: Any) -> int | None:
-        """Keep one generation in the library (in a worker thread)."""
-        if not self.config.store:
-            return None
-        key = getattr(request.state, "key_id", None) if request is not None else None
-        return await asyncio.to_thread(self.library.add, api_key=key, **fields)
+    @property
+    def policy(self) -> Any:
+        """The :class:`~gencraft.guard.ReleasePolicy` every output of this server is released under:
+        the keys of the server's home, read once at startup (keys made later need a restart), and
+        this server's library unless ``--no-store``."""
+        if self._policy is None:
+            from gencraft.guard import ReleasePolicy, load_keys
 
-    async def store_texts(self, kind: str, model: str, prompts: list[str], results: list[list[Any]],
-                          params: dict[str, Any], request: Request, *, raise_blocked: bool = True
-                          ) -> list[list[str]]:
-        """Guard, sign and store each generated text; returns the texts as released (masked spans starred).
+            self._policy = ReleasePolicy(store=self.config.store, library=self.library if self.config.store else None,
+                                         keys=load_keys(folder=self.home / "keys"))
+            if self._policy.keys is None:
+                self._policy.notice_unsigned()  # in the server's log at startup, not at the first request
+        return self._policy
+
+    async def release(self, content: Any, *, request: Request | None = None, **fields: Any) -> Any:
+        """:func:`gencraft.guard.release` in a worker thread under :attr:`policy`; the request's API key
+        is stored with the output."""
+        from gencraft import guard
+
+        key = getattr(request.state, "key_id", None) if request is not None else None
+        return await asyncio.to_thread(guard.release, content, policy=self.policy, api_key=key, **fields)
+
+    async def release_texts(self, label: str, model: str, prompts: list[str], results: list[list[Any]],
+                            params: dict[str, Any], request: Request, *, watermark: Any = None,
+                            raise_blocked: bool = True) -> list[list[str]]:
+        """Release each generated text; returns the texts as released (masked spans starred).
 
         A text the moderation policy blocks raises GuardError when ``raise_blocked`` (the response
-        has not been sent); it is stored either way with the guard's verdict.
+        has not been sent); the release step stores it either way with the guard's verdict.
         """
         tm, _ = await self.catalog.text(model)
         out: list[list[str]] = []
@@ -158,26 +174,17 @@ class Studio:
                 self.metrics.completion_tokens(model, r.completion_tokens)
                 p = dict(params, index=r.index, finish_reason=r.finish_reason)
                 try:
-                    text, report, manifest = await asyncio.to_thread(
-                        _finalize, r.text, tm.info, p, params.get("seed_used"), prompt)
-                    guard = report.to_dict()
+                    rel = await self.release(r.text, request=request, kind="text", label=label, model=tm,
+                                             model_name=model, params=p, seed=params.get("seed_used"),
+                                             prompt=prompt, watermark=watermark)
+                    texts.append(rel.text)
                 except GuardError as e:
                     blocked = blocked or e
-                    text, manifest, guard = r.text, None, {"blocked": str(e)}
-                texts.append(text)
-                await self.store(request=request, kind=kind, model=model, prompt=prompt, text=text,
-                                 parameters=p, manifest=manifest, guard=guard)
+                    texts.append(r.text)
             out.append(texts)
         if blocked is not None and raise_blocked:
             raise blocked
         return out
-
-
-def _finalize(text: str, info: dict[str, Any], params: dict[str, Any], seed: int | None, prompt: str):
-    from gencraft import guard
-
-    return guard.finalize_text(text, run_info=info, params=params, seed=seed, prompt=prompt,
-                               watermarked=bool(params.get("watermarked")))
 
 
 class Guardrails:
@@ -291,8 +298,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if config.store:
-            await asyncio.to_thread(lambda: studio.library)  # runs the Alembic migrations
+        await asyncio.to_thread(lambda: studio.policy)  # keys read once; the library migrated when it stores
         if config.jobs:
             studio.jobs.start(url=f"http://{config.host}:{config.port}")
         try:

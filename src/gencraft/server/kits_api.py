@@ -74,18 +74,6 @@ def _seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbits(31)
 
 
-def finalize(text: str, *, tm: Any, kind: str, params: dict[str, Any], seed: int | None
-             ) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The guard's verdict on one kit output: ``(released text, guard report, manifest)``.
-
-    A blocked output raises :class:`~gencraft.errors.GuardError` (answered as a 400).
-    """
-    from gencraft import guard
-
-    out, report, manifest = guard.finalize_text(text, run_info=tm.info, params=params, seed=seed, kind=kind)
-    return out, report.to_dict(), manifest
-
-
 def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -94,6 +82,7 @@ def _sse(obj: Any) -> str:
 async def write(body: WriteRequest, request: Request) -> Any:
     from gencraft.apps import write as W
     from gencraft.generate.config import GenerationConfig
+    from gencraft.server.openai_api import with_watermark
 
     gc = request.app.state.gc
     tm, sched = await gc.catalog.text(body.model)
@@ -103,10 +92,12 @@ async def write(body: WriteRequest, request: Request) -> Any:
     if body.mode == "draft":
         if not body.title.strip():
             raise UsageError("title: give the piece a title or topic (mode=draft)", param="title")
+        wm = gc.policy.text_watermark(tm.tokenizer.vocab_size)
         written = await asyncio.to_thread(
             W.draft, tm, body.title, kind=body.kind, sections=body.sections, section_tokens=body.tokens, ctx=ctx,
-            seed=seed, temperature=body.temperature, top_p=body.top_p, repetition_penalty=body.repetition_penalty)
-        return await _store_written(gc, request, body, written.text, written.parameters | params, body.title)
+            seed=seed, temperature=body.temperature, top_p=body.top_p, repetition_penalty=body.repetition_penalty,
+            watermark=wm)
+        return await _release_written(gc, request, body, written.text, written.parameters | params, body.title, wm)
 
     prompt = W.build_prompt(body.text, ctx)
     ids = tm.tokenizer.encode(prompt) or [tm.tokenizer.eos_id]
@@ -114,13 +105,14 @@ async def write(body: WriteRequest, request: Request) -> Any:
         room = sched.limit - min(body.tokens, sched.limit // 2)
         ids = ids[-room:]
     tokens = body.tokens if sched.limit is None else min(body.tokens, sched.limit - len(ids))
-    cfg = GenerationConfig.from_options(max_new_tokens=tokens, temperature=body.temperature, top_p=body.top_p,
-                                        repetition_penalty=body.repetition_penalty, seed=seed)
+    cfg, wm = with_watermark(GenerationConfig.from_options(
+        max_new_tokens=tokens, temperature=body.temperature, top_p=body.top_p,
+        repetition_penalty=body.repetition_penalty, seed=seed), tm, gc.policy)
     ticket = sched.submit(ids, cfg, timeout=gc.config.request_timeout)
 
     if not body.stream:
         r = (await ticket.results())[0]
-        return await _store_written(gc, request, body, body.text + r.text, params, prompt)
+        return await _release_written(gc, request, body, body.text + r.text, params, prompt, wm)
 
     async def events():
         parts = []
@@ -129,7 +121,7 @@ async def write(body: WriteRequest, request: Request) -> Any:
                 if ev.kind == "delta" and ev.text:
                     parts.append(ev.text)
                     yield _sse({"delta": ev.text})
-            item = await _store_written(gc, request, body, body.text + "".join(parts), params, prompt)
+            item = await _release_written(gc, request, body, body.text + "".join(parts), params, prompt, wm)
             yield _sse({"done": True, **item})
         except GencraftError as e:
             yield _sse(gencraft_error_body(e))
@@ -140,14 +132,12 @@ async def write(body: WriteRequest, request: Request) -> Any:
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-async def _store_written(gc: Any, request: Request, body: WriteRequest, text: str, params: dict[str, Any],
-                         prompt: str) -> dict[str, Any]:
+async def _release_written(gc: Any, request: Request, body: WriteRequest, text: str, params: dict[str, Any],
+                           prompt: str, watermark: Any) -> dict[str, Any]:
     tm, _ = await gc.catalog.text(body.model)
-    released, guard, manifest = await asyncio.to_thread(finalize, text, tm=tm, kind="write", params=params,
-                                                        seed=params.get("seed"))
-    item_id = await gc.store(request=request, kind="write", model=body.model, prompt=prompt, text=released,
-                             parameters=params, manifest=manifest, guard=guard)
-    return {"id": item_id, "text": released, "manifest": manifest, "guard": guard}
+    rel = await gc.release(text, request=request, kind="text", label="write", model=tm, model_name=body.model,
+                           params=params, seed=params.get("seed"), prompt=prompt, watermark=watermark)
+    return {"id": rel.item_id, "text": rel.text, "manifest": rel.manifest, "guard": rel.report.to_dict()}
 
 
 @router.post("/game/{kind}", summary="Game records (names, npc, quest, item, dialogue), schema-validated")
@@ -160,55 +150,43 @@ async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]
                          param="kind")
     tm, _ = await gc.catalog.text(body.model)
     seed = _seed(body.seed)
+    wm = gc.policy.text_watermark(tm.tokenizer.vocab_size)
     records = await asyncio.to_thread(G.generate, tm, kind, n=body.n, seed=seed, schema=body.json_schema,
                                       prompt=body.prompt, temperature=body.temperature, top_p=body.top_p,
-                                      nodes=body.nodes)
+                                      nodes=body.nodes, watermark=wm)
     schema = G.load_schema(kind, body.json_schema)
     out = []
     for i, rec in enumerate(records):
-        text = json.dumps(rec.value, ensure_ascii=False)
         params = body.model_dump(by_alias=True, exclude_none=True) | {"seed": seed, "index": i, "kind": kind}
-        _, guard, manifest = await asyncio.to_thread(finalize, text, tm=tm, kind=f"game.{kind}", params=params,
-                                                     seed=seed)
         validation = {"valid": True, "schema": schema.get("title", kind), "notes": rec.notes}
-        item_id = await gc.store(request=request, kind="game", model=body.model, prompt=body.prompt or kind,
-                                 text=text, parameters=params, manifest=manifest, guard=guard | {"validation": validation})
-        out.append({"id": item_id, "record": rec.value, "validation": validation, "guard": guard,
-                    "manifest": manifest, "logprob": rec.logprob})
+        rel = await gc.release(json.dumps(rec.value, ensure_ascii=False), request=request, kind="text",
+                               label=f"game.{kind}", model=tm, model_name=body.model, params=params, seed=seed,
+                               prompt=body.prompt or kind, watermark=wm, checks={"validation": validation})
+        out.append({"id": rel.item_id, "record": rec.value, "validation": validation,
+                    "guard": rel.report.to_dict(), "manifest": rel.manifest, "logprob": rec.logprob})
     return {"object": "list", "kind": kind, "created": int(time.time()), "data": out}
 
 
 @router.post("/ads", summary="Ad variants for a brief, checked against channel limits and terms")
 async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
     from gencraft.apps import ads as A
-    from gencraft.library import preference_scores
 
     gc = request.app.state.gc
     tm, _ = await gc.catalog.text(body.model)
     seed = _seed(body.seed)
-    fields = body.brief.model_dump(exclude_none=True)
-    brief = A.Brief(**fields)
+    brief = A.Brief(**body.brief.model_dump(exclude_none=True))
+    wm = gc.policy.text_watermark(tm.tokenizer.vocab_size)
     variants = await asyncio.to_thread(A.generate, tm, brief, n=body.n, seed=seed, temperature=body.temperature,
-                                       top_p=body.top_p)
-    texts = [v.text for v in variants]
-    if body.rank_by_ratings:  # liked variants first, on top of the kit's own ranking
-        liked, disliked = await asyncio.to_thread(gc.library.rated_texts, "ads")
-        pref = preference_scores(texts, liked, disliked)
-        order = sorted(range(len(variants)), key=lambda i: -pref[i]) if (liked or disliked) else list(
-            range(len(variants)))
-    else:
-        pref, order = [0.0] * len(variants), list(range(len(variants)))
+                                       top_p=body.top_p, rank_by_ratings=body.rank_by_ratings,
+                                       library=gc.library if body.rank_by_ratings else None, watermark=wm)
     limits = A.channel_table()[brief.channel]
     out = []
-    for rank, i in enumerate(order):
-        v = variants[i]
+    for rank, v in enumerate(variants):
         params = body.model_dump(exclude_none=True) | {"seed": seed, "rank": rank}
-        _, guard, manifest = await asyncio.to_thread(finalize, texts[i], tm=tm, kind="ads", params=params,
-                                                     seed=seed)
         checks = A.validation(v, brief, limits)
-        item_id = await gc.store(request=request, kind="ads", model=body.model, prompt=brief.product,
-                                 text=texts[i], parameters=params, manifest=manifest,
-                                 guard=guard | {"validation": checks})
-        out.append({"id": item_id, "variant": v.to_dict(), "preference": round(pref[i], 4),
-                    "validation": checks, "guard": guard, "manifest": manifest})
+        rel = await gc.release(v.text, request=request, kind="text", label="ads", model=tm, model_name=body.model,
+                               params=params, seed=seed, prompt=brief.product, watermark=wm,
+                               checks={"validation": checks})
+        out.append({"id": rel.item_id, "variant": v.to_dict(), "preference": v.scores.get("preference", 0.0),
+                    "validation": checks, "guard": rel.report.to_dict(), "manifest": rel.manifest})
     return {"object": "list", "created": int(time.time()), "data": out}

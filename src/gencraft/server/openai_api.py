@@ -22,7 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gencraft.errors import GencraftError, UsageError
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
-from gencraft.guard.watermark import WatermarkProcessor
 from gencraft.server.errors import gencraft_error_body
 from gencraft.server.scheduler import check_prompt
 
@@ -149,12 +148,15 @@ def make_config(req: Sampling, max_tokens: int, *, logprobs: bool, top_logprobs:
         raise UsageError(msg, param=name) from None
 
 
-def with_watermark(cfg: GenerationConfig, tm: Any) -> GenerationConfig:
-    """Add the keyed text watermark (when ``gencraft keys init`` has made keys) to ``cfg``."""
+def with_watermark(cfg: GenerationConfig, tm: Any, policy: Any) -> tuple[GenerationConfig, Any]:
+    """``cfg`` with the server policy's text watermark in place (none when off or without keys), and
+    the watermark (what the release step records)."""
     from gencraft import guard
 
-    wm = guard.text_watermark(tm.tokenizer.vocab_size)
-    return cfg if wm is None else GenerationConfig.from_options(cfg, processors=[*cfg.processors, wm])
+    wm = policy.text_watermark(tm.tokenizer.vocab_size)
+    if wm is None:
+        return cfg, None
+    return GenerationConfig.from_options(cfg, **guard.watermark_options(wm, {"processors": cfg.processors})), wm
 
 
 def constraint_factory(fmt: ResponseFormat | None, tokenizer: Any) -> tuple[Any, int | None]:
@@ -297,7 +299,8 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if need and body.max_tokens is None:
         max_tokens = need
     lp = body.logprobs is not None
-    cfg = with_watermark(make_config(body, max_tokens, logprobs=lp, top_logprobs=body.logprobs or 0), tm)
+    cfg, wm = with_watermark(make_config(body, max_tokens, logprobs=lp, top_logprobs=body.logprobs or 0), tm,
+                             gc.policy)
     for ids in encoded:
         check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "prompt")
     tickets = [sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory,
@@ -308,9 +311,9 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     texts = [p if isinstance(p, str) else tm.tokenizer.decode(p) for p in prompts]
     params = _params(body, cfg)
     if body.stream:
-        return _stream(request, tickets, body, rid, created, "text_completion", texts, encoded, params)
+        return _stream(request, tickets, body, rid, created, "text_completion", texts, encoded, params, wm)
     results = await _gather(tickets)
-    final = await gc.store_texts("completion", body.model, texts, results, params, request)
+    final = await gc.release_texts("completion", body.model, texts, results, params, request, watermark=wm)
     choices, completion = [], 0
     for pi, (ticket_results, text) in enumerate(zip(results, texts, strict=True)):
         for r, released in zip(ticket_results, final[pi], strict=True):
@@ -333,17 +336,17 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     max_tokens = asked if asked is not None else (need or gc.config.default_chat_tokens)
     if factory is not None:
         extra_stop = []  # the grammar decides where the answer ends
-    cfg = with_watermark(make_config(body, max_tokens, logprobs=body.logprobs or bool(body.top_logprobs),
-                                     top_logprobs=body.top_logprobs or 0, extra_stop=extra_stop), tm)
+    cfg, wm = with_watermark(make_config(body, max_tokens, logprobs=body.logprobs or bool(body.top_logprobs),
+                                         top_logprobs=body.top_logprobs or 0, extra_stop=extra_stop), tm, gc.policy)
     check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "messages")
     ticket = sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory)
     gc.metrics.prompt_tokens(body.model, len(ids))
     rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
     params = _params(body, cfg)
     if body.stream:
-        return _stream(request, [ticket], body, rid, created, "chat.completion.chunk", [prompt], [ids], params)
+        return _stream(request, [ticket], body, rid, created, "chat.completion.chunk", [prompt], [ids], params, wm)
     results = (await _gather([ticket]))[0]
-    final = (await gc.store_texts("chat", body.model, [prompt], [results], params, request))[0]
+    final = (await gc.release_texts("chat", body.model, [prompt], [results], params, request, watermark=wm))[0]
     choices = [{"index": r.index, "message": {"role": "assistant", "content": released},
                 "finish_reason": _finish(r.finish_reason), "logprobs": _chat_logprobs(r.logprobs)}
                for r, released in zip(results, final, strict=True)]
@@ -354,7 +357,6 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
 def _params(body: BaseModel, cfg: GenerationConfig) -> dict[str, Any]:
     d = body.model_dump(exclude={"prompt", "messages", "stream", "stream_options"}, exclude_none=True)
     d["seed_used"] = cfg.seed
-    d["watermarked"] = any(isinstance(p, WatermarkProcessor) for p in cfg.processors)
     return d
 
 
@@ -367,7 +369,7 @@ async def _gather(tickets: list[Any]) -> list[list[GenerationResult]]:
 
 
 def _stream(request: Request, tickets: list[Any], body: Any, rid: str, created: int, obj: str,
-            prompts: list[str], encoded: list[list[int]], params: dict[str, Any]) -> StreamingResponse:
+            prompts: list[str], encoded: list[list[int]], params: dict[str, Any], watermark: Any) -> StreamingResponse:
     """Server-sent events: one chunk per text delta, a last chunk with each finish_reason, usage
     when ``stream_options.include_usage``, then ``data: [DONE]``. A client that goes away cancels
     its sequences (the scheduler drops them at the next step)."""
@@ -456,9 +458,9 @@ def _stream(request: Request, tickets: list[Any], body: Any, rid: str, created: 
                 usage = _usage(sum(len(e) for e in encoded), completion)
                 yield _sse({"id": rid, "object": obj, "created": created, "model": body.model, "choices": [],
                             "usage": usage, "system_fingerprint": None})
-            await gc.store_texts("chat" if chat else "completion", body.model, prompts,
-                                 [[r for r in rs if r is not None] for rs in results], params, request,
-                                 raise_blocked=False)  # stored before [DONE]: a finished stream is in the library
+            await gc.release_texts("chat" if chat else "completion", body.model, prompts,
+                                   [[r for r in rs if r is not None] for rs in results], params, request,
+                                   watermark=watermark, raise_blocked=False)  # before [DONE]: a finished stream is in the library
             yield "data: [DONE]\n\n"
         finally:
             for t in tickets:
@@ -485,15 +487,13 @@ def _size(size: str | None) -> tuple[int, int] | None:
     return w, h
 
 
-def render_images(run: Any, body: ImageRequest) -> list[tuple[bytes, dict[str, Any], dict[str, Any]]]:
-    """Sample, resize, watermark and sign ``n`` images: ``(png bytes, manifest, guard)`` each."""
+def render_images(run: Any, body: ImageRequest) -> tuple[list[Any], list[dict[str, Any]], int]:
+    """Sample and resize ``n`` images: the PIL images, their parameters and the seed used."""
     import secrets
 
     from PIL import Image
 
-    from gencraft import guard
     from gencraft.generate.image import label_index, sample_images
-    from gencraft.guard.provenance import png_bytes_with_manifest
 
     size = _size(body.size)
     label = None
@@ -501,36 +501,31 @@ def render_images(run: Any, body: ImageRequest) -> list[tuple[bytes, dict[str, A
         label = label_index(run, body.prompt.strip())
     seed = body.seed if body.seed is not None else secrets.randbits(31)
     arr = sample_images(run, body.n, seed=seed, truncation=body.truncation, label=label)
-    out = []
+    images, params = [], []
     for i, a in enumerate(arr):
         im = Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a)
         if size is not None and im.size != size:
             im = im.resize(size, Image.NEAREST)
-        params = {"n": body.n, "index": i, "size": f"{im.size[0]}x{im.size[1]}", "label": label,
-                  "truncation": body.truncation, "prompt": body.prompt}
-        im, report, manifest = guard.finalize_image(im, run_info=run.info, params=params, seed=seed)
-        buf = png_bytes_with_manifest(im, manifest)
-        out.append((buf, manifest, report.to_dict()))
-    return out
+        images.append(im)
+        params.append({"n": body.n, "index": i, "size": f"{im.size[0]}x{im.size[1]}", "label": label,
+                       "truncation": body.truncation, "prompt": body.prompt})
+    return images, params, seed
 
 
 @router.post("/v1/images/generations", tags=["openai"], summary="Generate images (b64_json)")
 async def images(body: ImageRequest, request: Request) -> dict[str, Any]:
     """The prompt picks the class of a conditional run when it names one of its classes; otherwise it
-    is ignored (these models are not text-conditioned). Images come back as base64 PNG with the
-    provenance manifest in an iTXt chunk."""
+    is ignored (these models are not text-conditioned). Images come back as base64 PNG, watermarked,
+    with the signed provenance manifest in an iTXt chunk and a C2PA manifest."""
     gc = request.app.state.gc
     run = await gc.catalog.image(body.model)
-    made = await asyncio.to_thread(render_images, run, body)
-    params = body.model_dump(exclude_none=True)
-    ids = []
-    for png, manifest, report in made:
-        ids.append(await gc.store(kind="image", model=body.model, prompt=body.prompt, image=png,
-                                  parameters=params, manifest=manifest, guard=report, request=request))
+    images, params, seed = await asyncio.to_thread(render_images, run, body)
+    made = [await gc.release(im, request=request, kind="image", label="image", model=run, model_name=body.model,
+                             params=p, seed=seed, prompt=body.prompt) for im, p in zip(images, params, strict=True)]
     gc.metrics.images(body.model, len(made))
     return {"created": int(time.time()),
-            "data": [{"b64_json": base64.b64encode(png).decode("ascii"), "revised_prompt": None,
-                      "gencraft_id": i} for (png, _, _), i in zip(made, ids, strict=True)]}
+            "data": [{"b64_json": base64.b64encode(rel.data).decode("ascii"), "revised_prompt": None,
+                      "gencraft_id": rel.item_id} for rel in made]}
 
 
 def png_size(data: bytes) -> tuple[int, int]:
