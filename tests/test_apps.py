@@ -173,6 +173,21 @@ def test_maps_keep_local_patterns_and_are_playable():
         assert maps.generate_map(ex, width=14, height=9, seed=seed).grid == r.grid  # seeded
 
 
+def test_generated_maps_keep_the_examples_closed_border():
+    folder = Path(maps.__file__).resolve().parents[1] / "assets" / "maps"
+    ex = maps.load_maps([folder])
+    assert maps.closed_border(ex) == "#"
+    for seed in range(12):  # the quickstart's map and maps of each walled example, many seeds
+        for examples in (ex, ex[seed % len(ex):seed % len(ex) + 1]):
+            r = maps.generate_map(examples, seed=seed, max_carve=30)
+            h, w = len(r.grid), len(r.grid[0])
+            ring = [r.grid[y][x] for y in range(h) for x in range(w) if y in (0, h - 1) or x in (0, w - 1)]
+            assert set(ring) == {"#"}, (seed, r.text)
+            assert r.playable == maps.check_playable(r.grid).playable
+    # an example whose edge is open (a door on the outer wall) imposes nothing
+    assert maps.closed_border([maps.parse_map("##D##\n#S.G#\n#####")]) is None
+
+
 def test_unplayable_map_is_reported_not_returned(cli, tmp_path):
     rooms = "#####\n#S#.#\n#####\n#.#G#\n#####\n"
     ex = [maps.parse_map(rooms)]
@@ -224,6 +239,18 @@ def test_ads_respect_limits_required_and_banned_terms(model, channel):
             copy = f"{v.headline} {v.description} {v.cta}".lower()
             assert not any(b.lower() in copy for b in ads.DEFAULT_BANNED)
             assert set(v.scores) == {"likelihood", "voice", "diversity", "rank_score"}
+
+
+def test_required_product_name_is_never_glued_to_a_word(run_dir):
+    from gencraft.backends import load
+
+    tm = load(run_dir)
+    brief = ads.Brief(product="Lumen desk lamp", channel="facebook")
+    for seed in range(3):  # without the constraint's leading space 3 of these 6 headlines read "...xLumen desk lamp"
+        for v in ads.generate(tm, brief, n=2, seed=seed):
+            at = v.headline.index("Lumen desk lamp")
+            assert at == 0 or not v.headline[at - 1].isalnum(), v.headline
+            assert v.headline == v.headline.strip()
 
 
 def test_ads_cli_csv_layout_and_custom_channel(cli, run_dir, tmp_path):

@@ -32,7 +32,7 @@ def test_write_is_stored_and_the_library_commands_work(cli, run: str, tmp_path: 
     assert lib["total"] == 1
     item = lib["data"][0]
     assert (item["kind"], item["model"], item["prompt"]) == ("write", run, "the cat sat")
-    assert item["text"] == r.out.rstrip("\n") and item["text"].startswith("the cat sat")
+    assert item["text"] == r.out.rstrip("\n") and item["text"].startswith("The cat sat")  # post-processed: capitalized
     assert item["parameters"]["tokens"] == 12 and item["parameters"]["seed"] == 3
     assert item["manifest"]["kind"] == "write" and item["manifest"]["content_sha256"]
     assert item["guard"] == item["manifest"]["guard"] and item["guard"]["moderation"]["action"]
@@ -138,7 +138,7 @@ def test_a_broken_library_never_breaks_the_command(cli, run: str, monkeypatch: p
     out = tmp_path / "story.txt"
     r = cli("write", "continue", run, "--text", "the mat", "--tokens", "5", "--out", out)
     assert r.code == 0, r.err
-    assert out.exists() and out.read_text().startswith("the mat")
+    assert out.exists() and out.read_text().startswith("The mat")
     warnings = [line for line in r.err.splitlines() if line.startswith("warning:")]
     assert warnings == ["warning: unsigned: no keys (run `gencraft keys init`)", warnings[1]]  # one line each
     assert "not stored in the library" in warnings[1] and "--no-store" in warnings[1]

@@ -15,8 +15,25 @@ def test_language_detection():
 
 
 def test_english_spacing_and_punctuation():
-    assert T.normalize("hello ,world .This is  it !!!  Yes( really ) .") == "hello, world. This is it! Yes(really)."
+    assert T.normalize("hello ,world .This is  it !!!  Yes( really ) .") == "Hello, world. This is it! Yes(really)."
     assert T.normalize("Pi is 3.14 , roughly.") == "Pi is 3.14, roughly."
+
+
+def test_english_sentences_split_and_capitalized():
+    assert T.clean("hello  world ,this is  a test.it works !  thanks") == "Hello world, this is a test. It works!"
+    cases = {
+        "see e.g. the docs at www.example.com. then go.": "See e.g. the docs at www.example.com. Then go.",
+        "mail a.b@example.org. thanks, i.e. ok": "Mail a.b@example.org. Thanks, i.e. ok",
+        "open notes.txt now. the u.s. army waits at 5 p.m. today.":
+            "Open notes.txt now. The u.s. army waits at 5 p.m. today.",
+        "visit https://gencraft.org/a.b?c=d.e now. ok": "Visit https://gencraft.org/a.b?c=d.e now. Ok",
+        'Mr. smith paid 3.5 dollars. "go!" she said. i\'m here': 'Mr. smith paid 3.5 dollars. "Go!" she said. I\'m here',
+        "wait... what now? yes.\nnext line\n\nnew para.":
+            "Wait... what now? Yes.\nNext line\n\nNew para.",
+    }
+    for raw, want in cases.items():
+        assert T.normalize(raw) == want, raw
+        assert T.normalize(want) == want  # idempotent
 
 
 def test_chinese_full_width_and_no_stray_spaces():

@@ -165,6 +165,13 @@ def _split_required(terms: list[str], limits: dict[str, Any]) -> tuple[list[str]
     return head, desc
 
 
+def _word(term: str) -> str:
+    """A required term as the constraint must see it: after a space when it starts with a letter or
+    digit of a spaced script, so the model can never glue it to the word before ("thanLumen desk lamp");
+    a space at the very start is stripped afterwards."""
+    return " " + term if term[:1].isascii() and term[:1].isalnum() else term
+
+
 def _trigrams(s: str) -> Counter[str]:
     s = f"  {s.lower()} "
     return Counter(s[i:i + 3] for i in range(len(s) - 2))
@@ -249,9 +256,9 @@ def generate(model: Any, brief: Brief, *, n: int = 5, seed: int = 0, candidates:
             raise UsageError(f"banned term {b!r} is part of a required term", param="banned")
     head_req, desc_req = _split_required(brief.required_terms(), limits)
     g_head = C.text_field(max_chars=limits["headline"], min_chars=min(8, limits["headline"]),
-                          required=head_req, banned=banned)
+                          required=[_word(t) for t in head_req], banned=banned)
     g_desc = C.text_field(max_chars=limits["description"], min_chars=min(20, limits["description"]),
-                          required=desc_req, banned=banned)
+                          required=[_word(t) for t in desc_req], banned=banned)
     options = [c for c in (ctas or DEFAULT_CTAS) if len(c) <= limits["cta"]
                and not any(b.lower() in c.lower() for b in banned)]
     if not options:
@@ -275,7 +282,7 @@ def generate(model: Any, brief: Brief, *, n: int = 5, seed: int = 0, candidates:
     picked = mmr(texts, relevance, n, lam=diversity)
     out = []
     for i, novelty in picked:
-        v = Variant(brief.channel, heads[i].text, descs[i].text, cta_out[i].text, {
+        v = Variant(brief.channel, heads[i].text.strip(), descs[i].text.strip(), cta_out[i].text, {
             "likelihood": round(likelihood[i], 4), "voice": round(voice_scores[i], 4),
             "diversity": round(novelty, 4), "rank_score": round(relevance[i], 4)})
         check_variant(v, brief, limits)

@@ -5,7 +5,8 @@ A map is a text grid, one character per tile (``#`` wall, ``.`` floor, ``S`` sta
 examples -- a Markov chain over tiles in scanline order whose context is the four already-placed
 neighbours (left, up-left, up, up-right), backing off to smaller contexts for neighbourhoods
 never seen -- so generated maps keep the examples' local patterns (wall runs, corridors, borders:
-the map's edge is a context symbol of its own).
+the map's edge is a context symbol of its own). When every example closes its outer ring with
+blocking tiles, generated maps keep it closed (:func:`closed_border`): no door or floor on the edge.
 
 A generated map is then made *playable*: ``S`` and ``G`` are placed on walkable tiles far apart in
 the biggest walkable region; :func:`check_playable` searches a path between them (4-neighbour
@@ -31,7 +32,7 @@ START, GOAL = "S", "G"
 DEFAULT_BLOCKING = "#~^T"
 Grid = list[list[str]]
 
-__all__ = ["MapResult", "PlayReport", "TileModel", "check_playable", "generate_map", "load_maps",
+__all__ = ["MapResult", "PlayReport", "TileModel", "check_playable", "closed_border", "generate_map", "load_maps",
            "parse_map", "pattern_coverage", "repair"]
 
 
@@ -119,19 +120,41 @@ class TileModel:
                     return c
         return Counter(self.tiles)
 
-    def sample(self, width: int, height: int, rng: random.Random) -> Grid:
-        """A ``height`` x ``width`` grid, tile by tile (start/goal tiles are placed afterwards)."""
+    def sample(self, width: int, height: int, rng: random.Random, border: str | None = None) -> Grid:
+        """A ``height`` x ``width`` grid, tile by tile (start/goal tiles are placed afterwards);
+        ``border``: the tile of a closed outer ring (see :func:`closed_border`), kept as it is."""
         if not self.tiles:
             raise DataError("the example maps hold no tiles besides S and G", param="examples")
         grid: Grid = [[""] * width for _ in range(height)]
         avoid = {EDGE, START, GOAL}
         for y in range(height):
             for x in range(width):
+                if border is not None and _on_ring(y, x, width, height):
+                    grid[y][x] = border
+                    continue
                 ctx = _context(grid, y, x, width, height)
                 dist = self._dist(ctx, avoid)
                 tiles, weights = zip(*sorted(dist.items()), strict=True)
                 grid[y][x] = rng.choices(tiles, weights)[0]
         return grid
+
+
+def _on_ring(y: int, x: int, width: int, height: int) -> bool:
+    return y in (0, height - 1) or x in (0, width - 1)
+
+
+def closed_border(examples: Sequence[Grid], blocking: str = DEFAULT_BLOCKING) -> str | None:
+    """The tile of the outer ring when every example closes its edge with blocking tiles (the most
+    common of them, e.g. ``#``); ``None`` when some example's edge is open (a door, floor or
+    water on the outer ring). Generated maps keep a closed border: it is never sampled open,
+    carved or given the start or goal."""
+    ring: Counter[str] = Counter()
+    for g in examples:
+        h, w = len(g), len(g[0])
+        ring.update(g[y][x] for y in range(h) for x in range(w) if _on_ring(y, x, w, h))
+    if not ring or any(t not in blocking for t in ring):
+        return None
+    return ring.most_common(1)[0][0]
 
 
 def pattern_coverage(grid: Grid, examples: Sequence[Grid], k: int = 2) -> float:
@@ -220,8 +243,10 @@ def place_start_goal(grid: Grid, *, blocking: str = DEFAULT_BLOCKING) -> bool:
     return True
 
 
-def repair(grid: Grid, *, blocking: str = DEFAULT_BLOCKING, max_carve: int = 8, floor: str = ".") -> int | None:
-    """Carve the corridor from S to G that turns the fewest blocking tiles into ``floor``.
+def repair(grid: Grid, *, blocking: str = DEFAULT_BLOCKING, max_carve: int = 8, floor: str = ".",
+           keep_border: bool = False) -> int | None:
+    """Carve the corridor from S to G that turns the fewest blocking tiles into ``floor``
+    (never through the outer ring with ``keep_border``).
 
     Returns the number of tiles carved, or None when it would take more than ``max_carve``
     (the grid is then left unchanged).
@@ -242,6 +267,8 @@ def repair(grid: Grid, *, blocking: str = DEFAULT_BLOCKING, max_carve: int = 8, 
         if c > cost.get(cell, 1 << 30):
             continue
         for nb in _neighbours(grid, *cell):
+            if keep_border and _on_ring(*nb, len(grid[0]), len(grid)) and grid[nb[0]][nb[1]] in blocking:
+                continue
             nc = c + (grid[nb[0]][nb[1]] in blocking)
             if nc < cost.get(nb, 1 << 30):
                 cost[nb], prev[nb] = nc, cell
@@ -295,10 +322,11 @@ def generate_map(examples: Sequence[Grid], *, width: int | None = None, height: 
     if not (2 <= width <= 512 and 2 <= height <= 512):
         raise UsageError(f"map size {width}x{height}: width and height must be 2..512", param="width")
     model = TileModel().fit(examples)
+    border = closed_border(examples, blocking)
     result = None
     for t in range(max(1, tries)):
         rng = random.Random(seed + t)
-        grid = model.sample(width, height, rng)
+        grid = model.sample(width, height, rng, border)
         if not place_start_goal(grid, blocking=blocking):
             result = MapResult(grid, False, "no two connected walkable tiles to hold start and goal",
                                seed=seed + t)
@@ -306,7 +334,7 @@ def generate_map(examples: Sequence[Grid], *, width: int | None = None, height: 
         report = check_playable(grid, blocking=blocking)
         carved = 0
         if not report.playable:
-            carved_or_none = repair(grid, blocking=blocking, max_carve=max_carve)
+            carved_or_none = repair(grid, blocking=blocking, max_carve=max_carve, keep_border=border is not None)
             if carved_or_none is None:
                 result = MapResult(grid, False, f"{report.reason}; repair needs more than {max_carve} carved tiles",
                                    seed=seed + t)

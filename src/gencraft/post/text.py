@@ -106,15 +106,94 @@ def remove_repeated_sentences(text: str, lang: str | None = None) -> str:
     return "\n\n".join(paras)
 
 
+# Words after which a period does not end a sentence (lowercase, without the period).
+ABBREVIATIONS = frozenset("""
+    mr mrs ms dr prof sr jr st vs etc e.g i.e cf al approx fig figs no nos vol vols p pp ch sec
+    inc ltd co corp dept est misc jan feb mar apr jun jul aug sep sept oct nov dec mt ft
+    """.split())
+# Top-level domains that make "word.word" a host name ("example.com"), not two sentences.
+_TLDS = frozenset("com org net edu gov io co uk de fr cn jp ru info biz ai dev app me us ca au nl html htm "
+                  "txt md py js json csv pdf png jpg gif".split())
+# A URL or e-mail address, without the punctuation that ends the sentence around it.
+_URLISH = re.compile(r"(?:(?:[a-z][a-z0-9+.-]*://|www\.)\S+?|[\w.+-]+@[\w-]+(?:\.[\w-]+)+)(?=[.,;:!?)\]]*(?:\s|$))",
+                     re.IGNORECASE)
+
+
+def _glued_sentence(m: re.Match[str]) -> str:
+    """ "test.it works" -> "test. it works" unless the dot belongs to an abbreviation, a host name
+    or a file name (``example.com``, ``e.g.``, ``notes.txt``)."""
+    left, right = m.group(1), m.group(2)
+    if left.lower() in ABBREVIATIONS or right.lower() in _TLDS or len(right) == 1 and right != "a":
+        return m.group(0)
+    return f"{left}. {right}"
+
+
+def _abbreviation_before(text: str, end: int) -> bool:
+    """True when the period at ``end - 1`` closes an abbreviation, an initial or an ellipsis."""
+    before = text[:end - 1]
+    if before.endswith(".."):
+        return True
+    word = re.search(r"([A-Za-z][A-Za-z.]*)$", before)
+    if word is None:
+        return False
+    w = word.group(1).lower()
+    initialism = "." in w and all(len(part) <= 2 for part in w.split("."))  # "u.s.", "p.m."
+    return w in ABBREVIATIONS or initialism or len(w) == 1 and w not in ("a", "i")  # "J. Smith"
+
+
+def capitalize_sentences(text: str) -> str:
+    """Upper-case the first letter of every English sentence and the pronoun "i".
+
+    A sentence starts the text, a paragraph (after a blank line) or follows ``.``, ``!`` or ``?``
+    and white space -- not after an abbreviation (``e.g.``, ``Mr.``), an initial or an ellipsis.
+    URLs and e-mail addresses are left as they are.
+    """
+    keep = [(m.start(), m.end()) for m in _URLISH.finditer(text)]
+
+    def protected(i: int) -> bool:
+        return any(a <= i < b for a, b in keep)
+
+    chars = list(text)
+    starts = [m.start(1) for m in re.finditer(r"(?:\A|\n[ \t]*\n)[ \t\n]*([\"'“‘(]*[a-z])", text)]
+    for m in re.finditer(r"[.!?]([\"'”’)\]]*)\s+([\"'“‘(]*)([a-z])", text):
+        if m.group(1) and text[m.start()] in "!?":  # '"Go!" she said': the quoted speech goes on
+            continue
+        if text[m.start()] == "." and _abbreviation_before(text, m.start() + 1):
+            continue
+        starts.append(m.start(3))
+    for i in starts:
+        i = next((j for j in range(i, len(text)) if text[j].isalpha()), i)
+        if not protected(i):
+            chars[i] = chars[i].upper()
+    out = "".join(chars)
+    return re.sub(r"(?<![\w'.])i(?=(?:'[a-z]+)?(?![\w'])(?!\.\w))", "I", out)
+
+
 def normalize_english(text: str) -> str:
-    """Single spaces; no space before ``,.;:!?``; one space after them before a letter."""
+    """Single spaces; no space before ``,.;:!?``; one space after them before a letter; sentences
+    glued by a period split (``test.it`` -> ``test. It``) and capitalized; abbreviations, decimals,
+    URLs, e-mail addresses and file names kept."""
     text = re.sub(r"[ \t]+", " ", text)
+    urls = [(m.start(), m.end()) for m in _URLISH.finditer(text)]
+    text = "".join(piece if any(a <= pos < b for a, b in urls) else _english_spacing(piece)
+                   for pos, piece in _pieces(text, urls))
+    text = capitalize_sentences(text)
+    return "\n".join(line.strip() for line in text.split("\n"))
+
+
+def _english_spacing(text: str) -> str:
     text = re.sub(r" +([,.;:!?%)\]])", r"\1", text)
     text = re.sub(r"([(\[]) +", r"\1", text)
     text = re.sub(r"([,;:!?])(?=[A-Za-z])", r"\1 ", text)
-    text = re.sub(r"(?<=[a-z])\.(?=[A-Z][a-z])", ". ", text)  # "end.Next" -> "end. Next"
-    text = re.sub(r"([,.;:!?])\1{2,}", r"\1", text)  # "!!!!" -> "!"
-    return "\n".join(line.strip() for line in text.split("\n"))
+    text = re.sub(r"(?<![\w.])([A-Za-z]{2,})\.([A-Za-z]+)\b(?!\.\w)", _glued_sentence, text)
+    text = re.sub(r"([,.;:!?])\1{3,}", r"\1", text)  # "!!!!" -> "!" (an ellipsis "..." stays)
+    return re.sub(r"([,;:!?])\1+", r"\1", text)
+
+
+def _pieces(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, str]]:
+    """``text`` cut at the edges of ``spans``: ``(start, piece)`` in order."""
+    cuts = sorted({0, len(text), *(x for span in spans for x in span)})
+    return [(a, text[a:b]) for a, b in zip(cuts, cuts[1:], strict=False)]
 
 
 def normalize_chinese(text: str) -> str:
