@@ -120,3 +120,18 @@ def test_generate_retries_on_copy_risk(tiny_run: Path, tmp_path: Path) -> None:
     policy._copy_indexes[str(tm.path)] = CopyIndex(tmp_path / "idx2")
     with pytest.raises(GuardError, match="2 attempts"):  # greedy: every attempt is the same copy
         gencraft.generate_text(tm, "ROMEO:", retries=1, temperature=0, policy=policy, **opts)
+
+
+def test_tokens_the_training_data_never_holds_are_kept_away(tiny_run: Path, cli) -> None:
+    from gencraft.backends import load
+
+    tm = load(tiny_run)
+    assert (tiny_run / "tokens_seen.npy").is_file()
+    unseen = set(tm.unseen)
+    assert len(unseen) >= 200 and tm.tokenizer.eos_id not in unseen  # the char tokenizer's byte fallback
+    hot = dict(max_new_tokens=400, temperature=2.0, stop_at_eos=False, seed=0)
+    assert not unseen & set(tm.generate("ROMEO:", **hot).token_ids)
+    assert unseen & set(tm.generate("ROMEO:", allow_unseen_tokens=True, **hot).token_ids)
+    res = cli("generate", tiny_run, "-p", "ROMEO:", "-m", "400", "-t", "2", "--seed", "0", "--json", "--no-store",
+              "--allow-unseen-tokens")
+    assert res.code == 0 and unseen & set(json.loads(res.out)["results"][0]["token_ids"])

@@ -27,6 +27,9 @@ from gencraft.paths import existing_run
 FORMAT = 1
 
 
+SEEN_FILE = "tokens_seen.npy"  # bool per token id: does the training data hold it (generation keeps unseen ones away)
+
+
 def new_run_id() -> str:
     return uuid.uuid4().hex
 

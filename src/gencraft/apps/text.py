@@ -33,10 +33,11 @@ def sample_path(out: str | os.PathLike[str] | None, index: int, count: int) -> P
 def generate(model: Any, prompt: str = "", config: GenerationConfig | None = None, *,
              policy: guard.ReleasePolicy | None = None, out: str | os.PathLike[str] | None = None,
              front_matter: bool = False, on_delta: Callable[[str], None] | None = None, retries: int = 0,
-             name: str | None = None, **options: Any) -> list[guard.Released]:
+             name: str | None = None, allow_unseen_tokens: bool = False, **options: Any) -> list[guard.Released]:
     """Generate ``n`` samples of ``prompt`` with ``model`` (TextModel, run or ``hf:PATH``) and release each.
 
-    ``options`` are :class:`GenerationConfig` fields. ``on_delta`` receives the text as it is
+    ``options`` are :class:`GenerationConfig` fields; ``allow_unseen_tokens`` lets the model sample
+    tokens its training data never holds (see :class:`gencraft.backends.TextModel`). ``on_delta`` receives the text as it is
     sampled (one sample, no beams). ``retries``: when the policy refuses a sample (moderation
     block, or a copy with ``copy_action="block"``), sample it again with the next seed, up to this
     many times (one sample). Each :class:`~gencraft.guard.Released` carries the engine's
@@ -59,7 +60,7 @@ def generate(model: Any, prompt: str = "", config: GenerationConfig | None = Non
         for attempt in range(retries + 1):
             seed = cfg.seed if (cfg.seed is None or not attempt) else cfg.seed + attempt
             run_cfg = GenerationConfig.from_options(cfg, seed=seed) if attempt else cfg
-            results = _sample(tm, prompt, run_cfg, on_delta if not attempt else None)
+            results = _sample(tm, prompt, run_cfg, on_delta if not attempt else None, allow_unseen_tokens)
             try:
                 return [_release(tm, r, i, len(results), policy, run_cfg, prompt, wm, out, front_matter, name,
                                  attempt if retries else None) for i, r in enumerate(results)]
@@ -73,13 +74,14 @@ def generate(model: Any, prompt: str = "", config: GenerationConfig | None = Non
             policy.close()
 
 
-def _sample(tm: Any, prompt: str, cfg: GenerationConfig, on_delta: Callable[[str], None] | None) -> list[Any]:
+def _sample(tm: Any, prompt: str, cfg: GenerationConfig, on_delta: Callable[[str], None] | None,
+            allow_unseen_tokens: bool) -> list[Any]:
     if on_delta is not None and cfg.n == 1 and cfg.num_beams == 1:
         results: list[Any] = []
-        for delta in tm.stream(prompt, cfg, results=results):
+        for delta in tm.stream(prompt, cfg, results=results, allow_unseen_tokens=allow_unseen_tokens):
             on_delta(delta)
         return results
-    res = tm.generate(prompt, cfg)
+    res = tm.generate(prompt, cfg, allow_unseen_tokens=allow_unseen_tokens)
     return res if isinstance(res, list) else [res]
 
 

@@ -8,13 +8,17 @@ local Hugging Face causal-LM folder. Every model goes through the same decoding 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gencraft.backends.model import TextModel
-from gencraft.errors import RunError
-from gencraft.runs import load_text_model
+from gencraft.data import load_dataset
+from gencraft.data.dataset import tokens_seen
+from gencraft.errors import GencraftError, RunError
+from gencraft.runs import SEEN_FILE, load_text_model
 from gencraft.tokenize import load_tokenizer
 
 
@@ -38,7 +42,22 @@ def load(spec: str | os.PathLike[str], device: str | torch.device | None = None,
     vocab = getattr(model.config, "vocab_size", tok.vocab_size)
     if tok.vocab_size > vocab:
         raise RunError(f"{path}: tokenizer has {tok.vocab_size} tokens but the model only {vocab}")
-    return TextModel(model, tok, info, str(path))
+    return TextModel(model, tok, info, str(path), unseen_tokens(path, info, tok.vocab_size))
+
+
+def unseen_tokens(run_dir: Path, info: dict[str, Any], vocab_size: int) -> list[int]:
+    """Token ids a run's training data never holds: from ``RUN/tokens_seen.npy`` (training writes it),
+    else counted in the run's dataset (older runs), else none (the dataset is gone)."""
+    f = run_dir / SEEN_FILE
+    try:
+        if f.is_file():
+            seen = np.load(f, allow_pickle=False)
+        else:
+            ds = load_dataset((info.get("data") or {}).get("dataset") or "")
+            seen = tokens_seen(ds.train_ids(), vocab_size)
+    except (GencraftError, OSError, ValueError):
+        return []
+    return [i for i in range(min(len(seen), vocab_size)) if not seen[i]]
 
 
 def load_tokenizer_of(spec: str | os.PathLike[str]) -> Any:
@@ -55,4 +74,4 @@ def load_tokenizer_of(spec: str | os.PathLike[str]) -> Any:
     return load_tokenizer(existing_run(s) / "tokenizer.json")
 
 
-__all__ = ["TextModel", "load", "load_tokenizer_of"]
+__all__ = ["TextModel", "load", "load_tokenizer_of", "unseen_tokens"]

@@ -76,6 +76,9 @@ def generate_cmd(
     copy_check: bool = typer.Option(True, "--copy-check/--no-copy-check", help="Check outputs against the "
                                     "run's training data for verbatim copies."),
     no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
+    allow_unseen_tokens: bool = typer.Option(False, "--allow-unseen-tokens", help="Let the model sample tokens "
+                                             "its training data never holds (byte-fallback pieces: stray "
+                                             "characters from undertrained models)."),
 ) -> None:
     """Generate text from a trained run or a local Hugging Face model."""
     import gencraft
@@ -128,7 +131,8 @@ def generate_cmd(
     with guard.ReleasePolicy(watermark=not no_watermark, copy_check=copy_check, strict_licenses=strict_licenses,
                              store=not no_store) as policy:
         released = generate(tm, prompt, cfg, policy=policy, out=out_file, front_matter=front_matter,
-                            on_delta=show if streaming else None, name=model)
+                            on_delta=show if streaming else None, name=model,
+                            allow_unseen_tokens=allow_unseen_tokens)
     results = [rel.result for rel in released]
     for rel in released:
         rel.result.text = rel.text  # masked where the policy says mask

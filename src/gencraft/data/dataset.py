@@ -163,3 +163,8 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> TextDataset:
                         "prepare it with `gencraft data prepare`")
     tok = load_tokenizer(path / "tokenizer.json")
     return TextDataset(path, manifest, tok)
+
+
+def tokens_seen(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
+    """``bool[vocab_size]``: which token ids a train split holds (one counting pass over the memmap)."""
+    return np.bincount(np.asarray(train_ids), minlength=vocab_size)[:vocab_size] > 0

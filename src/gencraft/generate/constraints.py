@@ -820,6 +820,8 @@ def generate_many(model: Any, prompt: str | Sequence[int], grammar: Grammar, *, 
     proc = ConstraintProcessor(grammar, tok)
     cfg = GenerationConfig.from_options(max_new_tokens=budget, n=int(n), seed=seed, logprobs=True,
                                         processors=[*extra, proc], stop=[], stop_at_eos=True, **options)
+    if hasattr(model, "generation_config"):  # a TextModel: its unseen tokens biased away (the grammar may still need them)
+        cfg = model.generation_config(cfg)
     results = engine_generate(step_model, tok, [prompt], cfg)[0]
     out = []
     for r in results:

@@ -81,7 +81,6 @@ def _sse(obj: Any) -> str:
 @router.post("/write", summary="Writing assistant: continue a draft (streamable) or draft a piece")
 async def write(body: WriteRequest, request: Request) -> Any:
     from gencraft.apps import write as W
-    from gencraft.generate.config import GenerationConfig
     from gencraft.server.openai_api import with_watermark
 
     gc = request.app.state.gc
@@ -105,7 +104,7 @@ async def write(body: WriteRequest, request: Request) -> Any:
         room = sched.limit - min(body.tokens, sched.limit // 2)
         ids = ids[-room:]
     tokens = body.tokens if sched.limit is None else min(body.tokens, sched.limit - len(ids))
-    cfg, wm = with_watermark(GenerationConfig.from_options(
+    cfg, wm = with_watermark(tm.generation_config(
         max_new_tokens=tokens, temperature=body.temperature, top_p=body.top_p,
         repetition_penalty=body.repetition_penalty, seed=seed), tm, gc.policy)
     ticket = sched.submit(ids, cfg, timeout=gc.config.request_timeout)

@@ -66,6 +66,8 @@ class Sampling(BaseModel):
     typical_p: float = Field(1.0, gt=0, le=1, description="Extension: locally typical sampling (1 = off).")
     repetition_penalty: float = Field(1.0, gt=0, le=10, description="Extension: CTRL repetition penalty (1 = off).")
     response_format: ResponseFormat | None = None
+    allow_unseen_tokens: bool = Field(False, description="Extension: let the model sample tokens its training "
+                                      "data never holds (byte-fallback pieces; biased away by default).")
 
 
 class CompletionRequest(Sampling):
@@ -130,11 +132,12 @@ def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
 _PARAM_NAMES = {"max_new_tokens": "max_tokens"}
 
 
-def make_config(req: Sampling, max_tokens: int, *, logprobs: bool, top_logprobs: int,
+def make_config(req: Sampling, max_tokens: int, tm: Any, *, logprobs: bool, top_logprobs: int,
                 extra_stop: list[str] | None = None) -> GenerationConfig:
-    """A validated GenerationConfig from request fields (a bad one -> 400 naming the API field)."""
+    """A validated GenerationConfig from request fields for ``tm`` (its unseen tokens biased away
+    unless ``allow_unseen_tokens``; a bad field -> 400 naming the API field)."""
     try:
-        return GenerationConfig.from_options(
+        return tm.generation_config(allow_unseen_tokens=req.allow_unseen_tokens,
             max_new_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, n=req.n,
             stop=_stop_list(req.stop) + (extra_stop or []), seed=req.seed, presence_penalty=req.presence_penalty,
             frequency_penalty=req.frequency_penalty, logit_bias=_logit_bias(req.logit_bias), top_k=req.top_k,
@@ -299,7 +302,7 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     if need and body.max_tokens is None:
         max_tokens = need
     lp = body.logprobs is not None
-    cfg, wm = with_watermark(make_config(body, max_tokens, logprobs=lp, top_logprobs=body.logprobs or 0), tm,
+    cfg, wm = with_watermark(make_config(body, max_tokens, tm, logprobs=lp, top_logprobs=body.logprobs or 0), tm,
                              gc.policy)
     for ids in encoded:
         check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "prompt")
@@ -336,7 +339,7 @@ async def chat_completions(body: ChatRequest, request: Request) -> Any:
     max_tokens = asked if asked is not None else (need or gc.config.default_chat_tokens)
     if factory is not None:
         extra_stop = []  # the grammar decides where the answer ends
-    cfg, wm = with_watermark(make_config(body, max_tokens, logprobs=body.logprobs or bool(body.top_logprobs),
+    cfg, wm = with_watermark(make_config(body, max_tokens, tm, logprobs=body.logprobs or bool(body.top_logprobs),
                                          top_logprobs=body.top_logprobs or 0, extra_stop=extra_stop), tm, gc.policy)
     check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "messages")
     ticket = sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory)

@@ -13,8 +13,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 from rich.progress import Progress as RichProgress
 
+from gencraft.data.dataset import tokens_seen
 from gencraft.errors import UsageError
-from gencraft.io import write_bytes
+from gencraft.io import atomic_path, write_bytes
+from gencraft.runs import SEEN_FILE
 from gencraft.train.checkpoint import CHECKPOINT
 from gencraft.train.config import TrainConfig
 from gencraft.train.data import Dataset
@@ -84,10 +86,13 @@ def refuse_existing_run(run_dir: Path, resume: bool) -> None:
 
 
 def copy_dataset_files(run_dir: Path, ds: Dataset) -> None:
-    """Give the run its dataset's tokenizer and manifest (sources and licenses travel with it)."""
+    """Give the run its dataset's tokenizer and manifest (sources and licenses travel with it), and
+    which token ids its training data holds (``tokens_seen.npy``: generation keeps unseen ones away)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(run_dir / "tokenizer.json", (ds.path / "tokenizer.json").read_bytes())
     write_bytes(run_dir / "data_manifest.json", (ds.path / "manifest.json").read_bytes())
+    with atomic_path(run_dir / SEEN_FILE) as tmp, open(tmp, "wb") as f:
+        np.save(f, tokens_seen(ds.train, ds.vocab_size), allow_pickle=False)
 
 
 class Progress:
