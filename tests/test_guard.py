@@ -154,15 +154,51 @@ def test_planted_passage_found_with_its_source(copy_index: CopyIndex) -> None:
 
 def test_chinese_copy_and_short_overlap_is_not_a_risk(copy_index: CopyIndex) -> None:
     r = copy_index.check("他说：床前明月光，疑是地上霜。举头望明月。")
-    assert r.longest_chars >= 16 and not r.copy_risk and r.spans[0].path == "poems.txt"
+    assert r.longest_chars == len("床前明月光，疑是地上霜。举头望明月")  # punctuation inside the span counts
+    assert not r.copy_risk and r.spans[0].path == "poems.txt"
     clean = copy_index.check("An entirely original sentence about zebras, quantum flux and violins.")
     assert clean.longest_chars == 0 and clean.char_ngram_fraction == 0.0 and clean.spans == []
+
+
+def test_reformatted_copies_are_found_and_mapped_back(tmp_path, shared_data) -> None:
+    import zhconv
+
+    from gencraft.guard.copies import fold
+
+    lines = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")[:40_000].split("\n")
+    poems = json.loads((shared_data / "tang300.json").read_text(encoding="utf-8"))[:40]
+    docs = ["\n".join(lines[i:i + 40]) for i in range(0, len(lines) - 40, 40)]
+    docs += ["".join(p["paragraphs"]) for p in poems]  # traditional characters, as the anthology has them
+    build_copy_index(tmp_path / "idx", [{"id": i, "source": 0, "text": t} for i, t in enumerate(docs)],
+                     [{"path": "mixed", "license": "public-domain"}])
+    idx = CopyIndex(tmp_path / "idx")
+    verses = "\n".join(lines[200:231])  # the issue's case: 31 lines of the training text
+    joined = verses.replace("\n", " ")
+    r = idx.check(joined)
+    assert r.copy_risk and r.longest_chars >= len(joined) - 2, r.reason
+    top = r.spans[0]
+    assert joined[top.start:top.end] in joined and top.end - top.start == top.length  # the user's characters
+    respaced = joined.replace(",", " ;").replace(".", "!").replace("'", "’").upper()
+    assert idx.check(respaced).copy_risk
+    full_width = joined.translate({c: c + 0xFEE0 for c in range(0x21, 0x7F)}).replace(" ", "\u3000")
+    assert idx.check(full_width).copy_risk
+    poem = "".join(poems[7]["paragraphs"]) + "".join(poems[8]["paragraphs"])
+    simplified = zhconv.convert(poem, "zh-hans").replace("，", ", ").replace("。", ". ")
+    assert simplified != poem and idx.check(simplified).copy_risk
+    assert fold("ＡＢ，c d。後") == "abcd后"
+    # stitched short copies: no long span, but most n-grams from the training data
+    stitched = " ".join(lines[i][:30] for i in range(300, 400, 3) if len(lines[i]) > 24)
+    s = idx.check(stitched, max_chars=10_000, max_tokens=10_000)
+    assert s.copy_risk and "n-grams" in s.reason and s.longest_chars < 10_000
+    fresh = idx.check("Zebras of quantum violins hum at noon; nothing here was ever in the plays, I swear.")
+    assert not fresh.copy_risk
 
 
 def test_matches_do_not_cross_documents(copy_index: CopyIndex) -> None:
     joined = DOCS[0][-40:] + DOCS[1][:40]
     r = copy_index.check(joined)
-    assert r.longest_chars == 40
+    assert r.longest_chars == 39  # "... old oak tree" (the closing period is formatting)
+    assert all(s.end <= 40 or s.start >= 40 for s in r.spans if s.unit == "char")
 
 
 # --- text watermark ------------------------------------------------------------------------------
@@ -221,6 +257,53 @@ def test_processor_rows_depend_on_context_only() -> None:
     assert torch.equal(out[[1, 0]], swapped)
     assert abs(float((out[0] > 0).float().mean()) - 0.25) < 0.05
     assert set(out.unique().tolist()) == {0.0, 2.0}
+
+
+# --- distortion-free text watermark (tournament sampling) ----------------------------------------
+
+
+def _tournament_sample(logp: torch.Tensor, n: int, sampler, prompt: tuple[int, ...] = (1, 2, 3)) -> list[int]:
+    """Sample ``n`` tokens of a bigram model through the sampling core's sampler protocol."""
+    ids = list(prompt)
+    for _ in range(n):
+        probs = logp[ids[-1]].softmax(-1)[None]
+        ids.append(int(type(sampler).sample([sampler], probs, torch.tensor([ids]), None)[0]))
+    return ids[len(prompt):]
+
+
+def test_tournament_is_distortion_free_for_every_token() -> None:
+    from gencraft.guard.tournament import Tournament, reweight
+
+    rng = np.random.default_rng(0)
+    p = rng.dirichlet(np.full(40, 0.3))  # a peaked distribution, like a model's
+    rule = Tournament(b"k" * 32, 40, layers=8)
+    qs = np.stack([reweight(p[None], rule.words((c,), np.arange(40))[None], 8)[0] for c in range(20_000)])
+    assert np.allclose(qs.sum(1), 1.0)
+    # averaged over keys (contexts) the winner's distribution is the model's, token by token
+    assert np.abs(qs.mean(0) - p).max() < 4 * np.sqrt((qs.var(0) / len(qs)).max()) + 1e-9
+    assert np.abs(qs - p).max() > 0.05  # while each context's distribution is moved
+
+
+def test_tournament_watermark_detected_diverse_and_robust(shared_data) -> None:
+    from gencraft.guard.tournament import TournamentWatermark, detect, scored_positions
+
+    text = (shared_data / "tinyshakespeare.txt").read_text(encoding="utf-8")
+    vocab, logp = _bigram_model(text[:200_000])
+    wm = TournamentWatermark(b"k" * 32, len(vocab))
+    a, b, a2 = (_tournament_sample(logp, 200, wm(seed)) for seed in (1, 2, 1))
+    assert a == a2 and a != b  # the seed still decides the draw: n samples of a prompt differ
+    hit = detect(a, wm.rule)
+    assert hit.p_value < 1e-4 and hit.scored > 100, hit
+    plain = _sample(logp, 200, None, seed=5)
+    assert detect(plain, wm.rule).p_value > 1e-3
+    assert detect(a, TournamentWatermark(b"other".ljust(32), len(vocab)).rule).p_value > 1e-3
+    # 10% of the tokens changed at random: still detected
+    rng = np.random.default_rng(0)
+    edited = [int(rng.integers(len(vocab))) if rng.random() < 0.1 else t for t in a]
+    assert detect(edited, wm.rule).p_value < 1e-4
+    # a repeated context is scored once: a text that loops carries no extra evidence
+    looped = a[:40] * 6
+    assert len(scored_positions(looped, wm.rule.context_width)) <= len(scored_positions(a[:43], 3))
 
 
 # --- image watermark -----------------------------------------------------------------------------
@@ -428,12 +511,15 @@ def test_moderation_spans_and_mask_keep_offsets(text: str) -> None:
 def test_any_copied_substring_is_found_exactly(tmp_path_factory, doc: int, start: int, length: int) -> None:
     folder = tmp_path_factory.mktemp("idx")
     build_copy_index(folder, [{"id": i, "source": i, "text": t} for i, t in enumerate(DOCS)], SOURCES)
+    from gencraft.guard.copies import fold
+
     src = DOCS[doc]
     piece = src[start:start + length]
-    if len(piece) < 16:
+    if len(fold(piece)) < 12:
         return
+    kept = [i for i, c in enumerate(piece) if fold(c)]  # the span runs from the first to the last kept character
     r = CopyIndex(folder).check("\x00" + piece + "\x01")
-    assert r.longest_chars == len(piece)
+    assert r.longest_chars == kept[-1] - kept[0] + 1
     assert r.spans[0].path == SOURCES[doc]["path"]
 
 
@@ -443,6 +529,9 @@ def test_strided_index_still_finds_long_copies(tmp_path) -> None:
     build_copy_index(tmp_path / "s4", docs, SOURCES, stride=4)
     full, strided = CopyIndex(tmp_path / "full"), CopyIndex(tmp_path / "s4")
     assert len(strided.char_keys) < len(full.char_keys) / 3
+    from gencraft.guard.copies import fold
+
     for start in range(0, 12):
-        piece = DOCS[2][start:start + 16 + 4 - 1]  # n + stride - 1: always found
-        assert strided.check(piece).longest_chars == len(piece)
+        end = next(e for e in range(start, len(DOCS[2])) if len(fold(DOCS[2][start:e])) == 12 + 4 - 1)
+        piece = DOCS[2][start:end]  # n + stride - 1 folded characters: always found
+        assert strided.check(piece).longest_chars == len(piece.strip(" ,."))

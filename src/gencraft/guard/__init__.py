@@ -39,6 +39,7 @@ from gencraft.guard.release import (
     media_for_file,
     release,
 )
+from gencraft.guard.tournament import TournamentWatermark
 from gencraft.guard.watermark import (
     TextWatermark,
     WatermarkProcessor,
@@ -51,17 +52,20 @@ from gencraft.guard.watermark import (
 
 
 def watermark_options(watermark: Any, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Generation options (``GenerationConfig`` fields) with ``watermark`` in its place: the keyed
-    sampler, or the green-list processor ahead of the caller's processors."""
+    """Generation options (``GenerationConfig`` fields) with ``watermark`` in its place: the tournament
+    in the sampling core's ``sampler`` slot (it replaces the random draw), the green list as a logits
+    processor ahead of the caller's processors."""
     options = dict(options or {})
-    if watermark is not None:
+    if isinstance(watermark, TournamentWatermark):
+        options["sampler"] = watermark
+    elif watermark is not None:
         options["processors"] = [watermark, *(options.get("processors") or [])]
     return options
 
 
 __all__ = [
     "MEDIA", "UNSIGNED_NOTICE", "CopyIndex", "CopyReport", "GuardReport", "Keys", "Media", "ModerationReport",
-    "Policy", "Released", "ReleasePolicy", "TextWatermark", "Verification", "WatermarkProcessor",
+    "Policy", "Released", "ReleasePolicy", "TextWatermark", "TournamentWatermark", "Verification", "WatermarkProcessor",
     "build_copy_index", "build_run_index", "check_licenses", "derive_key", "detect_image", "detect_text",
     "embed_image", "init_keys", "load_keys", "load_run_index", "media_for_file", "moderate", "release",
     "text_detector", "verify_file", "watermark_options",

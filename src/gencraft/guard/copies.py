@@ -13,6 +13,15 @@ The index: hashed n-grams, not a suffix array. Why:
 * the same code works on characters (Chinese needs no word boundaries) and on token ids, and the
   thresholds of the deduplication literature (50 tokens; Lee et al. 2022) sit far above ``n``.
 
+Reformatting does not hide a copy: characters are matched on a *folded* form of both the corpus
+and the output (:func:`fold`): Unicode NFKC (full-width forms become half-width), case folded,
+traditional Chinese converted to simplified (``zhconv``, character by character), and whitespace,
+punctuation and control characters dropped. Spans found on the folded text are mapped back to the
+output's own characters, so offsets, lengths and excerpts are the user's text. Token-level matches
+stay verbatim (on the run's tokenizer). An output is a copy risk when a span reaches the length
+limit or when a large share of its character n-grams come from the training data (many short copies
+stitched together: a text with its line breaks joined or its punctuation changed).
+
 Windows never cross a document boundary. ``stride`` > 1 stores every stride-th window only (a
 smaller index): a copied span of at least ``n + stride - 1`` units is then still always found,
 shorter ones may be missed and the n-gram fraction becomes a lower bound.
@@ -26,7 +35,9 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +46,43 @@ import numpy as np
 from gencraft.errors import DataError, GencraftError, GuardError, NotFoundError
 from gencraft.io import atomic_dir
 
-FORMAT = 1
+FORMAT = 2  # 2: the character index holds the folded corpus
 BASE = np.uint64(0x100000001B3)  # FNV prime: the polynomial base of the rolling hash
 LOW32 = np.uint64(0xFFFFFFFF)
 CHUNK = 1 << 22
+
+
+_DROP = ("P", "Z", "C")  # punctuation, separators, controls: formatting, not content
+
+
+@lru_cache(maxsize=1 << 16)
+def _fold_char(c: str) -> str:
+    """What one character becomes in the folded form (``""`` when dropped)."""
+    import zhconv
+
+    out = []
+    for ch in unicodedata.normalize("NFKC", c).casefold():
+        if ch.isspace() or unicodedata.category(ch)[0] in _DROP:
+            continue
+        out.append(zhconv.convert(ch, "zh-hans") if ord(ch) >= 0x2E80 else ch)
+    return "".join(out)
+
+
+def fold(text: str) -> str:
+    """The folded form of ``text`` that copies are matched on (see the module docstring)."""
+    return text.translate({ord(c): _fold_char(c) for c in set(text)})
+
+
+def fold_with_offsets(text: str) -> tuple[str, np.ndarray]:
+    """:func:`fold` plus, for every folded character, the offset of the character of ``text`` it
+    came from (``int64``), so spans on the folded text map back to the original."""
+    parts, offsets = [], []
+    for i, c in enumerate(text):
+        f = _fold_char(c)
+        if f:
+            parts.append(f)
+            offsets.extend([i] * len(f))
+    return "".join(parts), np.asarray(offsets, dtype=np.int64)
 
 
 def window_hashes(x: np.ndarray, n: int) -> np.ndarray:
@@ -155,18 +199,22 @@ class CopySpan:
 
     start: int  # offsets into the output (characters, or tokens for unit="token")
     end: int
-    length: int
+    length: int  # characters of the output it covers (tokens for unit="token")
     unit: str  # "char" | "token"
     doc_id: int
     source: int
     path: str | None
     license: str
     excerpt: str
+    whole_document: int = 0  # the (folded) length of the training document when the span copies all of it
 
 
 @dataclass
 class CopyReport:
-    """Copy check of one output. ``copy_risk``: a span reached ``max_tokens`` or ``max_chars``."""
+    """Copy check of one output. ``copy_risk``: a span reached ``max_tokens`` or ``max_chars``, or
+    at least ``max_fraction`` of the output's (folded) character n-grams come from the training data
+    (outputs with at least ``min_windows`` of them), or the output holds a whole training document
+    (of at least ``min_document`` folded characters). ``reason`` says which."""
 
     copy_risk: bool
     longest_chars: int
@@ -177,6 +225,8 @@ class CopyReport:
     token_n: int | None
     max_chars: int
     max_tokens: int
+    max_fraction: float = 0.5
+    reason: str = ""
     spans: list[CopySpan] = field(default_factory=list)
     sources: list[dict[str, Any]] = field(default_factory=list)
 
@@ -194,6 +244,10 @@ class CopyIndex:
             raise NotFoundError(f"no copy index at {self.folder} (meta.json missing); build it with "
                                 "`gencraft guard index RUN`", param="copy_index")
         self.meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if self.meta.get("format") != FORMAT:
+            raise NotFoundError(f"copy index at {self.folder} was made by an older gencraft (format "
+                                f"{self.meta.get('format')}); rebuild it with `gencraft guard index RUN`",
+                                param="copy_index")
 
         def arr(name: str) -> np.ndarray:
             return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
@@ -214,15 +268,19 @@ class CopyIndex:
         info = self.sources[src] if 0 <= src < len(self.sources) else {}
         return int(self.doc_ids[doc]), src, info.get("path"), info.get("license", "unknown")
 
-    def check(self, text: str, *, max_tokens: int = 50, max_chars: int = 100, top: int = 5) -> CopyReport:
-        """Longest verbatim spans, n-gram fractions and source documents of ``text``."""
+    def check(self, text: str, *, max_tokens: int = 50, max_chars: int = 100, max_fraction: float = 0.5,
+              min_windows: int = 24, min_document: int = 20, top: int = 5) -> CopyReport:
+        """Longest copied spans (on the folded text, in the output's characters), the share of
+        copied n-grams, and the source documents of ``text``. A copy of a whole training document
+        of at least ``min_document`` folded characters (a quatrain, a slogan) is a copy risk too."""
         n = int(self.meta["char_n"])
         sep = int(self.meta["char_sep"])
-        q = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        folded, offsets = fold_with_offsets(text)
+        q = np.frombuffer(folded.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
         q[q >= sep] = -1  # characters the corpus never holds cannot match
         lengths, where = match_statistics(q, self.chars, self.char_keys, n)
-        spans = self._spans(lengths, where, self.char_starts, "char", text, top)
-        longest_chars = int(lengths.max()) if len(lengths) else 0
+        spans = self._spans(lengths, where, self.char_starts, "char", text, top, offsets=offsets)
+        longest_chars = max((s.length for s in spans), default=0)
         char_frac = float((lengths >= n).mean()) if len(lengths) else 0.0
 
         longest_tokens = token_frac = token_n = None
@@ -235,16 +293,26 @@ class CopyIndex:
             token_frac = float((tl >= token_n).mean()) if len(tl) else 0.0
             tok_spans = self._spans(tl, tw, self.token_starts, "token", None, top, ids=ids)
             spans = sorted(spans + tok_spans, key=lambda s: -s.length)
-        risk = longest_chars >= max_chars or (longest_tokens is not None and longest_tokens >= max_tokens)
+        reasons = []
+        if longest_chars >= max_chars:
+            reasons.append(f"a {longest_chars}-character span")
+        if longest_tokens is not None and longest_tokens >= max_tokens:
+            reasons.append(f"a {longest_tokens}-token span")
+        if len(lengths) >= min_windows and char_frac >= max_fraction:
+            reasons.append(f"{char_frac:.0%} of its {n}-character n-grams")
+        whole = max((s.whole_document for s in spans if s.unit == "char"), default=0)
+        if whole >= min_document:
+            reasons.append(f"a whole training document ({whole} characters)")
         seen: dict[int, dict[str, Any]] = {}
         for s in spans:
             seen.setdefault(s.doc_id, {"doc_id": s.doc_id, "source": s.source, "path": s.path,
                                        "license": s.license})
-        return CopyReport(risk, longest_chars, longest_tokens, char_frac, token_frac, n, token_n,
-                          max_chars, max_tokens, spans, list(seen.values()))
+        return CopyReport(bool(reasons), longest_chars, longest_tokens, char_frac, token_frac, n, token_n,
+                          max_chars, max_tokens, max_fraction, "; ".join(reasons), spans, list(seen.values()))
 
     def _spans(self, lengths: np.ndarray, where: np.ndarray, starts: np.ndarray, unit: str,
-               text: str | None, top: int, ids: np.ndarray | None = None) -> list[CopySpan]:
+               text: str | None, top: int, ids: np.ndarray | None = None,
+               offsets: np.ndarray | None = None) -> list[CopySpan]:
         out: list[CopySpan] = []
         i = 0
         while i < len(lengths):  # maximal spans: a match and the positions it carries to
@@ -252,13 +320,19 @@ class CopyIndex:
                 i += 1
                 continue
             length, pos = int(lengths[i]), int(where[i])
-            doc, src, path, lic = self._source(self._doc(pos, starts))
-            if text is not None:
-                excerpt = text[i:i + length]
+            d = self._doc(pos, starts)
+            doc, src, path, lic = self._source(d)
+            doc_end = (int(starts[d + 1]) if d + 1 < len(starts) else len(self.chars if unit == "char" else
+                                                                         self.tokens)) - 1
+            whole = doc_end - pos if unit == "char" and pos == int(starts[d]) and pos + length == doc_end else 0
+            if text is not None and offsets is not None:  # folded positions -> the output's characters
+                start, end = int(offsets[i]), int(offsets[i + length - 1]) + 1
+                excerpt = text[start:end]
             else:
+                start, end = i, i + length
                 excerpt = self.tokenizer.decode([int(t) for t in ids[i:i + length]])
             excerpt = excerpt if len(excerpt) <= 200 else excerpt[:197] + "..."
-            out.append(CopySpan(i, i + length, length, unit, doc, src, path, lic, excerpt))
+            out.append(CopySpan(start, end, end - start, unit, doc, src, path, lic, excerpt, whole))
             i += length
         out.sort(key=lambda s: -s.length)
         return out[:top]
@@ -279,14 +353,14 @@ def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
 
 
 def build_copy_index(out: str | os.PathLike[str], documents: list[dict[str, Any]], sources: list[dict[str, Any]],
-                     *, tokens: np.ndarray | None = None, eos_id: int | None = None, char_n: int = 16,
+                     *, tokens: np.ndarray | None = None, eos_id: int | None = None, char_n: int = 12,
                      token_n: int = 8, stride: int = 1, extra_meta: dict | None = None) -> Path:
     """Build an index from ``documents`` (``{"id", "source", "text"}``, train split, in order) and
     optionally their token ids (``tokens``: the documents' ids each followed by ``eos_id``, as in
     ``train.bin``). Written atomically to ``out``; returns it."""
     if not documents:
         raise DataError("no training documents to index; prepare a dataset with a train split", param="dataset")
-    chars, char_starts, sep = _codepoints([d["text"] for d in documents])
+    chars, char_starts, sep = _codepoints([fold(d["text"]) for d in documents])
     with atomic_dir(out) as tmp:
         np.save(tmp / "chars.npy", chars, allow_pickle=False)
         np.save(tmp / "char_keys.npy", _build_keys(chars, sep, char_n, stride), allow_pickle=False)
@@ -294,7 +368,7 @@ def build_copy_index(out: str | os.PathLike[str], documents: list[dict[str, Any]
         np.save(tmp / "doc_ids.npy", np.array([int(d["id"]) for d in documents], dtype=np.int64), allow_pickle=False)
         np.save(tmp / "doc_sources.npy", np.array([int(d.get("source", 0)) for d in documents], dtype=np.int64),
                 allow_pickle=False)
-        meta: dict[str, Any] = {"format": FORMAT, "char_n": char_n, "char_sep": sep, "stride": stride,
+        meta: dict[str, Any] = {"format": FORMAT, "folded": True, "char_n": char_n, "char_sep": sep, "stride": stride,
                                 "documents": len(documents), "chars": int(len(chars) - len(documents)),
                                 "sources": [{"path": s.get("path"), "sha256": s.get("sha256"),
                                              "license": s.get("license", "unknown")} for s in sources]}
@@ -363,7 +437,7 @@ def load_run_index(run: str | os.PathLike[str], *, build: bool = True) -> CopyIn
 
     run_dir = existing_run(run)
     folder = run_dir / "copy_index"
-    if not (folder / "meta.json").is_file():
+    if not (folder / "meta.json").is_file() or _format(folder) != FORMAT:  # missing, or made by an older gencraft
         if not build:
             raise NotFoundError(f"run {run_dir} has no copy_index/; build it with `gencraft guard index {run}`",
                                 param="copy_index")
@@ -373,12 +447,16 @@ def load_run_index(run: str | os.PathLike[str], *, build: bool = True) -> CopyIn
     return CopyIndex(folder, tokenizer)
 
 
+def _format(folder: Path) -> int | None:
+    try:
+        return json.loads((folder / "meta.json").read_text(encoding="utf-8")).get("format")
+    except (OSError, ValueError):
+        return None
+
+
 def enforce(report: CopyReport, action: str = "flag") -> None:
     """Raise :class:`GuardError` for a copy-risk output when ``action == "block"``."""
     if report.copy_risk and action == "block":
-        longest = f"{report.longest_chars} characters"
-        if report.longest_tokens is not None:
-            longest += f" / {report.longest_tokens} tokens"
-        raise GuardError(f"output copies {longest} verbatim from the training data (limit {report.max_chars} "
-                         f"characters / {report.max_tokens} tokens); regenerate or raise the copy threshold",
-                         param="copy")
+        raise GuardError(f"output copies the training data ({report.reason}; limits {report.max_chars} characters, "
+                         f"{report.max_tokens} tokens, {report.max_fraction:.0%} of n-grams); regenerate or raise "
+                         "the copy thresholds", param="copy")
