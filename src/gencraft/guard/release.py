@@ -149,9 +149,13 @@ def _detect_image_bytes(path: Path, data: bytes, keys: Keys, run: str | None) ->
 
 
 def _gif_frames_watermark(frames: list[Any], keys: Keys) -> tuple[list[Any], dict | None]:
-    marked = [_image_watermark(f, keys) for f in frames]
-    block = marked[0][1] if marked else None
-    return [m for m, _ in marked], block
+    """Every frame marked at twice the margin: a GIF's 256-colour palette quantizes part of it away
+    (64-pixel noise frames: 0.72 of the bits read at 1x, 0.97 at 2x, PSNR 32.5 -> 32.0 dB)."""
+    if not frames or min(frames[0].size) < 32:
+        return frames, None
+    key = derive_key(keys.watermark_secret, "image")
+    return ([embed_image(f, key, strength=2.0) for f in frames],
+            {"key_id": keys.key_id, "scheme": "dct-spread-spectrum", "bits": 32, "strength": 2.0})
 
 
 def _gif(frames: list[Any], manifest: dict | None, keys: Keys | None) -> bytes:

@@ -1,0 +1,194 @@
+"""One release step for every output: every output command, the Python API and every endpoint produce
+an artifact that `gencraft verify` accepts and whose watermark `gencraft guard watermark detect` finds.
+
+One GENCRAFT_HOME for the module (keys made once, before the server starts: it reads them at
+startup), random-weight runs (a char GPT, a 32x32 DCGAN, a music GPT): high-entropy samplers, so
+200 tokens carry a clear watermark.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+from test_server import LiveServer  # noqa: E402
+
+from gencraft.server import ServerConfig  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from gencraft.guard.keys import init_keys
+    from gencraft.models.dcgan import DCGAN, DCGANConfig
+    from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.music.tokenizer import MusicTokenizer
+    from gencraft.train.rundir import save_weights, write_info
+
+    home = tmp_path_factory.mktemp("release")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GENCRAFT_HOME", str(home))
+    init_keys()
+    mp.undo()
+    make_sampler_run(home / "runs" / "tiny")
+    torch.manual_seed(0)
+    cfg = DCGANConfig(img_size=32, channels=3, z_dim=16, g_ch=8, d_ch=8)
+    (home / "runs" / "pixels").mkdir()
+    save_weights(DCGAN(cfg), home / "runs" / "pixels" / "model.safetensors")
+    write_info(home / "runs" / "pixels", {"kind": "dcgan", "run_id": "pixels", "model": dataclasses.asdict(cfg),
+                                          "image": {"size": 32, "channels": 3}})
+    tok = MusicTokenizer.build()
+    mcfg = GPTConfig(vocab_size=tok.vocab_size, block_size=512, n_layer=1, n_head=2, n_embd=32)
+    (home / "runs" / "tunes").mkdir()
+    save_weights(GPT(mcfg), home / "runs" / "tunes" / "model.safetensors")
+    tok.save(home / "runs" / "tunes" / "tokenizer.json")
+    write_info(home / "runs" / "tunes", {"kind": "gpt", "run_id": "tunes", "model": dataclasses.asdict(mcfg),
+                                         "tokenizer": {"kind": "music", "vocab_size": tok.vocab_size,
+                                                       "eos_id": tok.eos_id}})
+    return home
+
+
+def make_sampler_run(path: Path) -> None:
+    """A random char GPT that samples many different letters at every step (about 3 nats) and almost
+    never ends the text: every command gets its 200 tokens, and a watermark has entropy to use."""
+    import numpy as np
+
+    from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.tokenize import train_tokenizer
+    from gencraft.train.rundir import SEEN_FILE, save_weights, write_info
+
+    text = "the quick brown fox jumps over a lazy dog. pack my box with five dozen liquor jugs! "
+    tok = train_tokenizer("char", [text * 3])
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=tok.vocab_size, block_size=512, n_layer=1, n_head=2, n_embd=32, bias=True,
+                    tie_weights=False)
+    m = GPT(cfg)
+    seen = np.zeros(tok.vocab_size, dtype=bool)
+    seen[list(set(tok.encode(text)))] = True
+    with torch.no_grad():
+        v = torch.randn(32)
+        m.ln_f.weight.fill_(0.3)  # the output leans on a fixed direction v, a little on the context
+        m.ln_f.bias.copy_(v)
+        w = torch.randn(tok.vocab_size, 32) / v.norm()
+        w[~torch.from_numpy(seen)] = -6 * v / v.norm() ** 2  # bytes never seen: logit -6
+        w[tok.eos_id] = -6 * v / v.norm() ** 2
+        m.lm_head.weight.copy_(w)
+    path.mkdir(parents=True)
+    save_weights(m, path / "model.safetensors")
+    tok.save(path / "tokenizer.json")
+    with open(path / SEEN_FILE, "wb") as f:
+        np.save(f, seen, allow_pickle=False)
+    write_info(path, {"kind": "gpt", "run_id": path.name, "model": dataclasses.asdict(cfg),
+                      "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
+                      "data": {"sources": [{"path": "pangrams.txt", "sha256": "0" * 64, "license": "CC0-1.0"}]}})
+
+
+@pytest.fixture(scope="module")
+def server(home: Path):
+    with LiveServer(ServerConfig(auth=False, home=home, rate_per_minute=0)) as s:
+        yield s
+
+
+@pytest.fixture(autouse=True)
+def in_home(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENCRAFT_HOME", str(home))
+
+
+def released_text(path: Path, item: dict) -> Path:
+    """A server's released text and its manifest as the file pair `gencraft verify` reads."""
+    from gencraft.io import write_json
+
+    path.write_text(item["text"], encoding="utf-8")
+    write_json(path.with_name(path.name + ".manifest.json"), item["manifest"])
+    return path
+
+
+def cli_artifact(*args: str, artifact: str):
+    def make(cli, out: Path, server: LiveServer) -> Path:
+        res = cli(*[a.replace("OUT", str(out)) for a in args])
+        assert res.code == 0, res.err
+        return out / artifact
+    return make
+
+
+def api_generate_text(cli, out: Path, server: LiveServer) -> Path:
+    import gencraft
+
+    [rel] = gencraft.generate_text("tiny", "The cat ", max_new_tokens=200, seed=4, out=out / "api.txt")
+    assert rel.signed and rel.watermarked and rel.item_id
+    return rel.path
+
+
+def endpoint(route: str, body: dict, pick=None):
+    """POST ``body``; the artifact is what ``pick`` makes of the answer, else the text and manifest
+    the release step stored in the library (the newest item)."""
+    def make(cli, out: Path, server: LiveServer) -> Path:
+        r = httpx.post(server.url + route, json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        if pick is not None:
+            return pick(r.json(), out)
+        item = httpx.get(server.url + "/v1/gencraft/library", params={"limit": 1}).json()["data"][0]
+        return released_text(out / "served.txt", item)
+    return make
+
+
+def png_from(data: dict, out: Path) -> Path:
+    (out / "served.png").write_bytes(base64.b64decode(data["data"][0]["b64_json"]))
+    return out / "served.png"
+
+
+TEXT = {"model": "tiny", "max_tokens": 200, "seed": 3, "temperature": 1.0}
+CASES = {
+    "generate": cli_artifact("generate", "tiny", "-p", "The cat ", "-m", "200", "--seed", "1", "--out", "OUT/g.txt",
+                             artifact="g.txt"),
+    "write-continue": cli_artifact("write", "continue", "tiny", "--text", "The sea was calm", "--tokens", "200",
+                                   "--out", "OUT/w.txt", artifact="w.txt"),
+    "write-draft": cli_artifact("write", "draft", "tiny", "--title", "Boats", "--heading", "Harbour",
+                                "--section-tokens", "200", "--out", "OUT/d.md", artifact="d.md"),
+    "game-records": cli_artifact("game", "npc", "tiny", "-n", "2", "--out", "OUT/npc.json", artifact="npc.json"),
+    "ads-csv": cli_artifact("ads", "tiny", "--product", "Acme", "-n", "3", "--out", "OUT/ads.csv",
+                            artifact="ads.csv"),
+    "ads-image": cli_artifact("ads", "tiny", "--product", "Acme", "-n", "1", "--image", "pixels", "--out",
+                              "OUT/a.json", artifact="ad_images/ad_01_square.png"),
+    "imagine": cli_artifact("imagine", "pixels", "--n", "4", "--out", "OUT/grid.png", artifact="grid.png"),
+    "imagine-gif": cli_artifact("imagine", "pixels", "--interpolate", "1", "2", "--frames", "3", "--upscale", "2",
+                                "--out", "OUT/walk.gif", artifact="walk.gif"),
+    "sprites": cli_artifact("game", "sprites", "pixels", "-n", "1", "--size", "48", "--out", "OUT/sp",
+                            artifact="sp/sprite_000.png"),
+    "compose-midi": cli_artifact("compose", "tunes", "--bars", "8", "--out", "OUT/t.mid", artifact="t.mid"),
+    # the WAV rendered from a composed MIDI: signed and marked with the audio watermark, which is made for
+    # speech (a synthesized chorale's pure tones hide it: z ~ 1-2); its music is marked in the MIDI's events
+    "compose-wav": cli_artifact("compose", "tunes", "--bars", "8", "--wav", "--out", "OUT/t.mid", artifact="t.wav"),
+    "api-generate_text": api_generate_text,
+    "completions": endpoint("/v1/completions", {**TEXT, "prompt": "The cat "}),
+    "chat": endpoint("/v1/chat/completions", {**TEXT, "messages": [{"role": "user", "content": "hi"}]}),
+    "images": endpoint("/v1/images/generations", {"model": "pixels", "n": 1, "seed": 2}, png_from),
+    "kit-write": endpoint("/v1/gencraft/write", {"model": "tiny", "text": "The sea", "tokens": 200, "seed": 1},
+                          lambda d, out: released_text(out / "kw.txt", d)),
+    "kit-game": endpoint("/v1/gencraft/game/npc", {"model": "tiny", "n": 1, "seed": 1},
+                         lambda d, out: released_text(out / "kg.txt", {
+                             "text": json.dumps(d["data"][0]["record"], ensure_ascii=False),
+                             "manifest": d["data"][0]["manifest"]})),
+    "kit-ads": endpoint("/v1/gencraft/ads", {"model": "tiny", "brief": {"product": "Acme"}, "n": 1, "seed": 1}),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_output_is_released_signed_and_watermarked(case: str, cli, server: LiveServer, tmp_path: Path) -> None:
+    path = CASES[case](cli, tmp_path, server)
+    v = cli("verify", path, "--json")
+    assert v.code == 0, v.out + v.err
+    manifest = json.loads(v.out)["manifest"]
+    assert manifest["signature"]["alg"] == "Ed25519" and manifest["watermark"]["key_id"]
+    if case == "compose-wav":
+        assert manifest["watermark"]["scheme"] == "spectral-spread-spectrum"
+        return
+    d = cli("guard", "watermark", "detect", path, "--json")
+    assert d.code == 0, d.out + d.err
+    assert json.loads(d.out)["p_value"] <= 1e-4
