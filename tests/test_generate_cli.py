@@ -78,3 +78,14 @@ def test_unknown_run_and_bad_export(cli, runs, tmp_path):
     assert r.code == 2 and "lstm" in r.err
     r = cli("export", "g", "--format", "onnx", "--out", tmp_path / "x")
     assert r.code == 2 and "format" in r.err
+
+
+def test_error_messages_print_names_as_given(cli, tmp_path) -> None:
+    """Paths and values in errors are plain text, never Rich markup: [draft] stays, [/] cannot raise."""
+    run = tmp_path / "[draft]" / "run"
+    r = cli("generate", run, "-p", "x")
+    assert r.code == 2 and "[draft]" in r.err and "Traceback" not in r.err, r.err
+    r = cli("generate", "nope", "--prompt-file", f"{tmp_path}/a[/]b.txt")
+    assert r.code == 2 and "a[/]b.txt" in r.err and r.err.count("\n") == 1, r.err
+    r = cli("imagine", f"{tmp_path}/[bold]x[/]")
+    assert r.code == 2 and "[bold]x[/]" in r.err, r.err
