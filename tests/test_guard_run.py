@@ -36,26 +36,29 @@ def shared_data() -> Path:  # module scope for the run fixture
     return SHARED_DATA
 
 
-def test_engine_watermark_detected_through_run_tokenizer(tiny_run: Path, tmp_path: Path, cli) -> None:
+@pytest.mark.parametrize("scheme", ["tournament", "green-list"])
+def test_engine_watermark_detected_through_run_tokenizer(scheme: str, tiny_run: Path, tmp_path: Path, cli) -> None:
     from gencraft.backends import load
+    from gencraft.guard.watermark import detect_with
 
     keys = guard.init_keys()
     tm = load(tiny_run)
-    policy = guard.ReleasePolicy(store=False)
+    policy = guard.ReleasePolicy(store=False, watermark_scheme=scheme)
     wm = policy.text_watermark(tm.tokenizer.vocab_size)
     assert wm is not None and guard.ReleasePolicy(watermark=False).text_watermark(10) is None
     opts = dict(max_new_tokens=200, seed=1, stop_at_eos=False, top_k=20)
     marked = tm.generate("ROMEO:", **guard.watermark_options(wm, opts))
     plain = tm.generate("ROMEO:", **opts)
-    rule = guard.text_detector(tm.tokenizer.vocab_size, keys)
-    assert guard.detect_text(marked.text, tm.tokenizer, rule).z > 4
-    assert guard.detect_text(plain.text, tm.tokenizer, rule).z < 4
+    block = {"scheme": scheme, **wm.params}
+    assert detect_with(tm.tokenizer.encode(marked.text), tm.tokenizer.vocab_size, keys, block)["p_value"] < 1e-4
+    assert detect_with(tm.tokenizer.encode(plain.text), tm.tokenizer.vocab_size, keys, block)["p_value"] > 1e-3
 
     out = guard.release(marked.text, model=tm, params={"seed": 1}, seed=1, watermark=wm, policy=policy,
                         out=tmp_path / "gen.txt").path
+    assert json.loads((tmp_path / "gen.txt.manifest.json").read_text())["watermark"]["scheme"] == scheme
     res = cli("guard", "watermark", "detect", out, "--run", tiny_run, "--json")
     assert res.code == 0, res.err
-    assert json.loads(res.out)["p_value"] < 1e-4
+    assert json.loads(res.out)["p_value"] < 1e-4 and json.loads(res.out)["scheme"] == scheme
     (tmp_path / "plain.txt").write_text(plain.text, encoding="utf-8")
     assert cli("guard", "watermark", "detect", tmp_path / "plain.txt", "--run", tiny_run).code == 1
     assert cli("verify", out).code == 0
@@ -114,12 +117,14 @@ def test_generate_retries_on_copy_risk(tiny_run: Path, tmp_path: Path) -> None:
     assert rel.manifest["parameters"]["attempt"] == 1 and rel.manifest["seed"] == 4
     assert not rel.report.copies.copy_risk and rel.text != first
     assert rel.manifest["watermark"]["key_id"] and rel.signed
-    first_greedy = tm.generate("ROMEO:", temperature=0, **marked).text
+    greedy = dict(opts, temperature=0, no_repeat_ngram_size=2)  # greedy alone is all spaces on this tiny run
+    first_greedy = tm.generate("ROMEO:", **greedy).text
+    assert len(first_greedy.split()) > 10
     build_copy_index(tmp_path / "idx2", [{"id": 0, "source": 0, "text": first_greedy}],
                      [{"path": "planted.txt", "license": "CC0-1.0"}])
     policy._copy_indexes[str(tm.path)] = CopyIndex(tmp_path / "idx2")
     with pytest.raises(GuardError, match="2 attempts"):  # greedy: every attempt is the same copy
-        gencraft.generate_text(tm, "ROMEO:", retries=1, temperature=0, policy=policy, **opts)
+        gencraft.generate_text(tm, "ROMEO:", retries=1, policy=policy, **greedy)
 
 
 def test_tokens_the_training_data_never_holds_are_kept_away(tiny_run: Path, cli) -> None:

@@ -91,7 +91,8 @@ def _release(tm: Any, r: Any, i: int, count: int, policy: guard.ReleasePolicy, c
     if attempt is not None:
         params["attempt"] = attempt
     rel = guard.release(r.text, kind="text", label="completion", policy=policy, model=tm, params=params,
-                        seed=cfg.seed, prompt=prompt, watermark=wm, out=sample_path(out, i, count),
+                        seed=cfg.seed, prompt=prompt, watermark=guard.watermark_in(wm, cfg),
+                        out=sample_path(out, i, count),
                         front_matter=front_matter, model_name=name)
     rel.result = r
     return rel

@@ -71,6 +71,9 @@ def generate_cmd(
                                       "Markdown front matter instead of a sidecar."),
     no_watermark: bool = typer.Option(False, "--no-watermark", help="Do not watermark this output "
                                       "(the manifest says so)."),
+    watermark_scheme: str = typer.Option("tournament", "--watermark-scheme", help="tournament (distortion-free, "
+                                         "the default) or green-list (a logits bias: stronger on low-entropy "
+                                         "text, costs perplexity)."),
     strict_licenses: bool = typer.Option(False, "--strict-licenses", help="Refuse to generate when a "
                                          "training source's license is unknown."),
     copy_check: bool = typer.Option(True, "--copy-check/--no-copy-check", help="Check outputs against the "
@@ -128,8 +131,8 @@ def generate_cmd(
 
     if streaming:
         show(prompt)
-    with guard.ReleasePolicy(watermark=not no_watermark, copy_check=copy_check, strict_licenses=strict_licenses,
-                             store=not no_store) as policy:
+    with guard.ReleasePolicy(watermark=not no_watermark, watermark_scheme=watermark_scheme, copy_check=copy_check,
+                             strict_licenses=strict_licenses, store=not no_store) as policy:
         released = generate(tm, prompt, cfg, policy=policy, out=out_file, front_matter=front_matter,
                             on_delta=show if streaming else None, name=model,
                             allow_unseen_tokens=allow_unseen_tokens)

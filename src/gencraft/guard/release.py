@@ -49,7 +49,14 @@ from gencraft.guard.provenance import (
     sign_manifest,
     text_sha256,
 )
-from gencraft.guard.watermark import derive_key, detect_image, detect_with, embed_image, text_watermark
+from gencraft.guard.watermark import (
+    SCHEMES,
+    derive_key,
+    detect_image,
+    detect_with,
+    embed_image,
+    text_watermark,
+)
 from gencraft.io import write_bytes, write_json
 from gencraft.post.image import gif_bytes
 
@@ -300,6 +307,7 @@ class ReleasePolicy:
     copy_check: bool = True
     copy_action: str = "flag"  # "flag" (report it) or "block" (GuardError)
     watermark: bool = True
+    watermark_scheme: str = "tournament"  # or "green-list" (the logits processor; costs perplexity)
     sign: bool = True
     store: bool = True
     strict_licenses: bool = False
@@ -314,6 +322,9 @@ class ReleasePolicy:
     def __post_init__(self) -> None:
         if self.copy_action not in ("flag", "block"):
             raise UsageError(f"copy_action {self.copy_action!r}: use flag or block", param="copy_action")
+        if self.watermark_scheme not in SCHEMES:
+            raise UsageError(f"watermark scheme {self.watermark_scheme!r}: use {' or '.join(SCHEMES)}",
+                             param="watermark_scheme")
         if isinstance(self.keys, str):
             if self.keys != "home":
                 raise UsageError(f"keys {self.keys!r}: give Keys, None or \"home\"", param="keys")
@@ -336,8 +347,8 @@ class ReleasePolicy:
         to :func:`release` as ``watermark=`` so the manifest records it."""
         if not self.watermark or self.keys is None:
             return None
-        if vocab_size not in self._watermarks:  # stateless: one per vocabulary size serves every request
-            self._watermarks[vocab_size] = text_watermark(vocab_size, self.keys)
+        if vocab_size not in self._watermarks:  # one per vocabulary size serves every request
+            self._watermarks[vocab_size] = text_watermark(vocab_size, self.keys, self.watermark_scheme)
         return self._watermarks[vocab_size]
 
     def copy_index(self, model: Any) -> CopyIndex | None:

@@ -45,6 +45,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from gencraft.generate.core import draw
+
 LAYERS = 16
 CONTEXT_WIDTH = 3
 SCHEME = "tournament"
@@ -137,12 +139,15 @@ class TournamentSampler:
         self.seen: set[tuple[int, ...]] = set()
 
     def choose(self, probs: np.ndarray, context: tuple[int, ...], tokens: np.ndarray) -> np.ndarray:
-        """This row's distribution to draw from: reweighted on a context's first occurrence."""
+        """This row's distribution to draw from: reweighted on a context's first occurrence (only the
+        tokens with a probability take part: filtered ones stay at zero, and it is cheaper)."""
         if len(context) < self.rule.context_width or context in self.seen:
             return probs
         self.seen.add(context)
-        words = self.rule.words(context, tokens)
-        return reweight(probs[None], words[None], self.rule.layers)[0]
+        live = np.flatnonzero(probs > 0)
+        out = np.zeros_like(probs)
+        out[live] = reweight(probs[live][None], self.rule.words(context, tokens[live])[None], self.rule.layers)[0]
+        return out
 
     @staticmethod
     def sample(samplers: Sequence[TournamentSampler], probs: torch.Tensor, ids: torch.Tensor,
@@ -159,16 +164,10 @@ class TournamentSampler:
         return draw(torch.from_numpy(q).to(probs.device), u.to(probs.device))
 
 
-def draw(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The engine's inverse-CDF draw (imported here, not at the top: detection needs no engine)."""
-    from gencraft.generate.engine import draw as engine_draw
-
-    return engine_draw(probs, u)
-
-
 class TournamentWatermark:
     """What a generator samples with: ``GenerationConfig(sampler=watermark)``; called with a
-    sequence's seed it makes that sequence's :class:`TournamentSampler`."""
+    sequence's seed it makes that sequence's :class:`TournamentSampler`. Greedy decoding and beam
+    search make no draw, so they carry no tournament mark (:func:`gencraft.guard.watermark_in`)."""
 
     def __init__(self, key: bytes, vocab_size: int, *, layers: int = LAYERS,
                  context_width: int = CONTEXT_WIDTH) -> None:

@@ -32,6 +32,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from gencraft.errors import UsageError
+
 
 def derive_key(secret: bytes, label: str) -> bytes:
     """A sub-key of the watermark secret for one use ("text", "image")."""
@@ -121,11 +123,21 @@ DELTA = 2.0
 CONTEXT_WIDTH = 1
 
 
-def text_watermark(vocab_size: int, keys, *, gamma: float = GAMMA, delta: float = DELTA) -> WatermarkProcessor:
-    """The text watermark for ``keys`` (a :class:`~gencraft.guard.keys.Keys`): what a generator samples
-    with. :meth:`gencraft.guard.ReleasePolicy.text_watermark` is how generators get it."""
-    return WatermarkProcessor(derive_key(keys.watermark_secret, "text"), vocab_size, gamma=gamma, delta=delta,
-                              context_width=CONTEXT_WIDTH)
+SCHEMES = ("tournament", "green-list")  # the first is the default
+
+
+def text_watermark(vocab_size: int, keys, scheme: str = SCHEMES[0]):
+    """The text watermark of ``keys`` (a :class:`~gencraft.guard.keys.Keys`) by ``scheme``: the
+    distortion-free tournament (a sampler) or the green list (a logits processor, delta 2).
+    :meth:`gencraft.guard.ReleasePolicy.text_watermark` is how generators get it."""
+    from gencraft.guard.tournament import TournamentWatermark
+
+    key = derive_key(keys.watermark_secret, "text")
+    if scheme == "tournament":
+        return TournamentWatermark(key, vocab_size)
+    if scheme == "green-list":
+        return WatermarkProcessor(key, vocab_size, gamma=GAMMA, delta=DELTA, context_width=CONTEXT_WIDTH)
+    raise UsageError(f"watermark scheme {scheme!r}: use {' or '.join(SCHEMES)}", param="watermark_scheme")
 
 
 def text_detector(vocab_size: int, keys, *, gamma: float = GAMMA, context_width: int = CONTEXT_WIDTH
@@ -178,12 +190,26 @@ ALPHA = 1e-4  # a text counts as watermarked at p <= ALPHA
 
 
 def detect_with(ids: list[int], vocab_size: int, keys, block: dict | None, *, alpha: float = ALPHA) -> dict:
-    """Score token ids with ``keys`` by the scheme a manifest's ``watermark`` block names (the default
-    scheme without one): ``{"scheme", "detected", "p_value", "line", ...}``, detected at ``p <= alpha``."""
-    block = block or {}
-    scheme = block.get("scheme", "green-list")
+    """Score token ids with ``keys`` by the scheme a manifest's ``watermark`` block names:
+    ``{"scheme", "detected", "p_value", "line", ...}``, detected at ``p <= alpha``. Without a block
+    (a text copied out of its manifest) both schemes are tried and the smaller p-value is doubled."""
+    from gencraft.guard import tournament
+
+    if not block or not block.get("scheme"):
+        results = [detect_with(ids, vocab_size, keys, {"scheme": s}, alpha=alpha) for s in SCHEMES]
+        best = min(results, key=lambda r: r["p_value"])
+        p = min(1.0, 2 * best["p_value"])
+        return {**best, "p_value": p, "detected": p <= alpha, "line": best["line"] + " (either scheme: p doubled)"}
+    scheme = block["scheme"]
+    key = derive_key(keys.watermark_secret, "text")
+    if scheme == "tournament":
+        rule = tournament.Tournament(key, vocab_size, layers=int(block.get("layers", tournament.LAYERS)),
+                                     context_width=int(block.get("context_width", tournament.CONTEXT_WIDTH)))
+        t = tournament.detect(ids, rule)
+        return {"scheme": scheme, **t.to_dict(), "detected": t.p_value <= alpha, "alpha": alpha,
+                "line": f"z = {t.z:.2f}, p = {t.p_value:.2g} ({t.scored} positions scored)"}
     if scheme != "green-list":
-        raise ValueError(f"unknown text watermark scheme {scheme!r}")
+        raise UsageError(f"unknown text watermark scheme {scheme!r} in the manifest", param="file")
     rule = text_detector(vocab_size, keys, gamma=float(block.get("gamma", GAMMA)),
                          context_width=int(block.get("context_width", CONTEXT_WIDTH)))
     det = detect_ids(ids, rule)

@@ -156,7 +156,7 @@ def with_watermark(cfg: GenerationConfig, tm: Any, policy: Any) -> tuple[Generat
     the watermark (what the release step records)."""
     from gencraft import guard
 
-    wm = policy.text_watermark(tm.tokenizer.vocab_size)
+    wm = guard.watermark_in(policy.text_watermark(tm.tokenizer.vocab_size), cfg)
     if wm is None:
         return cfg, None
     return GenerationConfig.from_options(cfg, **guard.watermark_options(wm, {"processors": cfg.processors})), wm
