@@ -29,7 +29,7 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from gencraft.models.dcgan import DCGAN, DCGANConfig
     from gencraft.models.gpt import GPT, GPTConfig
     from gencraft.music.tokenizer import MusicTokenizer
-    from gencraft.train.rundir import save_weights, write_info
+    from gencraft.runs import save_weights, write_info
 
     home = tmp_path_factory.mktemp("release")
     mp = pytest.MonkeyPatch()
@@ -60,8 +60,8 @@ def make_sampler_run(path: Path) -> None:
     import numpy as np
 
     from gencraft.models.gpt import GPT, GPTConfig
+    from gencraft.runs import SEEN_FILE, save_weights, write_info
     from gencraft.tokenize import train_tokenizer
-    from gencraft.train.rundir import SEEN_FILE, save_weights, write_info
 
     text = "the quick brown fox jumps over a lazy dog. pack my box with five dozen liquor jugs! "
     tok = train_tokenizer("char", [text * 3])

@@ -14,6 +14,15 @@ from gencraft.errors import UsageError
 from gencraft.io import write_text
 
 
+def release_policy(**options: Any) -> Any:
+    """A :class:`gencraft.guard.ReleasePolicy` that stores in the default content library (opened on
+    first use): what the commands and the Python API release under. ``options`` are its fields."""
+    from gencraft.guard import ReleasePolicy
+    from gencraft.library import Library
+
+    return ReleasePolicy(**{"library": Library.open, **options})
+
+
 def load_model(model: Any) -> Any:
     """A ``TextModel``: passed through, or loaded from a run name/path or ``hf:PATH``."""
     if hasattr(model, "model") and hasattr(model, "tokenizer"):
@@ -92,7 +101,7 @@ def export(records: Sequence[dict[str, Any]], path: str | os.PathLike[str], *,
     from gencraft import guard
 
     own = policy is None
-    policy = policy if policy is not None else guard.ReleasePolicy(store=False)
+    policy = policy if policy is not None else release_policy(store=False)
     try:
         guard.release(text, kind="text", label=kind, policy=policy, model=model, params=parameters, seed=seed,
                       watermark=watermark, out=p, store=False)

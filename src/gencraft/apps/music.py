@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gencraft.apps._common import release_policy
 from gencraft.apps.music_grammar import MusicGrammar
 from gencraft.errors import RunError, UsageError
 from gencraft.music.events import TIME_SIGNATURES, Piece, decode
@@ -76,7 +77,7 @@ def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: i
         raise UsageError(f"--tempo {tempo}: must be between 20 and 400 beats a minute", param="tempo")
     model, tok, info, path = load_music_run(run)
     own = policy is None
-    policy = policy if policy is not None else guard.ReleasePolicy()
+    policy = policy if policy is not None else release_policy()
     try:
         wm = policy.text_watermark(tok.vocab_size)
         ids = generate_events(model, tok, bars, seed, time_signature, temperature, top_k, top_p, watermark=wm)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gencraft import guard
-from gencraft.apps._common import load_model
+from gencraft.apps._common import load_model, release_policy
 from gencraft.errors import GuardError, UsageError
 from gencraft.generate import GenerationConfig
 
@@ -50,7 +50,7 @@ def generate(model: Any, prompt: str = "", config: GenerationConfig | None = Non
     if retries and cfg.n > 1:
         raise UsageError("retries regenerate one sample; use n=1", param="retries")
     own = policy is None
-    policy = policy if policy is not None else guard.ReleasePolicy()
+    policy = policy if policy is not None else release_policy()
     try:
         wm = policy.text_watermark(tm.tokenizer.vocab_size)
         if wm is not None:

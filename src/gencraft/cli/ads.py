@@ -55,7 +55,7 @@ def ads_cmd(
         b.required = list(required)
     b.banned = list(dict.fromkeys([*b.banned, *banned]))
     from gencraft import guard
-    from gencraft.apps._common import load_model
+    from gencraft.apps._common import load_model, release_policy
     from gencraft.cli.library import say_stored
 
     tm = load_model(model)
@@ -65,7 +65,7 @@ def ads_cmd(
 
         speaker = voice if voice and is_speech_voice(voice) else "espeak"
         voice = None if voice and is_speech_voice(voice) else voice
-    with guard.ReleasePolicy(store=not no_store) as policy:
+    with release_policy(store=not no_store) as policy:
         wm = policy.text_watermark(tm.tokenizer.vocab_size)
         variants = ads.generate(tm, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
                                 temperature=temperature, rank_by_ratings=rank_by_ratings, watermark=wm)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from gencraft.apps._common import release_policy
 from gencraft.cli.library import NO_STORE_HELP
 from gencraft.errors import DataError
 
@@ -29,7 +30,6 @@ def _records(kind: str):
         from gencraft.apps import game
         from gencraft.apps._common import load_model
         from gencraft.errors import UsageError
-        from gencraft.guard import ReleasePolicy
 
         if voice is not None and (kind != "dialogue" or out is None):
             raise UsageError("--voice: speaks dialogue lines; use it with `game dialogue` and --out FILE.json",
@@ -39,7 +39,7 @@ def _records(kind: str):
 
             Speaker.load(voice)  # an unknown voice fails before anything is generated
         tm = load_model(model)
-        with ReleasePolicy(store=not no_store) as policy:
+        with release_policy(store=not no_store) as policy:
             wm = policy.text_watermark(tm.tokenizer.vocab_size)
             recs = game.generate(tm, kind, n=n, seed=seed, schema=schema, prompt=prompt,
                                  temperature=temperature, nodes=nodes, watermark=wm)
@@ -138,7 +138,7 @@ def register(app: typer.Typer) -> None:
         params = {"kind": "map", "width": width, "height": height, "seed": seed, "blocking": blocking,
                   "max_carve": max_carve, "examples": sources}
         prompt = f"map from {', '.join(sources)}"[:2000]
-        with guard.ReleasePolicy(store=not no_store) as policy:
+        with release_policy(store=not no_store) as policy:
             released = [guard.release(r.text, kind="text", label="game.map", policy=policy, params={**params,
                                       "seed": r.seed}, seed=r.seed, prompt=prompt, checks={"validation": {
                                           "valid": True, "playable": True, "report": r.report, "carved": r.carved,
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
         imgs = game.sprites(run, n=n, seed=seed, size=size, palette=palette, label=label)
         out.mkdir(parents=True, exist_ok=True)
         _, info = read_info(run)
-        with guard.ReleasePolicy(store=not no_store) as policy:
+        with release_policy(store=not no_store) as policy:
             released = [guard.release(im, kind="image", label="game.sprite", policy=policy, run_info=info,
                                       model_name=run, params={"n": n, "size": size, "palette": palette,
                                                               "label": label, "index": i, "kind": "sprite"},

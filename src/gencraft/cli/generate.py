@@ -90,6 +90,7 @@ def generate_cmd(
     import torch
 
     from gencraft import guard
+    from gencraft.apps._common import release_policy
     from gencraft.apps.text import generate
     from gencraft.backends import load
     from gencraft.generate import GenerationConfig
@@ -131,7 +132,7 @@ def generate_cmd(
 
     if streaming:
         show(prompt)
-    with guard.ReleasePolicy(watermark=not no_watermark, watermark_scheme=watermark_scheme, copy_check=copy_check,
+    with release_policy(watermark=not no_watermark, watermark_scheme=watermark_scheme, copy_check=copy_check,
                              strict_licenses=strict_licenses, store=not no_store) as policy:
         released = generate(tm, prompt, cfg, policy=policy, out=out_file, front_matter=front_matter,
                             on_delta=show if streaming else None, name=model,

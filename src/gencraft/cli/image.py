@@ -110,6 +110,7 @@ def imagine(
     import numpy as np
 
     from gencraft import guard
+    from gencraft.apps._common import release_policy
     from gencraft.cli.library import say_stored
     from gencraft.generate import image as gi
     from gencraft.post import image as pi
@@ -128,7 +129,7 @@ def imagine(
         return img
 
     dest = Path(out)
-    with guard.ReleasePolicy(watermark=not no_watermark, store=not no_store) as policy:
+    with release_policy(watermark=not no_watermark, store=not no_store) as policy:
         def release(content, kind: str, path: Path, extra: dict) -> guard.Released:
             return guard.release(content, kind=kind, label="image", policy=policy, model=r, model_name=run,
                                  params={**params, **extra}, seed=seed, prompt=label, out=path)

@@ -51,10 +51,10 @@ def compose_cmd(
     no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Compose a tune: well-formed bars through the decoding engine, written as MIDI (and WAV)."""
+    from gencraft.apps._common import release_policy
     from gencraft.apps.music import compose
-    from gencraft.guard import ReleasePolicy
 
-    with ReleasePolicy(watermark=not no_watermark, store=not no_store) as policy:
+    with release_policy(watermark=not no_watermark, store=not no_store) as policy:
         c = compose(run, out, bars=bars, seed=seed, wav=wav, tempo=tempo, temperature=temperature, top_k=top_k,
                     top_p=top_p, time_signature=time_signature, policy=policy)
     console.print(f"wrote {c.midi} ({c.piece.bars} bars, {len(c.piece.notes)} notes)"

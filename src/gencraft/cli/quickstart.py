@@ -37,10 +37,10 @@ def quickstart(
 
     gencraft.use_thread_policy("train")  # mostly training; before torch loads
 
+    from gencraft.apps._common import release_policy
     from gencraft.apps.text import generate as generate_text
     from gencraft.backends import load
     from gencraft.data import prepare
-    from gencraft.guard import ReleasePolicy
     from gencraft.guard.copies import index_run
     from gencraft.paths import home, run_path
     from gencraft.train.loop import train
@@ -63,7 +63,7 @@ def quickstart(
     console.print("\n[bold]3. Generate[/] from the trained run (each output released: watermarked, signed "
                   "when you have keys, kept in the library)")
     model = load(run)
-    with ReleasePolicy() as policy:
+    with release_policy() as policy:
         for prompt in PROMPTS:
             [rel] = generate_text(model, prompt, policy=policy, max_new_tokens=160, temperature=0.8, top_k=40,
                                   seed=seed, name=name)

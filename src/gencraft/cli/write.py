@@ -94,8 +94,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Continue a draft with memory, author's note and world info."""
         from gencraft.apps import write as W
-        from gencraft.apps._common import load_model
-        from gencraft.guard import ReleasePolicy
+        from gencraft.apps._common import load_model, release_policy
 
         if (file is None) == (text is None):
             raise UsageError("give the draft with --file or --text (one of them)", param="file")
@@ -104,7 +103,7 @@ def register(app: typer.Typer) -> None:
         draft = text if text is not None else _read(file, "file")
         ctx = _context(memory, memory_file, note, note_depth, world)
         tm = load_model(model)
-        with ReleasePolicy(watermark=watermark, store=not no_store) as policy:
+        with release_policy(watermark=watermark, store=not no_store) as policy:
             wm = policy.text_watermark(tm.tokenizer.vocab_size)
             res = W.continue_text(tm, draft, tokens=tokens, ctx=ctx, seed=seed, temperature=temperature,
                                   top_p=top_p, lang=lang, spell=spell, watermark=wm)
@@ -138,15 +137,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Draft a piece from a title: outline first, then each section with its own budget."""
         from gencraft.apps import write as W
-        from gencraft.apps._common import load_model
-        from gencraft.guard import ReleasePolicy
+        from gencraft.apps._common import load_model, release_policy
 
         if lang not in (None, "en", "zh"):
             raise UsageError(f"--lang {lang}: use en or zh", param="lang")
         f = _fmt(fmt, out)
         ctx = _context(memory, memory_file, note, note_depth, world)
         tm = load_model(model)
-        with ReleasePolicy(watermark=watermark, store=not no_store) as policy:
+        with release_policy(watermark=watermark, store=not no_store) as policy:
             wm = policy.text_watermark(tm.tokenizer.vocab_size)
             res = W.draft(tm, title, kind=kind, sections=len(heading) or sections, section_tokens=section_tokens,
                           ctx=ctx, seed=seed, temperature=temperature, top_p=top_p, lang=lang,
