@@ -68,6 +68,11 @@ def _fold_char(c: str) -> str:
     return "".join(out)
 
 
+def _weight(text: str) -> int:
+    """Folded length with CJK characters counted double (they carry about twice a letter's content)."""
+    return sum(2 if ord(c) >= 0x2E80 else 1 for c in fold(text))
+
+
 def fold(text: str) -> str:
     """The folded form of ``text`` that copies are matched on (see the module docstring)."""
     return text.translate({ord(c): _fold_char(c) for c in set(text)})
@@ -214,7 +219,7 @@ class CopyReport:
     """Copy check of one output. ``copy_risk``: a span reached ``max_tokens`` or ``max_chars``, or
     at least ``max_fraction`` of the output's (folded) character n-grams come from the training data
     (outputs with at least ``min_windows`` of them), or the output holds a whole training document
-    (of at least ``min_document`` folded characters). ``reason`` says which."""
+    (of at least ``min_document`` folded characters, CJK counting double). ``reason`` says which."""
 
     copy_risk: bool
     longest_chars: int
@@ -269,10 +274,11 @@ class CopyIndex:
         return int(self.doc_ids[doc]), src, info.get("path"), info.get("license", "unknown")
 
     def check(self, text: str, *, max_tokens: int = 50, max_chars: int = 100, max_fraction: float = 0.5,
-              min_windows: int = 24, min_document: int = 20, top: int = 5) -> CopyReport:
+              min_windows: int = 24, min_document: int = 40, top: int = 5) -> CopyReport:
         """Longest copied spans (on the folded text, in the output's characters), the share of
         copied n-grams, and the source documents of ``text``. A copy of a whole training document
-        of at least ``min_document`` folded characters (a quatrain, a slogan) is a copy risk too."""
+        of at least ``min_document`` folded characters, CJK ones counting double (a 20-character
+        quatrain, a slogan; not a 30-letter line of dialogue), is a copy risk too."""
         n = int(self.meta["char_n"])
         sep = int(self.meta["char_sep"])
         folded, offsets = fold_with_offsets(text)
@@ -300,9 +306,9 @@ class CopyIndex:
             reasons.append(f"a {longest_tokens}-token span")
         if len(lengths) >= min_windows and char_frac >= max_fraction:
             reasons.append(f"{char_frac:.0%} of its {n}-character n-grams")
-        whole = max((s.whole_document for s in spans if s.unit == "char"), default=0)
+        whole = max((_weight(s.excerpt) for s in spans if s.unit == "char" and s.whole_document), default=0)
         if whole >= min_document:
-            reasons.append(f"a whole training document ({whole} characters)")
+            reasons.append(f"a whole training document ({whole} weighted characters)")
         seen: dict[int, dict[str, Any]] = {}
         for s in spans:
             seen.setdefault(s.doc_id, {"doc_id": s.doc_id, "source": s.source, "path": s.path,
