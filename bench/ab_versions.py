@@ -3,10 +3,10 @@ machine's moving load and bandwidth cannot fake.
 
 The old version is ``git archive REV src/gencraft`` imported as the package ``gencraft_old``; the
 new one is the ``gencraft`` on the path (this checkout). Both decode the same random weights
-(``bench/generate.py``'s shapes: a 64-token prompt, 128 new tokens, batch 1; 8 prompts at once;
-and 16 requests with their own seeds in the server's continuous-batching scheduler, no HTTP),
-greedy and top-k, round after round in alternating order; the best of each is printed side by side
-with the ratio, plus every round's pair.
+(``bench/generate.py``'s shapes: a 64-token prompt, 128 new tokens, batch 1, and its first token
+alone; 8 prompts at once; and 16 requests with their own seeds in the server's continuous-batching
+scheduler, no HTTP), greedy and top-k, round after round in alternating order; the best of each is
+printed side by side with the ratio, plus every round's pair (124M: batch 1 only).
 
     PYTHONPATH=src .venv/bin/python bench/ab_versions.py --old main --shapes 1.85M,13.8M --rounds 5
 """
@@ -105,15 +105,19 @@ def main() -> None:
                 torch.manual_seed(0)
                 models[k] = gpt.GPT(gpt.GPTConfig(vocab_size=V, block_size=block, n_layer=L, n_head=H, n_embd=C)).eval()
                 greedy = gen.GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
+                first = gen.GenerationConfig(max_new_tokens=1, temperature=0, stop_at_eos=False)
                 topk = gen.GenerationConfig(max_new_tokens=NEW, top_k=50, seed=0, stop_at_eos=False)
                 m = models[k]
-                cases[k] = {"greedy": (lambda gen=gen, m=m, c=greedy: gen.generate(m, tok, [prompt], c), NEW),
+                cases[k] = {"first token": (lambda gen=gen, m=m, c=first: gen.generate(m, tok, [prompt], c), 1),
+                            "greedy": (lambda gen=gen, m=m, c=greedy: gen.generate(m, tok, [prompt], c), NEW),
                             "top-k": (lambda gen=gen, m=m, c=topk: gen.generate(m, tok, [prompt], c), NEW),
                             "8 prompts top-k": (lambda gen=gen, m=m, c=topk: gen.generate(m, tok, prompts, c), 8 * NEW),
                             "server 16 top-k": (lambda k=k, m=m: scheduler_run(versions[k].__name__, m, tok, requests),
                                                 16 * NEW)}
             same = (cases["old"]["greedy"][0]()[0][0].token_ids == cases["new"]["greedy"][0]()[0][0].token_ids)
             for case in cases["new"]:
+                if name == "124M" and case not in ("first token", "greedy", "top-k"):  # batched: minutes a round
+                    continue
                 for k in ("old", "new"):  # warm-up: builds, packed weights, first-call kernels
                     cases[k][case][0]()
                 best = {"old": 0.0, "new": 0.0}
@@ -126,8 +130,10 @@ def main() -> None:
                         got[k] = best_rate(fn, n)
                         best[k] = max(best[k], got[k])
                     pairs.append(f"{got['old']:.0f}/{got['new']:.0f}")
+                ttft = f" (time to first token: old {1000 / best['old']:.1f} ms, new {1000 / best['new']:.1f} ms)" \
+                    if case == "first token" else ""
                 print(f"{name} {case:16s} tok/s  old {best['old']:8.1f} | new {best['new']:8.1f} | new/old "
-                      f"{best['new'] / best['old']:5.2f} | rounds old/new: {' '.join(pairs)}", flush=True)
+                      f"{best['new'] / best['old']:5.2f} | rounds old/new: {' '.join(pairs)}{ttft}", flush=True)
             print(f"{name} greedy tokens identical in both: {same}")
 
 
