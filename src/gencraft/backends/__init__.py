@@ -18,7 +18,7 @@ from gencraft.backends.model import TextModel
 from gencraft.data import load_dataset
 from gencraft.data.dataset import tokens_seen
 from gencraft.errors import GencraftError, RunError
-from gencraft.runs import SEEN_FILE, load_text_model
+from gencraft.runs import SEEN_FILE, load_text_model, read_info
 from gencraft.tokenize import load_tokenizer
 
 
@@ -33,7 +33,10 @@ def load(spec: str | os.PathLike[str], device: str | torch.device | None = None,
     if s.startswith("hf:"):
         from gencraft.backends.hf import load_hf  # transformers takes ~2 s to import: only for hf: models
         return load_hf(s[3:], dev, dtype)
-    model, info, path = load_text_model(s, device=dev)
+    path, info = read_info(s)
+    if info.get("adapter") or info["kind"] == "hf":  # base + adapter, or a fine-tuned Hugging Face model
+        return load_adapted(path, info, dev, dtype)
+    model, info, path = load_text_model(path, device=dev)
     if dtype is not None:
         model = model.to(dtype)
     if not (path / "tokenizer.json").is_file():
@@ -74,4 +77,29 @@ def load_tokenizer_of(spec: str | os.PathLike[str]) -> Any:
     return load_tokenizer(existing_run(s) / "tokenizer.json")
 
 
-__all__ = ["TextModel", "load", "load_tokenizer_of", "unseen_tokens"]
+def load_adapted(run_dir: Path, info: dict[str, Any], device: torch.device, dtype: torch.dtype | None):
+    """An adapter run or a fine-tuned Hugging Face run as a :class:`~gencraft.backends.TextModel`
+    (one adapter: merged into a copy of the base's weights, so decoding runs at the base's speed)."""
+    from gencraft.backends.hf import HFStepModel, load_hf
+    from gencraft.train.lora import load_model, peft_attach, verify_base
+
+    if info["kind"] == "hf":
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        folder = verify_base(run_dir, info) if info.get("adapter") else run_dir
+        tm = load_hf(folder, device, dtype)
+        if info.get("adapter"):
+            tm.model = HFStepModel(peft_attach(tm.model.hf, run_dir, merge=True).eval())
+        tm.info, tm.path = {**info, "hf": tm.info}, str(run_dir)
+        return tm
+    model = load_model(run_dir, info, merge=True).to(device).eval()
+    if dtype is not None:
+        model = model.to(dtype)
+    tok_path = run_dir / "tokenizer.json"
+    if not tok_path.is_file():
+        raise RunError(f"{tok_path}: missing; the run is incomplete (train it again)", param="model")
+    return TextModel(model, load_tokenizer(tok_path), info, str(run_dir))
+
+
+__all__ = ["TextModel", "load", "load_adapted", "load_tokenizer_of", "unseen_tokens"]

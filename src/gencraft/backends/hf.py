@@ -10,7 +10,6 @@ and SentencePiece-style vocabularies such as Llama's with ``▁`` spaces and ``<
 
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -22,7 +21,7 @@ import torch
 
 from gencraft.backends.model import TextModel
 from gencraft.errors import NotFoundError, RunError
-from gencraft.models.linear import use_fast_linear
+from gencraft.models.hf import HFCache, HFStepModel  # noqa: F401  (the step interface lives with the model)
 
 _BYTE_TOKEN = re.compile(r"^<0x([0-9A-Fa-f]{2})>$")
 
@@ -90,81 +89,6 @@ class HFTokenizer:
             else:  # SentencePiece-style: "▁" stands for a space
                 table[i] = token.replace("\u2581", " ").encode("utf-8")
         return table
-
-
-class HFCache:
-    """``past_key_values`` plus the attention mask and positions of left-padded rows."""
-
-    def __init__(self, batch_size: int, device: torch.device) -> None:
-        self.pkv: Any = None
-        self.length = 0
-        self.batch = batch_size
-        self.device = device
-        self.attn: torch.Tensor | None = None  # [B, length] 1 = real token, 0 = padding; None = no padding
-        self.n_pad: torch.Tensor | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.batch
-
-    def left_pad(self, n_pad: torch.Tensor) -> None:
-        """Row ``b``'s first ``n_pad[b]`` tokens of the first step are padding."""
-        self.n_pad = n_pad.to(self.device)
-
-    def select(self, rows: torch.Tensor) -> HFCache:
-        """Keep/reorder/repeat ``rows``. The old cache must not be used afterwards (shared storage)."""
-        new = HFCache(rows.numel(), self.device)
-        new.length = self.length
-        if self.pkv is not None:
-            self.pkv.reorder_cache(rows.to(self.device))
-        new.pkv = self.pkv
-        new.attn = None if self.attn is None else self.attn[rows]
-        new.n_pad = None if self.n_pad is None else self.n_pad[rows]
-        return new
-
-
-class HFStepModel:
-    """A Hugging Face causal LM with gencraft's ``step``/``new_cache``."""
-
-    def __init__(self, hf_model: Any) -> None:
-        self.hf = use_fast_linear(hf_model)  # nn.Linear layers (Llama & co.) get the CPU decoding path
-        cfg = hf_model.config
-        self.config = cfg
-        self.max_context: int | None = (getattr(cfg, "max_position_embeddings", None)
-                                        or getattr(cfg, "n_positions", None))
-        self.vocab_size = hf_model.get_output_embeddings().weight.shape[0]
-        # transformers renamed past_key_values to cache (5.x); speak whichever this version knows
-        self._cache_kw = "cache" if "cache" in inspect.signature(hf_model.forward).parameters else "past_key_values"
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.hf.parameters()).device
-
-    def parameters(self):
-        return self.hf.parameters()
-
-    def new_cache(self, batch_size: int, max_len: int | None = None, device: Any = None, dtype: Any = None) -> HFCache:
-        return HFCache(batch_size, torch.device(device) if device else self.device)
-
-    @torch.inference_mode()
-    def step(self, token_ids: torch.Tensor, cache: HFCache | None = None) -> tuple[torch.Tensor, HFCache]:
-        """Feed ``token_ids`` ``[B, T]`` after the cache; return next-token logits ``[B, V]`` (float32)."""
-        B, T = token_ids.shape
-        if cache is None:
-            cache = self.new_cache(B)
-        kwargs: dict[str, Any] = {}
-        if cache.attn is None and cache.n_pad is not None and cache.length == 0:
-            cache.attn = (torch.arange(T, device=cache.device)[None, :] >= cache.n_pad[:, None]).long()
-        elif cache.attn is not None:
-            cache.attn = torch.cat([cache.attn, cache.attn.new_ones(B, T)], dim=1)
-        if cache.attn is not None:
-            kwargs["attention_mask"] = cache.attn
-            kwargs["position_ids"] = (cache.attn.cumsum(-1) - 1).clamp_(min=0)[:, -T:]
-        kwargs[self._cache_kw] = cache.pkv
-        out = self.hf(input_ids=token_ids, use_cache=True, logits_to_keep=1, **kwargs)
-        cache.pkv = out.cache if self._cache_kw == "cache" else out.past_key_values
-        cache.length += T
-        return out.logits[:, -1].float(), cache
 
 
 def load_hf(path: str | os.PathLike[str], device: torch.device | None = None, dtype: torch.dtype | None = None):

@@ -38,6 +38,7 @@ COMMAND_MODULES = [
     "gencraft.cli.runs",
     "gencraft.cli.generate",
     "gencraft.cli.export",
+    "gencraft.cli.tune",
     "gencraft.cli.music",
     "gencraft.cli.speech",
     "gencraft.cli.vae",

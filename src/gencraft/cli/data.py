@@ -19,7 +19,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)
 def prepare_cmd(
     sources: list[str] = typer.Argument(..., help="Files or folders: .txt .md .html .json .jsonl .csv."),
     out: str = typer.Option(..., "--out", "-o", help="Dataset name (under GENCRAFT_HOME/datasets) or path."),
-    tokenizer: str = typer.Option("char", "--tokenizer", "-t", help="char or bpe (byte-level BPE)."),
+    tokenizer: str = typer.Option(None, "--tokenizer", "-t", help="char (default) or bpe (byte-level BPE)."),
     vocab_size: int = typer.Option(None, "--vocab-size", help="BPE vocabulary size (default 8000)."),
     field: str = typer.Option(None, "--field", help="JSON/JSONL key or dotted path holding the text."),
     column: str = typer.Option(None, "--column", help="CSV column holding the text."),
@@ -42,6 +42,8 @@ def prepare_cmd(
     dedupe_memory: int = typer.Option(None, "--dedupe-memory", help="MiB for the streaming path's duplicate "
                                       "tables (default 512; more finds duplicates further apart)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
+    tokenizer_from: str = typer.Option(None, "--tokenizer-from", help="Use the tokenizer of this model (a run, "
+                                       "or hf:PATH) instead of training one: a dataset to fine-tune it on."),
 ) -> None:
     """Read, clean, deduplicate and split SOURCES, train a tokenizer, write a dataset."""
     from gencraft.data.prepare import parse_licenses, prepare
@@ -49,12 +51,23 @@ def prepare_cmd(
     progress = None if quiet else (lambda msg: console.print(msg, style="dim", markup=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = prepare(sources, out, tokenizer=tokenizer, vocab_size=vocab_size, field=field, column=column,
+        if tokenizer is not None and tokenizer_from is not None:
+            from gencraft.errors import UsageError
+
+            raise UsageError("--tokenizer-from takes the base model's tokenizer: drop --tokenizer",
+                             param="tokenizer_from")
+        base_tok = None
+        if tokenizer_from is not None:
+            from gencraft.train.finetune import base_tokenizer
+
+            base_tok = base_tokenizer(tokenizer_from)  # checked before any file is read
+        path = prepare(sources, out, tokenizer=tokenizer or "char", vocab_size=vocab_size, field=field, column=column,
                        license=parse_licenses(license), normalization=normalize, dedupe=not no_dedupe,
                        near_dup_threshold=near_dup_threshold, min_chars=min_chars, max_chars=max_chars,
                        val_fraction=val_fraction, split=split, unit=unit, seed=seed, progress=progress,
                        workers=workers, stream=stream,
-                       dedupe_memory=None if dedupe_memory is None else dedupe_memory << 20)
+                       dedupe_memory=None if dedupe_memory is None else dedupe_memory << 20,
+                       tokenizer_from=tokenizer_from, base_tokenizer=base_tok)
     for w in caught:
         err.print(f"[yellow]warning:[/] {escape(str(w.message))}")
 
@@ -78,7 +91,10 @@ def prepare_cmd(
     console.print(f"tokenizer {tok['kind']}, vocab {tok['vocab_size']:,} ({m['dtype']}); "
                   f"{len(m['sources'])} source file(s)")
     console.print(f"dataset written to [cyan]{escape(str(path))}[/]")
-    console.print(f"next: gencraft train {escape(out)} --model gpt --preset tiny", markup=True)
+    if tokenizer_from:
+        console.print(f"next: gencraft train {escape(out)} --from {escape(tokenizer_from)}", markup=True)
+    else:
+        console.print(f"next: gencraft train {escape(out)} --model gpt --preset tiny", markup=True)
 
 
 def register(app: typer.Typer) -> None:

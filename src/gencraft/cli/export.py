@@ -14,13 +14,14 @@ def export_cmd(
     run: str = typer.Argument(..., help="Run name or path (a gpt run)."),
     fmt: str = typer.Option("hf", "--format", "-f", help="hf: a Hugging Face GPT-2 folder (transformers, vLLM, TGI)."),
     out: str = typer.Option(..., "--out", "-o", help="Folder to write."),
+    merge: bool = typer.Option(False, "--merge", help="For an adapter run: write base + adapter merged into one model."),
 ) -> None:
-    """Export a trained GPT run as a Hugging Face model folder."""
+    """Export a trained GPT run (or a fine-tuned/adapted model, --merge) as a Hugging Face model folder."""
     if fmt != "hf":
         raise UsageError(f"--format {fmt!r}: only 'hf' is supported", param="format")
     from gencraft.export import export_hf
 
-    path = export_hf(run, out)
+    path = export_hf(run, out, merge=merge)
     console.print(f"wrote {path} (load with transformers' from_pretrained, or `gencraft generate hf:{path}`)",
                   markup=False)
 

@@ -14,7 +14,7 @@ console = Console(highlight=False)
 
 def train_cmd(
     dataset: str = typer.Argument(..., help="Dataset name (under GENCRAFT_HOME) or path, from `gencraft data prepare`."),
-    model: str = typer.Option("gpt", "--model", "-m", help="Model family: gpt, lstm, text_vae or tts (a voice)."),
+    model: str = typer.Option(None, "--model", "-m", help="Model family: gpt (default), lstm, text_vae or tts (a voice)."),
     preset: str = typer.Option("tiny", "--preset", "-p", help="Size preset: tiny, small or base."),
     out: str = typer.Option(None, "--out", "-o", help="Run name or path (default: DATASET-MODEL)."),
     sets: list[str] = typer.Option(None, "--set", help="Override a model or training field: key=value (repeatable)."),
@@ -24,6 +24,10 @@ def train_cmd(
     device: str = typer.Option(None, "--device", help="auto, cpu or cuda."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     part: str = typer.Option(None, "--part", help="--model tts: acoustic, vocoder or both (default)."),
+    base: str = typer.Option(None, "--from", help="Fine-tune from this base: a gpt/lstm run, or hf:PATH (a local "
+                             "Hugging Face causal LM). The dataset must use its tokenizer (data prepare --tokenizer-from)."),
+    lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters on the --from base instead of every weight "
+                              "(--set lora.r=8, lora.alpha=16, lora.dropout=0.05, lora.targets=attn,mlp)."),
 ) -> None:
     """Train a language model (GPT, LSTM, text VAE) or a voice (tts) on a prepared dataset."""
     import gencraft
@@ -33,7 +37,7 @@ def train_cmd(
     from gencraft.train.loop import train
 
     run = train(dataset, model=model, preset=preset, out=out, overrides=sets or [], resume=resume,
-                max_time=max_time, seed=seed, device=device, progress=not quiet, part=part)
+                max_time=max_time, seed=seed, device=device, progress=not quiet, part=part, base=base, lora=lora)
     if os.environ.get("RANK", "0") != "0" or not (run / "gencraft.json").is_file():  # rank 0 reports
         return
     index_run(run, console.print)  # so every generation can be checked for copies of the corpus

@@ -31,7 +31,7 @@ from gencraft.data.readers import UNITS, iter_source_files, read_file
 from gencraft.errors import DataError, UsageError
 from gencraft.io import atomic_dir, write_json
 from gencraft.paths import dataset_path
-from gencraft.tokenize import Tokenizer, train_tokenizer
+from gencraft.tokenize import Tokenizer, TokenizerLike, train_tokenizer
 
 SPLITS = ("hash", "tail")
 TOKENIZERS = ("char", "bpe")
@@ -241,6 +241,8 @@ def prepare(
     unit: str = "auto",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    tokenizer_from: str | os.PathLike[str] | None = None,
+    base_tokenizer: TokenizerLike | None = None,
     workers: int | None = None,
     stream: bool | None = None,
     dedupe_memory: int | None = None,
@@ -251,8 +253,10 @@ def prepare(
     ``sources`` are files or folders (walked recursively in sorted order). ``out`` is a dataset
     name (under ``GENCRAFT_HOME/datasets``) or a path. ``license`` is one license for every source
     or a mapping ``path -> license`` (a folder's entry covers its files); an unknown license
-    warns once. Returns the dataset directory. Bad input raises a ``GencraftError`` subclass and
-    leaves no directory behind.
+    warns once. ``tokenizer_from`` (a run, or ``hf:PATH``, recorded in the manifest) with
+    ``base_tokenizer`` (its tokenizer: ``gencraft.train.finetune.base_tokenizer(spec)``) takes that
+    model's tokenizer instead of training one, so the dataset can fine-tune it (``train --from``). Returns the
+    dataset directory. Bad input raises a ``GencraftError`` subclass and leaves no directory behind.
 
     ``stream``: the streaming path (:mod:`gencraft.data.stream`) in ``workers`` processes (0 = this
     one), its duplicate tables in ``dedupe_memory`` bytes; ``None`` = streaming when ``workers`` is
@@ -271,6 +275,15 @@ def prepare(
         raise UsageError(f"dedupe_memory={dedupe_memory} bytes is under 1 MiB; pass --dedupe-memory 1 (MiB) or more",
                          param="dedupe_memory")
     out_path = _check_out(dataset_path(out), sources)
+    base_tok = None
+    if tokenizer_from is not None:
+        if tokenizer != "char" or vocab_size is not None:
+            raise UsageError("--tokenizer-from takes the base model's tokenizer: drop --tokenizer/--vocab-size",
+                             param="tokenizer_from")
+        if base_tokenizer is None:
+            raise UsageError("--tokenizer-from: pass the base's tokenizer too (gencraft.train.finetune."
+                             "base_tokenizer(spec)); the CLI does", param="tokenizer_from")
+        base_tok = base_tokenizer
 
     paths, skipped = _list_files(sources)
     if skipped:
@@ -282,6 +295,9 @@ def prepare(
                "near_dup_threshold": near_dup_threshold, "val_fraction": val_fraction, "split": split,
                "unit": unit, "seed": seed, "field": field, "column": column}
     licenses = [_license_for(p, license) for p in paths]
+    if stream and base_tok is not None:
+        raise UsageError("--tokenizer-from: not with the streaming path (--workers/--stream) yet; prepare without "
+                         "them", param="tokenizer_from")
     if stream:
         from gencraft.data.stream import DEDUPE_MEMORY, prepare_stream
 
@@ -327,8 +343,12 @@ def prepare(
     texts = [d.text for d in docs]
     is_val = _split_hash(texts, val_fraction, seed) if split == "hash" else _split_tail(texts, val_fraction)
 
-    _say(progress, f"training the {tokenizer} tokenizer on {len(texts)} documents")
-    tok = train_tokenizer(tokenizer, texts, vocab_size)
+    if base_tok is not None:
+        _say(progress, f"tokenizing with the tokenizer of {os.fspath(tokenizer_from)}")
+        tok = base_tok
+    else:
+        _say(progress, f"training the {tokenizer} tokenizer on {len(texts)} documents")
+        tok = train_tokenizer(tokenizer, texts, vocab_size)
     ids = tok.encode_batch(texts)
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"
 
@@ -337,6 +357,8 @@ def prepare(
         kept_per_source[d.source] += 1
     manifest = _manifest(out_path, [(f.path, f.sha256, f.size, f.encoding) for f in files], licenses,
                          kept_per_source, options, steps, tok, dtype, skipped)
+    if tokenizer_from is not None:  # the base whose tokenizer this is (train --from checks it)
+        manifest["tokenizer"]["from"] = os.fspath(tokenizer_from)
     _write_dataset(out_path, manifest, docs, is_val, ids, tok)
     _say(progress, f"wrote {out_path}")
     return out_path

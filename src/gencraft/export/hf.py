@@ -49,14 +49,29 @@ def gpt2_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return out
 
 
-def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Write run ``run`` (a gencraft GPT) as a Hugging Face GPT-2 folder at ``out``; returns its path."""
+def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str], merge: bool = False) -> Path:
+    """Write run ``run`` (a gencraft GPT, or a fine-tuned Hugging Face model) as a Hugging Face folder at
+    ``out``; returns its path. An adapter run needs ``merge``: base + adapter are written as one model."""
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from gencraft.runs import load_text_model
+    from gencraft.runs import load_text_model, read_info
     from gencraft.tokenize import load_tokenizer
 
-    model, info, path = load_text_model(run)
+    path0, info0 = read_info(run)
+    if info0.get("adapter") and not merge:
+        raise UsageError(f"export: {os.fspath(run)!r} is an adapter run; add --merge to write base + adapter "
+                         "as one model" + (" (the run folder itself is already a peft adapter folder)"
+                                           if info0["kind"] == "hf" else ""), param="merge")
+    if merge and not info0.get("adapter"):
+        raise UsageError(f"export --merge: {os.fspath(run)!r} is not an adapter run; drop --merge", param="merge")
+    if info0.get("adapter") or info0["kind"] == "hf":  # base + adapter merged, or a fine-tuned HF model
+        from gencraft.train.lora import load_model
+
+        model, info, path = load_model(path0, info0).eval(), info0, path0
+    else:
+        model, info, path = load_text_model(run)
+    if info["kind"] == "hf":
+        return _export_transformers(model, info, path, out)
     if info["kind"] != "gpt":
         raise UsageError(f"export --format hf: run {os.fspath(run)!r} is a {info['kind']} model; "
                          "only gpt runs map onto a Hugging Face architecture (GPT-2)", param="format")
@@ -87,4 +102,23 @@ def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
             "Load it with `transformers.AutoModelForCausalLM.from_pretrained(DIR)` and "
             "`AutoTokenizer.from_pretrained(DIR)`. Data sources and licenses: see the run's MODEL_CARD.md.\n",
             encoding="utf-8")
+    return target
+
+
+def _export_transformers(model: Any, info: dict[str, Any], path: Path, out: str | os.PathLike[str]) -> Path:
+    """A fine-tuned (or adapter-merged) transformers model, with its base's tokenizer files."""
+    from gencraft.train.finetune import HF_FILES
+
+    tok_dir = Path(info["base"]["path"]) if info.get("adapter") else path
+    target = Path(os.fspath(out)).expanduser()
+    with atomic_dir(target) as tmp:
+        model.hf.save_pretrained(tmp, safe_serialization=True)
+        for name in ("tokenizer.json", *HF_FILES[2:]):
+            if (tok_dir / name).is_file() and not (tmp / name).exists():
+                (tmp / name).write_bytes((tok_dir / name).read_bytes())
+        (tmp / "README.md").write_text(
+            f"# {path.name}\n\nA gencraft run (`{info.get('run_id', '?')}`) fine-tuned from "
+            f"`{info.get('base', {}).get('spec', '?')}`" + (" with its LoRA adapter merged" if info.get("adapter") else "")
+            + ".\nLoad it with `transformers.AutoModelForCausalLM.from_pretrained(DIR)`. Data sources and "
+            "licenses: see the run's MODEL_CARD.md.\n", encoding="utf-8")
     return target

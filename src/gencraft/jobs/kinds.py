@@ -412,6 +412,88 @@ def _run_eval_image(p: ImageEvalParams, ctx: JobContext) -> dict[str, Any]:
     return {"run": p.run, "model": res.get("model"), "floor": res.get("floor")}
 
 
+# ---------------------------------------------------------------- learn from my ratings (tune)
+# gencraft.apps.prefs.tune in a worker: refused at submission without a run or ratings; writes RUN+prefs
+# (replaced once the new adapter has trained); its result holds samples before/after for the rated
+# prompts (same seeds), which the studio shows side by side.
+
+SAMPLES = 3  # prompts shown before/after
+
+
+class TuneParams(Params):
+    run: str
+    kind: str | None = None  # only ratings of this kind of output (ads, write, completion...)
+    since: str | None = None  # only ratings of outputs made since this date
+    set: dict[str, str | int | float | bool] = {}
+    min_pairs: int = 32
+    max_time: float | None = None
+    seed: int = 0
+
+
+def prefs_name(run: str) -> str:
+    return f"{run}+prefs"
+
+
+def _library(home: Any) -> Any:
+    """The server's library (the worker and the server agree: GENCRAFT_DB, else SQLite under home)."""
+    import os
+
+    from gencraft.library import Library
+
+    return Library.open(os.environ.get("GENCRAFT_DB") or f"sqlite:///{home / 'library.db'}")
+
+
+def _check_tune(p: TuneParams, ctx: CheckContext) -> Claims:
+    from gencraft.apps.prefs import rated_items
+    from gencraft.train.dpo import collect_pairs
+
+    check_name(p.run, "run", "params.run")
+    f = run_dir(ctx.home, p.run) / "gencraft.json"
+    if not f.is_file():
+        raise NotFoundError(f"params.run: run {p.run!r} not found", param="params.run")
+    info = json.loads(f.read_text(encoding="utf-8"))
+    if info.get("kind") not in ("gpt", "lstm", "hf") or info.get("adapter"):
+        raise UsageError(f"params.run: {p.run!r} is a {info.get('kind')} {'adapter ' if info.get('adapter') else ''}"
+                         "run; preference tuning starts from a gpt, lstm or Hugging Face model run", param="params.run")
+    if p.max_time is not None and p.max_time <= 0:
+        raise UsageError("params.max_time: must be more than 0 seconds", param="params.max_time")
+    if p.min_pairs < 0:
+        raise UsageError("params.min_pairs: must not be negative", param="params.min_pairs")
+    lib = _library(ctx.home)
+    try:
+        liked, disliked = rated_items(p.kind, p.since, lib)
+    finally:
+        lib.close()
+    where = f" (kind {p.kind})" if p.kind else ""
+    collect_pairs(liked, disliked, sample=None, min_pairs=0, where=where)  # none / one kind: refused now
+    return Claims(writes_run=prefs_name(p.run), reads_run=p.run)
+
+
+def _run_tune(p: TuneParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.apps.prefs import rated_items, tune
+    from gencraft.backends import load
+
+    base = run_dir(ctx.home, p.run)
+    lib = _library(ctx.home)
+    try:
+        out = tune(base, kind=p.kind, since=p.since, out=run_dir(ctx.home, prefs_name(p.run)),
+                   overrides=[f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in p.set.items()],
+                   min_pairs=p.min_pairs, max_time=p.max_time, seed=p.seed, progress=False, library=lib)
+        liked, disliked = rated_items(p.kind, p.since, lib)
+    finally:
+        lib.close()
+    info = json.loads((out / "gencraft.json").read_text(encoding="utf-8"))
+    prompts = list(dict.fromkeys(i.prompt or "" for i in liked + disliked))[:SAMPLES]
+    before, after = load(base), load(out)
+    samples = []
+    for i, prompt in enumerate(prompts):
+        opts = dict(max_new_tokens=64, temperature=0.8, seed=p.seed + i)
+        samples.append({"prompt": prompt, "before": before.generate(prompt, **opts).text,
+                        "after": after.generate(prompt, **opts).text})
+    ctx.say(f"{out.name}: {info['metrics'].get('step')} steps, pair loss {info['metrics'].get('best_val_loss')}")
+    return {"run": out.name, "metrics": info.get("metrics", {}), "samples": samples}
+
+
 # ---------------------------------------------------------------- the table
 
 KINDS: dict[str, JobKind] = {k.name: k for k in [
@@ -427,6 +509,8 @@ KINDS: dict[str, JobKind] = {k.name: k for k in [
             _check_train_image, _run_train_image, stops_gracefully=True),
     JobKind("evaluate.image", "FID-proxy evaluation of an image run", ImageEvalParams, "train",
             _check_eval_image, _run_eval_image),
+    JobKind("tune", "learn from my ratings: a preference (DPO) adapter RUN+prefs from the library's ratings",
+            TuneParams, "train", _check_tune, _run_tune, stops_gracefully=True),
 ]}
 
 

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 from gencraft.errors import RunError
-from gencraft.models import dcgan, gpt, lstm, stylegan, text_vae, vae
+from gencraft.models import dcgan, gpt, hf, lstm, stylegan, text_vae, vae
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ FAMILIES: dict[str, Family] = {
     "vae": _family(vae, "VAEConfig", "VAE", "image"),
     "dcgan": _family(dcgan, "DCGANConfig", "DCGAN", "image"),
     "stylegan": _family(stylegan, "StyleGANConfig", "StyleGAN", "image"),
+    "hf": _family(hf, "HFConfig", "HFCausalLM", "text"),  # a transformers model being fine-tuned
 }
 IMAGE_KINDS = tuple(k for k, f in FAMILIES.items() if f.modality == "image")
 

@@ -182,9 +182,10 @@ def huge_page_weights(model: Any) -> bool:
 
 
 def supports(model: Any, cache: Any) -> bool:
-    """Whether the C step can decode this model and cache (float32/bfloat16 on the CPU, one row, no padding)."""
+    """Whether the C step can decode this model and cache (float32/bfloat16 on the CPU, one row, no padding,
+    no LoRA adapter left unmerged: the C step reads the base weights and would ignore it)."""
     k = cache.k
-    return (cache.offset is None and k.shape[1] == 1 and k.is_cpu and k.is_contiguous()
+    return (cache.offset is None and not getattr(model, "_lora_unmerged", False) and k.shape[1] == 1 and k.is_cpu and k.is_contiguous()
             and k.dtype in (torch.float32, torch.bfloat16) and cache.v.dtype == k.dtype
             and model.wte.weight.dtype in (torch.float32, torch.bfloat16) and model.wte.weight.is_cpu
             and model.config.n_embd % model.config.n_head == 0)

@@ -19,7 +19,9 @@ the ``tokenizers`` loader rejects unknown keys), see :func:`detect_kind`:
 
 - ``bpe``: a BPE model whose pre-tokenizer is ``ByteLevel``;
 - ``char``: a BPE model with ``byte_fallback`` and an empty merge list;
-- ``music``: a ``WordLevel`` model (the event vocabulary of ``gencraft.data.music``).
+- ``music``: a ``WordLevel`` model (the event vocabulary of ``gencraft.data.music``);
+- ``sentencepiece``: a BPE model with ``byte_fallback`` *and* merges, spaces as ``▁`` (Llama, Mistral):
+  not trained here, read from a Hugging Face model (``data prepare --tokenizer-from hf:PATH``).
 
 A new kind plugs in with one more ``if`` in :func:`detect_kind` (how to recognise it) and one
 more ``if`` in :func:`tokenizer_from_str` that builds its class (as ``music`` does with
@@ -224,8 +226,10 @@ class Tokenizer:
                 continue
             if byte_level is not None:
                 table[i] = bytes(byte_level[c] for c in tok) if all(c in byte_level for c in tok) else tok.encode()
-            elif self.kind == "char" and (m := _BYTE_TOKEN.match(tok)):
+            elif self.kind in ("char", "sentencepiece") and (m := _BYTE_TOKEN.match(tok)):
                 table[i] = bytes([int(m.group(1), 16)])
+            elif self.kind == "sentencepiece":  # "▁" stands for a space
+                table[i] = tok.replace("\u2581", " ").encode("utf-8")
             else:  # char tokens, and a plain-token kind such as music
                 table[i] = tok.encode("utf-8")
         return table
@@ -248,6 +252,8 @@ def detect_kind(spec: dict[str, Any]) -> str:
         return "bpe"
     if model.get("type") == "BPE" and model.get("byte_fallback") and not model.get("merges"):
         return "char"
+    if model.get("type") == "BPE" and model.get("byte_fallback"):
+        return "sentencepiece"
     if model.get("type") == "WordLevel":
         return "music"
     return "unknown"
@@ -263,7 +269,8 @@ def tokenizer_from_str(text: str, *, source: str = "tokenizer.json") -> Tokenize
     kind = detect_kind(spec)
     if kind == "unknown":
         raise DataError(f"{source}: unknown tokenizer layout (model {spec.get('model', {}).get('type')!r}); "
-                        "expected a gencraft char, bpe or music tokenizer")
+                        "expected a gencraft char, bpe or music tokenizer, or a byte-level or "
+                        "SentencePiece-style BPE from a Hugging Face model")
     if kind == "music":
         from gencraft.music.tokenizer import MusicTokenizer
 

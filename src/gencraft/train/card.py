@@ -11,6 +11,43 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _origin(info: dict[str, Any]) -> str:
+    base, adapter = info.get("base"), info.get("adapter")
+    if not base:
+        return "trained from scratch"
+    if adapter and adapter.get("objective") == "dpo":
+        return (f"preference adapter (LoRA rank {adapter.get('r')}, DPO with beta {adapter.get('beta')}: outputs "
+                "rated up preferred to outputs rated down) trained on top of a base model")
+    if adapter:
+        return (f"adapter ({adapter.get('method', 'lora').upper()}, rank {adapter.get('r')}, alpha "
+                f"{adapter.get('alpha')}) trained on top of a base model")
+    return "fine-tuned from a base model (every weight)"
+
+
+def _base_section(info: dict[str, Any], data_licenses: list[str]) -> list[str]:
+    """What the run was fine-tuned from, and the licenses that bind its output (base's and data's)."""
+    base = info.get("base")
+    if not base:
+        return []
+    base_lic = base.get("licenses") or ["unknown"]
+    lines = [
+        "## Base model",
+        "",
+        f"Fine-tuned from `{base.get('spec', '')}` ({base.get('kind', '?')}"
+        + (f", {base['model_type']}" if base.get("model_type") else "")
+        + f") at `{base.get('path', '')}`, weights sha256 `{base.get('sha256', '')}`.",
+        f"The base was trained on data under: {', '.join(base_lic)}; this run adds data under: "
+        f"{', '.join(data_licenses) if data_licenses else 'none recorded'}. Output is bound by both.",
+        "",
+    ]
+    if info.get("adapter"):
+        a = info["adapter"]
+        lines += [f"This run holds only the adapter (`{a.get('file', '')}`, {a.get('format', '')} format, "
+                  f"targets {', '.join(a.get('targets', []))}, {len(a.get('modules', []))} layers): it needs "
+                  "the base above, with exactly those weights, to load.", ""]
+    return lines
+
+
 def model_card(info: dict[str, Any]) -> str:
     """Render the model card of a run from its ``gencraft.json`` contents."""
     kind, m, t = info["kind"], info.get("model", {}), info.get("train", {})
@@ -20,9 +57,10 @@ def model_card(info: dict[str, Any]) -> str:
     lines = [
         f"# Model card: {info.get('name', 'gencraft run')}",
         "",
-        f"A {kind.upper()} language model trained from scratch with gencraft {info.get('gencraft_version', '')} "
+        f"A {kind.upper()} language model {_origin(info)} with gencraft {info.get('gencraft_version', '')} "
         f"(run id `{info.get('run_id', '')}`, created {info.get('created', '')}).",
         "",
+        *_base_section(info, licenses),
         "## Data",
         "",
         f"Dataset `{data.get('dataset', '')}` (manifest digest `{data.get('manifest_digest', '')}`), "

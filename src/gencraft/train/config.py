@@ -110,6 +110,11 @@ def resolve(kind: str, preset: str, vocab_size: int, overrides: list[str] | dict
 
 def check_model(kind: str, mcfg: Any) -> None:
     """Reject model shapes that cannot be built, naming the field."""
+    if kind == "hf":  # the shape is the Hugging Face config's; only the training window is ours
+        for name in ("block_size", "vocab_size"):
+            if getattr(mcfg, name) < 1:
+                raise ConfigError(f"--set {name}={getattr(mcfg, name)}: must be at least 1", param=name)
+        return
     for name in ("n_layer", "n_embd", "block_size", "vocab_size") + (("n_head",) if kind == "gpt" else ("n_hidden",)):
         if getattr(mcfg, name) < 1:
             raise ConfigError(f"--set {name}={getattr(mcfg, name)}: must be at least 1", param=name)

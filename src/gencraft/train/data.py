@@ -49,9 +49,26 @@ class Dataset:
 def load_dataset(name: str | os.PathLike[str]) -> Dataset:
     """Open a dataset by name or path (through :func:`gencraft.data.load_dataset`, which checks it)."""
     from gencraft.data import load_dataset as open_dataset
+    from gencraft.paths import existing_dataset
+    from gencraft.train import dpo
 
+    path = existing_dataset(name)
+    manifest = _read_manifest(path)
+    if dpo.is_preferences(manifest):  # pairs for preference tuning: splits that batch themselves
+        train, val = dpo.load_splits(path, manifest)
+        return Dataset(path, manifest, train, val)  # type: ignore[arg-type]
     ds = open_dataset(name)
     return Dataset(ds.path, ds.manifest, ds.train_ids(), ds.val_ids())
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    import json
+
+    try:
+        m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise DataError(f"{path / 'manifest.json'}: not readable JSON ({e}); prepare the dataset again") from None
+    return m if isinstance(m, dict) else {}
 
 
 def check_split(data: np.ndarray, block_size: int, name: str, path: Path) -> None:
@@ -65,7 +82,12 @@ def check_split(data: np.ndarray, block_size: int, name: str, path: Path) -> Non
 
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, gen: torch.Generator,
               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch_size`` random windows: inputs ``[B, T]`` and the next tokens as targets ``[B, T]``."""
+    """``batch_size`` random windows: inputs ``[B, T]`` and the next tokens as targets ``[B, T]``.
+
+    A split that is not a token array makes its own batches (``data.batch(...)``: preference pairs).
+    """
+    if not isinstance(data, np.ndarray):
+        return data.batch(batch_size, block_size, gen, device)
     ix = torch.randint(len(data) - block_size - 1, (batch_size,), generator=gen).numpy()
     rows = np.stack([np.asarray(data[i:i + block_size + 1]) for i in ix]).astype(np.int64)
     xy = torch.from_numpy(rows)

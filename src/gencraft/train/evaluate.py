@@ -12,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from gencraft.errors import DataError
-from gencraft.runs import load_text_model
+from gencraft.runs import load_text_model, read_info
 from gencraft.train.data import load_dataset
 
 
@@ -54,7 +54,13 @@ def evaluate(run: str | os.PathLike[str], dataset: str | os.PathLike[str] | None
     ``dataset`` defaults to the one the run was trained on; another dataset must use the same
     tokenizer. Returns ``{"loss", "ppl", "bpc", "tokens", "dataset", "run"}``.
     """
-    model, info, path = load_text_model(run, device=device)
+    path, info = read_info(run)
+    if info.get("adapter") or info["kind"] == "hf":  # base + adapter (merged), or a fine-tuned transformers model
+        from gencraft.train.lora import load_model
+
+        model = load_model(path, info).to(device).eval()
+    else:
+        model, info, path = load_text_model(run, device=device)
     ds_ref = dataset if dataset is not None else info.get("data", {}).get("dataset")
     if not ds_ref:
         raise DataError(f"{path / 'gencraft.json'}: records no dataset; pass one with --data DATASET",

@@ -24,10 +24,11 @@ from gencraft import __version__
 from gencraft.config import apply_overrides, from_dict
 from gencraft.errors import ConfigError, DataError, TrainingDiverged, UsageError
 from gencraft.io import now_iso, write_text
-from gencraft.models import build, config_class
+from gencraft.models import config_class
 from gencraft.paths import run_path
-from gencraft.runs import new_run_id, save_weights, write_info
+from gencraft.runs import new_run_id, write_info
 from gencraft.train import dist as D
+from gencraft.train import finetune
 from gencraft.train.card import model_card
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.common import (
@@ -98,7 +99,7 @@ def _resolve_configs(ds: Dataset, run_dir: Path, model: str, preset: str, overri
 def train(
     dataset: str | os.PathLike[str],
     *,
-    model: str = "gpt",
+    model: str | None = None,
     preset: str = "tiny",
     out: str | os.PathLike[str] | None = None,
     overrides: list[str] | dict[str, str] | None = None,
@@ -108,6 +109,9 @@ def train(
     device: str | None = None,
     progress: bool = True,
     part: str | None = None,
+    base: str | os.PathLike[str] | None = None,
+    lora: bool = False,
+    objective: str = "lm",
 ) -> Path:
     """Train a ``gpt`` or ``lstm`` language model on a prepared dataset; returns the run directory.
 
@@ -115,8 +119,15 @@ def train(
     ``learning_rate=1e-3``...). ``resume`` continues ``out`` exactly from its last checkpoint.
     ``max_time`` is the run's wall-clock budget in seconds (resumes included): training stops
     cleanly when it is spent and the learning-rate schedule is stretched to end with it.
-    Under ``torchrun`` every process calls this; rank 0 writes the run directory.
+    ``base`` (a run or ``hf:PATH``) starts from that model's weights (fine-tuning defaults, the
+    base's shape and family); ``lora`` trains LoRA adapters on it instead of every weight
+    (:mod:`gencraft.train.finetune`); ``objective="dpo"`` trains them on a preference dataset
+    (:mod:`gencraft.train.dpo`). Under ``torchrun`` every process calls this; rank 0 writes
+    the run directory.
     """
+    if (base is not None or lora) and model in ("text_vae", "tts"):
+        raise UsageError("--from/--lora: fine-tuning starts from a gpt, lstm or Hugging Face language model, "
+                         f"not a {model}", param="from")
     if model == "tts":  # a voice: acoustic model + vocoder on a speech dataset (``part``: one of them)
         return train_speech(dataset, preset=preset, part=part, out=out, overrides=overrides, resume=resume,
                             max_time=max_time, seed=seed, device=device, progress=progress)
@@ -126,12 +137,22 @@ def train(
         return train_text_vae(dataset, preset=preset, out=out, overrides=overrides, resume=resume,
                               max_time=max_time, seed=seed, device=device, progress=progress)
     ds = load_dataset(dataset)
-    run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{model}")
+    tune = None
+    if (base is not None or lora) and not resume:
+        tune, mcfg, tc = finetune.plan(ds.path, ds.vocab_size, None if base is None else os.fspath(base),
+                                       lora=lora, model=model, overrides=overrides, objective=objective)
+        model = tune.kind
+    model = model or "gpt"
+    run_dir = run_path(out) if out is not None else run_path(f"{ds.path.name}-{model}{'-lora' if lora else ''}")
     if not resume and D.elastic_job() and (run_dir / CHECKPOINT / "state.json").is_file():
         # torchrun restarted this job's processes after a failure: go on from its last checkpoint
         resume = read_checkpoint_state(run_dir).get("elastic_job") == D.elastic_job()
     refuse_existing_run(run_dir, resume)
-    kind, preset, mcfg, tc, state = _resolve_configs(ds, run_dir, model, preset, overrides, resume)
+    if tune is not None and not resume:  # (an elastic restart resumes its checkpoint instead)
+        kind, preset, state = tune.kind, "finetune", {}
+    else:
+        kind, preset, mcfg, tc, state = _resolve_configs(ds, run_dir, model, preset, overrides, resume)
+        tune = finetune.from_state(state.get("finetune"))
     if max_time is not None:
         tc.max_time = float(max_time)
     if seed is not None:
@@ -156,7 +177,7 @@ def train(
         torch.set_num_threads(tc.num_threads or max(1, (os.cpu_count() or 1) // info.local_world_size))
     finished = False
     try:
-        out = _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress)
+        out = _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress, tune)
         finished = True
         return out
     finally:
@@ -165,11 +186,11 @@ def train(
 
 
 def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainConfig, state: dict,
-           dev: torch.device, info: D.DistInfo, show_progress: bool) -> Path:
+           dev: torch.device, info: D.DistInfo, show_progress: bool, tune: finetune.Tune | None = None) -> Path:
     main = info.is_main
     seed_all(tc.seed + info.rank)  # dropout masks differ between ranks; the data stream does not
     gen = torch.Generator().manual_seed(tc.seed)  # the training data stream (identical on every rank)
-    raw = build(kind, mcfg).to(dev)
+    raw = finetune.build_model(kind, mcfg, tune, fresh=not state).to(dev)
     opt = make_optimizer(raw, tc, dev.type)
     if state:
         load_checkpoint(run_dir, raw, opt, gen, state)
@@ -186,6 +207,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     created = state.get("created") or now_iso()
     if main:
         copy_dataset_files(run_dir, ds)
+        finetune.prepare_run_dir(run_dir, tune)
     step: int = state.get("step", 0)
     best: float = state.get("best_val_loss", math.inf)
     bad_evals: int = state.get("bad_evals", 0)
@@ -205,13 +227,14 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
         "kind": kind, "preset": preset, "run_id": run_id, "created": created, "name": run_dir.name,
         "model": asdict(mcfg), "train": asdict(tc),
         "tokenizer": {k: ds.manifest["tokenizer"].get(k) for k in ("kind", "vocab_size", "eos_id")},
-        "data": dataset_record(ds),
+        "data": dataset_record(ds), **finetune.record(tune),
     }
 
     def summary(stopped: str | None = None) -> dict[str, Any]:
         finite = math.isfinite(best)
         m = {"best_val_loss": best if finite else None, "val_ppl": math.exp(min(best, 700.0)) if finite else None,
-             "val_bpc": ds.bpc(best) if finite else None, "step": step, "tokens_seen": tokens_seen,
+             "val_bpc": ds.bpc(best) if finite and math.isfinite(ds.bpc(best)) else None,
+             "step": step, "tokens_seen": tokens_seen,
              "train_time_s": round(time_before + (time.time() - t_start), 2), "bf16": bf16}
         if stopped:
             m["stopped"] = stopped
@@ -229,7 +252,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
             "model": asdict(mcfg), "train": asdict(tc), "manifest_digest": ds.manifest.get("digest", ""),
             "step": step, "best_val_loss": best, "bad_evals": bad_evals, "tokens_seen": tokens_seen,
             "train_time_s": time_before + (time.time() - t_start), "model_digest": model_digest,
-            "last_val": last_val, "elastic_job": D.elastic_job(),
+            "last_val": last_val, "elastic_job": D.elastic_job(), "finetune": tune.state() if tune else None,
         })
 
     def diverged(where: str) -> TrainingDiverged:
@@ -294,7 +317,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                 if improved:
                     best, bad_evals = val, 0
                     if main:
-                        model_digest = save_weights(raw, run_dir / "model.safetensors")
+                        model_digest = finetune.save_best(raw, run_dir, tune)
                 else:
                     bad_evals += 1
                 runlog.log({"step": step, "split": "val", "loss": round(val, 5), "ppl": round(math.exp(val), 4),

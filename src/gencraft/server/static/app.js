@@ -312,7 +312,50 @@ function showItem(it, card) {
     el("pre", {}, JSON.stringify(it.parameters, null, 2)));
 }
 
+// ---- learn from my ratings: a tune job (a DPO adapter NAME+prefs), then samples before/after side by side
+
+async function fillLearnRuns() {
+  try {
+    const data = await api("GET", "/v1/models");
+    const sel = $("learn-run");
+    sel.replaceChildren();
+    for (const m of data.data) {
+      if (["gpt", "lstm", "hf"].includes(m.kind) && !m.id.startsWith("hf:") && !m.id.endsWith("+prefs")) {
+        sel.append(el("option", { value: m.id }, m.id));
+      }
+    }
+  } catch (e) { /* shown */ }
+}
+
+function showComparison(samples) {
+  const body = $("learn-compare").querySelector("tbody");
+  body.replaceChildren(...samples.map((s) => el("tr", {}, el("td", {}, s.prompt || "(start)"),
+    el("td", { class: "before" }, s.before), el("td", { class: "after" }, s.after))));
+  $("learn-compare").hidden = false;
+}
+
+$("learn-go").addEventListener("click", async () => {
+  const run = $("learn-run").value, kind = $("lib-kind").value;
+  if (!run) { status("no model to personalize: train one first", true); return; }
+  $("learn-go").disabled = true;
+  try {
+    let job = await api("POST", "/v1/gencraft/jobs", { kind: "tune", params: { run, kind: kind && kind !== "image" ? kind : null } });
+    while (job.state === "queued" || job.state === "running") {
+      const p = job.progress || {};
+      $("learn-status").textContent = job.state === "queued" ? "queued" :
+        `learning: step ${p.step ?? 0}${p.total ? " of " + p.total : ""}${p.loss != null ? ", pair loss " + Number(p.loss).toFixed(3) : ""}`;
+      await new Promise((r) => setTimeout(r, 1000));
+      job = await api("GET", `/v1/gencraft/jobs/${job.id}`);
+    }
+    if (job.state !== "succeeded") { status(job.error || `tune ${job.state}`, true); $("learn-status").textContent = job.state; return; }
+    $("learn-status").textContent = `${job.result.run} is ready: use it as the model (before = ${run}, after = ${job.result.run})`;
+    showComparison(job.result.samples || []);
+    loadModels();
+  } catch (e) { /* shown */ } finally { $("learn-go").disabled = false; }
+});
+
 window.studio = Object.assign(window.studio || {}, {
   $, api, el, status, headers, authHeaders, streamSSE, followJob, runPicture, onShow, showTab, loadModels });
 
 loadModels();
+fillLearnRuns();
