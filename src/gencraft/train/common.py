@@ -85,14 +85,19 @@ def refuse_existing_run(run_dir: Path, resume: bool) -> None:
                          "another --out (or delete the folder)", param="out")
 
 
-def copy_dataset_files(run_dir: Path, ds: Dataset) -> None:
+def copy_dataset_files(run_dir: Path, ds: Dataset, base_seen: np.ndarray | None = None) -> None:
     """Give the run its dataset's tokenizer and manifest (sources and licenses travel with it), and
-    which token ids its training data holds (``tokens_seen.npy``: generation keeps unseen ones away)."""
+    which token ids its training data holds (``tokens_seen.npy``: generation keeps unseen ones away).
+    A run fine-tuned from a base has seen what its base saw too (``base_seen``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     write_bytes(run_dir / "tokenizer.json", (ds.path / "tokenizer.json").read_bytes())
     write_bytes(run_dir / "data_manifest.json", (ds.path / "manifest.json").read_bytes())
+    seen = tokens_seen(ds.train, ds.vocab_size)
+    if base_seen is not None:
+        n = min(len(base_seen), len(seen))
+        seen[:n] |= base_seen[:n]
     with atomic_path(run_dir / SEEN_FILE) as tmp, open(tmp, "wb") as f:
-        np.save(f, tokens_seen(ds.train, ds.vocab_size), allow_pickle=False)
+        np.save(f, seen, allow_pickle=False)
 
 
 class Progress:

@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -141,6 +142,11 @@ class PairSplit:
     @property
     def pairs(self) -> int:
         return len(self.rows)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """Every token id of the split, one after another (what a token split is as an array)."""
+        ids = [t for p, _, c, r in self.rows for t in (*p, *c, *r)]
+        return np.asarray(ids, dtype=dtype or np.int64)
 
     def _row(self, prompt: list[int], resp: list[int], T: int) -> tuple[list[int], list[int]]:
         """Inputs and targets of ``prompt + response + EOS`` in ``T`` positions (targets: response only)."""

@@ -23,12 +23,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from gencraft.config import apply_overrides, from_dict, parse_overrides
 from gencraft.errors import ConfigError, DataError, NotFoundError, RunError, UsageError
 from gencraft.io import write_bytes
-from gencraft.runs import read_info, save_weights, sha256_file
+from gencraft.runs import SEEN_FILE, read_info, save_weights, sha256_file
 from gencraft.train import lora as L
 from gencraft.train.config import TrainConfig, check, check_model
 from gencraft.train.lora import LoRAConfig, hf_weight_files, weights_digest
@@ -400,3 +401,18 @@ def record(tune: Tune | None) -> dict[str, Any]:
     if tune.lora is not None:
         out["adapter"] = L.adapter_record(tune)
     return out
+
+
+def base_tokens_seen(tune: Tune | None, vocab_size: int) -> np.ndarray | None:
+    """Which token ids the base of a fine-tune saw in its training: a gencraft run's
+    ``tokens_seen.npy``; every id for a Hugging Face base (pre-trained on far more than the run
+    can tell); None when unknown (a run from before the file existed) or there is no base."""
+    if tune is None:
+        return None
+    if tune.base.kind == "hf":
+        return np.ones(vocab_size, dtype=bool)
+    f = tune.base.path / SEEN_FILE
+    try:
+        return np.load(f, allow_pickle=False).astype(bool) if f.is_file() else None
+    except (OSError, ValueError):
+        return None

@@ -206,7 +206,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     run_id = D.broadcast_str(state.get("run_id") or new_run_id(), info, dev)
     created = state.get("created") or now_iso()
     if main:
-        copy_dataset_files(run_dir, ds)
+        copy_dataset_files(run_dir, ds, finetune.base_tokens_seen(tune, ds.vocab_size))
         finetune.prepare_run_dir(run_dir, tune)
     step: int = state.get("step", 0)
     best: float = state.get("best_val_loss", math.inf)
