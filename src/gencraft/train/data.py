@@ -84,9 +84,10 @@ def get_batch(data: np.ndarray, batch_size: int, block_size: int, gen: torch.Gen
               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """``batch_size`` random windows: inputs ``[B, T]`` and the next tokens as targets ``[B, T]``.
 
-    A split that is not a token array makes its own batches (``data.batch(...)``: preference pairs).
+    A split that makes its own batches (preference pairs) has a ``batch(...)`` method; anything else
+    indexes like a token array (a memmap, or a dataset's list of shard folders).
     """
-    if not isinstance(data, np.ndarray):
+    if hasattr(data, "batch"):
         return data.batch(batch_size, block_size, gen, device)
     ix = torch.randint(len(data) - block_size - 1, (batch_size,), generator=gen).numpy()
     rows = np.stack([np.asarray(data[i:i + block_size + 1]) for i in ix]).astype(np.int64)
