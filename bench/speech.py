@@ -149,7 +149,9 @@ def cli(*args: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/gencraft-speech-bench")
-    ap.add_argument("--minutes", type=float, default=30.0, help="training budget of the small preset")
+    ap.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0],
+                    help="training budgets of the small preset: one voice each (the last one is evaluated in full)")
+    ap.add_argument("--train-only", action="store_true", help="make the corpora and train the voices, then stop")
     ap.add_argument("--run", default=None, help="evaluate this trained voice instead of training one")
     ap.add_argument("--n-sentences", type=int, default=600)
     ap.add_argument("--wm-clips", type=int, default=100)
@@ -160,8 +162,8 @@ def main() -> None:
     torch.set_num_threads(2)
     from gencraft.data.speech import load_speech_dataset, prepare_speech
     from gencraft.generate.espeak import make_espeak_corpus
-    from gencraft.generate.speech import Speaker, speak
-    from gencraft.train.speech import load_voice
+    from gencraft.generate.speech import Speaker, synthesize
+    from gencraft.runs import load_voice
 
     for v in ("A", "B"):
         if not (work / v / "metadata.csv").is_file():
@@ -170,12 +172,17 @@ def main() -> None:
     if not (ds_path / "manifest.json").is_file():
         prepare_speech(work / "A", out=ds_path, license="CC0-1.0", speaker="espeak voice A")
     ds = load_speech_dataset(ds_path)
-    run = Path(args.run) if args.run else work / f"voice-{args.minutes:g}min"
-    if not args.run and not (run / "gencraft.json").is_file():
-        t0 = time.time()
-        cli("train", str(ds_path), "--model", "tts", "--preset", "small", "--out", str(run),
-            "--max-time", str(args.minutes * 60), "-q")
-        print(f"trained {run} in {time.time() - t0:.0f} s (budget {args.minutes:g} min)")
+    runs = [Path(args.run)] if args.run else [work / f"voice-{m:g}min" for m in args.minutes]
+    for m, run in zip(args.minutes, runs, strict=False):
+        if not args.run and not (run / "gencraft.json").is_file():
+            t0 = time.time()
+            cli("train", str(ds_path), "--model", "tts", "--preset", "small", "--out", str(run),
+                "--max-time", str(m * 60), "-q")
+            print(f"trained {run} in {time.time() - t0:.0f} s (budget {m:g} min; load average "
+                  f"{os.getloadavg()[0]:.1f})", flush=True)
+    if args.train_only:
+        return
+    run = runs[-1]
     info = json.loads((run / "gencraft.json").read_text())
     print("training:", json.dumps(info["metrics"]))
     voice = load_voice(run)
@@ -189,7 +196,7 @@ def main() -> None:
         ref = ds.wav(u)
         other = audio.read_audio(work / "B" / "wavs" / (u["id"].replace("GCA", "GCB") + ".wav"))[0]
         other = audio.normalize_loudness(audio.trim_silence(other))
-        gen = speak(u["text"], sp, watermark=False).audio
+        gen = synthesize(u["text"], sp).audio
         rows["model"].append(quality(ref, gen))
         mel = audio.log_mel(ref)
         if voice.vocoder is not None:
@@ -212,9 +219,9 @@ def main() -> None:
     twelve = "The town council voted on Tuesday to repair the old footbridge soon."
     print("\nspeed on 2 threads (best of 3)")
     for name, s in (("this voice", sp), ("espeak-ng", Speaker.load("espeak"))):
-        speak(twelve, s, watermark=False)  # warm
-        rtf = min(speak(para, s, watermark=False).rtf for _ in range(3))
-        ttfa = min(speak(twelve, s, watermark=False).seconds_to_first_audio for _ in range(3))
+        synthesize(twelve, s)  # warm
+        rtf = min(synthesize(para, s).rtf for _ in range(3))
+        ttfa = min(synthesize(twelve, s).seconds_to_first_audio for _ in range(3))
         print(f"{name:12s} real-time factor {rtf:.4f}   time to first audio (12 words) {ttfa * 1000:.0f} ms")
 
     # ---- watermark
@@ -226,7 +233,7 @@ def main() -> None:
     texts = [u["text"] for u in ds.utterances][: args.wm_clips]
     hits = fps = 0
     for t, u in zip(texts, ds.utterances, strict=False):
-        x = embed_audio(speak(t, sp, watermark=False).audio, key)
+        x = embed_audio(synthesize(t, sp).audio, key)
         a = audio.resample(x, audio.SAMPLE_RATE, 16000) * 10 ** (-6 / 20)
         noise = rng.normal(size=len(a)).astype(np.float32)
         noise *= np.sqrt(np.mean(a ** 2) / np.mean(noise ** 2) / 10 ** (30 / 10))

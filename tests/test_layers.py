@@ -99,12 +99,7 @@ LAYERS = [
 ]
 
 # Imports that reach up a layer today, each with what removes it. Keep this list short and shrinking.
-KNOWN_UPWARD = {
-    # speech synthesis guards and writes its own output until it goes through guard.release() (#20)
-    ("gencraft.generate.speech", "gencraft.guard"),
-    # a trained voice is loaded by the training module until loading moves to runs/models
-    ("gencraft.generate.speech", "gencraft.train"),
-}
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _layer(module: str) -> int:

@@ -110,10 +110,11 @@ def released_text(path: Path, item: dict) -> Path:
 
 
 def cli_artifact(*args: str, artifact: str):
+    """Run a command; the artifact is the file at ``artifact`` under OUT (the first match of a pattern)."""
     def make(cli, out: Path, server: LiveServer) -> Path:
         res = cli(*[a.replace("OUT", str(out)) for a in args])
         assert res.code == 0, res.err
-        return out / artifact
+        return sorted(out.glob(artifact))[0]
     return make
 
 
@@ -135,6 +136,37 @@ def endpoint(route: str, body: dict, pick=None):
             return pick(r.json(), out)
         item = httpx.get(server.url + "/v1/gencraft/library", params={"limit": 1}).json()["data"][0]
         return released_text(out / "served.txt", item)
+    return make
+
+
+def api_speak(cli, out: Path, server: LiveServer) -> Path:
+    import gencraft
+
+    r = gencraft.speak("The ferry leaves at noon. Bring a coat.", "espeak:en-us+f3", out=out / "api.wav", seed=2)
+    assert r.signed and r.watermarked and r.item_id and len(r.sentences) == 2
+    return r.path
+
+
+def served_wav(out: Path, data: bytes, manifest: dict) -> Path:
+    """Served audio and its manifest as the file pair `gencraft verify` reads."""
+    from gencraft.io import write_json
+
+    (out / "served.wav").write_bytes(data)
+    write_json(out / "served.wav.manifest.json", manifest)
+    return out / "served.wav"
+
+
+def speech_endpoint(body: dict):
+    """POST /v1/audio/speech; a WAV comes with its manifest in a header, streamed PCM is read back from
+    the library (where the release step stored it, manifest and all)."""
+    def make(cli, out: Path, server: LiveServer) -> Path:
+        r = httpx.post(server.url + "/v1/audio/speech", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        if body["response_format"] == "wav":
+            return served_wav(out, r.content, json.loads(base64.b64decode(r.headers["x-gencraft-manifest"])))
+        item = httpx.get(server.url + "/v1/gencraft/library", params={"limit": 1}).json()["data"][0]
+        assert item["media_type"] == "audio/wav" and item["kind"] == "speech" and item["prompt"] == body["input"]
+        return served_wav(out, base64.b64decode(item["image_b64"]), item["manifest"])
     return make
 
 
@@ -165,6 +197,18 @@ CASES = {
     # the WAV rendered from a composed MIDI: signed and marked with the audio watermark, which is made for
     # speech (a synthesized chorale's pure tones hide it: z ~ 1-2); its music is marked in the MIDI's events
     "compose-wav": cli_artifact("compose", "tunes", "--bars", "8", "--wav", "--out", "OUT/t.mid", artifact="t.wav"),
+    # speech: the command (whole and streamed), the Python API, the kits' voices, the endpoint
+    "speak": cli_artifact("speak", "espeak", "Welcome to Harlow Bend. The bridge opens at nine.", "--out",
+                          "OUT/s.wav", artifact="s.wav"),
+    "speak-stream": cli_artifact("speak", "espeak:en+m1", "One line. Then another line, a little longer.",
+                                 "--stream", "--out", "OUT/s.wav", artifact="s.wav"),
+    "game-dialogue-voice": cli_artifact("game", "dialogue", "tiny", "-n", "1", "--out", "OUT/d.json", "--voice",
+                                        "espeak", artifact="d.voice/*.wav"),
+    "ads-audio": cli_artifact("ads", "tiny", "--product", "Acme", "-n", "1", "--channel", "audio", "--voice",
+                              "espeak", "--out", "OUT/a.json", artifact="a_v1_15s.wav"),
+    "write-read-aloud": cli_artifact("write", "continue", "tiny", "--text", "The sea was calm", "--tokens", "120",
+                                     "--out", "OUT/w.txt", "--read-aloud", "espeak", artifact="w.wav"),
+    "api-speak": api_speak,
     "api-generate_text": api_generate_text,
     "completions": endpoint("/v1/completions", {**TEXT, "prompt": "The cat "}),
     "chat": endpoint("/v1/chat/completions", {**TEXT, "messages": [{"role": "user", "content": "hi"}]}),
@@ -176,6 +220,10 @@ CASES = {
                              "text": json.dumps(d["data"][0]["record"], ensure_ascii=False),
                              "manifest": d["data"][0]["manifest"]})),
     "kit-ads": endpoint("/v1/gencraft/ads", {"model": "tiny", "brief": {"product": "Acme"}, "n": 1, "seed": 1}),
+    "audio-speech": speech_endpoint({"model": "espeak", "voice": "nova", "input": "Hello from the server.",
+                                     "response_format": "wav"}),
+    "audio-speech-stream": speech_endpoint({"model": "espeak", "voice": "onyx", "response_format": "pcm",
+                                            "input": "A long answer, streamed as it is spoken. " * 12}),
 }
 
 

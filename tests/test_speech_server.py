@@ -56,7 +56,7 @@ def test_openai_client_speaks_with_a_trained_voice_and_espeak(client, speech_ser
     out = tmp_path / "a.wav"
     out.write_bytes(r.content)
     (tmp_path / "a.wav.manifest.json").write_text(json.dumps(manifest))
-    from gencraft.guard.provenance import verify_file
+    from gencraft.guard import verify_file
 
     assert verify_file(out).status == "valid"
     r = client.audio.speech.create(model="espeak", voice="nova", input="Welcome to Harlow Bend.",

@@ -29,7 +29,7 @@ _API = {
     "train": "gencraft.train.loop:train",
     "evaluate": "gencraft.train.evaluate:evaluate",
     "load": "gencraft.backends:load",
-    "speak": "gencraft.generate.speech:speak",
+    "speak": "gencraft.apps.speech:speak",
     "use_thread_policy": "gencraft.threads:use_thread_policy",
     "generate_text": "gencraft.apps.text:generate",
     "release": "gencraft.guard.release:release",

@@ -10,18 +10,22 @@ import hashlib
 import json
 import os
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from gencraft import __version__
+from gencraft import __version__, audio
 from gencraft.config import from_dict
-from gencraft.errors import RunError
+from gencraft.errors import RunError, UsageError
 from gencraft.io import atomic_path, write_json
 from gencraft.models import FAMILIES, build
+from gencraft.models.tts import TTS, TTSConfig
+from gencraft.models.vocoder import Vocoder, VocoderConfig
 from gencraft.paths import existing_run
 
 FORMAT = 1
@@ -116,3 +120,45 @@ def load_model(run: str | os.PathLike[str], device: str | torch.device = "cpu", 
 def load_text_model(run: str | os.PathLike[str], device: str | torch.device = "cpu"):
     """Load a gpt/lstm/text_vae run: returns ``(model in eval mode, info, run_path)``."""
     return load_model(run, device, modality="text", usage="give a gpt, lstm or text_vae run")
+
+
+# ---- voices (``tts`` runs: an acoustic model and a vocoder, two files, so not one registry family) ----
+
+
+@dataclass
+class Voice:
+    """A trained voice: the acoustic model, the vocoder (``None``: Griffin-Lim), its phonemes and run info."""
+
+    acoustic: TTS
+    vocoder: Vocoder | None
+    tokenizer: Any  # gencraft.tokenize.phonemes.PhonemeTokenizer
+    info: dict[str, Any]
+    path: Path
+
+    def to_audio(self, mel: torch.Tensor) -> np.ndarray:
+        """A log-mel ``[80, T]`` -> float32 samples at 22,050 Hz, by the vocoder, or Griffin-Lim without one."""
+        if self.vocoder is None:
+            return audio.griffin_lim(mel)
+        return self.vocoder.synthesize(mel).numpy().astype(np.float32)
+
+
+def load_voice(run: str | os.PathLike[str]) -> Voice:
+    """Load a ``tts`` run (``gencraft train DATASET --model tts``); a run of another kind or without its
+    acoustic model is a one-line error."""
+    from gencraft.tokenize.phonemes import PhonemeTokenizer
+
+    path, info = read_info(run)
+    if info.get("kind") != "tts":
+        raise UsageError(f"{path}: a {info.get('kind')} run is not a voice; train one with "
+                         "`gencraft train DATASET --model tts`", param="model")
+    weights = path / "model.safetensors"
+    if not weights.is_file() or "acoustic" not in info.get("model", {}):
+        raise RunError(f"{weights}: missing; the voice's acoustic model is not trained yet (--part acoustic)")
+    acoustic = TTS(from_dict(TTSConfig, info["model"]["acoustic"]))
+    load_weights(acoustic, weights)
+    vocoder = None
+    if (path / "vocoder.safetensors").is_file() and "vocoder" in info.get("model", {}):
+        vocoder = Vocoder(from_dict(VocoderConfig, info["model"]["vocoder"]), with_discriminators=False)
+        load_weights(vocoder.G, path / "vocoder.safetensors")
+        vocoder.eval()
+    return Voice(acoustic.eval(), vocoder, PhonemeTokenizer.load(path / "phonemes.json"), info, path)

@@ -1,7 +1,8 @@
 """The kits speak: dialogue lines for game characters, 15- and 30-second radio spots, drafts read aloud.
 
-Each function takes a voice spec (a ``tts`` run, ``espeak`` or ``espeak:NAME``) and writes watermarked
-WAV files with their signed manifests through :func:`gencraft.generate.speech.speak`.
+Each function takes a voice spec (a ``tts`` run, ``espeak`` or ``espeak:NAME``) and the command's release
+policy, and writes watermarked WAV files with their signed manifests through the release step
+(:func:`gencraft.apps.speech.speak`, :func:`gencraft.apps.speech.release_audio`).
 
 - :func:`voice_dialogue`: one WAV per line of each dialogue graph, beside it, and an index
   (``OUT.voice.json``: record, node, speaker, text, file, seconds). With espeak, each character gets
@@ -24,8 +25,9 @@ from typing import Any
 import numpy as np
 
 from gencraft import audio
+from gencraft.apps.speech import release_audio, speak
 from gencraft.errors import UsageError
-from gencraft.generate.speech import Speaker, speak, speak_streaming
+from gencraft.generate.speech import Speaker, synthesize
 from gencraft.io import write_json
 
 ESPEAK_CAST = ("en-us+m3", "en-us+f3", "en+m1", "en+f4", "en-us+m7", "en-us+f2", "en+m4", "en-us+f4")
@@ -55,7 +57,7 @@ def _cast(voice: str, speaker_name: str) -> str:
 
 
 def voice_dialogue(records: list[dict[str, Any]], voice: str, out: str | os.PathLike[str], *,
-                   seed: int = 0) -> Path:
+                   seed: int = 0, policy: Any = None) -> Path:
     """Speak every line of every dialogue record; WAVs in ``OUT_STEM.voice/``, index ``OUT_STEM.voice.json``."""
     out = Path(out)
     folder = out.with_name(out.stem + ".voice")
@@ -69,7 +71,7 @@ def voice_dialogue(records: list[dict[str, Any]], voice: str, out: str | os.Path
             spec = _cast(voice, name)
             sp = speakers.get(spec) or speakers.setdefault(spec, Speaker.load(spec))
             wav = folder / f"r{r:02d}_{re.sub(r'[^A-Za-z0-9]', '', str(node.get('id', 'n')))}.wav"
-            res = speak(text, sp, out=wav, seed=seed, kind="game.dialogue",
+            res = speak(text, sp, out=wav, seed=seed, label="game.dialogue", policy=policy,
                         params={"record": r, "node": node.get("id"), "speaker": name})
             index.append({"record": r, "node": node.get("id"), "speaker": name, "voice": spec, "text": text,
                           "file": str(wav.relative_to(out.parent)), "seconds": round(res.duration, 3)})
@@ -90,7 +92,7 @@ def _end(s: str) -> str:
 
 
 def audio_spots(variants: list[Any], voice: str, out: str | os.PathLike[str], *, seed: int = 0,
-                durations: tuple[float, ...] = SPOT_SECONDS) -> list[dict[str, Any]]:
+                durations: tuple[float, ...] = SPOT_SECONDS, policy: Any = None) -> list[dict[str, Any]]:
     """Write ``OUT_STEM_vN_15s.wav`` and ``..._30s.wav`` for each variant; returns what was written
     (or why a spot was skipped). Every spot lasts exactly its duration."""
     out = Path(out)
@@ -106,9 +108,7 @@ def audio_spots(variants: list[Any], voice: str, out: str | os.PathLike[str], *,
             for script, speed in attempts:
                 text = " ".join(_end(s) for s in script if s)
                 try:
-                    res = speak(text, sp, speed=speed, seed=seed, max_seconds=secs - 0.5, kind="ads.audio",
-                                params={"variant": i, "spot_seconds": secs, "pad_to": secs}, out=None,
-                                watermark=False)
+                    res = synthesize(text, sp, speed=speed, seed=seed, max_seconds=secs - 0.5)
                 except UsageError as e:
                     if e.param == "max_seconds":
                         continue
@@ -117,14 +117,10 @@ def audio_spots(variants: list[Any], voice: str, out: str | os.PathLike[str], *,
                 lead = np.zeros(int(0.25 * audio.SAMPLE_RATE), dtype=np.float32)
                 x = np.concatenate([lead, res.audio])
                 x = np.pad(x, (0, int(round(secs * audio.SAMPLE_RATE)) - len(x)))
-                res.audio = x
-                from gencraft.generate.speech import finalize_speech
-
-                finalize_speech(res, sp, out=path, params={"variant": i, "spot_seconds": secs, "speed": speed,
-                                                            "script": text}, seed=seed, watermark=True,
-                                kind="ads.audio")
+                release_audio(x, sp, text=text, out=path, policy=policy, label="ads.audio", seed=seed,
+                              params={"variant": i, "spot_seconds": secs, "speed": speed})
                 made.append({"variant": i, "seconds": secs, "file": str(path), "speed": speed, "script": text,
-                             "spoken_seconds": round(len(res.audio) / audio.SAMPLE_RATE, 3)})
+                             "spoken_seconds": round(len(x) / audio.SAMPLE_RATE, 3)})
                 break
             else:
                 made.append({"variant": i, "seconds": secs, "file": None,
@@ -145,7 +141,7 @@ def _plain(markdown: str) -> str:
     return "\n".join(lines)
 
 
-def read_aloud(text: str, voice: str, out: str | os.PathLike[str], *, seed: int = 0) -> Any:
-    """Narrate a draft (Markdown allowed) into ``out`` (WAV + manifest), sentence by sentence."""
+def read_aloud(text: str, voice: str, out: str | os.PathLike[str], *, seed: int = 0, policy: Any = None) -> Any:
+    """Narrate a draft (Markdown allowed) into ``out`` (WAV + manifest), sentence by sentence, any length."""
     body = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.DOTALL)  # a manifest in front matter is not read
-    return speak_streaming(_plain(body), voice, out=out, seed=seed, kind="write.read_aloud")
+    return speak(_plain(body), voice, out=out, seed=seed, label="write.read_aloud", policy=policy, keep_audio=False)

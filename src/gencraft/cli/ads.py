@@ -105,14 +105,15 @@ def ads_cmd(
                     params=params, seed=seed, prompt=b.product,
                     out=folder / f"ad_{params['variant'] + 1:02d}_{params['size']}.png"))
             typer.echo(f"wrote ad images to {folder}", err=True)
-    if speaker is not None:
-        from gencraft.apps.voiceover import audio_spots
+        if speaker is not None:
+            from gencraft.apps.voiceover import audio_spots
 
-        spots = audio_spots(variants, speaker, out if out is not None else Path("spot.wav"), seed=seed)
-        for s in spots:
-            typer.echo(f"spot {s['variant'] + 1} ({s['seconds']:g} s): " + (
-                f"{s['file']} (speech {s['spoken_seconds']:.1f} s at {s['speed']:g}x)" if s["file"] else s["note"]),
-                err=True)
+            spots = audio_spots(variants, speaker, out if out is not None else Path("spot.wav"), seed=seed,
+                                policy=policy)
+            for s in spots:
+                typer.echo(f"spot {s['variant'] + 1} ({s['seconds']:g} s): " + (
+                    f"{s['file']} (speech {s['spoken_seconds']:.1f} s at {s['speed']:g}x)" if s["file"]
+                    else s["note"]), err=True)
     say_stored(released)
 
 

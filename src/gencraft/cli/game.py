@@ -61,7 +61,7 @@ def _records(kind: str):
                 if voice is not None:
                     from gencraft.apps.voiceover import voice_dialogue
 
-                    folder = voice_dialogue([r.value for r in recs], voice, out, seed=seed)
+                    folder = voice_dialogue([r.value for r in recs], voice, out, seed=seed, policy=policy)
                     typer.echo(f"spoke every line into {folder} (index {out.stem}.voice.json)", err=True)
 
     cmd.__doc__ = f"Generate {kind} records that validate against the {kind} JSON Schema."

@@ -186,11 +186,12 @@ def memorization_cmd(
 
 
 def verify_cmd(
-    file: str = typer.Argument(..., help="A generated text file (with FILE.manifest.json or front matter) or PNG."),
+    file: str = typer.Argument(..., help="A generated file: text (with FILE.manifest.json or front matter), PNG, or "
+                               "GIF, WAV, MIDI (with FILE.manifest.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Check a generated file's signed provenance: valid, tampered or unsigned (exit 1 for the last two)."""
-    from gencraft.guard.provenance import verify_file
+    from gencraft.guard.release import verify_file
 
     r = verify_file(file)
     if as_json:

@@ -71,12 +71,15 @@ def speak_cmd(
     engine: str = typer.Option(None, "--engine", help="espeak: speak with espeak-ng instead of VOICE's model."),
     stream: bool = typer.Option(False, "--stream", help="Write sentence by sentence as they are made (any length)."),
     no_watermark: bool = typer.Option(False, "--no-watermark", help="Do not watermark the audio."),
+    no_store: bool = typer.Option(False, "--no-store", help="Do not keep the audio in the content library."),
 ) -> None:
     """Say TEXT in a trained voice or with espeak-ng; writes a watermarked WAV and its signed manifest."""
     import sys
 
+    from gencraft.apps._common import release_policy
+    from gencraft.apps.speech import speak
     from gencraft.errors import NotFoundError, UsageError
-    from gencraft.generate.speech import Speaker, check_text, speak, speak_streaming, stream_speech
+    from gencraft.generate.speech import Speaker, check_speed, check_text
 
     if file is not None:
         try:
@@ -86,29 +89,27 @@ def speak_cmd(
         except UnicodeDecodeError:
             raise UsageError(f"--file {file}: not UTF-8 text", param="file") from None
     check_text(text or "")
+    check_speed(speed)
     if engine is not None:
         if engine != "espeak":
             raise UsageError(f"--engine {engine}: expected espeak", param="engine")
         voice = voice if voice.startswith("espeak") else "espeak"
     sp = Speaker.load(voice)
     err = Console(stderr=True, highlight=False)
-    if out == "-":  # raw PCM for a player: `gencraft speak espeak "..." --out - | aplay -f S16_LE -r 22050`
-        from gencraft import audio
+    long = stream or len(text) > 20_000  # sentence by sentence into the file, no samples kept
+    with release_policy(watermark=not no_watermark, store=not no_store and out != "-") as policy:
+        if out == "-":  # raw PCM for a player: `gencraft speak espeak "..." --out - | aplay -f S16_LE -r 22050`
+            def play(pcm: bytes) -> None:
+                sys.stdout.buffer.write(pcm)
+                sys.stdout.buffer.flush()
 
-        for _sent, x in stream_speech(text, sp, speed=speed):
-            sys.stdout.buffer.write(audio.to_pcm16(x).tobytes())
-            sys.stdout.buffer.flush()
-        return
-    if stream or len(text) > 20_000:
-        r = speak_streaming(text, sp, out=out, speed=speed, seed=seed, watermark=not no_watermark,
-                            on_sentence=lambda s, secs: err.print(f"[dim]{secs:5.1f} s  {escape(s[:70])}[/]"))
-        secs = r.extra["samples"] / r.sample_rate
-    else:
-        r = speak(text, sp, out=out, speed=speed, seed=seed, watermark=not no_watermark)
-        secs = r.duration
+            speak(text, sp, speed=speed, seed=seed, policy=policy, keep_audio=False, on_chunk=play)
+            return
+        r = speak(text, sp, out=out, speed=speed, seed=seed, policy=policy, keep_audio=not long,
+                  on_sentence=(lambda s, secs: err.print(f"[dim]{secs:5.1f} s  {escape(s[:70])}[/]")) if long else None)
     wm = "watermarked" if r.watermarked else "not watermarked"
-    signed = "signed" if r.manifest and "signature" in r.manifest else "unsigned (run `gencraft keys init`)"
-    console.print(f"wrote [cyan]{escape(str(r.path))}[/] ({secs:.1f} s, {r.engine}, {wm}, {signed}; "
+    signed = "signed" if r.signed else "unsigned (run `gencraft keys init`)"
+    console.print(f"wrote [cyan]{escape(str(r.path))}[/] ({r.duration:.1f} s, {r.engine}, {wm}, {signed}; "
                   f"synthesis {r.synthesis_seconds:.2f} s, first audio after {r.seconds_to_first_audio * 1000:.0f} ms)")
 
 

@@ -53,7 +53,7 @@ def _emit(written, *, policy, watermark, model, name: str, prompt: str, out: Pat
         from gencraft.apps.voiceover import read_aloud as narrate
 
         wav = (out if out is not None else Path("draft")).with_suffix(".wav")
-        r = narrate(rel.text, read_aloud, wav, seed=seed)
+        r = narrate(rel.text, read_aloud, wav, seed=seed, policy=policy)
         typer.echo(f"read aloud into {wav} ({r.extra['samples'] / r.sample_rate:.1f} s, {r.engine})", err=True)
 
 

@@ -28,7 +28,7 @@ from gencraft.guard.copies import CopyIndex, CopyReport, build_copy_index, build
 from gencraft.guard.keys import Keys, init_keys, load_keys
 from gencraft.guard.licenses import check_licenses
 from gencraft.guard.moderation import ModerationReport, Policy, moderate
-from gencraft.guard.provenance import Verification, verify_file
+from gencraft.guard.provenance import Verification
 from gencraft.guard.release import (
     MEDIA,
     UNSIGNED_NOTICE,
@@ -38,6 +38,7 @@ from gencraft.guard.release import (
     ReleasePolicy,
     media_for_file,
     release,
+    verify_file,
 )
 from gencraft.guard.tournament import TournamentWatermark
 from gencraft.guard.watermark import (

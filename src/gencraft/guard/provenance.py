@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gencraft import __version__
-from gencraft.errors import DataError, NotFoundError
+from gencraft.errors import DataError, GencraftError, NotFoundError
 from gencraft.guard.keys import Keys, key_id_of, load_keys
 
 PNG_KEY = "gencraft:manifest"
@@ -84,7 +84,7 @@ def sign_manifest(manifest: dict, keys: Keys) -> dict:
 
 @dataclass
 class Verification:
-    """Outcome of :func:`verify_manifest` / :func:`verify_file`."""
+    """Outcome of :func:`verify_manifest` / :func:`verify_path`."""
 
     status: str  # "valid" | "tampered" | "unsigned"
     reason: str
@@ -249,8 +249,10 @@ def read_png_manifest(data: bytes) -> tuple[Any, dict | None]:
         return image, {"signature": {"alg": "Ed25519", "value": "!"}}
 
 
-def verify_file(path: str | Path) -> Verification:
-    """``valid`` / ``tampered`` / ``unsigned`` for a generated text file or PNG image."""
+def verify_path(path: str | Path, file_digest: Any = None) -> Verification:
+    """``valid`` / ``tampered`` / ``unsigned`` for a generated PNG (manifest inside), a file with a
+    sidecar manifest of a non-text media type (checked against ``file_digest(bytes)``, by default the
+    bytes' SHA-256; ``gencraft.guard.verify_file`` passes the media entry's), or text."""
     p = Path(path)
     if not p.is_file():
         raise NotFoundError(f"file {p} not found", param="file")
@@ -264,22 +266,17 @@ def verify_file(path: str | Path) -> Verification:
         result.c2pa = _c2pa_summary(read_c2pa(data))
         return result
     side = sidecar_path(p)
-    if data[:4] == b"RIFF" and data[8:12] == b"WAVE" and side.is_file():  # audio: the manifest hashes the samples
-        from gencraft.guard.audio import audio_sha256, wav_samples
-
-        try:
-            manifest = json.loads(side.read_text(encoding="utf-8"))
-            samples, rate = wav_samples(data)
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
-            return Verification("tampered", f"the WAV or its manifest cannot be read ({e})")
-        return verify_manifest(manifest, audio_sha256(samples, rate))
-    if side.is_file():  # binary media (MIDI) carry a sidecar over their raw bytes
+    if side.is_file():  # binary media (MIDI, WAV) carry a sidecar over their content
         try:
             manifest = json.loads(side.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError):
             manifest = None
         if isinstance(manifest, dict) and not str(manifest.get("media_type", "text/plain")).startswith("text/"):
-            return verify_manifest(manifest, hashlib.sha256(data).hexdigest())
+            try:
+                digest = (file_digest or (lambda d: hashlib.sha256(d).hexdigest()))(data)
+            except GencraftError as e:
+                return Verification("tampered", f"the file cannot be read as {manifest.get('media_type')} ({e})")
+            return verify_manifest(manifest, digest)
     text, manifest = read_text_artifact(p)
     return verify_manifest(manifest, text_sha256(text))
 

@@ -17,6 +17,10 @@ A generator (the ``generate`` command, the kits, the server's endpoints, ``imagi
    an iTXt manifest and C2PA, other media + sidecar) and the bytes the server returns;
 7. library storage (``store``), blocked outputs included with the guard's verdict.
 
+Content made while it is released (speech of any length: a :class:`~gencraft.guard.audio.AudioStream`)
+goes through the same steps; its media entry's ``stream`` marks, writes and hashes it chunk by chunk
+after step 2, so the text is moderated before anything is spoken and memory holds one chunk.
+
 What differs between modalities -- how content is hashed, watermarked, written and detected --
 is one :class:`Media` entry in :data:`MEDIA`; a new modality adds an entry, not guard code.
 """
@@ -34,12 +38,23 @@ from typing import Any
 
 import numpy as np
 
+from gencraft import audio
 from gencraft.errors import GencraftError, GuardError, UsageError
+from gencraft.guard.audio import SCHEME as AUDIO_SCHEME
+from gencraft.guard.audio import (
+    audio_sha256,
+    detect_audio_file,
+    embed_audio,
+    is_audio_file,
+    wav_samples,
+    write_stream,
+)
 from gencraft.guard.copies import CopyIndex, CopyReport, enforce, load_run_index
 from gencraft.guard.keys import Keys, load_keys
 from gencraft.guard.licenses import check_licenses
 from gencraft.guard.moderation import ModerationReport, Policy, moderate
 from gencraft.guard.provenance import (
+    Verification,
     build_manifest,
     embed_c2pa,
     front_matter_block,
@@ -48,6 +63,7 @@ from gencraft.guard.provenance import (
     sidecar_path,
     sign_manifest,
     text_sha256,
+    verify_path,
 )
 from gencraft.guard.watermark import (
     SCHEMES,
@@ -57,10 +73,12 @@ from gencraft.guard.watermark import (
     embed_image,
     text_watermark,
 )
-from gencraft.io import write_bytes, write_json
+from gencraft.io import atomic_path, write_bytes, write_json
 from gencraft.post.image import gif_bytes
 
 log = logging.getLogger("gencraft.guard")
+
+MAX_STORED_BYTES = 64 << 20  # a streamed output larger than this is stored in the library as its manifest only
 
 UNSIGNED_NOTICE = "unsigned: no keys (run `gencraft keys init`)"
 
@@ -110,6 +128,10 @@ class Media:
     run)`` reads a mark back for ``gencraft guard watermark detect`` (``{"detected", "line", ...}``;
     ``run``: the run whose tokenizer re-tokenizes token-level media); ``moderated`` media are moderated
     and copy-checked as text; ``store_as`` names the library column ("text" or "image" bytes).
+    ``file_digest(data)``: ``content_sha256`` from a sidecar medium's file bytes, for ``verify``
+    (default: the bytes' SHA-256). ``stream(content, keys, path)``: for content made while it is
+    released (any content but ``bytes``), mark it with ``keys`` (``None``: unmarked), write it to
+    ``path`` and return ``(content_sha256, watermark block)``.
     """
 
     kind: str
@@ -121,6 +143,8 @@ class Media:
     detect: Callable[[Path, bytes, Keys, str | None], dict] | None = None
     moderated: bool = False
     store_as: str = "image"
+    file_digest: Callable[[bytes], str] | None = None
+    stream: Callable[[Any, Keys | None, Path], tuple[str, dict | None]] | None = None
 
 
 def _bytes_sha256(data: Any) -> str:
@@ -172,28 +196,31 @@ def _gif(frames: list[Any], manifest: dict | None, keys: Keys | None) -> bytes:
 
 def _wav_sha256(data: bytes) -> str:
     """The samples' hash (:func:`gencraft.guard.audio.audio_sha256`), so WAV headers and chunks may change."""
-    from gencraft.guard.audio import audio_sha256, wav_samples
-
-    samples, rate = wav_samples(bytes(data))
+    try:
+        samples, rate = wav_samples(bytes(data))
+    except ValueError as e:
+        raise UsageError(f"audio content: {e}", param="content") from None
     return audio_sha256(samples, rate)
 
 
 def _audio_watermark(data: bytes, keys: Keys) -> tuple[bytes, dict | None]:
-    from gencraft import audio
-    from gencraft.guard.audio import SCHEME, embed_audio, wav_samples
-    from gencraft.music.synth import wav_bytes
-
     samples, rate = wav_samples(bytes(data))
     if rate != audio.SAMPLE_RATE:  # the spectral mark is laid out for the speech rate: say none
         return data, None
     marked = embed_audio(samples.astype(np.float32) / 32768.0, derive_key(keys.watermark_secret, "audio"))
-    return wav_bytes(marked, rate), {"key_id": keys.key_id, **SCHEME}
+    return audio.wav_bytes(marked, rate), {"key_id": keys.key_id, **AUDIO_SCHEME}
+
+
+def _audio_stream(stream: Any, keys: Keys | None, path: Path) -> tuple[str, dict | None]:
+    key = derive_key(keys.watermark_secret, "audio") if keys is not None else None
+    digest = write_stream(stream, key, path)
+    return digest, ({"key_id": keys.key_id, **AUDIO_SCHEME} if keys is not None else None)
 
 
 def _detect_audio_bytes(path: Path, data: bytes, keys: Keys, run: str | None) -> dict:
-    from gencraft.guard.audio import detect_audio_file
-
-    result, line = detect_audio_file(path, derive_key(keys.watermark_secret, "audio"))
+    scheme = (_sidecar_manifest(path) or {}).get("watermark")
+    result, line = detect_audio_file(path, derive_key(keys.watermark_secret, "audio"),
+                                     scheme if isinstance(scheme, dict) else None)
     return {**result, "line": line}
 
 
@@ -236,14 +263,23 @@ def _detect_text_file(path: Path, data: bytes, keys: Keys, run: str | None) -> d
     return detect_with(list(tok.encode(text)), tok.vocab_size, keys, (manifest or {}).get("watermark"))
 
 
-def _detect_midi_file(path: Path, data: bytes, keys: Keys, run: str | None) -> dict:
+def _sidecar_manifest(path: Path) -> dict | None:
+    """The manifest beside ``path`` (``None`` when there is none or it is not a JSON object)."""
     import json
 
+    side = sidecar_path(path)
+    try:
+        manifest = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def _detect_midi_file(path: Path, data: bytes, keys: Keys, run: str | None) -> dict:
     from gencraft.music.events import encode
     from gencraft.music.midi import read_midi
 
-    side = sidecar_path(path)
-    manifest = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+    manifest = _sidecar_manifest(path)
     tok = _run_tokenizer(path, manifest, run)
     events = encode(read_midi(path))
     return detect_with([tok.vocab[e] for e in events if e in tok.vocab], tok.vocab_size, keys,
@@ -258,7 +294,7 @@ MEDIA: dict[str, Media] = {
     "animation": Media("animation", "image/gif", lambda frames: _bytes_sha256(_gif(frames, None, None)), _gif,
                        embed=_gif_frames_watermark, detect=_detect_image_bytes),
     "audio": Media("audio", "audio/wav", _wav_sha256, lambda data, m, k: bytes(data), embed=_audio_watermark,
-                   detect=_detect_audio_bytes),
+                   detect=_detect_audio_bytes, file_digest=_wav_sha256, stream=_audio_stream),
     "midi": Media("midi", "audio/midi", _bytes_sha256, lambda data, m, k: bytes(data), detect=_detect_midi_file),
 }
 
@@ -266,28 +302,34 @@ MEDIA: dict[str, Media] = {
 def media_for_file(path: str | os.PathLike[str], data: bytes | None = None) -> Media:
     """The table entry of a generated file: by its signature (PNG, GIF), else by the ``media_type`` its
     sidecar manifest names, else text."""
-    import json
-
     p = Path(path)
     data = p.read_bytes() if data is None else data
     if data[:8] == b"\x89PNG\r\n\x1a\n" or data[:2] == b"\xff\xd8":
         return MEDIA["image"]
     if data[:4] == b"GIF8":
         return MEDIA["animation"]
-    if (data[:4] == b"RIFF" and data[8:12] == b"WAVE") or data[:4] in (b"fLaC", b"OggS"):
+    if is_audio_file(data):
         return MEDIA["audio"]
     if data[:4] == b"MThd":
         return MEDIA["midi"]
-    side = sidecar_path(p)
-    if side.is_file():
-        try:
-            media_type = json.loads(side.read_text(encoding="utf-8")).get("media_type")
-        except (ValueError, UnicodeDecodeError, AttributeError):
-            media_type = None
-        for m in MEDIA.values():
-            if m.media_type == media_type:
-                return m
+    media_type = (_sidecar_manifest(p) or {}).get("media_type")
+    for m in MEDIA.values():
+        if media_type is not None and m.media_type == media_type:
+            return m
     return MEDIA["text"]
+
+
+def verify_file(path: str | os.PathLike[str]) -> Verification:
+    """``valid`` / ``tampered`` / ``unsigned`` for any file gencraft made: a PNG's manifest inside it,
+    text's in front matter or its sidecar, other media's in the sidecar, checked against the hash of
+    the file by its media entry (``file_digest``: a WAV's samples, a MIDI's bytes)."""
+    p = Path(path)
+    digest = None
+    if p.is_file():
+        with open(p, "rb") as f:
+            head = f.read(16)
+        digest = media_for_file(p, head).file_digest
+    return verify_path(p, file_digest=digest or _bytes_sha256)
 
 
 # --- the policy ----------------------------------------------------------------------------------
@@ -439,7 +481,8 @@ def release(content: Any, *, kind: str = "text", label: str | None = None, polic
             api_key: str | None = None, store: bool = True) -> Released:
     """Release one output: guard it, sign it, write it to ``out`` and store it, by ``policy``.
 
-    ``kind`` picks the :data:`MEDIA` entry (``text``, ``image``, ``animation``, ``audio``, ``midi``);
+    ``kind`` picks the :data:`MEDIA` entry (``text``, ``image``, ``animation``, ``audio``, ``midi``;
+    audio is a WAV's bytes, or an :class:`~gencraft.guard.audio.AudioStream` made while it is released);
     ``label`` says what the output is (``completion``, ``chat``, ``write``, ``game.npc``, ``ads``,
     ``image``, ``music``...: the manifest's ``kind``; its part before a dot is the library's kind).
     ``model``: the TextModel/ImageRun (or run path) that made it (its ``info`` is the run's
@@ -463,30 +506,28 @@ def release(content: Any, *, kind: str = "text", label: str | None = None, polic
     name = model_name if model_name is not None else _model_name(model)
     params = dict(params or {})
     stored_params = params if seed is None else {**params, "seed": params.get("seed", seed)}
+    streamed = media.stream is not None and not isinstance(content, bytes | bytearray)  # made while released
     try:
         report, content = _check(content, media, policy, model, info, prompt)
     except GuardError as e:
         if policy.store and store:
-            stored = content if media.store_as == "text" else media.encode(content, None, None)
+            stored = (content if media.store_as == "text" else None if streamed
+                      else media.encode(content, None, None))
             _store(policy, media, label, name, prompt, stored, stored_params, None,
                    {"action": "block", "message": str(e), "param": e.param, **(checks or {})}, api_key)
         raise
     keys = policy.keys
+    if streamed:
+        return _release_stream(content, media, policy, report, label=label, info=info, name=name, params=params,
+                               stored_params=stored_params, seed=seed, prompt=prompt, out=out, checks=checks,
+                               api_key=api_key, store=store)
     wm = None
     if media.embed is not None and policy.watermark and keys is not None:
         content, wm = media.embed(content, keys)
     elif watermark is not None and keys is not None:
         wm = {"key_id": keys.key_id, **watermark.params}
-    report.watermark = wm
-    manifest = build_manifest(content_sha256=media.digest(content), kind=label, run_info=info, parameters=params,
-                              seed=seed, guard=report.to_dict(), media_type=media.media_type)
-    manifest["watermark"] = wm
-    signer = keys if policy.sign else None
-    if signer is not None:
-        manifest = sign_manifest(manifest, signer)
-    elif policy.sign:
-        policy.notice_unsigned()
-    data = media.encode(content, manifest, signer)
+    manifest = _signed_manifest(policy, media.digest(content), wm, media, label, info, params, seed, report)
+    data = media.encode(content, manifest, keys if policy.sign else None)
     if front_matter:
         data = front_matter_block(manifest).encode("utf-8") + data
     path = None
@@ -500,6 +541,48 @@ def release(content: Any, *, kind: str = "text", label: str | None = None, polic
         item_id = _store(policy, media, label, name, prompt, content if media.store_as == "text" else data,
                          stored_params, manifest, {**report.to_dict(), **(checks or {})}, api_key)
     return Released(content, media, label, manifest, report, data, path, item_id)
+
+
+def _signed_manifest(policy: ReleasePolicy, digest: str, wm: dict | None, media: Media, label: str,
+                     info: dict[str, Any], params: dict[str, Any], seed: int | None, report: GuardReport) -> dict:
+    """The provenance manifest of one output, signed with the policy's keys (or noticed unsigned)."""
+    report.watermark = wm
+    manifest = build_manifest(content_sha256=digest, kind=label, run_info=info, parameters=params, seed=seed,
+                              guard=report.to_dict(), media_type=media.media_type)
+    manifest["watermark"] = wm
+    if policy.sign and policy.keys is not None:
+        return sign_manifest(manifest, policy.keys)
+    if policy.sign:
+        policy.notice_unsigned()
+    return manifest
+
+
+def _release_stream(content: Any, media: Media, policy: ReleasePolicy, report: GuardReport, *, label: str,
+                    info: dict[str, Any], name: str, params: dict[str, Any], stored_params: dict[str, Any],
+                    seed: int | None, prompt: str | None, out: Any, checks: dict[str, Any] | None,
+                    api_key: str | None, store: bool) -> Released:
+    """:func:`release` of content made while it is released: marked, written and hashed chunk by chunk
+    into ``out`` (atomically: complete or absent) or, without ``out``, a temporary file the library
+    reads back (at most :data:`MAX_STORED_BYTES`; a larger one is stored as its manifest only)."""
+    import tempfile
+
+    keys = policy.keys if policy.watermark else None
+    with tempfile.TemporaryDirectory(prefix="gencraft-release-") as scratch:
+        target = Path(out) if out is not None else Path(scratch) / f"output{media.kind}"
+        with atomic_path(target) as tmp:
+            digest, wm = media.stream(content, keys, tmp)
+        manifest = _signed_manifest(policy, digest, wm, media, label, info, params, seed, report)
+        if out is not None:
+            write_json(sidecar_path(target), manifest)
+        size = target.stat().st_size
+        data = target.read_bytes() if size <= MAX_STORED_BYTES else b""
+    item_id = None
+    if policy.store and store:
+        note = {} if data else {"stored": f"manifest only: {size / 2**20:.0f} MB is over the library's "
+                                          f"{MAX_STORED_BYTES >> 20} MB" + (f"; the file is {out}" if out else "")}
+        item_id = _store(policy, media, label, name, prompt, data or None, stored_params, manifest,
+                         {**report.to_dict(), **(checks or {}), **note}, api_key)
+    return Released(content, media, label, manifest, report, data, Path(out) if out is not None else None, item_id)
 
 
 def _check(content: Any, media: Media, policy: ReleasePolicy, model: Any, info: dict[str, Any],
@@ -527,7 +610,8 @@ def _store(policy: ReleasePolicy, media: Media, label: str, model: str, prompt: 
            params: dict[str, Any], manifest: dict | None, guard: dict[str, Any], api_key: str | None) -> int | None:
     """Keep one output in the library; a library that cannot be opened or written is a logged
     warning (the output itself is already out), never a failure of the release."""
-    fields: dict[str, Any] = {"text": content} if media.store_as == "text" else {"image": bytes(content)}
+    fields: dict[str, Any] = ({"text": content} if media.store_as == "text"
+                              else {"image": None if content is None else bytes(content)})
     if policy._store_failed:
         return None
     try:
@@ -542,5 +626,5 @@ def _store(policy: ReleasePolicy, media: Media, label: str, model: str, prompt: 
         return None
 
 
-__all__ = ["MEDIA", "UNSIGNED_NOTICE", "GuardReport", "Media", "ReleasePolicy", "Released", "media_for_file",
-           "release"]
+__all__ = ["MAX_STORED_BYTES", "MEDIA", "UNSIGNED_NOTICE", "GuardReport", "Media", "ReleasePolicy", "Released",
+           "media_for_file", "release", "verify_file"]

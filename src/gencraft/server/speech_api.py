@@ -87,10 +87,26 @@ def _encode(result: Any, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _speak(gc: Any, request: Request, body: SpeechRequest, sp: Any, **options: Any) -> Any:
+    """:func:`gencraft.apps.speech.speak` under the server's release policy (moderated, watermarked,
+    signed, stored with the request's API key); a blocked text is a 400 naming ``input``."""
+    from gencraft.apps.speech import speak
+    from gencraft.errors import GuardError
+
+    try:
+        return speak(body.input, sp, speed=body.speed, seed=body.seed if body.seed is not None else 0,
+                     policy=gc.policy, api_key=getattr(request.state, "key_id", None),
+                     params={"response_format": body.response_format, "model": body.model}, **options)
+    except GuardError as e:
+        if e.param == "prompt":
+            e.param = "input"
+        raise
+
+
 @router.post("/v1/audio/speech", tags=["openai"], summary="Text to speech (wav, pcm, flac)")
 async def speech(body: SpeechRequest, request: Request) -> Response:
     """Say ``input`` in a trained voice or with espeak-ng. ``pcm`` streams as each sentence is made."""
-    from gencraft.generate.speech import check_text, speak
+    from gencraft.generate.speech import check_text
 
     gc = request.app.state.gc
     if body.response_format not in MEDIA_TYPES:
@@ -102,30 +118,57 @@ async def speech(body: SpeechRequest, request: Request) -> Response:
     check_text(body.input)
     sp = await asyncio.to_thread(_speaker, gc, body.model, body.voice)
     if body.response_format == "pcm" and len(body.input) > 400:  # long text: stream sentence by sentence
-        return StreamingResponse(_pcm_stream(body, sp), media_type=MEDIA_TYPES["pcm"])
-    seed = body.seed if body.seed is not None else 0
-    result = await asyncio.to_thread(speak, body.input, sp, speed=body.speed, seed=seed,
-                                     params={"response_format": body.response_format})
+        return await _pcm_stream(gc, request, body, sp)
+    result = await asyncio.to_thread(_speak, gc, request, body, sp)
     data = _encode(result, body.response_format)
     headers = {"x-gencraft-manifest": base64.b64encode(json.dumps(result.manifest).encode()).decode("ascii"),
                "x-gencraft-engine": result.engine, "x-gencraft-seconds": f"{result.duration:.3f}"}
     return Response(data, media_type=MEDIA_TYPES[body.response_format], headers=headers)
 
 
-async def _pcm_stream(body: SpeechRequest, sp: Any):
-    """Raw PCM sentence by sentence, each watermarked; the first sentence is sent while the rest is made."""
-    from gencraft import audio
-    from gencraft.generate.speech import stream_speech
-    from gencraft.guard.audio import embed_audio
-    from gencraft.guard.keys import load_keys
-    from gencraft.guard.watermark import derive_key
+_DONE = object()
 
-    keys = load_keys()
-    key = derive_key(keys.watermark_secret, "audio") if keys is not None else None
-    it = stream_speech(body.input, sp, speed=body.speed)
-    while True:
-        item = await asyncio.to_thread(next, it, None)
-        if item is None:
-            return
-        x = item[1] if key is None else embed_audio(item[1], key)
-        yield audio.to_pcm16(x).tobytes()
+
+async def _pcm_stream(gc: Any, request: Request, body: SpeechRequest, sp: Any) -> Response:
+    """Raw PCM sentence by sentence as the release step lets each one out (watermarked); the first is
+    sent while the rest is made, the signed manifest and library item follow the last. A text the
+    policy blocks is a 400 before anything is sent; a client that goes away stops the synthesis."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue = asyncio.Queue(maxsize=4)  # a slow client holds the synthesis back, not memory
+    gone = threading.Event()
+
+    def send(pcm: bytes) -> None:
+        if gone.is_set():
+            raise ConnectionAbortedError("the client went away")
+        asyncio.run_coroutine_threadsafe(queue.put(pcm), loop).result()
+
+    def work() -> None:
+        try:
+            _speak(gc, request, body, sp, keep_audio=False, on_chunk=send)
+            end: Any = _DONE
+        except BaseException as e:  # noqa: BLE001 - handed to the response, which raises or stops
+            end = e
+        if not gone.is_set():
+            asyncio.run_coroutine_threadsafe(queue.put(end), loop).result()
+
+    task = asyncio.create_task(asyncio.to_thread(work))
+    first = await queue.get()
+    if isinstance(first, BaseException):  # nothing sent yet: an OpenAI-style error
+        await task
+        raise first
+
+    async def chunks():
+        item = first
+        try:
+            while item is not _DONE:
+                if isinstance(item, BaseException):
+                    return  # the status line is out: the stream just ends
+                yield item
+                item = await queue.get()
+        finally:
+            gone.set()
+            while not queue.empty():  # let a sender blocked on a full queue finish
+                queue.get_nowait()
+            await task
+
+    return StreamingResponse(chunks(), media_type=MEDIA_TYPES["pcm"])

@@ -25,20 +25,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from gencraft import audio
 from gencraft.config import apply_overrides, from_dict, parse_overrides
 from gencraft.data.speech import SpeechDataset, load_speech_dataset
-from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
+from gencraft.errors import ConfigError, TrainingDiverged, UsageError
 from gencraft.io import now_iso, write_bytes, write_text
 from gencraft.models.tts import PRESETS as TTS_PRESETS
 from gencraft.models.tts import TTS, TTSConfig
 from gencraft.models.vocoder import PRESETS as VOC_PRESETS
 from gencraft.models.vocoder import Vocoder, VocoderConfig, discriminator_loss, generator_loss
 from gencraft.paths import run_path
-from gencraft.runs import load_weights, new_run_id, read_info, save_weights, write_info
+from gencraft.runs import new_run_id, read_info, save_weights, write_info
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.common import pick_device
 from gencraft.train.config import TrainConfig, check
@@ -564,45 +563,3 @@ def speech_model_card(info: dict[str, Any]) -> str:
         "- Do not use it to impersonate the speaker or to deceive listeners.", "",
     ]
     return "\n".join(lines)
-
-
-# ---- loading a voice -------------------------------------------------------------------------------
-
-
-@dataclass
-class Voice:
-    """A trained voice: the acoustic model, the vocoder (None: Griffin-Lim), its phonemes and run info."""
-
-    acoustic: TTS
-    vocoder: Vocoder | None
-    tokenizer: Any
-    info: dict[str, Any]
-    path: Path
-
-
-def load_voice(run: str | os.PathLike[str]) -> Voice:
-    """Load a ``tts`` run; a run of another kind or with missing weights is a clear error."""
-    from gencraft.tokenize.phonemes import PhonemeTokenizer
-
-    path, info = read_info(run)
-    if info.get("kind") != KIND:
-        raise UsageError(f"{path}: a {info.get('kind')} run is not a voice; train one with "
-                         "`gencraft train DATASET --model tts`", param="model")
-    weights = path / "model.safetensors"
-    if not weights.is_file() or "acoustic" not in info.get("model", {}):
-        raise RunError(f"{weights}: missing; the voice's acoustic model is not trained yet (--part acoustic)")
-    acoustic = TTS(from_dict(TTSConfig, info["model"]["acoustic"]))
-    load_weights(acoustic, weights)
-    vocoder = None
-    if (path / "vocoder.safetensors").is_file() and "vocoder" in info.get("model", {}):
-        vocoder = Vocoder(from_dict(VocoderConfig, info["model"]["vocoder"]), with_discriminators=False)
-        load_weights(vocoder.G, path / "vocoder.safetensors")
-        vocoder.eval()
-    return Voice(acoustic.eval(), vocoder, PhonemeTokenizer.load(path / "phonemes.json"), info, path)
-
-
-def mel_to_audio(voice: Voice, mel: torch.Tensor) -> np.ndarray:
-    """A log-mel ``[80, T]`` -> float32 samples, with the voice's vocoder or Griffin-Lim without one."""
-    if voice.vocoder is None:
-        return audio.griffin_lim(mel)
-    return voice.vocoder.synthesize(mel).numpy().astype(np.float32)
