@@ -99,3 +99,84 @@ def test_studio_page_is_served(server: LiveServer) -> None:
     assert r.status_code == 200 and "gencraft studio" in r.text.lower()
     assert httpx.get(server.url + "/static/app.js").status_code == 200
     assert Path  # noqa: B018 - keeps the import for type hints above
+
+
+# ---------------------------------------------------------------- the kits' batches as jobs
+
+
+def test_kit_batch_runs_as_a_job(server: LiveServer) -> None:
+    """kits.game through a real worker: every record released into the server's library, the whole
+    batch as a released CSV in the job's outputs, served by the job's files route."""
+    import hashlib
+    import time
+
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        def post(kind: str, **params):
+            return c.post("/v1/gencraft/jobs", json={"kind": kind, "params": params})
+
+        r = post("kits.game", model="tiny", record="item", n=3, seed=2, format="csv")
+        assert r.status_code == 201, r.text
+        job_id = r.json()["id"]
+        # refused when submitted: a bad channel, a missing run, a draft without titles
+        bad = post("kits.ads", model="tiny", product="Zap", channel="fax")
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "params.channel"
+        assert post("kits.write", model="nope", titles=["x"]).status_code == 404
+        bad = post("kits.write", model="tiny", titles=["  "])
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "params.titles"
+
+        deadline = time.monotonic() + 120
+        while (job := c.get(f"/v1/gencraft/jobs/{job_id}").json())["state"] in ("queued", "running"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)
+        assert job["state"] == "succeeded", job
+        assert job["progress"]["step"] == job["progress"]["total"] == 3 and job["progress"]["unit"] == "records/s"
+        res = job["result"]
+        assert res["files"] == ["item.csv"] and res["records"] == 3 and len(res["library_ids"]) == 3
+        f = c.get(f"/v1/gencraft/jobs/{job_id}/files/item.csv")
+        assert f.status_code == 200 and f.headers["content-type"].startswith("text/csv")
+        assert len(f.text.strip().splitlines()) == 4  # header + 3 records
+        manifest = c.get(f"/v1/gencraft/jobs/{job_id}/files/item.csv.manifest.json").json()
+        assert manifest["content_sha256"] == hashlib.sha256(f.content).hexdigest() and manifest["kind"] == "game.item"
+        stored = c.get(f"/v1/gencraft/library/{res['library_ids'][0]}").json()
+        assert stored["kind"] == "game" and stored["parameters"]["job"] == job_id
+        assert c.get(f"/v1/gencraft/jobs/{job_id}/files/..%2Fjob.json").status_code == 400
+        assert c.get(f"/v1/gencraft/jobs/{job_id}/files/other.csv").status_code == 404
+
+
+def test_kit_batch_kinds_release_every_output(gencraft_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """kits.write and kits.ads run in this process (the worker is tested above): signed, verifiable
+    files, one library item per piece or variant, progress per item, and a cancel between items."""
+    from gencraft.guard import init_keys, verify_file
+    from gencraft.jobs.kinds import CheckContext, JobContext, kind_of, parse_params
+    from gencraft.library import Library
+    from gencraft.train import metrics
+
+    init_keys()
+    make_text_run(gencraft_home, "tiny", block_size=256)
+    events: list[dict] = []
+
+    def run(kind: str, job_id: str, **params):
+        k = kind_of(kind)
+        p = parse_params(k, params)
+        k.check(p, CheckContext(home=gencraft_home))
+        ctx = JobContext(job_id=job_id, home=gencraft_home, attempt=1, say=lambda text: None, event=events.append)
+        return k.run(p, ctx), ctx.out_dir
+
+    res, out = run("kits.write", "job-w", model="tiny", titles=["A quiet town", " "], sections=1, section_tokens=12)
+    assert res["files"] == ["01-a-quiet-town.md"] and verify_file(out / "01-a-quiet-town.md").ok
+    res, out = run("kits.write", "job-c", model="tiny", mode="continue", text="The cat", n=2, tokens=8, format="txt")
+    assert res["files"] == ["01-continuation.txt", "02-continuation.txt"]
+    assert [x["seed"] for x in res["pieces"]] == [0, 1] and all(verify_file(out / f).ok for f in res["files"])
+    assert [e["step"] for e in events if e["type"] == "progress"][-3:] == [0, 1, 2]
+    res, out = run("kits.ads", "job-a", model="tiny", product="Zap", features=["fast"], n=2, candidates=4)
+    assert len(res["variants"]) == len(res["library_ids"]) == 2 and verify_file(out / "ads.csv").ok
+    lib = Library.open()
+    try:
+        assert {lib.get(i).kind for i in res["library_ids"]} == {"ads"}
+    finally:
+        lib.close()
+
+    monkeypatch.setattr(metrics, "_stop_requested", True)  # a cancel arrived: stop before the next item
+    with pytest.raises(metrics.StopRequested):
+        run("kits.game", "job-g", model="tiny", record="names", n=2)
+    assert not (gencraft_home / "jobs" / "job-g" / "outputs" / "names.json").exists()

@@ -31,7 +31,7 @@ import torch
 from gencraft.apps._common import export, load_model, read_json_file
 from gencraft.errors import UsageError
 from gencraft.generate import constraints as C
-from gencraft.guard import watermark_options
+from gencraft.guard import release, watermark_options
 
 # Hard limits in characters (the platforms' own published maxima).
 CHANNELS: dict[str, dict[str, Any]] = {
@@ -341,6 +341,21 @@ def validation(v: Variant, brief: Brief, limits: dict[str, Any]) -> dict[str, An
     except AssertionError as e:
         checks.update(valid=False, problem=str(e))
     return checks
+
+
+def release_variants(variants: list[Variant], brief: Brief, *, policy: Any, model: Any = None,
+                     model_name: str | None = None, parameters: dict[str, Any] | None = None, seed: int = 0,
+                     channels: Any = None, watermark: Any = None, api_key: str | None = None) -> list[Any]:
+    """Release each variant on its own (:func:`gencraft.guard.release` under ``policy``, label ``ads``),
+    its rank and scores in the parameters and its :func:`validation` stored beside the guard's verdict:
+    what ``gencraft ads``, the server's ads route and the ``kits.ads`` job do. Returns the
+    :class:`~gencraft.guard.Released` outputs, in rank order."""
+    limits = channel_table(channels)[brief.channel]
+    return [release(v.text, kind="text", label="ads", policy=policy, model=model, model_name=model_name,
+                    params={**(parameters or {}), "rank": rank, "scores": dict(v.scores)}, seed=seed,
+                    prompt=brief.product, watermark=watermark, checks={"validation": validation(v, brief, limits)},
+                    api_key=api_key)
+            for rank, v in enumerate(variants)]
 
 
 def export_csv(variants: list[Variant], path: str | Path, brief: Brief, *, channels: Any = None,

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from gencraft.apps._common import export, load_model, read_json_file
-from gencraft.errors import DataError, UsageError
+from gencraft.errors import DataError, GencraftError, UsageError
 from gencraft.generate import constraints as C
-from gencraft.guard import watermark_options
+from gencraft.guard import release, watermark_options
 
 KINDS = ("names", "npc", "quest", "item", "dialogue")
 
@@ -38,7 +38,8 @@ _PROMPTS = {
     "dialogue": "A branching conversation in a fantasy role-playing game, as JSON:\n",
 }
 
-__all__ = ["KINDS", "Record", "check_dialogue", "export_records", "generate", "load_schema", "sprites"]
+__all__ = ["KINDS", "Record", "check_dialogue", "export_records", "generate", "load_schema", "release_records",
+           "sprites"]
 
 
 def load_schema(kind: str, schema: str | os.PathLike[str] | dict[str, Any] | None = None) -> dict[str, Any]:
@@ -64,6 +65,7 @@ class Record:
     seed: int
     logprob: float = 0.0
     notes: list[str] = field(default_factory=list)
+    validation: dict[str, Any] | None = None  # what release_records stored beside it (schema check)
 
     def to_dict(self) -> dict[str, Any]:
         return self.value
@@ -231,6 +233,31 @@ def export_records(records: list[Record], path: str | os.PathLike[str], *, model
     seed = records[0].seed if records else None
     return export(rows, path, model=model, kind=f"game.{kind}", parameters={"n": len(records), **(parameters or {})},
                   seed=seed, policy=policy, watermark=watermark)
+
+
+def release_records(records: list[Record], *, policy: Any, model: Any = None, model_name: str | None = None,
+                    schema: Any = None, prompt: str | None = None, parameters: dict[str, Any] | None = None,
+                    watermark: Any = None, api_key: str | None = None, first_index: int = 0) -> list[Any]:
+    """Release each record on its own (:func:`gencraft.guard.release` under ``policy``, label
+    ``game.KIND``): the record as JSON text, stored in the library with its schema validation beside
+    the guard's verdict (also left on ``record.validation``). What the ``game`` commands, the server's
+    game route and the ``kits.game`` job do; returns the :class:`~gencraft.guard.Released` outputs.
+    ``first_index``: the index (in the parameters) of the first record, for a batch made in parts."""
+    released = []
+    for i, r in enumerate(records, first_index):
+        sch = load_schema(r.kind, schema)
+        try:
+            C.validate_json(r.value, sch, where=f"record {i}")
+            r.validation = {"valid": True, "schema": sch.get("title", r.kind), "notes": r.notes}
+        except GencraftError as e:
+            r.validation = {"valid": False, "schema": sch.get("title", r.kind), "notes": [*r.notes, str(e)]}
+        params = {**(parameters or {}), "schema": "custom" if isinstance(schema, dict) else str(schema or "built-in"),
+                  "prompt": prompt, "seed": r.seed, "index": i, "kind": r.kind}
+        released.append(release(json.dumps(r.value, ensure_ascii=False), kind="text", label=f"game.{r.kind}",
+                                policy=policy, model=model, model_name=model_name, params=params, seed=r.seed,
+                                prompt=prompt or r.kind, watermark=watermark, checks={"validation": r.validation},
+                                api_key=api_key))
+    return released
 
 
 # ---------------------------------------------------------------- sprites

@@ -25,7 +25,7 @@ from typing import Any
 from gencraft.apps._common import load_model, read_json_file
 from gencraft.errors import UsageError
 from gencraft.generate import constraints as C
-from gencraft.guard import watermark_options
+from gencraft.guard import release, watermark_options
 from gencraft.post import text as post
 
 KINDS = {
@@ -199,3 +199,14 @@ def draft(model: Any, title: str, *, kind: str = "blog", sections: int = 3, sect
                           "temperature": temperature, "top_p": top_p, "repetition_penalty": repetition_penalty,
                           "lang": lang, "note": ctx.note or None},
                    outline=heads, spelling=post.spell_suggestions(text, known=known) if spell and lang == "en" else [])
+
+
+def release_written(written: Written, *, policy: Any, model: Any = None, model_name: str | None = None,
+                    prompt: str = "", seed: int = 0, watermark: Any = None, out: Any = None, fmt: str | None = None,
+                    api_key: str | None = None) -> Any:
+    """Release a piece (:func:`gencraft.guard.release` under ``policy``, label ``write``): guarded, signed,
+    written to ``out`` (+ ``.manifest.json``) when given and stored in the library; what ``gencraft
+    write`` and the ``kits.write`` job do. ``fmt``: ``md`` or ``txt``, recorded in the parameters."""
+    params = {**written.parameters, **({"format": fmt} if fmt else {})}
+    return release(written.text, kind="text", label="write", policy=policy, model=model, model_name=model_name,
+                   params=params, seed=seed, prompt=prompt, watermark=watermark, out=out, api_key=api_key)

@@ -76,10 +76,8 @@ def ads_cmd(
                    f"cta <= {lim['cta']} characters", err=True)
         common = {"channel": b.channel, "product": b.product, "n": n, "candidates": candidates, "seed": seed,
                   "temperature": temperature, "voice": voice}
-        released = [guard.release(v.text, kind="text", label="ads", policy=policy, model=tm, model_name=model,
-                                  params={**common, "rank": rank, "scores": dict(v.scores)}, seed=seed,
-                                  prompt=b.product, watermark=wm, checks={"validation": ads.validation(v, b, lim)})
-                    for rank, v in enumerate(variants)]
+        released = ads.release_variants(variants, b, policy=policy, model=tm, model_name=model, parameters=common,
+                                        seed=seed, channels=channels, watermark=wm)
         for i, v in enumerate(variants, 1):
             sc = "  ".join(f"{k}={val:.3f}" for k, val in v.scores.items())
             typer.echo(f"#{i} [{sc}]\n  headline:    {v.headline}\n  description: {v.description}\n"

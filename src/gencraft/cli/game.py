@@ -29,6 +29,7 @@ def _records(kind: str):
     ) -> None:
         from gencraft.apps import game
         from gencraft.apps._common import load_model
+        from gencraft.cli.library import say_stored
         from gencraft.errors import UsageError
 
         if voice is not None and (kind != "dialogue" or out is None):
@@ -46,10 +47,10 @@ def _records(kind: str):
             for i, r in enumerate(recs):
                 for note in r.notes:
                     typer.echo(f"record {i}: {note}", err=True)
-            released = _release_records(recs, kind, policy=policy, watermark=wm, model=tm, name=model,
-                                        schema=schema, prompt=prompt, seed=seed,
-                                        parameters={"n": n, "temperature": temperature,
-                                                    "nodes": nodes if kind == "dialogue" else None})
+            released = game.release_records(recs, policy=policy, watermark=wm, model=tm, model_name=model,
+                                            schema=schema, prompt=prompt, parameters={"n": n, "temperature": temperature,
+                                                        "nodes": nodes if kind == "dialogue" else None})
+            say_stored(released)
             if out is None:
                 sys.stdout.write(json.dumps([json.loads(r.text) for r in released], ensure_ascii=False, indent=2)
                                  + "\n")
@@ -66,34 +67,6 @@ def _records(kind: str):
 
     cmd.__doc__ = f"Generate {kind} records that validate against the {kind} JSON Schema."
     return cmd
-
-
-def _release_records(recs, kind: str, *, policy, watermark, model, name: str, schema: Path | None,
-                     prompt: str | None, seed: int, parameters: dict) -> list:
-    """Release each record (kind ``game``), as the server's game endpoint does: the record as JSON
-    text, with the schema validation stored beside the guard's verdict."""
-    from gencraft import guard
-    from gencraft.apps import game
-    from gencraft.cli.library import say_stored
-    from gencraft.errors import GencraftError
-    from gencraft.generate.constraints import validate_json
-
-    sch = game.load_schema(kind, schema)
-    released = []
-    for i, r in enumerate(recs):
-        params = {**parameters, "schema": str(schema) if schema else "built-in", "prompt": prompt, "seed": seed,
-                  "index": i, "kind": kind}
-        try:
-            validate_json(r.value, sch, where=f"record {i}")
-            validation = {"valid": True, "schema": sch.get("title", kind), "notes": r.notes}
-        except GencraftError as e:
-            validation = {"valid": False, "schema": sch.get("title", kind), "notes": [*r.notes, str(e)]}
-        released.append(guard.release(json.dumps(r.value, ensure_ascii=False), kind="text", label=f"game.{kind}",
-                                      policy=policy, model=model, model_name=name, params=params, seed=seed,
-                                      prompt=prompt or kind, watermark=watermark,
-                                      checks={"validation": validation}))
-    say_stored(released)
-    return released
 
 
 def register(app: typer.Typer) -> None:

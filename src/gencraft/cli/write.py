@@ -34,12 +34,11 @@ def _context(memory: str | None, memory_file: Path | None, note: str | None, not
 
 def _emit(written, *, policy, watermark, model, name: str, prompt: str, out: Path | None, fmt: str, seed: int,
           spell: bool, read_aloud: str | None = None) -> None:
-    from gencraft import guard
+    from gencraft.apps.write import release_written
     from gencraft.cli.library import say_stored
 
-    params = {**written.parameters, "format": fmt}
-    rel = guard.release(written.text, kind="text", label="write", policy=policy, model=model, model_name=name,
-                        params=params, seed=seed, prompt=prompt, watermark=watermark, out=out)
+    rel = release_written(written, policy=policy, model=model, model_name=name, prompt=prompt, seed=seed,
+                          watermark=watermark, out=out, fmt=fmt)
     if out is not None:
         typer.echo(f"wrote {out} (+ {out.name}.manifest.json)", err=True)
     else:

@@ -16,15 +16,18 @@ functions and one entry in :data:`KINDS`; docs/architecture.md ("Jobs") has the 
 from __future__ import annotations
 
 import json
+import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gencraft.errors import NotFoundError, UsageError
+from gencraft.train.metrics import StopRequested, stop_requested
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -64,6 +67,25 @@ class JobContext:
     home: Path
     attempt: int  # 1 for the first run, +1 for each resume
     say: Callable[[str], None] = field(default=print)
+    event: Callable[[dict[str, Any]], None] = field(default=lambda event: None)  # one of the job's events
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the job keeps the files it makes (``HOME/jobs/ID/outputs``; served by the job's files route)."""
+        return self.home / "jobs" / self.job_id / "outputs"
+
+    def progress(self, done: int, total: int, unit: str) -> None:
+        """Report ``done`` of ``total`` (``unit``: what a rate counts, e.g. ``records/s``) as the job's
+        progress, with the rate and ETA since the job started, the way a training reports its steps.
+        A cancelled job stops here (:class:`~gencraft.train.metrics.StopRequested`), between two items."""
+        if stop_requested():
+            raise StopRequested("the job was cancelled")
+        elapsed = time.monotonic() - self.started
+        rate = done / elapsed if done and elapsed > 0 else None
+        self.event({"type": "progress", "step": done, "total": total, "loss": None,
+                    "rate": None if rate is None else round(rate, 3), "unit": unit,
+                    "eta_s": None if rate is None else round((total - done) / rate, 1), "elapsed_s": round(elapsed, 1)})
 
 
 @dataclass(frozen=True)
@@ -494,6 +516,227 @@ def _run_tune(p: TuneParams, ctx: JobContext) -> dict[str, Any]:
     return {"run": out.name, "metrics": info.get("metrics", {}), "samples": samples}
 
 
+# ---------------------------------------------------------------- the kits' batch generations
+#
+# A batch made by a kit's own functions (generate, then release each output through the guard under
+# the policy the commands use: watermarked, signed, stored in the library), with the whole batch
+# also written as a released file in the job's outputs folder for download.
+
+
+def _check_text_run(home: Path, name: str) -> None:
+    """``params.model`` names a text run the kits can write with (gpt or lstm, not a music run)."""
+    check_name(name, "run", "params.model")
+    f = run_dir(home, name) / "gencraft.json"
+    if not f.is_file():
+        raise NotFoundError(f"params.model: run {name!r} not found; GET /v1/gencraft/runs lists them",
+                            param="params.model")
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UsageError(f"params.model: run {name!r} has an unreadable gencraft.json ({e})", param="params.model") from None
+    kind, tok = info.get("kind"), (info.get("tokenizer") or {}).get("kind")
+    if kind not in ("gpt", "lstm") or tok == "music":
+        what = "music" if tok == "music" else str(kind)
+        raise UsageError(f"params.model: {name!r} is a {what} run; the kits write with a gpt or lstm text run",
+                         param="params.model")
+
+
+def _kit_model(ctx: JobContext, name: str) -> Any:
+    from gencraft.apps._common import load_model
+
+    return load_model(str(run_dir(ctx.home, name)))
+
+
+def _policy() -> Any:
+    """The release policy of the commands: GENCRAFT_HOME's keys and library (a worker gets the
+    server's home, its ``GENCRAFT_DB`` and, from a ``--no-store`` server, ``GENCRAFT_JOB_STORE=0``)."""
+    from gencraft.apps._common import release_policy
+
+    return release_policy(store=os.environ.get("GENCRAFT_JOB_STORE", "1") != "0")
+
+
+def _slug(text: str, i: int) -> str:
+    words = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()[:40].strip("-")
+    return f"{i + 1:02d}-{words or 'piece'}"
+
+
+class WriteBatchParams(Params):
+    model: str
+    mode: Literal["draft", "continue"] = "draft"
+    titles: list[str] = Field([], max_length=200, description="mode=draft: one piece per title.")
+    text: str = Field("", max_length=200_000, description="mode=continue: the draft every variant continues.")
+    n: int = Field(1, ge=1, le=200, description="mode=continue: how many continuations (seed, seed+1, ...).")
+    kind: Literal["news", "report", "blog", "story"] = "blog"
+    sections: int = Field(3, ge=1, le=12)
+    section_tokens: int = Field(120, ge=1, le=4096)
+    tokens: int = Field(200, ge=1, le=4096, description="mode=continue: most new tokens.")
+    memory: str = Field("", max_length=20_000)
+    note: str = Field("", max_length=4000)
+    note_depth: int = Field(3, ge=0, le=100)
+    seed: int = Field(0, ge=0)
+    temperature: float = Field(0.8, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    format: Literal["md", "txt"] = "md"
+
+
+def _check_write_batch(p: WriteBatchParams, ctx: CheckContext) -> Claims:
+    _check_text_run(ctx.home, p.model)
+    if p.mode == "draft":
+        p.titles = [t.strip() for t in p.titles if t.strip()]
+        if not p.titles:
+            raise UsageError("params.titles: give at least one title (one piece is drafted per title)",
+                             param="params.titles")
+    elif not p.text.strip():
+        raise UsageError("params.text: give the draft to continue (mode=continue)", param="params.text")
+    return Claims(reads_run=p.model)
+
+
+def _run_write_batch(p: WriteBatchParams, ctx: JobContext) -> dict[str, Any]:
+    """One piece per title (draft) or ``n`` continuations, each released to ``outputs/NN-title.md``
+    (+ manifest) and stored in the library."""
+    from gencraft.apps import write as W
+
+    tm = _kit_model(ctx, p.model)
+    context = W.Context(memory=p.memory, note=p.note, note_depth=p.note_depth)
+    prompts = p.titles if p.mode == "draft" else [p.text] * p.n
+    pieces = []
+    with _policy() as policy:
+        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        ctx.progress(0, len(prompts), "pieces/s")
+        for i, prompt in enumerate(prompts):
+            seed = p.seed + i
+            if p.mode == "draft":
+                written = W.draft(tm, prompt, kind=p.kind, sections=p.sections, section_tokens=p.section_tokens,
+                                  ctx=context, seed=seed, temperature=p.temperature, top_p=p.top_p,
+                                  markdown=p.format == "md", watermark=wm)
+            else:
+                written = W.continue_text(tm, prompt, tokens=p.tokens, ctx=context, seed=seed,
+                                          temperature=p.temperature, top_p=p.top_p, watermark=wm)
+            name = _slug(prompt if p.mode == "draft" else "continuation", i) + "." + p.format
+            rel = W.release_written(written, policy=policy, model=tm, model_name=p.model, prompt=prompt, seed=seed,
+                                    watermark=wm, out=ctx.out_dir / name, fmt=p.format)
+            pieces.append({"file": name, "library_id": rel.item_id, "seed": seed, "chars": len(rel.text),
+                           "preview": rel.text[:200]})
+            ctx.progress(i + 1, len(prompts), "pieces/s")
+    ctx.say(f"{len(pieces)} pieces written to outputs/ and stored in the library")
+    return {"pieces": pieces, "files": [x["file"] for x in pieces],
+            "library_ids": [x["library_id"] for x in pieces if x["library_id"] is not None]}
+
+
+class GameBatchParams(Params):
+    model: str
+    record: Literal["names", "npc", "quest", "item", "dialogue"] = "npc"
+    n: int = Field(10, ge=1, le=1000)
+    seed: int = Field(0, ge=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    prompt: str | None = Field(None, max_length=4000)
+    nodes: int = Field(4, ge=2, le=8, description="dialogue: nodes in each tree")
+    format: Literal["json", "jsonl", "csv"] = "json"
+
+
+GAME_CHUNK = 8  # records sampled together: progress (and a cancel) between chunks
+
+
+def _check_game_batch(p: GameBatchParams, ctx: CheckContext) -> Claims:
+    _check_text_run(ctx.home, p.model)
+    return Claims(reads_run=p.model)
+
+
+def _run_game_batch(p: GameBatchParams, ctx: JobContext) -> dict[str, Any]:
+    """Records sampled 8 at a time (chunk ``k`` with seed ``seed + k``), each released and stored in the
+    library as ``gencraft game`` stores them, then all of them as ``outputs/KIND.FORMAT`` (+ manifest)."""
+    from gencraft.apps import game
+
+    tm = _kit_model(ctx, p.model)
+    records, ids = [], []
+    params = {"n": p.n, "temperature": p.temperature, "top_p": p.top_p, "job": ctx.job_id,
+              "nodes": p.nodes if p.record == "dialogue" else None}
+    with _policy() as policy:
+        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        ctx.progress(0, p.n, "records/s")
+        for k, start in enumerate(range(0, p.n, GAME_CHUNK)):
+            chunk = game.generate(tm, p.record, n=min(GAME_CHUNK, p.n - start), seed=p.seed + k, prompt=p.prompt,
+                                  temperature=p.temperature, top_p=p.top_p, nodes=p.nodes, watermark=wm)
+            released = game.release_records(chunk, policy=policy, model=tm, model_name=p.model, prompt=p.prompt,
+                                            parameters=params, watermark=wm, first_index=start)
+            records += chunk
+            ids += [r.item_id for r in released if r.item_id is not None]
+            ctx.progress(len(records), p.n, "records/s")
+        name = f"{p.record}.{p.format}"
+        game.export_records(records, ctx.out_dir / name, model=tm, policy=policy, watermark=wm,
+                            parameters={**params, "seed": p.seed, "prompt": p.prompt})
+    valid = sum(1 for r in records if r.validation and r.validation["valid"])
+    ctx.say(f"{len(records)} {p.record} records ({valid} valid) in outputs/{name}, stored in the library")
+    return {"records": len(records), "valid": valid, "kind": p.record, "files": [name], "library_ids": ids}
+
+
+class AdsBatchParams(Params):
+    model: str
+    product: str = Field(min_length=1, max_length=200)
+    features: list[str] = Field([], max_length=20)
+    audience: str = Field("", max_length=500)
+    tone: str = Field("", max_length=200)
+    channel: str = Field("search", max_length=32)
+    required: list[str] | None = Field(None, max_length=10)
+    banned: list[str] | None = Field(None, max_length=50)
+    url: str = Field("", max_length=500)
+    campaign: str = Field("", max_length=200)
+    n: int = Field(10, ge=1, le=100)
+    candidates: int | None = Field(None, ge=1, le=1000)
+    seed: int = Field(0, ge=0)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_p: float = Field(0.95, gt=0, le=1)
+    rank_by_ratings: bool = True
+
+
+def _brief(p: AdsBatchParams) -> Any:
+    from gencraft.apps.ads import Brief
+
+    fields = p.model_dump(include={"product", "features", "audience", "tone", "channel", "required", "url", "campaign"})
+    brief = Brief(**fields)
+    if p.banned is not None:
+        brief.banned = list(dict.fromkeys([*brief.banned, *p.banned]))
+    return brief
+
+
+def _check_ads_batch(p: AdsBatchParams, ctx: CheckContext) -> Claims:
+    from gencraft.apps.ads import channel_table
+
+    _check_text_run(ctx.home, p.model)
+    if p.channel not in channel_table():
+        raise UsageError(f"params.channel: {p.channel!r} is not a channel; expected one of "
+                         f"{', '.join(channel_table())}", param="params.channel")
+    if p.candidates is not None and p.candidates < p.n:
+        raise UsageError(f"params.candidates: {p.candidates} is fewer than n={p.n}", param="params.candidates")
+    return Claims(reads_run=p.model)
+
+
+def _run_ads_batch(p: AdsBatchParams, ctx: JobContext) -> dict[str, Any]:
+    """Ranked variants as ``gencraft ads`` makes them (toward the ads rated up in the library unless
+    ``rank_by_ratings`` is off), each released and stored, and the ad platform's CSV in ``outputs/``."""
+    from gencraft.apps import ads
+
+    tm = _kit_model(ctx, p.model)
+    brief = _brief(p)
+    k = p.candidates or 3 * p.n
+    params = {"channel": p.channel, "product": p.product, "n": p.n, "candidates": k, "seed": p.seed,
+              "temperature": p.temperature, "job": ctx.job_id}
+    with _policy() as policy:
+        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        ctx.progress(0, p.n, "variants/s")
+        ctx.say(f"sampling {k} candidates for {p.n} {p.channel} ads")
+        variants = ads.generate(tm, brief, n=p.n, seed=p.seed, candidates=k, temperature=p.temperature,
+                                top_p=p.top_p, rank_by_ratings=p.rank_by_ratings, watermark=wm)
+        released = ads.release_variants(variants, brief, policy=policy, model=tm, model_name=p.model,
+                                        parameters=params, seed=p.seed, watermark=wm)
+        ctx.progress(len(variants), p.n, "variants/s")
+        ads.export_csv(variants, ctx.out_dir / "ads.csv", brief, model=tm, seed=p.seed, policy=policy, watermark=wm)
+    ctx.say(f"{len(variants)} ranked {p.channel} ads in outputs/ads.csv, stored in the library")
+    return {"variants": [v.to_dict() for v in variants], "files": ["ads.csv"],
+            "library_ids": [r.item_id for r in released if r.item_id is not None]}
+
+
 # ---------------------------------------------------------------- the table
 
 KINDS: dict[str, JobKind] = {k.name: k for k in [
@@ -511,6 +754,12 @@ KINDS: dict[str, JobKind] = {k.name: k for k in [
             _check_eval_image, _run_eval_image),
     JobKind("tune", "learn from my ratings: a preference (DPO) adapter RUN+prefs from the library's ratings",
             TuneParams, "train", _check_tune, _run_tune, stops_gracefully=True),
+    JobKind("kits.write", "a batch of drafts (one per title) or continuations, into the library and outputs/",
+            WriteBatchParams, "work", _check_write_batch, _run_write_batch, stops_gracefully=True),
+    JobKind("kits.game", "a batch of game records (names, npc, quest, item, dialogue) into the library and "
+            "outputs/", GameBatchParams, "work", _check_game_batch, _run_game_batch, stops_gracefully=True),
+    JobKind("kits.ads", "a batch of ranked ad variants for a brief, into the library and outputs/ads.csv",
+            AdsBatchParams, "work", _check_ads_batch, _run_ads_batch, stops_gracefully=True),
 ]}
 
 

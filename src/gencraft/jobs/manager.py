@@ -98,13 +98,15 @@ class JobManager:
 
     def __init__(self, home: str | os.PathLike[str], *, slots: dict[str, int] | None = None, nice: int = 10,
                  poll_s: float = 0.2, cancel_grace_s: float = 30.0,
-                 on_finished: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_finished: Callable[[dict[str, Any]], None] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.home = Path(home)
         self.root = self.home / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
         self.slots = dict(slots or DEFAULT_SLOTS)
         self.nice, self.poll_s, self.cancel_grace_s = nice, poll_s, cancel_grace_s
         self.on_finished = on_finished
+        self.env = dict(env or {})  # what workers get beside GENCRAFT_HOME (the server's library: GENCRAFT_DB)
         self.supervising = False
         self._jobs: dict[str, dict[str, Any]] = {}
         self._procs: dict[str, subprocess.Popen] = {}
@@ -386,7 +388,7 @@ class JobManager:
 
     def _launch(self, job: dict[str, Any]) -> None:
         d = self.job_dir(job["id"])
-        env = {**os.environ, "GENCRAFT_HOME": str(self.home), "OMP_WAIT_POLICY": "PASSIVE",
+        env = {**os.environ, **self.env, "GENCRAFT_HOME": str(self.home), "OMP_WAIT_POLICY": "PASSIVE",
                "GENCRAFT_JOB_NICE": str(self.nice), "PYTHONUNBUFFERED": "1"}
         src = str(Path(__file__).resolve().parents[2])  # the gencraft the server runs, installed or not
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -108,7 +108,14 @@ class Studio:
         from gencraft.jobs import JobManager
 
         self.jobs = JobManager(self.home, nice=config.job_nice, on_finished=self._job_finished,
-                               slots={"train": config.max_training_jobs, "work": config.max_other_jobs})
+                               slots={"train": config.max_training_jobs, "work": config.max_other_jobs},
+                               env=self._worker_env(config))
+
+    @staticmethod
+    def _worker_env(config: ServerConfig) -> dict[str, str]:
+        """What job workers need to release as this server does: its library, and ``--no-store``."""
+        env = {"GENCRAFT_DB": config.db} if config.db else {}
+        return env if config.store else {**env, "GENCRAFT_JOB_STORE": "0"}
 
     def _job_finished(self, job: dict[str, Any]) -> None:
         """A job wrote a run: serve its new weights from the next request on."""

@@ -4,7 +4,8 @@
   ``GET /v1/gencraft/jobs[/ID]`` lists/shows them with progress; ``DELETE /v1/gencraft/jobs/ID``
   cancels (twice is fine); ``POST /v1/gencraft/jobs/ID/resume``; ``GET /v1/gencraft/jobs/ID/events``
   streams the job's events as server-sent events (replayed from the start, or after ``?after=N`` /
-  ``Last-Event-ID``), ending with ``data: [DONE]`` once the job has ended; ``.../log`` the worker's log.
+  ``Last-Event-ID``), ending with ``data: [DONE]`` once the job has ended; ``.../log`` the worker's log;
+  ``.../files/PATH`` a file the job made (a kit batch's ``outputs/``: JSON, CSV, Markdown, manifests).
 - ``POST /v1/gencraft/uploads`` starts an upload, ``PUT /v1/gencraft/uploads/ID/files/PATH`` adds a
   file (the body) or an archive, checked (:mod:`gencraft.jobs.uploads`).
 - ``GET /v1/gencraft/datasets[/NAME]``, ``DELETE /v1/gencraft/datasets/NAME``.
@@ -88,6 +89,25 @@ async def job_log(job_id: str, request: Request, tail: int = 65536) -> PlainText
     p = jobs.job_dir(job_id) / "worker.log"
     data = p.read_bytes()[-max(tail, 0):] if p.is_file() else b""
     return PlainTextResponse(data.decode("utf-8", "replace"))
+
+
+OUTPUT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", ".csv": "text/csv",
+                ".md": "text/markdown", ".txt": "text/plain"}
+
+
+@router.get("/v1/gencraft/jobs/{job_id}/files/{path:path}", summary="A file a job made (a kit batch's outputs)")
+async def job_file(job_id: str, path: str, request: Request) -> FileResponse:
+    from gencraft.jobs.uploads import safe_relpath
+
+    jobs = _jobs(request)
+    await asyncio.to_thread(jobs.get, job_id)  # 404 for an unknown job
+    rel = safe_relpath(path)
+    f = jobs.job_dir(job_id) / "outputs" / rel
+    if not f.is_file():
+        raise NotFoundError(f"job {job_id} made no file {rel}; its result lists its files", param="path")
+    kind = OUTPUT_TYPES.get(f.suffix.lower(), "application/octet-stream")
+    return FileResponse(f, media_type=f"{kind}; charset=utf-8" if kind.startswith("text/") else kind,
+                        filename=f.name)
 
 
 @router.get("/v1/gencraft/jobs/{job_id}/events", summary="The job's events as server-sent events")

@@ -74,6 +74,11 @@ def _seed(seed: int | None) -> int:
     return seed if seed is not None else secrets.randbits(31)
 
 
+def _key(request: Request) -> str | None:
+    """The API key a request came with (stored with what it made)."""
+    return getattr(request.state, "key_id", None)
+
+
 def _sse(obj: Any) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
@@ -153,16 +158,12 @@ async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]
     records = await asyncio.to_thread(G.generate, tm, kind, n=body.n, seed=seed, schema=body.json_schema,
                                       prompt=body.prompt, temperature=body.temperature, top_p=body.top_p,
                                       nodes=body.nodes, watermark=wm)
-    schema = G.load_schema(kind, body.json_schema)
-    out = []
-    for i, rec in enumerate(records):
-        params = body.model_dump(by_alias=True, exclude_none=True) | {"seed": seed, "index": i, "kind": kind}
-        validation = {"valid": True, "schema": schema.get("title", kind), "notes": rec.notes}
-        rel = await gc.release(json.dumps(rec.value, ensure_ascii=False), request=request, kind="text",
-                               label=f"game.{kind}", model=tm, model_name=body.model, params=params, seed=seed,
-                               prompt=body.prompt or kind, watermark=wm, checks={"validation": validation})
-        out.append({"id": rel.item_id, "record": rec.value, "validation": validation,
-                    "guard": rel.report.to_dict(), "manifest": rel.manifest, "logprob": rec.logprob})
+    released = await asyncio.to_thread(
+        G.release_records, records, policy=gc.policy, model=tm, model_name=body.model, schema=body.json_schema,
+        prompt=body.prompt, parameters=body.model_dump(exclude={"json_schema", "prompt"}, exclude_none=True),
+        watermark=wm, api_key=_key(request))
+    out = [{"id": rel.item_id, "record": rec.value, "validation": rec.validation, "guard": rel.report.to_dict(),
+            "manifest": rel.manifest, "logprob": rec.logprob} for rec, rel in zip(records, released, strict=True)]
     return {"object": "list", "kind": kind, "created": int(time.time()), "data": out}
 
 
@@ -179,13 +180,10 @@ async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
                                        top_p=body.top_p, rank_by_ratings=body.rank_by_ratings,
                                        library=gc.library if body.rank_by_ratings else None, watermark=wm)
     limits = A.channel_table()[brief.channel]
-    out = []
-    for rank, v in enumerate(variants):
-        params = body.model_dump(exclude_none=True) | {"seed": seed, "rank": rank}
-        checks = A.validation(v, brief, limits)
-        rel = await gc.release(v.text, request=request, kind="text", label="ads", model=tm, model_name=body.model,
-                               params=params, seed=seed, prompt=brief.product, watermark=wm,
-                               checks={"validation": checks})
-        out.append({"id": rel.item_id, "variant": v.to_dict(), "preference": v.scores.get("preference", 0.0),
-                    "validation": checks, "guard": rel.report.to_dict(), "manifest": rel.manifest})
+    released = await asyncio.to_thread(A.release_variants, variants, brief, policy=gc.policy, model=tm,
+                                       model_name=body.model, parameters=body.model_dump(exclude_none=True),
+                                       seed=seed, watermark=wm, api_key=_key(request))
+    out = [{"id": rel.item_id, "variant": v.to_dict(), "preference": v.scores.get("preference", 0.0),
+            "validation": A.validation(v, brief, limits), "guard": rel.report.to_dict(), "manifest": rel.manifest}
+           for v, rel in zip(variants, released, strict=True)]
     return {"object": "list", "created": int(time.time()), "data": out}
