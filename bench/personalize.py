@@ -168,12 +168,22 @@ def prefs(out: Path, base: Path, minutes: float, seed: int, label: str, tune_set
     t_tune = time.time() - t
     before = [has_property(a) for _, a in sample_ads(str(ads), 10, seed + 1000, test_names)]
     after = [has_property(a) for _, a in sample_ads(str(tuned), 10, seed + 1000, test_names)]
-    pref_ds = Path(json.loads((tuned / "gencraft.json").read_text())["data"]["dataset"])
+    tuned_info = json.loads((tuned / "gencraft.json").read_text())
+    pref_ds = Path(tuned_info["data"]["dataset"])
+    budget = tuned_info["adapter"].get("budget") or {}
     res = {"rated variants": 200, "liked": liked,
            "pairs (train/val)": "/".join(str(v) for v in json.loads((pref_ds / "manifest.json").read_text())
                                          ["pairs"].values()),
            "share before": sum(before) / len(before), "share after": sum(after) / len(after),
-           "val loss before": val_loss(ads), "val loss after": val_loss(tuned, ds), "tune seconds": t_tune}
+           "val loss before": val_loss(ads), "val loss after": val_loss(tuned, ds), "tune seconds": t_tune,
+           "dpo steps": tuned_info["metrics"]["step"]}
+    if "scale" in budget:  # the corpus-loss budget, held on the train split (gencraft.train.budget)
+        res["budget (train-split rise)"] = f"{100 * budget['max_rise']:g}%"
+        res["train-split rise as tuned"] = f"{100 * (budget['tuned'] / budget['reference'] - 1):+.2f}%"
+        res["adapter scaled by"] = budget["scale"]
+        res["train-split rise scaled"] = f"{100 * (budget['fitted'] / budget['reference'] - 1):+.2f}%"
+    elif budget:
+        res["budget"] = budget.get("skipped", "")
     say(f"\n## preferences ({label}): property '{PROPERTY}', {len(before)} fresh samples of 20 unseen "
         f"product names before/after, seed {seed}, tune --set {' '.join(tune_set or []) or '(defaults)'}")
     for k, v in res.items():

@@ -121,12 +121,20 @@ def test_adapter_with_a_changed_or_missing_base_is_an_error(world, cli, tmp_path
     shutil.copytree(base, base2)
     ad = train(ds_b, base=str(base2), lora=True, out=tmp_path / "ad2",
                overrides=["max_iters=10", "eval_interval=10", "num_threads=1"], progress=False)
+    # the adapter's checkpoint holds the adapter only; --resume reads the base again
+    ck = load_file(str(ad / "checkpoints" / "last" / "model.safetensors"))
+    assert ck and all(".lora_" in k for k in ck)
+    assert set(ck) == set(load_file(str(ad / "adapter.safetensors")))
+    train(ds_b, out=ad, resume=True, overrides=["max_iters=12"], progress=False)
+    assert _info(ad)["metrics"]["step"] == 12
     w = load_file(str(base2 / "model.safetensors"))
     w["wte.weight"][0, 0] += 1.0
     save_file(w, str(base2 / "model.safetensors"))
     res = cli("generate", str(ad), "--prompt", "my", "-m", "4")
     assert res.code == 2 and "has changed since the adapter was trained" in res.err
     assert "Traceback" not in res.err and len(res.err.strip().splitlines()) == 1
+    with pytest.raises(RunError, match="has changed since the adapter was trained"):
+        train(ds_b, out=ad, resume=True, overrides=["max_iters=14"], progress=False)
     shutil.rmtree(base2)
     res = cli("generate", str(ad), "--prompt", "my", "-m", "4")
     assert res.code == 2 and "is missing" in res.err
@@ -288,10 +296,23 @@ def test_tune_from_ratings_trains_a_preference_adapter(world, cli, tmp_path):
     _rate_variants(base)
     res = cli("tune", str(base), "--from-ratings", "--kind", "ads", "--out", str(tmp_path / "p"), "-q",
               "--set", "max_iters=30", "--set", "eval_interval=15", "--set", "num_threads=1",
-              "--set", "dpo.beta=0.5")
+              "--set", "dpo.beta=0.5", "--set", "dpo.budget=0.001")
     assert res.code == 0, res.err
     info = _info(tmp_path / "p")
     assert info["adapter"]["objective"] == "dpo" and info["adapter"]["beta"] == 0.5
+    # the corpus-loss budget: over it as trained, the adapter was scaled down to within it, and the
+    # adapter as written gives the recorded loss on the base's corpus
+    from gencraft.train.budget import corpus_sample
+    from gencraft.train.data import load_dataset
+    from gencraft.train.evaluate import split_loss
+    from gencraft.train.lora import load_model
+
+    b = info["adapter"]["budget"]
+    assert b["tuned"] > b["reference"] * 1.001 and 0 < b["scale"] < 1
+    assert b["fitted"] <= b["reference"] * 1.001 and b["corpus"] == _info(base)["data"]["dataset"]
+    merged = load_model(tmp_path / "p", info).eval()
+    data = corpus_sample(load_dataset(b["corpus"]).train, merged.config.block_size)
+    assert abs(split_loss(merged, data, merged.config.block_size)[0] - b["fitted"]) < 1e-4
     train_loss = [m["loss"] for m in map(json.loads, (tmp_path / "p" / "metrics.jsonl").read_text().splitlines())
                   if m["split"] == "train"]
     assert train_loss[-1] < 0.6931  # DPO starts at log 2 (the adapter starts at zero)
@@ -340,16 +361,74 @@ def test_two_adapters_in_one_batch_each_row_as_its_adapter_alone(world):
         adapters.append(L.adapter_state_dict(m))
         singles.append(L.merge(m).eval())
     bank = copy.deepcopy(base)
-    L.inject(bank, names, r=4, alpha=8.0)
-    L.load_bank(bank, adapters, [2.0, 2.0])
+    L.load_bank(bank, adapters, [2.0, 2.0])  # makes the adapted layers LoRALinear
     prompts = ["the quick ", "old kings and ", "seven wiz"]
     cfg = GenerationConfig(max_new_tokens=12, temperature=0, stop_at_eos=False)
-    with L.set_rows(bank.eval(), torch.tensor([1, 2, 0])):
+    with L.set_rows(torch.tensor([1, 2, 0])):
         rows = generate(bank, tok, prompts, cfg)
     for prompt, row, alone in zip(prompts, rows, [*singles, base.eval()], strict=True):
         assert row[0].token_ids == generate(alone, tok, [prompt], cfg)[0][0].token_ids
     base_alone = [generate(base, tok, [p], cfg)[0][0].token_ids for p in prompts[:2]]
     assert [r[0].token_ids for r in rows[:2]] != base_alone  # the adapters did change the rows
+
+
+def _strong_adapter(run: Path, seed: int) -> None:
+    """Replace an adapter run's tensors by large random ones: greedy paths then differ from the base's and
+    from each other's, so a row running through the wrong adapter shows."""
+    f = run / "adapter.safetensors"
+    g = torch.Generator().manual_seed(seed)
+    save_file({k: 0.1 * torch.randn(v.shape, generator=g) for k, v in load_file(str(f)).items()}, str(f))
+
+
+def test_server_batches_two_adapters_of_one_base(world, tmp_path):
+    """Two adapter runs of one base (different ranks and layers) are served by one scheduler over one
+    copy of the base: their requests share batches (one prefill, rows finishing and shifting their
+    window at different steps), and each request's tokens are those of its adapter merged alone; so
+    are a kit's (direct generation) and the HTTP API's, chosen by model name."""
+    import asyncio
+
+    from fastapi.testclient import TestClient
+
+    from gencraft.backends import load
+    from gencraft.server import ServerConfig, create_app
+    from gencraft.server.catalog import Catalog
+
+    home = tmp_path / "home"
+    runs = {"mine-a": ["lora.r=4"], "mine-b": ["lora.r=2", "lora.targets=attn"]}
+    for i, (name, extra) in enumerate(runs.items()):
+        train(world["ds_b"], base=str(world["base"]), lora=True, out=home / "runs" / name, progress=False,
+              overrides=["max_iters=2", "eval_interval=2", "eval_iters=1", "num_threads=1", *extra])
+        _strong_adapter(home / "runs" / name, i)
+    jobs = [("mine-a", "my cat ", 12), ("mine-b", "my cat ", 30), ("mine-a", "the warm sun", 40),
+            ("mine-b", "dreams", 5)]  # 30 and 40 new tokens pass the 32-token context: windows shift
+    alone = {n: load(home / "runs" / n) for n in runs}
+    want = [alone[n].generate(p, max_new_tokens=k, temperature=0, stop_at_eos=False).token_ids for n, p, k in jobs]
+    base = load(world["base"]).generate("my cat ", max_new_tokens=12, temperature=0, stop_at_eos=False).token_ids
+    assert len({tuple(base), tuple(want[0]), tuple(want[1][:12])}) == 3  # each adapter changes the rows
+
+    async def serve() -> tuple[list[list[int]], list[list[int]], int]:
+        cat = Catalog(home=home, max_batch=8)
+        try:
+            loaded = {n: await cat.text(n) for n in runs}
+            sched = loaded["mine-a"][1].sched
+            assert loaded["mine-b"][1].sched is sched
+            with sched._cv:  # all queued before the scheduler thread looks: one batch from the start
+                tickets = [loaded[n][1].submit(loaded[n][0].tokenizer.encode(p), loaded[n][0].generation_config(
+                    max_new_tokens=k, temperature=0, stop_at_eos=False)) for n, p, k in jobs]
+            got = [(await t.results())[0].token_ids for t in tickets]
+            direct = [loaded[n][0].generate(p, max_new_tokens=k, temperature=0, stop_at_eos=False).token_ids
+                      for n, p, k in jobs]
+            return got, direct, sched.stats.max_active
+        finally:
+            cat.close()
+
+    got, direct, widest = asyncio.run(serve())
+    assert widest == len(jobs) and got == want and direct == want
+    with TestClient(create_app(ServerConfig(auth=False, home=home, rate_per_minute=0))) as c:
+        r = c.post("/v1/completions", json={"model": "mine-b", "prompt": "dreams", "max_tokens": 5,
+                                            "temperature": 0})
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["text"] == alone["mine-b"].tokenizer.decode(want[3])
 
 
 def test_learn_from_my_ratings_job(tmp_path):

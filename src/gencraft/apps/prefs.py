@@ -89,8 +89,34 @@ def tune(run: str | os.PathLike[str], *, kind: str | None = None, since: str | d
         shutil.rmtree(work)
     train(ds, base=os.fspath(run), lora=True, out=work, overrides=list(overrides or []), max_time=max_time,
           seed=seed, progress=progress, objective="dpo")
+    keep_budget(work, base.info)
     _rename_run(work, out_run)
     return out_run
+
+
+def keep_budget(adapter: Path, base_info: dict[str, Any]) -> dict[str, Any] | None:
+    """Hold the adapter to its corpus-loss budget (``dpo.budget``; :func:`gencraft.train.budget.fit_budget`)
+    on the corpus its base was trained on; None when there is no limit or no corpus to measure (an
+    ``hf:`` folder, a deleted dataset: recorded in ``adapter.budget.skipped``)."""
+    from gencraft.errors import GencraftError
+    from gencraft.runs import write_info
+    from gencraft.train.budget import fit_budget
+
+    info = json.loads((adapter / "gencraft.json").read_text(encoding="utf-8"))
+    budget = float(info["adapter"].get("budget", 0.0))
+    corpus = (base_info.get("data") or {}).get("dataset")
+    if budget <= 0:
+        return None
+    if corpus:
+        try:
+            return fit_budget(adapter, corpus, budget)
+        except GencraftError as e:  # the base's dataset is gone or unreadable: say so, keep the adapter
+            skipped = f"the base's corpus {corpus} could not be read ({e})"
+    else:
+        skipped = "the base records no training corpus"
+    info["adapter"]["budget"] = {"max_rise": budget, "skipped": skipped}
+    write_info(adapter, info)
+    return None
 
 
 def _rename_run(src: Path, dst: Path) -> None:

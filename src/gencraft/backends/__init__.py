@@ -99,7 +99,8 @@ def load_adapted(run_dir: Path, info: dict[str, Any], device: torch.device, dtyp
     tok_path = run_dir / "tokenizer.json"
     if not tok_path.is_file():
         raise RunError(f"{tok_path}: missing; the run is incomplete (train it again)", param="model")
-    return TextModel(model, load_tokenizer(tok_path), info, str(run_dir))
+    tok = load_tokenizer(tok_path)
+    return TextModel(model, tok, info, str(run_dir), unseen_tokens(run_dir, info, tok.vocab_size))
 
 
 __all__ = ["TextModel", "load", "load_adapted", "load_tokenizer_of", "unseen_tokens"]

@@ -42,6 +42,7 @@ import torch
 from gencraft.generate.config import TokenLogprob
 from gencraft.generate.processors import apply, build_processors
 from gencraft.models.gpt import KVCache
+from gencraft.models.lora import set_rows
 
 Context = Callable[[list[int]], torch.Tensor]  # rows -> their context [len(rows), T], left-padded with -1
 
@@ -92,9 +93,13 @@ def _prefill(model: Any, window: torch.Tensor, n_pad: torch.Tensor, max_len: int
     return model.step(window.clamp(min=0), cache)
 
 
-def advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, context: Context
-            ) -> tuple[torch.Tensor, Any]:
+def advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, context: Context,
+            adapters: torch.Tensor | None = None) -> tuple[torch.Tensor, Any]:
     """Feed ``tokens`` ``[B]`` (one per row); the next logits and the cache.
+
+    ``adapters``: ``[B]`` the LoRA adapter of each row of a model holding a bank of them
+    (:func:`gencraft.models.lora.load_bank`; 0 = the base): every step, the window shifts included,
+    runs each row through its own adapter.
 
     A row that has seen ``limit`` positions shifts its window first (``context(rows)``: those
     rows' whole context, the new token last). A GPT ``KVCache`` shifts row by row: the row's newest
@@ -105,6 +110,14 @@ def advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, con
     (Hugging Face) shift the whole batch, re-encoding each row's newest ``shift_keep(limit)``
     positions, when the batch fills the context.
     """
+    if adapters is not None:
+        with set_rows(adapters):
+            return _advance(model, tokens, cache, limit, context, adapters)
+    return _advance(model, tokens, cache, limit, context, None)
+
+
+def _advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, context: Context,
+             adapters: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
     if limit is None:
         return model.step(tokens[:, None], cache)
     keep = shift_keep(limit)
@@ -122,7 +135,8 @@ def advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, con
         if len(full) == len(tokens):
             _, cache = model.step(window, model.new_cache(len(full), max_len=cache.max_len))
         else:
-            _, part = model.step(window, model.new_cache(len(full), max_len=keep))
+            with set_rows(None if adapters is None else adapters[full]):
+                _, part = model.step(window, model.new_cache(len(full), max_len=keep))
             if not place_rows(cache, part, full):
                 raise AssertionError("a shifted window is shorter than the batch: it always fits")
     if cache.length + 1 > cache.max_len and not trim_cache(cache):

@@ -13,7 +13,8 @@ LSTM get them from this file, for three reasons that follow from how these model
   :class:`LoRALSTM` adds ``delta W`` to them once per call (one product per sequence, not per step);
 - serving several adapters on one base batches their rows together (S-LoRA/punica): a
   :class:`LoRALinear` can hold a bank of adapters and apply, row by row, the one each row asked for
-  (:func:`set_rows`), with gathered batched products in PyTorch.
+  (:func:`set_rows`), with gathered batched products in PyTorch; :class:`BankRow` is one adapter of a
+  bank as a step model of its own.
 
 Parameter names follow ``peft`` (``NAME.lora_A.weight`` ``[r, in]``, ``NAME.lora_B.weight`` ``[out, r]``),
 and the frozen base keeps its own names, so a base checkpoint loads into an adapted model unchanged.
@@ -22,8 +23,11 @@ and the frozen base keeps its own names, so a base checkpoint loads into an adap
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,8 +39,9 @@ from gencraft.models.linear import Linear
 class LoRALinear(Linear):
     """A ``Linear`` whose frozen ``weight``/``bias`` are the base layer's, plus ``scale * B(A(x))``.
 
-    ``bank``: optional stacked adapters ``(A [N, r, in], B [N, out, r], scale [N])`` with ``rows``
-    (``[batch]`` indices into it, 0 = the base alone) for batches that mix adapters.
+    ``bank``: optional stacked adapters ``(A [N, r, in], B [N, out, r], scale [N])`` (:func:`load_bank`)
+    for batches that mix adapters: within :func:`set_rows` row ``i`` adds adapter ``rows[i]`` (0 = the
+    base alone); outside it a layer with a bank is the base layer alone.
     """
 
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0) -> None:
@@ -50,15 +55,15 @@ class LoRALinear(Linear):
         self.r, self.alpha, self.scale = r, alpha, alpha / r
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.bank: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
-        self.rows: torch.Tensor | None = None
         self.off = False  # the base layer alone (see disabled())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = super().forward(x)
         if self.off:
             return y
-        if self.rows is not None and self.bank is not None:
-            return y + _per_row(x, self.bank, self.rows).to(y.dtype)
+        if self.bank is not None:
+            rows = _ROWS.get()
+            return y if rows is None else y + _per_row(x, self.bank, rows).to(y.dtype)
         a, b = self.lora_A.weight, self.lora_B.weight
         return y + F.linear(F.linear(self.lora_dropout(x), a.to(x.dtype)), b.to(x.dtype)) * self.scale
 
@@ -215,14 +220,26 @@ def load_adapter_state_dict(model: nn.Module, tensors: dict[str, torch.Tensor]) 
 
 # ---- several adapters on one base, batched together (the server's scheduler) ----
 
-def load_bank(model: nn.Module, adapters: list[dict[str, torch.Tensor]], scales: list[float]) -> None:
-    """Stack ``adapters`` (each an :func:`adapter_state_dict` of this base) into every GPT layer's bank.
+# The rows' adapter indices of the forward pass running in this thread (a context variable, not a layer
+# attribute: the server's scheduler thread and a kit's generation thread may run one banked model at once).
+_ROWS: ContextVar[torch.Tensor | None] = ContextVar("gencraft_lora_rows", default=None)
 
-    Adapter ``i`` gets index ``i + 1``; index 0 is the base alone. Ranks may differ: each adapter is
-    zero-padded to the largest (the extra rows and columns add nothing).
+
+def load_bank(model: nn.Module, adapters: list[dict[str, torch.Tensor]], scales: list[float]) -> None:
+    """Stack ``adapters`` (each an :func:`adapter_state_dict` of this base) into every adapted layer's bank.
+
+    Adapter ``i`` gets index ``i + 1``; index 0 is the base alone. Layers an adapter names that are still
+    plain ``Linear`` layers become :class:`LoRALinear` first (the bank covers the union of the adapters'
+    layers). Ranks may differ: each adapter is zero-padded to the largest (the extra rows and columns add
+    nothing). Callable again with a longer list: the indices of the adapters already there stay.
     """
+    suffix = ".lora_A.weight"
+    wanted = sorted({k[:-len(suffix)] for a in adapters for k in a if k.endswith(suffix)})
+    plain = [n for n in wanted if not isinstance(model.get_submodule(n), LoRALinear)]
+    if plain:
+        inject(model, plain, r=1, alpha=1.0)  # own matrices unused: a layer with a bank reads the bank
     layers = {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
-    r_max = max([t.shape[0] for a in adapters for k, t in a.items() if k.endswith("lora_A.weight")] or [1])
+    r_max = max([t.shape[0] for a in adapters for k, t in a.items() if k.endswith(suffix)] or [1])
     for name, m in layers.items():
         p = m.weight
         A = torch.zeros(len(adapters) + 1, r_max, m.in_features, dtype=torch.float32, device=p.device)
@@ -232,20 +249,50 @@ def load_bank(model: nn.Module, adapters: list[dict[str, torch.Tensor]], scales:
             a, b = ad.get(f"{name}.lora_A.weight"), ad.get(f"{name}.lora_B.weight")
             if a is None or b is None:  # this adapter leaves the layer alone
                 continue
+            if a.shape[1] != m.in_features or b.shape[0] != m.out_features or a.shape[0] != b.shape[1]:
+                raise ValueError(f"{name}: adapter {i} has A {tuple(a.shape)} and B {tuple(b.shape)}, the layer is "
+                                 f"{m.in_features} -> {m.out_features}")
             A[i, :a.shape[0]] = a
             B[i, :, :b.shape[1]] = b
             scale[i] = s
-        m.bank = (A, B, scale)
+        m.bank = (A, B, scale)  # one assignment: a forward running in another thread sees old or new
+    model._lora_unmerged = True
 
 
 @contextmanager
-def set_rows(model: nn.Module, rows: torch.Tensor | None) -> Iterator[None]:
-    """Within the block, row ``i`` of every batch goes through bank adapter ``rows[i]`` (0 = base)."""
-    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
-    for m in layers:
-        m.rows = rows
+def set_rows(rows: torch.Tensor | None) -> Iterator[None]:
+    """Within the block (in this thread), row ``i`` of every batch a banked model computes goes through
+    bank adapter ``rows[i]`` (0 = the base); ``None``: every row the base alone."""
+    token = _ROWS.set(rows)
     try:
         yield
     finally:
-        for m in layers:
-            m.rows = None
+        _ROWS.reset(token)
+
+
+class BankRow:
+    """Adapter ``index`` of a banked model as a step model of its own: every row of every call goes
+    through that adapter (what a kit or the engine gets for a served adapter). Anything else is the
+    banked model's. ``lock``: held around each call (the one the server's scheduler holds per step,
+    so the bank never changes under a call)."""
+
+    def __init__(self, model: nn.Module, index: int, lock: threading.Lock | None = None) -> None:
+        self.model, self.index = model, index
+        self._lock: AbstractContextManager[Any] = lock if lock is not None else nullcontext()
+
+    def _rows(self, ids: torch.Tensor) -> torch.Tensor:
+        return torch.full((ids.shape[0],), self.index, dtype=torch.long, device=ids.device)
+
+    def step(self, token_ids: torch.Tensor, cache: Any = None) -> Any:
+        with self._lock, set_rows(self._rows(token_ids)):
+            return self.model.step(token_ids, cache)
+
+    def __call__(self, idx: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        with self._lock, set_rows(self._rows(idx)):
+            return self.model(idx, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+    def __repr__(self) -> str:
+        return f"BankRow({type(self.model).__name__}, adapter {self.index})"

@@ -1,7 +1,8 @@
 """The models a server offers: every run under ``GENCRAFT_HOME/runs`` plus the configured ``hf:`` models.
 
 Models load on first use (in a worker thread, so the event loop keeps serving) and stay loaded.
-Each text model gets its own :class:`~gencraft.server.scheduler.Scheduler`.
+Each text model gets its own :class:`~gencraft.server.scheduler.Scheduler`, except LoRA adapters of
+a gencraft GPT base: those of one base share it, batched together (:mod:`gencraft.server.adapters`).
 """
 
 from __future__ import annotations
@@ -54,7 +55,8 @@ class Catalog:
                          continuous=continuous, on_tokens=on_tokens)
         self.device = device
         self.home = home
-        self._text: dict[str, tuple[Any, Scheduler]] = {}
+        self._text: dict[str, tuple[Any, Any]] = {}  # id -> (TextModel, Scheduler or AdapterView)
+        self._groups: dict[tuple[str, str], Any] = {}  # (base path, base sha256) -> AdapterGroup
         self._images: dict[str, Any] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, asyncio.Future] = {}
@@ -117,14 +119,38 @@ class Catalog:
             if fut.done():
                 self._loading.pop(model_id, None)
 
-    def _load_text(self, e: ModelEntry) -> tuple[Any, Scheduler]:
+    def _load_text(self, e: ModelEntry) -> tuple[Any, Any]:
         from gencraft.backends import load
+        from gencraft.runs import read_info
+        from gencraft.server.adapters import bankable
 
+        if e.kind != "hf":
+            path, info = read_info(e.path)
+            if bankable(info):
+                return self._load_adapter(e.id, path, info)
         tm = load(e.id if e.kind == "hf" else e.path, device=self.device)
         sched = Scheduler(tm, **self.opts)
         with self._lock:
             self._text[e.id] = (tm, sched)
         return tm, sched
+
+    def _load_adapter(self, model_id: str, path: Path, info: dict[str, Any]) -> tuple[Any, Any]:
+        """An adapter joins its base's group (made with the first adapter of that base)."""
+        from gencraft.server.adapters import AdapterGroup, open_adapter
+
+        ad = open_adapter(path, info)
+        with self._lock:
+            group = self._groups.get(ad.key)
+        if group is None:
+            made = AdapterGroup(ad.base, self.device, self.opts)
+            with self._lock:
+                group = self._groups.setdefault(ad.key, made)
+            if group is not made:  # another adapter of this base made it meanwhile
+                made.close()
+        tm, view = group.add(model_id, ad)
+        with self._lock:
+            self._text[model_id] = (tm, view)
+        return tm, view
 
     def _load_image(self, e: ModelEntry) -> Any:
         from gencraft.generate.image import load_image_run
@@ -135,17 +161,30 @@ class Catalog:
         return run
 
     def forget(self, model_id: str) -> None:
-        """Drop a loaded model (its run was retrained): the next request loads it again."""
+        """Drop a loaded model (its run was retrained): the next request loads it again (an adapter:
+        into its old place in its group's bank). A retrained base drops its adapters' group."""
         with self._lock:
             text = self._text.pop(model_id, None)
             self._images.pop(model_id, None)
+            run = (self.home / "runs" / model_id).resolve()
+            gone = [k for k in self._groups if Path(k[0]) == run]
+            groups = [self._groups.pop(k) for k in gone]
+            for g in groups:
+                for name in g.names:
+                    self._text.pop(name, None)
         if text is not None:
             text[1].close()
+        for g in groups:
+            g.close()
 
-    def loaded(self) -> dict[str, Scheduler]:
+    def loaded(self) -> dict[str, Any]:
+        """Loaded text models by id and their schedulers (an adapter: its group's, seen as its own)."""
         return {k: s for k, (_, s) in self._text.items()}
 
     def close(self) -> None:
         for _, s in list(self._text.values()):
             s.close()
+        for g in list(self._groups.values()):
+            g.close()
         self._text.clear()
+        self._groups.clear()

@@ -16,7 +16,12 @@ A sequence gets the tokens the engine gives the same request: same prefill windo
 same sampler seed (``sample_seed(seed, choice index)``), same window shifts.
 
 So a new request waits at most one decode step before its prefill, and a long request never
-holds up a short one. Models whose cache cannot be merged (Hugging Face ``past_key_values``) are
+holds up a short one.
+
+A model holding a bank of LoRA adapters (:func:`~gencraft.models.lora.load_bank`: the adapters of
+one base, ``gencraft.server.adapters``) serves them all in one batch: each sequence carries its
+adapter's index (``submit(..., adapter=i)``), and every prefill and step runs each row through its
+own adapter (``set_rows``), the rows following the batch's rows as they join, finish and shift. Models whose cache cannot be merged (Hugging Face ``past_key_values``) are
 batched in waves instead: new requests join when the running batch is empty.
 
 The thread only touches torch; requests talk to it through :meth:`Scheduler.submit` (a bounded
@@ -46,6 +51,7 @@ from gencraft.generate.processors import vocab_bytes
 from gencraft.generate.text import TextTracker
 from gencraft.models import decode
 from gencraft.models.gpt import KVCache
+from gencraft.models.lora import set_rows
 from gencraft.server.errors import Overloaded, QueueFull
 
 log = logging.getLogger("gencraft.server")
@@ -79,6 +85,7 @@ class Sequence:
     emit: Callable[[Event], None]
     deadline: float | None
     seed: int
+    adapter: int = 0  # the LoRA adapter of the model's bank this sequence runs through (0 = the base)
     rule: core.Rule = field(default_factory=lambda: core.Rule([], False))  # how it chooses (core.Rule.build)
     sampler: Any = None  # its sampler (sampling only)
     history: torch.Tensor | None = None  # [1, prompt + max_new_tokens]: the prompt, then the tokens so far
@@ -189,6 +196,9 @@ class Scheduler:
         self._pending: collections.deque[list[Sequence]] = collections.deque()
         self._outbox: list[tuple[Any, asyncio.Queue, list[Sequence], Event]] = []
         self._cv = threading.Condition()
+        # held by the scheduler thread for each step: whoever changes the model (a new adapter in its
+        # bank) holds it too, so no step sees a half-changed model
+        self.lock = threading.Lock()
         self._stop = False
         self._thread = threading.Thread(target=self._loop, daemon=True, name="gencraft-scheduler")
         self._thread.start()
@@ -196,13 +206,14 @@ class Scheduler:
     # -- called on the event loop
 
     def submit(self, prompt_ids: list[int], cfg: GenerationConfig, *, timeout: float | None = None,
-               make_processors: Callable[[], list] | None = None, first_index: int = 0) -> Ticket:
+               make_processors: Callable[[], list] | None = None, first_index: int = 0, adapter: int = 0) -> Ticket:
         """Queue one request (``cfg.n`` sequences); raise QueueFull when the queue is at its bound.
 
         ``make_processors`` builds extra (stateful) processors, a fresh set per sequence -- e.g. a
         JSON-schema constraint; they run after ``cfg.processors``. ``first_index``: the choice index
         of the first sequence (a request of several prompts: prompt ``p`` starts at ``p * n``); the
         sequence of choice ``i`` samples with seed ``sample_seed(seed, i)``, as the engine's row ``i``.
+        ``adapter``: the index of the LoRA adapter (in the model's bank) the request runs through.
         """
         cfg.validate()
         loop = asyncio.get_running_loop()
@@ -215,7 +226,7 @@ class Scheduler:
         deadline = time.monotonic() + timeout if timeout else None
         if cfg.max_time is not None:
             deadline = min(deadline or float("inf"), time.monotonic() + cfg.max_time)
-        seqs = [Sequence(list(prompt_ids), cfg, i, emit, deadline, core.sample_seed(seed, first_index + i))
+        seqs = [Sequence(list(prompt_ids), cfg, i, emit, deadline, core.sample_seed(seed, first_index + i), adapter)
                 for i in range(cfg.n)]
         for s in seqs:  # processors are per sequence (constraints keep per-row state); errors surface now
             c = cfg
@@ -277,7 +288,7 @@ class Scheduler:
                     return
                 new = self._take(_live(active), cache)
             try:
-                with self.session, torch.inference_mode():
+                with self.lock, self.session, torch.inference_mode():
                     cache, logits, active = self._work(active, new, cache, logits)
             except Exception as e:  # a bug or OOM: fail the requests in flight, keep serving
                 log.exception("scheduler step failed; failing %d sequences", len(active) + len(new))
@@ -342,9 +353,15 @@ class Scheduler:
         if isinstance(cache, KVCache) and self.limit is not None:
             self._refresh_ghosts(active, cache)
         logits, cache = core.advance(self.model, nxt, cache, self.limit,
-                                     lambda rows: core.stack_contexts([active[b].context() for b in rows]))
+                                     lambda rows: core.stack_contexts([active[b].context() for b in rows]),
+                                     self._adapters(active))
         self.stats.steps += 1
         return cache, logits, active
+
+    def _adapters(self, seqs: list[Sequence]) -> torch.Tensor | None:
+        """Each row's adapter index, or None when every row is on the base (no low-rank products)."""
+        ids = [s.adapter for s in seqs]
+        return torch.tensor(ids, dtype=torch.long, device=self.device) if any(ids) else None
 
     def _refresh_ghosts(self, active: list[Sequence], cache: KVCache) -> None:
         """Ghost rows are all padding again before their own positions would reach the context
@@ -396,7 +413,8 @@ class Scheduler:
         """Prefill new sequences together (left-padded); set up their per-sequence state."""
         with torch.inference_mode():
             ids = pad_left([s.prompt_ids for s in seqs], self.device)
-            logits, cache = core.prefill(self.model, ids, self.limit, self.limit)
+            with set_rows(self._adapters(seqs)):
+                logits, cache = core.prefill(self.model, ids, self.limit, self.limit)
         self.stats.prefills += 1
         for s in seqs:
             cfg = s.cfg

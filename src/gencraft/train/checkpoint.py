@@ -1,5 +1,10 @@
 """The resumable checkpoint ``checkpoints/last/``: model, optimizer, step, schedule and RNG states.
 
+A model that trains only some of its weights (LoRA adapters on a frozen base) checkpoints only those
+(``trainable_only``; ``state.json`` says ``"weights": "trainable"``): the frozen rest comes back from
+where it came from (the base run, whose sha256 the caller checks), so a checkpoint of an adapter is
+the adapter's size, not the model's.
+
 Everything is safetensors + JSON (no pickle): optimizer tensors are flattened into
 ``optimizer.safetensors`` under ``state.{param}.{name}`` keys, everything else (param groups,
 step, best loss, RNG states as base64) goes to ``state.json``. The directory is built under a
@@ -86,14 +91,22 @@ def unflatten_optimizer(tensors: dict[str, torch.Tensor], structure: dict[str, A
     return {"state": state, "param_groups": structure["param_groups"]}
 
 
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors of ``model``'s parameters that train (``requires_grad``), on the CPU."""
+    return {n: p.detach().to("cpu").contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
 def save_checkpoint(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
-                    gen: torch.Generator, state: dict[str, Any]) -> None:
-    """Write ``run_dir/checkpoints/last`` atomically (a whole new directory renamed into place)."""
+                    gen: torch.Generator, state: dict[str, Any], *, trainable_only: bool = False) -> None:
+    """Write ``run_dir/checkpoints/last`` atomically (a whole new directory renamed into place);
+    ``trainable_only``: only the parameters that train (the model's frozen rest is not written)."""
     tensors, structure = flatten_optimizer(opt)
     with atomic_dir(run_dir / CHECKPOINT) as tmp:
-        save_file(state_dict_for_save(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        weights = trainable_state(model) if trainable_only else state_dict_for_save(model)
+        save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         save_file(tensors, str(tmp / "optimizer.safetensors"), metadata={"format": "pt"})
-        full = {**state, "optimizer": structure, "rng": rng_state(gen)}
+        full = {**state, "weights": "trainable" if trainable_only else "all", "optimizer": structure,
+                "rng": rng_state(gen)}
         (tmp / "state.json").write_text(json.dumps(full), encoding="utf-8")
         for name in ("model.safetensors", "optimizer.safetensors", "state.json"):
             with open(tmp / name, "rb") as f:
@@ -113,9 +126,13 @@ def read_checkpoint_state(run_dir: Path) -> dict[str, Any]:
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,
                     gen: torch.Generator, state: dict[str, Any]) -> None:
-    """Restore model, optimizer and RNG states from ``run_dir/checkpoints/last``."""
+    """Restore model, optimizer and RNG states from ``run_dir/checkpoints/last`` (a ``trainable`` checkpoint:
+    into a model whose frozen weights are already loaded)."""
     ck = run_dir / CHECKPOINT
-    load_weights(model, ck / "model.safetensors")
+    if state.get("weights") == "trainable":
+        _load_trainable(model, ck / "model.safetensors")
+    else:
+        load_weights(model, ck / "model.safetensors")
     try:
         tensors = load_file(str(ck / "optimizer.safetensors"))
     except (SafetensorError, OSError, ValueError) as e:
@@ -125,3 +142,21 @@ def load_checkpoint(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Opti
     except (KeyError, ValueError) as e:
         raise RunError(f"{ck / 'state.json'}: optimizer state does not match the model ({e})") from None
     set_rng_state(state["rng"], gen)
+
+
+def _load_trainable(model: torch.nn.Module, path: Path) -> None:
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise RunError(f"{path}: cannot read weights ({e}); the checkpoint is corrupted") from None
+    want = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(tensors) != want:
+        odd = sorted(set(tensors) ^ want)[:3]
+        raise RunError(f"{path}: the checkpoint's trained tensors do not match the model ({odd}); it belongs to "
+                       "another run")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for n, t in tensors.items():
+            if params[n].shape != t.shape:
+                raise RunError(f"{path}: {n} is {tuple(t.shape)} in the checkpoint, {tuple(params[n].shape)} in the model")
+            params[n].copy_(t)

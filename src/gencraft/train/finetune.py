@@ -53,6 +53,9 @@ FINETUNE: dict[str, dict[str, Any]] = {
                 eval_iters=8, patience=0, weight_decay=0.0, batch_size=16),
 }
 DPO_BETA = 0.5  # the anchor to the reference model (DPO's beta)
+# how much the corpus loss (the run's own validation text) may rise, relative, after preference tuning:
+# the adapter is scaled down until it holds (gencraft.train.dpo.fit_budget); the issue's aim is under 5%
+DPO_BUDGET = 0.04
 HF_FULL_LR = 1e-4  # transformer checkpoints from elsewhere are larger and were trained at lower rates
 HF_BLOCK = 256  # default training window of a Hugging Face base (its position limit when smaller)
 
@@ -89,11 +92,13 @@ class Tune:
     objective: str = "lm"  # lm (next-token) | dpo (preference pairs)
     beta: float = DPO_BETA  # dpo only
     sft: float = 0.0  # dpo only: weight of the preferred outputs' NLL (RPO); 0 = plain DPO
+    budget: float = DPO_BUDGET  # dpo only: the corpus loss may rise this much (relative); 0 = no limit
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps to rebuild this on ``--resume``."""
         return {"base": self.base_record, "kind": self.kind, "lora": asdict(self.lora) if self.lora else None,
-                "modules": self.modules, "objective": self.objective, "beta": self.beta, "sft": self.sft}
+                "modules": self.modules, "objective": self.objective, "beta": self.beta, "sft": self.sft,
+                "budget": self.budget}
 
 
 def _card_license(folder: Path) -> str:
@@ -276,7 +281,7 @@ def plan(ds_path: Path, ds_vocab: int, base_spec: str | None, *, lora: bool, mod
     lora_items = {k[5:]: v for k, v in items.items() if k.startswith("lora.")}
     dpo_items = {k[4:]: v for k, v in items.items() if k.startswith("dpo.")}
     rest = {k: v for k, v in items.items() if not k.startswith(("lora.", "dpo."))}
-    beta, sft = _dpo_settings(dpo_items, objective)
+    beta, sft, budget = _dpo_settings(dpo_items, objective)
     if lora_items and not lora:
         key = next(iter(lora_items))
         raise ConfigError(f"--set lora.{key}: LoRA settings need --lora", param=f"lora.{key}")
@@ -298,18 +303,21 @@ def plan(ds_path: Path, ds_vocab: int, base_spec: str | None, *, lora: bool, mod
     if ds_vocab > mcfg.vocab_size:
         raise DataError(f"dataset {ds_path}: {ds_vocab} tokens, more than the base's {mcfg.vocab_size}",
                         param="dataset")
-    tune = Tune(base, base.kind, base_record=record_base(base), objective=objective, beta=beta, sft=sft)
+    tune = Tune(base, base.kind, base_record=record_base(base), objective=objective, beta=beta, sft=sft,
+                budget=budget)
     if lora:
         tune.lora = L.resolve_config(lora_items)
     return tune, mcfg, tcfg
 
 
-def _dpo_settings(items: dict[str, str], objective: str) -> tuple[float, float]:
-    """``--set dpo.beta=...`` (anchor strength) and ``dpo.sft=...`` (weight of the preferred outputs' NLL)."""
-    out = {"beta": DPO_BETA, "sft": 0.0}
+def _dpo_settings(items: dict[str, str], objective: str) -> tuple[float, float, float]:
+    """``--set dpo.beta=...`` (anchor strength), ``dpo.sft=...`` (weight of the preferred outputs' NLL) and
+    ``dpo.budget=...`` (how much the corpus loss may rise, relative; 0 = no limit)."""
+    out = {"beta": DPO_BETA, "sft": 0.0, "budget": DPO_BUDGET}
     for key, value in items.items():
         if key not in out:
-            raise ConfigError(f"--set dpo.{key}: unknown key; valid keys are dpo.beta, dpo.sft", param=f"dpo.{key}")
+            raise ConfigError(f"--set dpo.{key}: unknown key; valid keys are dpo.beta, dpo.sft, dpo.budget",
+                              param=f"dpo.{key}")
         if objective != "dpo":
             raise ConfigError(f"--set dpo.{key}: only for preference tuning (gencraft tune)", param=f"dpo.{key}")
         try:
@@ -320,7 +328,10 @@ def _dpo_settings(items: dict[str, str], objective: str) -> tuple[float, float]:
         raise ConfigError(f"--set dpo.beta={out['beta']:g}: must be positive", param="dpo.beta")
     if not out["sft"] >= 0:
         raise ConfigError(f"--set dpo.sft={out['sft']:g}: must not be negative", param="dpo.sft")
-    return out["beta"], out["sft"]
+    if not 0 <= out["budget"] < float("inf"):
+        raise ConfigError(f"--set dpo.budget={out['budget']:g}: a share like 0.05 (5%), or 0 for no limit",
+                          param="dpo.budget")
+    return out["beta"], out["sft"], out["budget"]
 
 
 def _base_train(base: Base) -> dict[str, Any]:
@@ -338,18 +349,24 @@ def from_state(state: dict[str, Any] | None) -> Tune | None:
                 b["sha256"], {}, "")
     lora = from_dict(LoRAConfig, state["lora"]) if state.get("lora") else None
     return Tune(base, state["kind"], lora, list(state.get("modules") or []), dict(b),
-                state.get("objective", "lm"), float(state.get("beta", DPO_BETA)), float(state.get("sft", 0.0)))
+                state.get("objective", "lm"), float(state.get("beta", DPO_BETA)), float(state.get("sft", 0.0)),
+                float(state.get("budget", DPO_BUDGET)))
 
 
-def build_model(kind: str, mcfg: Any, tune: Tune | None, *, fresh: bool) -> torch.nn.Module:
+def build_model(kind: str, mcfg: Any, tune: Tune | None, *, fresh: bool, resume: Path | None = None
+                ) -> torch.nn.Module:
     """The model to train: random (no base), the base's weights (``fresh``), and adapters on top.
 
-    On ``--resume`` (not ``fresh``) the checkpoint holds every weight, so the base is not read.
+    A full fine-tune's ``--resume`` (not ``fresh``) finds every weight in the checkpoint, so the base is
+    not read; an adapter's checkpoint holds only the adapter, so its base is read again (``resume``: the
+    run being resumed, after checking its base is the very one it started from).
     """
     from gencraft.models import build
 
     if tune is None:
         return build(kind, mcfg)
+    if fresh and resume is not None:
+        L.verify_base(resume, {"base": tune.base_record})
     if kind == "hf":
         from gencraft.models.hf import HFCausalLM
 

@@ -190,7 +190,10 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     main = info.is_main
     seed_all(tc.seed + info.rank)  # dropout masks differ between ranks; the data stream does not
     gen = torch.Generator().manual_seed(tc.seed)  # the training data stream (identical on every rank)
-    raw = finetune.build_model(kind, mcfg, tune, fresh=not state).to(dev)
+    # an adapter's checkpoint holds only the adapter: its base is read again (and checked) on --resume
+    adapter_only = tune is not None and tune.lora is not None
+    raw = finetune.build_model(kind, mcfg, tune, fresh=not state or adapter_only,
+                               resume=run_dir if state else None).to(dev)
     opt = make_optimizer(raw, tc, dev.type)
     if state:
         load_checkpoint(run_dir, raw, opt, gen, state)
@@ -253,7 +256,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
             "step": step, "best_val_loss": best, "bad_evals": bad_evals, "tokens_seen": tokens_seen,
             "train_time_s": time_before + (time.time() - t_start), "model_digest": model_digest,
             "last_val": last_val, "elastic_job": D.elastic_job(), "finetune": tune.state() if tune else None,
-        })
+        }, trainable_only=adapter_only)
 
     def diverged(where: str) -> TrainingDiverged:
         return TrainingDiverged(

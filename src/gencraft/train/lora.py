@@ -181,7 +181,8 @@ def adapter_record(tune: Any) -> dict[str, Any]:
     return {"method": "lora", "format": "peft" if tune.kind == "hf" else "gencraft",
             "file": PEFT_FILE if tune.kind == "hf" else GENCRAFT_FILE, "r": c.r, "alpha": c.alpha,
             "dropout": c.dropout, "targets": c.targets or DEFAULT_TARGETS[tune.kind], "modules": tune.modules,
-            **({"objective": "dpo", "beta": tune.beta, "sft": tune.sft} if tune.objective == "dpo" else {})}
+            **({"objective": "dpo", "beta": tune.beta, "sft": tune.sft, "budget": tune.budget}
+               if tune.objective == "dpo" else {})}
 
 
 def save_adapter(model: nn.Module, run_dir: Path, tune: Any) -> str:
