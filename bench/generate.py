@@ -252,12 +252,28 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         rounding = "products' inputs rounded to bf16" if native_mod.bf16_input() else "float32 inputs"
         print(f"bf16 decoding, max |logit diff| from f32 decoding over 32 greedy steps: C step {c_step:.3f} "
               f"(float32 between the products, {rounding}) | PyTorch bf16 step {torch_step:.3f} (bf16 throughout)")
+        # 8-bit matrices (a scale per row) from the float32 model, its prompt in float32
+        s8 = decode.DecodeSession(m, int8=True)
+        with s8:
+            ours_q = rate("gencraft greedy int8", NEW, lambda: generate(m, tok, [prompt], greedy), r, w)
+            dec_q = decode_rate(m, tok, prompt, ours_q, reps)
+        limit_q = bw * 1e9 / n_read
+        vnni = "AVX512-VNNI" if native_mod.library().gc_q8_vnni() else "no VNNI: plain C"
+        print(f"int8 weights greedy tok/s: {ours_q:.1f}, decode only {dec_q:.1f} (limit {limit_q:.0f}: "
+              f"{dec_q / limit_q:.0%}; {vnni}) | bf16 {dec_b:.1f} ({dec_q / dec_b:.2f}x)")
+        if llama_dir is not None:
+            side_by_side(m, m, tok, prompt, llama_dir, "q8_0", 2 * reps + 1, session=s8)
+        with s8:
+            q_step = decode_drift(m, m, prompt, 32, session=s8)[0]
+        print(f"int8 decoding, max |logit diff| from f32 decoding over 32 greedy steps (random weights): {q_step:.3f}")
 
 
-def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dtype: str, rounds: int) -> None:
+def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dtype: str, rounds: int,
+                 session: decode.DecodeSession | None = None) -> None:
     """llama.cpp's ``llama-bench`` on ``m``'s weights as GGUF ``dtype`` (``bench/llamacpp.py``) and
-    gencraft decoding ``ours`` (bf16 beside llama.cpp's f16: the same bytes a step), taking turns
-    ``rounds`` times (the read bandwidth moves within minutes); the best of each."""
+    gencraft decoding ``ours`` (bf16 beside llama.cpp's f16, int8 beside q8_0: about the same bytes a
+    step; ``session``: the decode session to run in, e.g. the int8 one), taking turns ``rounds`` times
+    (the read bandwidth moves within minutes); the best of each."""
     greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
     best_pp = best_tg = best_full = best_ours = best_bw = 0.0
     pairs = []
@@ -266,14 +282,15 @@ def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dty
         for _ in range(rounds):
             got = llamacpp.llama_bench(llama_dir, path, PROMPT, NEW, torch.get_num_threads(), 1)
             best_pp, best_tg = max(best_pp, got["pp"]), max(best_tg, got["tg"])
-            full = NEW / best_of(lambda: generate(ours, tok, [prompt], greedy), 1, warm=False)
+            with session or decode.session(ours):
+                full = NEW / best_of(lambda: generate(ours, tok, [prompt], greedy), 1, warm=False)
+                dec = decode_rate(ours, tok, prompt, full, 1)
             best_full = max(best_full, full)
-            dec = decode_rate(ours, tok, prompt, full, 1)
             best_ours = max(best_ours, dec)
             pairs.append(f"{got['tg']:.0f}/{dec:.0f}")
             best_bw = max(best_bw, read_bandwidth())
     nbytes = sum(p.numel() for p in ours.parameters()) - ours.wpe.weight.numel()
-    limit = best_bw * 1e9 / (nbytes * ours.wte.weight.element_size())
+    limit = best_bw * 1e9 / (nbytes * (1 if session is not None and session.int8 else ours.wte.weight.element_size()))
     print(f"llama.cpp {dtype}, same weights, taking turns ({rounds} rounds, best of each): prompt {best_pp:.0f} "
           f"tok/s, generation (tg{NEW}) {best_tg:.1f} tok/s | gencraft decode only {best_ours:.1f} tok/s = "
           f"{best_ours / best_tg:.0%} of llama.cpp, end to end {best_full:.1f} tok/s | read bandwidth "
@@ -289,14 +306,15 @@ def decode_rate(m: GPT, tok, prompt: list[int], end_to_end: float, repeats: int)
     return (NEW - 1) / (NEW / end_to_end - ttft)
 
 
-def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int) -> tuple[float, float]:
+def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int,
+                 session: decode.DecodeSession | None = None) -> tuple[float, float]:
     """Largest logit difference between f32 decoding and bf16 decoding (C step, then PyTorch step),
-    both fed the f32 model's greedy tokens."""
-    def logits_along(model: GPT, tokens: list[int] | None, native: bool = True
-                     ) -> tuple[list[torch.Tensor], list[int]]:
+    both fed the f32 model's greedy tokens (``session``: the C step in that session instead, e.g. int8)."""
+    def logits_along(model: GPT, tokens: list[int] | None, native: bool = True,
+                     sess: decode.DecodeSession | None = None) -> tuple[list[torch.Tensor], list[int]]:
         """Logits after the prompt and after each token of ``tokens`` (None: ``steps`` greedy tokens)."""
         out, fed = [], []
-        with decode.DecodeSession(model, native=native), torch.inference_mode():
+        with sess or decode.DecodeSession(model, native=native), torch.inference_mode():
             logits, cache = model.step(torch.tensor([prompt]), model.new_cache(1))
             out.append(logits)
             for i in range(steps):
@@ -308,14 +326,32 @@ def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int) -> tuple[float,
     ref, tokens = logits_along(m, None)
     drift = []
     for on in (True, False):
-        got, _ = logits_along(mb, tokens, native=on)
+        got, _ = logits_along(mb, tokens, native=on, sess=session if on else None)
         # the decode steps only: the prompt's logits come from the same PyTorch prefill in both
         drift.append(max((a - b).abs().max().item() for a, b in zip(ref[1:], got[1:], strict=True)))
     return drift[0], drift[1]
 
 
+def stepwise_loss(m: GPT, val: torch.Tensor, session: decode.DecodeSession, window: int = 128,
+                  windows: int = 48) -> float:
+    """Mean next-token loss over ``windows`` held-out windows, every token through ``session``'s one-token
+    decode step (the path decoding takes: the C step, in 8 bits when the session says so)."""
+    total, n = 0.0, 0
+    with session, torch.inference_mode():
+        for k in range(windows):
+            ids = val[k * window:(k + 1) * window + 1]
+            logits, cache = m.step(ids[None, :1], m.new_cache(1, window))
+            for t in range(1, window + 1):
+                total -= torch.log_softmax(logits[0].float(), -1)[ids[t]].item()
+                n += 1
+                if t < window:
+                    logits, cache = m.step(ids[None, t:t + 1], cache)
+    return total / n
+
+
 def bf16_quality(tok, text: str, steps: int = 600) -> None:
-    """Validation loss of a small GPT trained on tinyshakespeare, with f32 and with bf16 weights."""
+    """Validation loss of a small GPT trained on tinyshakespeare, with f32 and with bf16 weights, and
+    decoded step by step in float32 and with 8-bit matrices."""
     ids = torch.tensor(tok.encode(text), dtype=torch.long)
     n = int(len(ids) * 0.9)
     train, val = ids[:n], ids[n:]
@@ -338,10 +374,13 @@ def bf16_quality(tok, text: str, steps: int = 600) -> None:
     y = chunks[1:].view(-1, 128)
     with torch.inference_mode():
         l32 = m(x, y)[1].item()
+        s32, s8 = stepwise_loss(m, val, decode.DecodeSession(m)), stepwise_loss(m, val, decode.DecodeSession(m, int8=True))
         l16 = m.to(torch.bfloat16)(x, y)[1].item()
     print(f"\nbf16 quality cost, trained model (4L/4H/128, BPE {tok.vocab_size}, {steps} steps in "
           f"{time.perf_counter() - t0:.0f} s, {x.numel()} held-out tokens): val loss f32 {l32:.4f} | "
           f"bf16 weights {l16:.4f} | difference {l16 - l32:+.4f} nats/token")
+    print(f"int8 quality cost, the same model decoded token by token ({48 * 128} held-out tokens, C step): "
+          f"float32 {s32:.4f} | int8 matrices {s8:.4f} | difference {s8 - s32:+.4f} nats/token (aim < 0.01)")
 
 
 if __name__ == "__main__":

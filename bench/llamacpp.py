@@ -53,7 +53,8 @@ def vocabulary(n: int) -> tuple[list[str], list[str]]:
 
 def write_gguf(model: Any, path: Path, dtype: str, llama_dir: Path) -> Path:
     """Write gencraft GPT ``model`` to ``path`` as a llama.cpp ``gpt2`` model, matrices in ``dtype``
-    ("f32" or "f16"; vectors stay float32, as llama.cpp's converter writes them)."""
+    ("f32", "f16" or "q8_0": 8 bits a weight with a float16 scale per 32; vectors stay float32, as
+    llama.cpp's converter writes them, and so do the positions, as gencraft's 8-bit decoding keeps them)."""
     if str(llama_dir / "gguf-py") not in sys.path:
         sys.path.insert(0, str(llama_dir / "gguf-py"))
     import gguf  # the llama.cpp tree's own writer, matched to its reader
@@ -66,7 +67,8 @@ def write_gguf(model: Any, path: Path, dtype: str, llama_dir: Path) -> Path:
     w.add_block_count(cfg.n_layer)
     w.add_head_count(cfg.n_head)
     w.add_layer_norm_eps(float(model.ln_f.eps))
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if dtype == "f32" else gguf.LlamaFileType.MOSTLY_F16)
+    w.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                     "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[dtype])
     tokens, merges = vocabulary(cfg.vocab_size)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("default")
@@ -79,6 +81,10 @@ def write_gguf(model: Any, path: Path, dtype: str, llama_dir: Path) -> Path:
     def put(name: str, t: torch.Tensor | None, size: int = 0) -> None:
         # llama.cpp's gpt2 graph has every bias; gencraft's GPT has none by default: zeros, the same model
         a = np.zeros(size, np.float32) if t is None else t.detach().float().numpy()
+        if a.ndim == 2 and dtype == "q8_0" and name != "position_embd.weight":
+            q = gguf.GGMLQuantizationType.Q8_0
+            w.add_tensor(name, gguf.quants.quantize(np.ascontiguousarray(a), q), raw_dtype=q)
+            return
         if a.ndim == 2 and dtype == "f16":
             a = a.astype(np.float16)
         w.add_tensor(name, np.ascontiguousarray(a))

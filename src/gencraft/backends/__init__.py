@@ -17,27 +17,43 @@ import torch
 from gencraft.backends.model import TextModel
 from gencraft.data import load_dataset
 from gencraft.data.dataset import tokens_seen
-from gencraft.errors import GencraftError, RunError
+from gencraft.errors import GencraftError, RunError, UsageError
 from gencraft.runs import SEEN_FILE, load_text_model, read_info
 from gencraft.tokenize import load_tokenizer
 
 
 def load(spec: str | os.PathLike[str], device: str | torch.device | None = None,
-         dtype: torch.dtype | None = None) -> TextModel:
+         dtype: torch.dtype | str | None = None) -> TextModel:
     """Load a run (name or path) or ``hf:PATH`` (a local Hugging Face causal LM) as a :class:`TextModel`.
 
-    ``device`` defaults to the CPU; ``dtype`` (e.g. ``torch.bfloat16``) casts the weights.
+    ``device`` defaults to the CPU; ``dtype`` (e.g. ``torch.bfloat16``) casts the weights; ``"int8"``
+    keeps them float32 and decodes a gencraft GPT on the CPU with 8-bit copies of its matrices
+    (:class:`gencraft.models.decode.DecodeSession` ``int8``).
     """
     s = os.fspath(spec)
     dev = torch.device(device or "cpu")
+    if dtype == "int8" and s.startswith("hf:"):
+        raise UsageError("--dtype int8: 8-bit decoding is for gencraft GPT runs; load hf: models in float32, "
+                         "bfloat16 or float16", param="dtype")
     if s.startswith("hf:"):
         from gencraft.backends.hf import load_hf  # transformers takes ~2 s to import: only for hf: models
         return load_hf(s[3:], dev, dtype)
     path, info = read_info(s)
     if info.get("adapter") or info["kind"] == "hf":  # base + adapter, or a fine-tuned Hugging Face model
+        if dtype == "int8":
+            raise UsageError(f"--dtype int8: {path} is an adapter or Hugging Face run; 8-bit decoding takes "
+                             "gencraft GPT runs (export --merge an adapter first)", param="dtype")
         return load_adapted(path, info, dev, dtype)
     model, info, path = load_text_model(path, device=dev)
-    if dtype is not None:
+    if dtype == "int8":
+        from gencraft.models import decode, native
+
+        c = getattr(model, "config", None)
+        if info.get("kind") != "gpt" or c is None or c.n_embd % native.Q8_BLOCK:
+            raise UsageError(f"--dtype int8: {path} is a {info.get('kind')} run; 8-bit decoding takes GPT runs whose "
+                             f"n_embd is a multiple of {native.Q8_BLOCK}", param="dtype")
+        decode.configure(model, int8=True)
+    elif dtype is not None:
         model = model.to(dtype)
     if not (path / "tokenizer.json").is_file():
         raise RunError(f"{path / 'tokenizer.json'}: missing; the run is incomplete (train it again)")

@@ -64,7 +64,8 @@ def generate_cmd(
     logprobs: int = typer.Option(0, "--logprobs", help="Show each token's log-probability and N alternatives."),
     as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
     device: str = typer.Option(None, "--device", help="cpu (default) or cuda."),
-    dtype: str = typer.Option("float32", "--dtype", help="Weights: float32, bfloat16 or float16."),
+    dtype: str = typer.Option("float32", "--dtype", help="Weights: float32, bfloat16, float16 or int8 (8-bit "
+                              "matrices while decoding a gencraft GPT on the CPU)."),
     out_file: Path = typer.Option(None, "--out", "-o", help="Write the text here with its signed provenance "
                                   "manifest (FILE.manifest.json; several samples: FILE-1, FILE-2...)."),
     front_matter: bool = typer.Option(False, "--front-matter", help="With --out: carry the manifest as "
@@ -105,7 +106,7 @@ def generate_cmd(
         except UnicodeDecodeError:
             raise UsageError(f"--prompt-file {prompt_file}: not UTF-8 text", param="prompt_file") from None
     prompt = prompt or ""
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "int8": "int8"}
     if dtype not in dtypes:
         raise UsageError(f"--dtype {dtype!r}: expected one of {', '.join(dtypes)}", param="dtype")
     options = dict(

@@ -84,6 +84,15 @@ def session(model: Any) -> DecodeSession:
     return s
 
 
+def configure(model: Any, **options: Any) -> DecodeSession:
+    """Give ``model`` a session of its own with ``options`` (``int8=True``: 8-bit decoding; see
+    :class:`DecodeSession`), used from then on wherever the model decodes."""
+    s = DecodeSession(model, **options)
+    with _sessions_lock:
+        _sessions[model] = s
+    return s
+
+
 def tuned(kind: str, nbytes: int, fn: Callable[[], Any]) -> Any:
     """``fn()`` (torch ops reading ``nbytes``, e.g. a batch's attention over its KV cache) on one
     thread or all cores, as the active session's ``kind`` tuner measures; no session: just ``fn()``."""
@@ -98,12 +107,16 @@ class DecodeSession:
 
     ``native``: the C decode step (default: on unless ``GENCRAFT_NATIVE=0``); ``fast_linear``: the
     BLAS/oneDNN products (off: ``F.linear``, for an A/B); ``threads``: fix every product's thread
-    count (default ``GENCRAFT_DECODE_THREADS``, else measured).
+    count (default ``GENCRAFT_DECODE_THREADS``, else measured); ``int8``: the C step multiplies by
+    8-bit copies of a float32 model's matrices (one scale per row, :func:`native.quantize_q8`, made
+    once): a quarter of the bytes a step reads; prompts, batches and the PyTorch path keep float32.
     """
 
     def __init__(self, model: Any, *, native: bool = True, fast_linear: bool = True,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, int8: bool = False) -> None:
         self.native = native
+        self.int8 = int8
+        self._q8: dict[tuple[int, tuple[int, ...]], tuple[int, torch.Tensor]] = {}  # weight -> (version, q8 copy)
         self.fast_linear = fast_linear
         forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
         self.threads = threads if threads is not None else (int(forced) if forced.isdigit() else 0)
@@ -243,8 +256,9 @@ class DecodeSession:
             try:
                 if not native.supports(model, cache):
                     raise ValueError("not a one-row float32/bfloat16 CPU cache without padding")
-                self.huge_pages(model)
-                plan = native.Plan(model, cache)
+                if not self.int8:  # 8-bit decoding reads its own copies, not the model's weights
+                    self.huge_pages(model)
+                plan = native.Plan(model, cache, q8=self._q8_copy if self.int8 else None)
             except ValueError as e:
                 log.info("native decode step not used (%s)", e)
                 plan = False
@@ -260,6 +274,14 @@ class DecodeSession:
                              f"or position {pos} is beyond the model's context")
         cache.length += 1
         return logits
+
+    def _q8_copy(self, w: torch.Tensor) -> torch.Tensor:
+        """The q8 copy of weight ``w`` (made again when the weights change: their version moves)."""
+        key = (w.data_ptr(), tuple(w.shape))
+        hit = self._q8.get(key)
+        if hit is None or hit[0] != w._version:
+            hit = self._q8[key] = (w._version, native.quantize_q8(w))
+        return hit[1]
 
     def huge_pages(self, model: Any) -> bool:
         """Move ``model``'s weights into 2 MiB pages once (:func:`native.huge_page_weights`); True if they were."""

@@ -9,7 +9,8 @@
  * caller passes their addresses; nothing is copied or re-packed).
  *
  * The model is gencraft's GPT (models/gpt.py): pre-norm blocks, LayerNorm, fused q/k/v
- * projection, tanh-approximated GELU, learned positions. Weights are float32 or bfloat16 and
+ * projection, tanh-approximated GELU, learned positions. Weights are float32, bfloat16 or 8-bit (q8,
+below) and
  * ``[out, in]`` row-major (nn.Linear's layout); the KV cache is ``[n_layer, 1, n_head, max_len,
  * head_dim]`` in float32 or bfloat16; activations stay in float32 throughout.
  *
@@ -201,6 +202,75 @@ static void pair_order(const float *x, int n, float *x2) {
 
 #endif
 
+/* ---------------------------------------------------------------- 8-bit weights
+ *
+ * A q8 matrix is one buffer: the weights as unsigned bytes, w + 128 for w in [-127, 127] (row r at
+ * r * cols), then, at the next 64-byte boundary, one float32 scale per row (weight = (byte - 128) *
+ * scale). The input is quantized per block of 64 values to signed bytes with a float scale each
+ * (q8_input), and a row is a sum over blocks of scale_b * (sum of byte products): with AVX512-VNNI
+ * one vpdpbusd does 64 of those products (unsigned weight bytes x signed input bytes), so a row of
+ * 768 weights is 12 instructions of products, and a step reads a quarter of the float32 bytes.
+ * The +128 offset of the weights comes back as 128 * sum over blocks of scale_b * sum(q_b), the
+ * same for every row (``corr``). cols must be a multiple of 64.
+ */
+#define QB 64
+
+static inline const float *q8_scales(const void *w, long rows, long cols) {
+    return (const float *)((const char *)w + ((rows * cols + 63) & ~63L));
+}
+
+/* xq[cols] signed bytes, xs[cols / QB] their scales; returns corr */
+static float q8_input(const float *x, int cols, int8_t *xq, float *xs) {
+    float corr = 0.0f;
+    for (int b = 0; b < cols / QB; b++) {
+        const float *v = x + b * QB;
+        float m = 0.0f;
+        for (int i = 0; i < QB; i++) m = fabsf(v[i]) > m ? fabsf(v[i]) : m;
+        float sc = m / 127.0f, inv = m > 0.0f ? 127.0f / m : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < QB; i++) {
+            int q = (int)lrintf(v[i] * inv);
+            xq[b * QB + i] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+            sum += xq[b * QB + i];
+        }
+        xs[b] = sc;
+        corr += 128.0f * sc * (float)sum;
+    }
+    return corr;
+}
+
+#if defined(__AVX512VNNI__) && defined(__AVX512F__)
+#include <immintrin.h>
+#define HAVE_VNNI 1
+static float row_dot_q8(const uint8_t *w, const int8_t *xq, const float *xs, int n) {
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+    const __m512i z = _mm512_setzero_si512();
+    int b = 0, nb = n / QB;
+    for (; b + 2 <= nb; b += 2) { /* two independent chains */
+        __m512i d0 = _mm512_dpbusd_epi32(z, _mm512_loadu_si512(w + b * QB), _mm512_loadu_si512(xq + b * QB));
+        __m512i d1 = _mm512_dpbusd_epi32(z, _mm512_loadu_si512(w + b * QB + QB), _mm512_loadu_si512(xq + b * QB + QB));
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(xs[b]), a0);
+        a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d1), _mm512_set1_ps(xs[b + 1]), a1);
+    }
+    for (; b < nb; b++) {
+        __m512i d0 = _mm512_dpbusd_epi32(z, _mm512_loadu_si512(w + b * QB), _mm512_loadu_si512(xq + b * QB));
+        a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d0), _mm512_set1_ps(xs[b]), a0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+}
+#else
+#define HAVE_VNNI 0
+static float row_dot_q8(const uint8_t *w, const int8_t *xq, const float *xs, int n) {
+    float s = 0.0f;
+    for (int b = 0; b < n / QB; b++) {
+        int32_t d = 0;
+        for (int i = 0; i < QB; i++) d += (int32_t)w[b * QB + i] * (int32_t)xq[b * QB + i];
+        s += xs[b] * (float)d;
+    }
+    return s;
+}
+#endif
+
 static void layer_norm(const float *x, const float *w, const float *b, float eps, int n, float *out) {
     float mean = 0.0f, var = 0.0f;
     for (int i = 0; i < n; i++) mean += x[i];
@@ -318,13 +388,15 @@ static void run_job(job_fn fn, void *arg, int nth) {
 /* ---------------------------------------------------------------- jobs */
 
 enum { EPI_NONE, EPI_GELU, EPI_ADD }; /* what happens to each output: y = act(W x + b) or y += W x + b */
+enum { W_F32, W_BF16, W_Q8 };         /* weight types */
 
 typedef struct {
     const void *w;
     const float *b;
-    int bf16, rows, cols, epilogue, min_chunk, nth, share;
+    int bf16, rows, cols, epilogue, min_chunk, nth, share; /* bf16: the weight type, W_F32/W_BF16/W_Q8 */
     _Atomic int claimed[MAX_THREADS]; /* shares taken */
     const float *x, *x2; /* x2: x for the bfloat16 row kernel (cols % 32 == 0), else NULL */
+    const int8_t *xq; const float *xs, *scales; float corr; /* q8: the quantized input, the row scales */
     float *y;
     _Atomic int next;
 } matvec_job;
@@ -336,8 +408,14 @@ static inline void store_row(matvec_job *j, int r, float s) { /* y = s + b or y 
 }
 
 static void matvec_rows(matvec_job *j, int r0, int r1) {
-    long ld = j->cols, esz = j->bf16 ? 2 : 4;
+    long ld = j->cols, esz = j->bf16 == W_Q8 ? 1 : j->bf16 ? 2 : 4;
     const char *w = j->w;
+    if (j->bf16 == W_Q8) {
+        for (int r = r0; r < r1; r++)
+            store_row(j, r, (row_dot_q8((const uint8_t *)w + r * ld, j->xq, j->xs, j->cols) - j->corr) * j->scales[r]);
+        if (j->epilogue == EPI_GELU) gelu_tanh(j->y + r0, r1 - r0);
+        return;
+    }
     for (int r = r0; r < r1; r++) {
         const void *row = w + r * ld * esz;
         float s;
@@ -383,7 +461,12 @@ static void matvec(const void *w, const float *b, int bf16, int rows, int cols, 
                    int epilogue, int nth, float *xbuf) {
     matvec_job j = {.w = w, .b = b, .bf16 = bf16, .rows = rows, .cols = cols, .epilogue = epilogue,
                     .x = x, .y = y, .nth = nth};
-    if (bf16 && cols % 32 == 0) { /* the bfloat16 row kernel's input: bfloat16 (HAVE_DPBF16) or pair order */
+    if (bf16 == W_Q8) { /* xbuf: the input as bytes, then their block scales */
+        int8_t *xq = (int8_t *)xbuf;
+        float *xs = (float *)((char *)xbuf + ((cols + 63) & ~63));
+        j.corr = q8_input(x, cols, xq, xs);
+        j.xq = xq, j.xs = xs, j.scales = q8_scales(w, rows, cols);
+    } else if (bf16 && cols % 32 == 0) { /* the bfloat16 row kernel's input: bfloat16 (HAVE_DPBF16) or pair order */
 #if HAVE_DPBF16
         for (int i = 0; i < cols; i++) ((uint16_t *)xbuf)[i] = f32_to_bf16(x[i]);
 #else
@@ -392,7 +475,7 @@ static void matvec(const void *w, const float *b, int bf16, int rows, int cols, 
         j.x2 = xbuf;
     }
     /* at least ~16 KB of weights a chunk: fewer atomics than the work is worth below that */
-    int min_rows = (int)(16384 / ((long)cols * (bf16 ? 2 : 4)));
+    int min_rows = (int)(16384 / ((long)cols * (bf16 == W_Q8 ? 1 : bf16 ? 2 : 4)));
     j.min_chunk = min_rows < 8 ? 8 : (min_rows + 7) & ~7;
     j.share = nth > 1 ? (int)((long)rows * 7 / (8 * nth)) & ~7 : 0;
     atomic_init(&j.next, j.share * nth);
@@ -472,8 +555,8 @@ static void attn_task(void *arg, int tid) {
 
 /* ---------------------------------------------------------------- the step
  *
- * dims: n_layer, n_head, n_embd, vocab, max_len (cache positions), weight_bf16, cache_bf16,
- *       n_positions (rows of wpe)
+ * dims: n_layer, n_head, n_embd, vocab, max_len (cache positions), weight type (W_F32, W_BF16, or
+ *       W_Q8: the matrices and the tied wte/lm_head in q8, wpe float32), cache_bf16, n_positions (rows of wpe)
  * ptrs: wte, wpe, ln_f.w, ln_f.b, lm_head, k cache, v cache, scratch, then per layer 12:
  *       ln_1.w, ln_1.b, c_attn.w, c_attn.b, attn.c_proj.w, attn.c_proj.b,
  *       ln_2.w, ln_2.b, c_fc.w, c_fc.b, mlp.c_proj.w, mlp.c_proj.b
@@ -488,6 +571,7 @@ static int decode(const int64_t *dims, const int64_t *ptrs, float eps, int token
     int L = (int)dims[0], H = (int)dims[1], C = (int)dims[2], V = (int)dims[3], max_len = (int)dims[4];
     int wbf = (int)dims[5], cbf = (int)dims[6], hd = C / H;
     if (L <= 0 || H <= 0 || C % H || token < 0 || token >= V || pos < 0 || pos >= max_len || pos >= dims[7]) return 0;
+    if (wbf == W_Q8 && C % QB) return 0;
     int nth = threads < 1 ? 1 : pool_start(threads);
     if (nth > threads) nth = threads;
 #define P(i) ((void *)(intptr_t)ptrs[i])
@@ -498,9 +582,10 @@ static int decode(const int64_t *dims, const int64_t *ptrs, float eps, int token
     float *scores = xbuf + 4 * C;
     long esz = cbf ? 2 : 4, layer_cache = (long)H * max_len * hd * esz;
 
-    for (int i = 0; i < C; i++) {
-        float e = wbf ? bf16_to_f32(((const uint16_t *)wte)[(long)token * C + i]) : ((const float *)wte)[(long)token * C + i];
-        float p = wbf ? bf16_to_f32(((const uint16_t *)wpe)[(long)pos * C + i]) : ((const float *)wpe)[(long)pos * C + i];
+    for (int i = 0; i < C; i++) { /* q8: the token's row of the (tied) q8 table, float32 positions */
+        float e = wbf == W_Q8 ? ((float)((const uint8_t *)wte)[(long)token * C + i] - 128.0f) * q8_scales(wte, V, C)[token]
+                  : wbf ? bf16_to_f32(((const uint16_t *)wte)[(long)token * C + i]) : ((const float *)wte)[(long)token * C + i];
+        float p = wbf == W_BF16 ? bf16_to_f32(((const uint16_t *)wpe)[(long)pos * C + i]) : ((const float *)wpe)[(long)pos * C + i];
         x[i] = e + p;
     }
     for (int l = 0; l < L; l++) {
@@ -536,8 +621,13 @@ int gc_gpt_decode(const int64_t *dims, const int64_t *ptrs, float eps, int token
 /* 1 when bfloat16 products round their input to bfloat16 too (AVX512-BF16), else 0 */
 int gc_bf16_input(void) { return HAVE_DPBF16; }
 
-/* y = W x for one matrix: the step's product on its own (tests, and the bandwidth it reaches) */
+/* 1 when q8 products use AVX512-VNNI (one instruction per 64 weights), else 0 */
+int gc_q8_vnni(void) { return HAVE_VNNI; }
+
+/* y = W x for one matrix (type W_F32, W_BF16 or W_Q8): the step's product on its own (tests, and
+   the bandwidth it reaches) */
 int gc_matvec(const void *w, int bf16, int rows, int cols, const float *x, float *y, int threads) {
+    if (bf16 == W_Q8 && cols % QB) return 0;
     float *xbuf = malloc(sizeof(float) * (size_t)(cols + 32));
     if (!xbuf) return 0;
     pthread_mutex_lock(&step_mu);

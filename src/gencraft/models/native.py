@@ -15,9 +15,10 @@ path (one log line says why).
 Threads: the C step splits its matrix products over its own small pool; the session's ``native``
 tuner measures per step whether one thread or all cores is faster right now.
 
-To extend (e.g. int8 weights): a new weight type is a new value of the ``dims`` flags the C code
-reads, set in :class:`Plan` from the model's parameters; :func:`supports` says which models and
-caches the step takes.
+Weight types: float32, bfloat16 (the model's own parameters, read in place) and q8 (8-bit, one
+float32 scale per row: :func:`quantize_q8`; copies the decode session derives once from a float32
+model, while prompts keep the float32 weights). A new type is a new value of the ``dims`` flags the
+C code reads, set in :class:`Plan`; :func:`supports` says which models and caches the step takes.
 """
 
 from __future__ import annotations
@@ -79,6 +80,8 @@ def library() -> Any:
                                ctypes.c_void_p, ctypes.c_int]
                 lib.gc_bf16_input.restype = ctypes.c_int
                 lib.gc_bf16_input.argtypes = []
+                lib.gc_q8_vnni.restype = ctypes.c_int
+                lib.gc_q8_vnni.argtypes = []
                 _lib = lib
             except (OSError, RuntimeError, subprocess.SubprocessError) as e:
                 log.info("native decode step not available (%s): decoding in PyTorch", e)
@@ -86,14 +89,43 @@ def library() -> Any:
     return _lib
 
 
+W_F32, W_BF16, W_Q8 = 0, 1, 2  # the C step's weight types
+Q8_BLOCK = 64  # the input's quantization block: a q8 matrix's columns are a multiple of it
+
+
+def quantize_q8(w: torch.Tensor) -> torch.Tensor:
+    """A float ``[rows, cols]`` weight as the C step's q8 matrix (gpt_decode.c): one uint8 buffer of
+    the weights as bytes ``round(w / s) + 128`` (row ``r`` at ``r * cols``), then, from the next
+    64-byte boundary, the float32 row scales ``s = max|w_r| / 127``."""
+    w = w.detach().float()
+    rows, cols = w.shape
+    scale = w.abs().amax(dim=1).clamp_min(torch.finfo(torch.float32).tiny) / 127.0
+    q = torch.round(w / scale[:, None]).clamp_(-127, 127).add_(128).to(torch.uint8)
+    at = -(-rows * cols // 64) * 64
+    buf = torch.zeros(at + 4 * rows, dtype=torch.uint8)
+    buf[:rows * cols] = q.reshape(-1)
+    buf[at:].view(torch.float32).copy_(scale)
+    return buf
+
+
+def dequantize_q8(buf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+    """The float32 weights a q8 buffer holds (what the q8 products multiply by)."""
+    at = -(-rows * cols // 64) * 64
+    scale = buf[at:at + 4 * rows].view(torch.float32)
+    return (buf[:rows * cols].view(rows, cols).float() - 128.0) * scale[:, None]
+
+
 class Plan:
     """What one (model, cache) pair hands the C step: dimensions, and the addresses of the
-    parameters and cache buffers (kept alive here, with float32 copies of the small vectors)."""
+    parameters and cache buffers (kept alive here, with float32 copies of the small vectors).
+    ``q8``: ``weight -> q8 buffer`` (the session's derived copies) to decode with 8-bit matrices."""
 
-    def __init__(self, model: Any, cache: Any) -> None:
+    def __init__(self, model: Any, cache: Any, q8: Any = None) -> None:
         cfg = model.config
         wdt = model.wte.weight.dtype
         keep: list[torch.Tensor] = []
+        if q8 is not None and (wdt != torch.float32 or cfg.n_embd % Q8_BLOCK):
+            raise ValueError(f"8-bit decoding needs float32 weights and n_embd a multiple of {Q8_BLOCK}")
 
         def addr(t: torch.Tensor | None, small: bool = False) -> int:
             if t is None:
@@ -103,6 +135,8 @@ class Plan:
                 t = t.float().contiguous()
             elif t.dtype != wdt or not t.is_contiguous():
                 raise ValueError("weights must be contiguous and of one dtype")
+            elif q8 is not None and t.dim() == 2 and t.data_ptr() != model.wpe.weight.data_ptr():
+                t = q8(t)
             keep.append(t)
             return t.data_ptr()
 
@@ -124,11 +158,13 @@ class Plan:
         self.keep = keep
         self.k, self.v = cache.k, cache.v  # the buffers the addresses are of (checked on every step)
         self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
+        wtype = W_Q8 if q8 is not None else W_BF16 if wdt == torch.bfloat16 else W_F32
         self.dims = torch.tensor([cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cache.max_len,
-                                  int(wdt == torch.bfloat16), int(cache.k.dtype == torch.bfloat16),
-                                  model.wpe.weight.shape[0]], dtype=torch.int64)
+                                  wtype, int(cache.k.dtype == torch.bfloat16), model.wpe.weight.shape[0]],
+                                 dtype=torch.int64)
         self.vocab = cfg.vocab_size
-        weights = {t.data_ptr(): t.numel() * t.element_size() for t in keep if t.dtype == wdt}
+        big = torch.uint8 if q8 is not None else wdt
+        weights = {t.data_ptr(): t.numel() * t.element_size() for t in keep if t.dtype == big}
         self.nbytes = sum(weights.values())  # what a step reads (a tied output layer once)
         self.model_id = id(model)
 
@@ -205,19 +241,22 @@ def bf16_input() -> bool:
     return bool(lib is not None and lib.gc_bf16_input())
 
 
-def matvec(w: torch.Tensor, x: torch.Tensor, threads: int = 1) -> torch.Tensor:
+def matvec(w: torch.Tensor, x: torch.Tensor, threads: int = 1, q8: bool = False) -> torch.Tensor:
     """``w @ x`` by the C step's matrix-vector product (``w`` ``[out, in]`` float32 or bfloat16,
-    contiguous; ``x`` ``[in]`` float32): the kernel on its own, for tests and bandwidth checks."""
+    contiguous; ``x`` ``[in]`` float32): the kernel on its own, for tests and bandwidth checks.
+    ``q8``: through its 8-bit product (``w`` float32, quantized here by :func:`quantize_q8`)."""
     lib = library()
     if lib is None:
         raise RuntimeError("the native library is not available")
     if w.dtype not in (torch.float32, torch.bfloat16) or not w.is_contiguous() or w.dim() != 2:
         raise ValueError("w must be a contiguous 2-d float32 or bfloat16 tensor")
+    if q8 and w.shape[1] % Q8_BLOCK:
+        raise ValueError(f"q8: w's columns must be a multiple of {Q8_BLOCK}")
     x = x.detach().float().contiguous()
     if x.shape != (w.shape[1],):
         raise ValueError(f"x must have shape ({w.shape[1]},), got {tuple(x.shape)}")
     y = torch.empty(w.shape[0], dtype=torch.float32)
-    if not lib.gc_matvec(w.data_ptr(), int(w.dtype == torch.bfloat16), w.shape[0], w.shape[1], x.data_ptr(),
-                         y.data_ptr(), threads):
+    wt, code = (quantize_q8(w), W_Q8) if q8 else (w, int(w.dtype == torch.bfloat16))
+    if not lib.gc_matvec(wt.data_ptr(), code, w.shape[0], w.shape[1], x.data_ptr(), y.data_ptr(), threads):
         raise MemoryError("gc_matvec could not allocate its buffer")
     return y
