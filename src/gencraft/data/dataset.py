@@ -166,5 +166,12 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> TextDataset:
 
 
 def tokens_seen(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
-    """``bool[vocab_size]``: which token ids a train split holds (one counting pass over the memmap)."""
-    return np.bincount(np.asarray(train_ids), minlength=vocab_size)[:vocab_size] > 0
+    """``bool[vocab_size]``: which token ids a train split holds (one counting pass over the memmap, or
+    over each shard, 64 Mi tokens at a time: a corpus larger than memory is counted in bounded memory)."""
+    seen = np.zeros(vocab_size, dtype=bool)
+    for part in train_ids.parts if isinstance(train_ids, TokenShards) else [train_ids]:
+        if not isinstance(part, np.ndarray):  # a split that is only array-like (preference pairs: small)
+            part = np.asarray(part)
+        for i in range(0, len(part), 1 << 26):
+            seen |= np.bincount(np.asarray(part[i:i + (1 << 26)]), minlength=vocab_size)[:vocab_size] > 0
+    return seen
