@@ -17,6 +17,12 @@ Reported, for both schedulers side by side with the issue's targets:
 
     .venv/bin/python bench/serve.py                   # all levels
     .venv/bin/python bench/serve.py --levels 1 16     # fewer
+    .venv/bin/python bench/serve.py --llama-cpp DIR   # gencraft serve beside llama.cpp's llama-server
+
+``--llama-cpp DIR`` (a llama.cpp tree with ``build/bin/llama-server``): the same weights written as GGUF
+(bench/llamacpp.py), served by ``llama-server -np 16`` (16 slots, continuous batching) beside
+``gencraft serve`` (continuous batching), the same clients sending the same 64 prompt token ids, 128 new
+tokens each (end-of-text ignored), the two servers taking turns level by level.
 """
 
 from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
@@ -206,6 +212,105 @@ def serve(home: Path, continuous: bool) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server did not start")
 
 
+def llama_server(llama_dir: Path, gguf: Path, slots: int, threads: int) -> tuple[subprocess.Popen, str]:
+    """``llama-server`` on ``gguf`` with ``slots`` parallel sequences (continuous batching), each with
+    the model's whole context; returns the process and its URL once it answers /health."""
+    port = free_port()
+    exe = llama_dir / "build" / "bin" / "llama-server"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}  # its own defaults
+    proc = subprocess.Popen([str(exe), "-m", str(gguf), "--port", str(port), "-np", str(slots), "-c",
+                             str(slots * 256), "-t", str(threads), "--log-disable"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"llama-server exited ({proc.returncode})")
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("llama-server did not start")
+
+
+async def one_request_llama(http: httpx.AsyncClient, body: dict) -> tuple[float, int, float]:
+    """(time to first token, tokens, end time) of one streamed llama-server /completion."""
+    t0 = time.perf_counter()
+    ttft, tokens = None, 0
+    async with http.stream("POST", "/completion", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            if chunk.get("content") and ttft is None:
+                ttft = time.perf_counter() - t0
+            if chunk.get("stop"):
+                tokens = int(chunk.get("tokens_predicted") or chunk.get("timings", {}).get("predicted_n", 0))
+    return ttft if ttft is not None else float("nan"), tokens, time.perf_counter()
+
+
+async def level_llama(url: str, clients: int, duration: float, ids: list[int], stagger: float) -> dict:
+    """:func:`level` against llama-server: the same prompt ids, 128 new tokens, end-of-text ignored."""
+    body = {"prompt": ids, "n_predict": NEW_TOKENS, "temperature": 0.8, "stream": True, "ignore_eos": True,
+            "cache_prompt": False}
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as http:
+        await one_request_llama(http, body | {"n_predict": 4})  # warm-up
+        t0 = time.perf_counter()
+        end = t0 + stagger + duration
+
+        async def client(c: int) -> list[tuple[float, int, float]]:
+            await asyncio.sleep(stagger * c / clients)
+            out, k = [], 0
+            while not out or time.perf_counter() < end:
+                out.append(await one_request_llama(http, body | {"seed": c * 1000 + k}))
+                k += 1
+            return out
+
+        res = [r for rs in await asyncio.gather(*(client(c) for c in range(clients))) for r in rs]
+        wall = time.perf_counter() - t0
+    return {"clients": clients, **summary(res, t0, wall, (stagger, stagger + duration))}
+
+
+def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) -> None:
+    """gencraft serve (continuous batching) and llama-server -np 16 on the same weights, taking turns."""
+    import llamacpp  # bench/llamacpp.py, beside this file
+
+    from gencraft.backends import load
+
+    tm = load(str(home / "runs" / "gpt10m"))
+    ids = tm.tokenizer.encode(prompt)
+    gguf = llamacpp.write_gguf(tm.model, home / "gpt10m-f32.gguf", "f32", args.llama_cpp)
+    threads = len(os.sched_getaffinity(0))
+    ours, theirs = serve(home, True), llama_server(args.llama_cpp, gguf, 16, threads)
+    rows = []
+    try:
+        for n in args.levels:
+            g = asyncio.run(level(ours[1], n, args.duration, ids, eos, args.stagger))
+            ll = asyncio.run(level_llama(theirs[1], n, args.duration, ids, args.stagger))
+            rows.append((n, g, ll))
+            print(f"{n:>3} clients  gencraft sustained {g['sustained']:7.1f} tok/s (TTFT p95 {g['ttft_p95'] * 1000:5.0f} ms)"
+                  f"  llama-server {ll['sustained']:7.1f} tok/s (p95 {ll['ttft_p95'] * 1000:5.0f} ms)"
+                  f"  ratio {g['sustained'] / ll['sustained']:.2f}x", flush=True)
+    finally:
+        for proc, _ in (ours, theirs):
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"\nsame weights (10.7M GPT, f32), {PROMPT_TOKENS} prompt ids + {NEW_TOKENS} new tokens a request, "
+          f"llama-server -np 16 -t {threads}; aim: >= 1.0x llama-server's sustained tok/s at 16 clients")
+    print("| clients | gencraft sustained tok/s (whole run) | llama-server sustained tok/s (whole run) | ratio "
+          "| TTFT p50 / p95 gencraft (ms) | TTFT p50 / p95 llama-server (ms) |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for n, g, ll in rows:
+        print(f"| {n} | {g['sustained']:.0f} ({g['tok_s']:.0f}) | {ll['sustained']:.0f} ({ll['tok_s']:.0f}) "
+              f"| {g['sustained'] / ll['sustained']:.2f}x | {g['ttft_p50'] * 1000:.0f} / {g['ttft_p95'] * 1000:.0f} "
+              f"| {ll['ttft_p50'] * 1000:.0f} / {ll['ttft_p95'] * 1000:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16, 64])
@@ -215,9 +320,14 @@ def main() -> None:
                     help="also measure these client counts straight into the scheduler (no HTTP)")
     ap.add_argument("--stagger", type=float, default=2.0,
                     help="clients start spread over this many seconds (0 = all at once, a burst)")
+    ap.add_argument("--llama-cpp", type=Path, default=None, metavar="DIR",
+                    help="a llama.cpp tree with build/bin/llama-server: serve the same weights beside gencraft")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="gencraft-bench-serve-"))
     prompt, eos = make_run(home)
+    if args.llama_cpp is not None:
+        versus_llama(args, home, prompt, eos)
+        return
     results: dict[str, list[dict]] = {"one-at-a-time": [], "continuous": []}
     servers = {name: serve(home, continuous) for name, continuous in (("one-at-a-time", False),
                                                                       ("continuous", True))}
