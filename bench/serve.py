@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -80,6 +81,7 @@ def make_run(home: Path) -> tuple[str, int]:
 
 SERVER = """
 import sys, uvicorn
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from gencraft.server import ServerConfig, create_app
 home, port, continuous = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
@@ -127,12 +129,21 @@ def summary(res: list[tuple[float, int, float]], t0: float, wall: float, window:
             "ttft_p50": statistics.median(ttfts), "ttft_p95": ttfts[min(len(ttfts) - 1, int(0.95 * len(ttfts)))]}
 
 
-async def level(url: str, clients: int, duration: float, prompt: str, eos: int, stagger: float) -> dict:
-    body = {"model": "gpt10m", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0.8, "stream": True,
+def gencraft_body(prompt: str | list[int], eos: int) -> dict:
+    """A request to gencraft serve: ``prompt`` (text or token ids), 128 new tokens, end-of-text banned."""
+    return {"model": "gpt10m", "prompt": prompt, "max_tokens": NEW_TOKENS, "temperature": 0.8, "stream": True,
             "stream_options": {"include_usage": True}, "logit_bias": {str(eos): -100}}
+
+
+Send = Callable[[httpx.AsyncClient, dict], Awaitable[tuple[float, int, float]]]
+
+
+async def level(url: str, clients: int, duration: float, stagger: float, body: dict, send: Send = one_request) -> dict:
+    """``clients`` closed-loop clients sending ``body`` (each request its own seed) through ``send``:
+    :func:`one_request` to gencraft, :func:`one_request_llama` to llama-server."""
     limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
     async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as http:
-        await one_request(http, body | {"max_tokens": 4})  # warm-up (model load)
+        await send(http, body | {k: 4 for k in ("max_tokens", "n_predict") if k in body})  # warm-up (model load)
 
         t0 = time.perf_counter()
         end = t0 + stagger + duration
@@ -141,7 +152,7 @@ async def level(url: str, clients: int, duration: float, prompt: str, eos: int, 
             await asyncio.sleep(stagger * c / clients)  # clients arrive spread over `stagger` seconds
             out, k = [], 0
             while not out or time.perf_counter() < end:
-                out.append(await one_request(http, body | {"seed": c * 1000 + k}))
+                out.append(await send(http, body | {"seed": c * 1000 + k}))
                 k += 1
             return out
 
@@ -253,27 +264,10 @@ async def one_request_llama(http: httpx.AsyncClient, body: dict) -> tuple[float,
     return ttft if ttft is not None else float("nan"), tokens, time.perf_counter()
 
 
-async def level_llama(url: str, clients: int, duration: float, ids: list[int], stagger: float) -> dict:
-    """:func:`level` against llama-server: the same prompt ids, 128 new tokens, end-of-text ignored."""
-    body = {"prompt": ids, "n_predict": NEW_TOKENS, "temperature": 0.8, "stream": True, "ignore_eos": True,
+def llama_body(ids: list[int]) -> dict:
+    """The same request to llama-server's /completion: the prompt's ids, 128 new tokens, end-of-text ignored."""
+    return {"prompt": ids, "n_predict": NEW_TOKENS, "temperature": 0.8, "stream": True, "ignore_eos": True,
             "cache_prompt": False}
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as http:
-        await one_request_llama(http, body | {"n_predict": 4})  # warm-up
-        t0 = time.perf_counter()
-        end = t0 + stagger + duration
-
-        async def client(c: int) -> list[tuple[float, int, float]]:
-            await asyncio.sleep(stagger * c / clients)
-            out, k = [], 0
-            while not out or time.perf_counter() < end:
-                out.append(await one_request_llama(http, body | {"seed": c * 1000 + k}))
-                k += 1
-            return out
-
-        res = [r for rs in await asyncio.gather(*(client(c) for c in range(clients))) for r in rs]
-        wall = time.perf_counter() - t0
-    return {"clients": clients, **summary(res, t0, wall, (stagger, stagger + duration))}
 
 
 def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) -> None:
@@ -290,8 +284,8 @@ def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) ->
     rows = []
     try:
         for n in args.levels:
-            g = asyncio.run(level(ours[1], n, args.duration, ids, eos, args.stagger))
-            ll = asyncio.run(level_llama(theirs[1], n, args.duration, ids, args.stagger))
+            g = asyncio.run(level(ours[1], n, args.duration, args.stagger, gencraft_body(ids, eos)))
+            ll = asyncio.run(level(theirs[1], n, args.duration, args.stagger, llama_body(ids), one_request_llama))
             rows.append((n, g, ll))
             print(f"{n:>3} clients  gencraft sustained {g['sustained']:7.1f} tok/s (TTFT p95 {g['ttft_p95'] * 1000:5.0f} ms)"
                   f"  llama-server {ll['sustained']:7.1f} tok/s (p95 {ll['ttft_p95'] * 1000:5.0f} ms)"
@@ -334,7 +328,7 @@ def main() -> None:
     try:  # the two schedulers alternate level by level, so a change in CPU contention hits both alike
         for n in args.levels:
             for name, (_, url) in servers.items():
-                r = asyncio.run(level(url, n, args.duration, prompt, eos, args.stagger))
+                r = asyncio.run(level(url, n, args.duration, args.stagger, gencraft_body(prompt, eos)))
                 results[name].append(r)
                 print(f"{name:>14}  {n:>3} clients  {r['requests']:>4} req  sustained {r['sustained']:7.1f} tok/s  "
                       f"whole run {r['tok_s']:7.1f} tok/s  TTFT p50 {r['ttft_p50'] * 1000:6.0f} ms  "

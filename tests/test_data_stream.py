@@ -13,7 +13,7 @@ import pytest
 
 from gencraft.data import dedupe as D
 from gencraft.data import load_dataset, prepare
-from gencraft.data.dataset import TokenShards
+from gencraft.data.dataset import TokenShards, tokens_seen
 from gencraft.errors import UsageError
 
 WORDS = ("amber basalt cinder delta ember fjord garnet harbor indigo juniper kelp lantern meadow nectar "
@@ -122,6 +122,8 @@ def test_token_shards_read_as_one_array():
     for a, b in [(0, 20), (3, 7), (4, 6), (5, 6), (0, 5), (6, 20), (2, 19), (7, 7)]:
         assert np.array_equal(t[a:b], whole[a:b]), (a, b)
     assert np.array_equal(np.asarray(t, dtype=np.int64), whole)
+    seen = tokens_seen(TokenShards([np.array([3, 3, 9], dtype="<u2"), np.array([1], dtype="<u2")]), 12)
+    assert seen.tolist() == [i in (1, 3, 9) for i in range(12)]  # counted shard by shard
 
 
 def test_training_reads_a_sharded_dataset(tmp_path):

@@ -171,7 +171,8 @@ def test_busy_machine_seen_through_another_process() -> None:
 
 def test_portable_build_without_avx512(tmp_path) -> None:
     """The same source built for AVX2 only (GCC's vector types split in halves, the widening bf16
-    kernel instead of AVX512-BF16) decodes like PyTorch too: CI machines differ."""
+    kernel instead of AVX512-BF16, the plain C 8-bit product instead of AVX512-VNNI) decodes like
+    PyTorch too: CI machines differ."""
     code = f"""
 import sys, torch
 sys.path.insert(0, {os.path.dirname(__file__)!r})
@@ -185,6 +186,12 @@ for r, g in zip(_decode(m, [3, 1, 4], 12, on=False), _decode(m, [3, 1, 4], 12, o
     assert (g - r).abs().max().item() < 1e-4
 w = torch.randn(40, 64).bfloat16(); x = torch.randn(64)
 assert torch.allclose(native.matvec(w, x, threads=2), w.float() @ x, atol=1e-3, rtol=1e-3)
+# 8-bit products without AVX512-VNNI: the plain C loop, the same integer arithmetic
+assert not native.library().gc_q8_vnni()
+import test_int8
+w = torch.randn(72, 192) * 0.05; x = torch.randn(192)
+assert torch.allclose(native.matvec(w, x, threads=2, q8=True), test_int8.reference_q8(w, x), rtol=1e-4, atol=1e-5)
+test_int8.test_int8_decoding_stays_within_tolerance_of_float32()
 print("ok")
 """
     if platform.machine() not in ("x86_64", "AMD64"):

@@ -9,10 +9,9 @@
  * caller passes their addresses; nothing is copied or re-packed).
  *
  * The model is gencraft's GPT (models/gpt.py): pre-norm blocks, LayerNorm, fused q/k/v
- * projection, tanh-approximated GELU, learned positions. Weights are float32, bfloat16 or 8-bit (q8,
-below) and
- * ``[out, in]`` row-major (nn.Linear's layout); the KV cache is ``[n_layer, 1, n_head, max_len,
- * head_dim]`` in float32 or bfloat16; activations stay in float32 throughout.
+ * projection, tanh-approximated GELU, learned positions. Weights are float32, bfloat16 or 8-bit
+ * (q8, below) and ``[out, in]`` row-major (nn.Linear's layout); the KV cache is ``[n_layer, 1,
+ * n_head, max_len, head_dim]`` in float32 or bfloat16; activations stay in float32 throughout.
  *
  * Built on first use by models/native.py with the system C compiler (-O3 -march=native); the
  * inner loops use GCC's vector extensions, which compile to AVX-512, AVX2 or SSE as the CPU has.
