@@ -8,6 +8,9 @@ test module needs in that module.
 from __future__ import annotations
 
 import os
+import signal
+import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +37,29 @@ def gencraft_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     home = tmp_path_factory.mktemp("gencraft_home")
     monkeypatch.setenv("GENCRAFT_HOME", str(home))
     return home
+
+
+PROCESS_TAG = "GENCRAFT_TEST_PROCESS_TAG"
+
+
+@pytest.fixture
+def process_tag() -> Iterator[dict[str, str]]:
+    """Environment to add to the subprocesses a test starts: when the test ends, passed or failed,
+    every process that carries it is killed: what they started too (torchrun's workers, in sessions
+    of their own) and orphans whose parent died (found by their environment, not their parent)."""
+    tag = {PROCESS_TAG: uuid.uuid4().hex}
+    yield tag
+    import psutil
+
+    mine = []
+    for p in psutil.process_iter():
+        try:
+            if p.pid != os.getpid() and p.environ().get(PROCESS_TAG) == tag[PROCESS_TAG]:
+                p.send_signal(signal.SIGKILL)
+                mine.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            pass
+    psutil.wait_procs(mine, timeout=10)
 
 
 @pytest.fixture

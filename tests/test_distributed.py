@@ -44,7 +44,7 @@ def test_rank_parts_are_disjoint_views_covering_the_tokens():
     assert rank_part(parts[1], DistInfo()) is parts[1]  # one process: all of it
 
 
-def test_two_nodes_on_torchrun_survive_a_killed_worker(tmp_path):
+def test_two_nodes_on_torchrun_survive_a_killed_worker(tmp_path, process_tag):
     torchrun = Path(sys.executable).with_name("torchrun")
     if not torchrun.exists():
         pytest.skip("torchrun not installed beside python")
@@ -57,7 +57,7 @@ def test_two_nodes_on_torchrun_survive_a_killed_worker(tmp_path):
     port = _free_port()
     # one store per rendezvous round: with the store shared across rounds (torch's default since 2.5),
     # a restarted group can read a dead worker's address (pytorch/pytorch#135712); docs/scale.md
-    env = dict(os.environ, OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1",
+    env = dict(os.environ, **process_tag, OMP_NUM_THREADS="1", TORCH_DISABLE_SHARE_RDZV_TCP_STORE="1",
                PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     nodes = []
     for host in (1, 0):
@@ -84,10 +84,11 @@ def test_two_nodes_on_torchrun_survive_a_killed_worker(tmp_path):
         resumed_from = json.loads(state.read_text())["step"]
         codes = [n.wait(timeout=240) for n in nodes]
         errs = [(tmp_path / f"node{i}.log").read_text() for i in range(2)]
-    finally:
+    finally:  # torchrun's workers run in sessions of their own: process_tag ends them all
         for n in nodes:
             if n.poll() is None:
                 os.killpg(n.pid, signal.SIGKILL)
+            n.wait()
     assert codes == [0, 0], [e[-2000:] for e in errs]
     assert "exitcode: -9" in errs[1]  # the killed worker; torchrun restarted the group...
     info = json.loads((run / "gencraft.json").read_text())
