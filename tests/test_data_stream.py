@@ -147,3 +147,61 @@ def test_bad_streaming_options_are_one_line_errors(tmp_path):
         prepare([f], tmp_path / "x", workers=-1)
     with pytest.raises(UsageError, match="dedupe_memory"):
         prepare([f], tmp_path / "x", stream=True, dedupe_memory=10)
+
+
+def test_combined_datasets_read_as_one(tmp_path, cli, gencraft_home):
+    """More data with the first dataset's tokenizer (streamed), combined: read as the parts one after
+    the other; a part prepared again, or with its own tokenizer, is a one-line error, never other data."""
+    import torch
+
+    from gencraft.data import combine
+    from gencraft.errors import DataError
+    from gencraft.train.data import get_batch
+    from gencraft.train.data import load_dataset as train_dataset
+
+    src = corpus(tmp_path / "corpus")
+    base = prepare([src / "big.txt"], gencraft_home / "datasets" / "base", license="CC0-1.0")
+    more = prepare([src / "lines.txt", src / "chinese.txt"], gencraft_home / "datasets" / "more",
+                   tokenizer_from="base", license="CC0-1.0", stream=True, chunk_chars=20_000, stream_bytes=1)
+    assert (base / "tokenizer.json").read_bytes() == (more / "tokenizer.json").read_bytes()
+    B, M = load_dataset(base), load_dataset(more)
+    assert len(M.manifest["shards"]["train"]) > 1
+    assert "床" not in B.tokenizer.decode(np.unique(np.asarray(B.train_ids())).tolist())  # base never saw Chinese:
+    assert B.tokenizer.decode(B.tokenizer.encode("床前明月光")) == "床前明月光"  # byte fallback carries it
+
+    r = cli("data", "combine", "base", "more", "--out", "both")
+    assert r.code == 0, r.err
+    C = load_dataset("both")
+    for split in ("train", "val"):
+        want = np.concatenate([np.asarray(getattr(B, f"{split}_ids")()), np.asarray(getattr(M, f"{split}_ids")())])
+        assert np.array_equal(np.asarray(getattr(C, f"{split}_ids")()), want), split
+        assert C.manifest["splits"][split]["tokens"] == len(want)
+    docs = list(C.documents())
+    assert [d["id"] for d in docs] == list(range(len(docs)))
+    assert {C.sources()[d["source"]]["path"] for d in docs} == {str((src / n).resolve())
+                                                               for n in ("big.txt", "lines.txt", "chinese.txt")}
+    d = train_dataset("both")
+    x, y = get_batch(d.train, 64, 32, torch.Generator().manual_seed(0))
+    assert x.shape == (64, 32) and torch.equal(x[:, 1:], y[:, :-1])
+
+    # a third part: combine again into the same name (not into one of its parts)
+    prepare([src / "small.txt", src / "page.html"], gencraft_home / "datasets" / "third", tokenizer_from="base",
+            license="CC0-1.0")
+    assert combine(["both", "third"], "both2").exists()
+    assert cli("data", "combine", "base", "more", "third", "--out", "both").code == 0
+    assert len(load_dataset("both").parts) == 3
+    with pytest.raises(DataError, match="changed since it was combined"):
+        load_dataset("both2")  # it named "both" as it was
+    bad = cli("data", "combine", "both", "third", "--out", "both")
+    assert bad.code == 2 and "is one of the parts" in bad.err
+
+    # errors: another tokenizer; a part prepared again since
+    prepare([src / "chinese.txt"], gencraft_home / "datasets" / "own", license="CC0-1.0")
+    bad = cli("data", "combine", "base", "own", "--out", "mixed")
+    assert bad.code == 2 and "--tokenizer-from base" in bad.err and len(bad.err.strip().splitlines()) == 1
+    assert not (gencraft_home / "datasets" / "mixed").exists()
+    prepare([src / "lines.txt"], gencraft_home / "datasets" / "more", tokenizer_from="base", license="CC0-1.0")  # other sources
+    with pytest.raises(DataError, match="changed since it was combined"):
+        load_dataset("both")
+    bad = cli("train", "both", "--model", "gpt", "--preset", "tiny")
+    assert bad.code == 2 and "gencraft data combine" in bad.err and len(bad.err.strip().splitlines()) == 1

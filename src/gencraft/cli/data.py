@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -40,10 +41,11 @@ def prepare_cmd(
     stream: bool = typer.Option(None, "--stream/--no-stream", help="Force the streaming path on or off "
                                 "(default: on with --workers or for sources over 256 MB)."),
     dedupe_memory: int = typer.Option(None, "--dedupe-memory", help="MiB for the streaming path's duplicate "
-                                      "tables (default 512; more finds duplicates further apart)."),
+                                      "tables (default 256; more finds duplicates further apart)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only the summary."),
     tokenizer_from: str = typer.Option(None, "--tokenizer-from", help="Use the tokenizer of this model (a run, "
-                                       "or hf:PATH) instead of training one: a dataset to fine-tune it on."),
+                                       "or hf:PATH) instead of training one: a dataset to fine-tune it on; or of "
+                                       "a dataset: to `gencraft data combine` the two (add data, prepare only the new)."),
 ) -> None:
     """Read, clean, deduplicate and split SOURCES, train a tokenizer, write a dataset."""
     from gencraft.data.prepare import parse_licenses, prepare
@@ -57,7 +59,8 @@ def prepare_cmd(
             raise UsageError("--tokenizer-from takes the base model's tokenizer: drop --tokenizer",
                              param="tokenizer_from")
         base_tok = None
-        if tokenizer_from is not None:
+        from_dataset = tokenizer_from is not None and _dataset_not_model(tokenizer_from)
+        if tokenizer_from is not None and not from_dataset:
             from gencraft.train.finetune import base_tokenizer
 
             base_tok = base_tokenizer(tokenizer_from)  # checked before any file is read
@@ -70,7 +73,34 @@ def prepare_cmd(
                        tokenizer_from=tokenizer_from, base_tokenizer=base_tok)
     for w in caught:
         err.print(f"[yellow]warning:[/] {escape(str(w.message))}")
+    _summary(path, f"gencraft data combine {tokenizer_from} {out} --out NAME" if from_dataset else
+             f"gencraft train {out} --from {tokenizer_from}" if tokenizer_from else
+             f"gencraft train {out} --model gpt --preset tiny")
 
+
+def _dataset_not_model(spec: str) -> bool:
+    """``--tokenizer-from SPEC`` names a dataset (not a run or ``hf:PATH``)."""
+    from gencraft.paths import dataset_path, run_path
+
+    return (not spec.startswith("hf:") and not (run_path(spec) / "gencraft.json").is_file()
+            and (dataset_path(spec) / "manifest.json").is_file())
+
+
+@data_app.command("combine")
+def combine_cmd(
+    parts: list[str] = typer.Argument(..., help="Prepared datasets (names or paths) sharing one tokenizer: "
+                                      "the first's (prepare the others with --tokenizer-from FIRST)."),
+    out: str = typer.Option(..., "--out", "-o", help="Dataset name (under GENCRAFT_HOME/datasets) or path."),
+) -> None:
+    """Read several prepared datasets as one (nothing copied): add data without preparing it all again."""
+    from gencraft.data.prepare import combine
+
+    path = combine(parts, out)
+    _summary(path, f"gencraft train {out} --model gpt --preset tiny")
+
+
+def _summary(path: Path, next_step: str) -> None:
+    """What a written dataset holds: the cleaning steps, the splits, the tokenizer, what to do next."""
     import json
 
     m = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
@@ -89,12 +119,11 @@ def prepare_cmd(
         console.print(f"{name:>5}: {s['documents']:,} documents, {s['tokens']:,} tokens, {s['chars']:,} chars"
                       + (f" in {shards} shards" if shards else ""))
     console.print(f"tokenizer {tok['kind']}, vocab {tok['vocab_size']:,} ({m['dtype']}); "
-                  f"{len(m['sources'])} source file(s)")
+                  f"{len(m['sources'])} source file(s)"
+                  + (f" in {len(m['parts'])} datasets: {', '.join(p['name'] for p in m['parts'])}"
+                     if m.get("parts") else ""), markup=False)
     console.print(f"dataset written to [cyan]{escape(str(path))}[/]")
-    if tokenizer_from:
-        console.print(f"next: gencraft train {escape(out)} --from {escape(tokenizer_from)}", markup=True)
-    else:
-        console.print(f"next: gencraft train {escape(out)} --model gpt --preset tiny", markup=True)
+    console.print(f"next: {next_step}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

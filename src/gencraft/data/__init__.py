@@ -6,6 +6,6 @@
 """
 
 from gencraft.data.dataset import TextDataset, load_dataset
-from gencraft.data.prepare import prepare
+from gencraft.data.prepare import combine, prepare
 
-__all__ = ["TextDataset", "load_dataset", "prepare"]
+__all__ = ["TextDataset", "combine", "load_dataset", "prepare"]

@@ -2,10 +2,13 @@
 
 A split is one ``train.bin``/``val.bin`` (the in-memory path of ``data prepare``) or a list of
 shards (the streaming path: ``manifest["shards"]``), read as one array (:class:`TokenShards`).
+A combined dataset (``gencraft data combine``: ``manifest["parts"]``) is a list of other dataset
+folders with one tokenizer, read as one dataset: more data is added without preparing it all again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -76,6 +79,10 @@ class TokenShards:
         return out.astype(dtype) if dtype is not None else out
 
 
+def _pieces(ids: np.ndarray | TokenShards) -> list[np.ndarray]:
+    return ids.parts if isinstance(ids, TokenShards) else [ids]
+
+
 @dataclass
 class TextDataset:
     """A prepared dataset directory (see docs/architecture.md, "Dataset directory")."""
@@ -83,6 +90,7 @@ class TextDataset:
     path: Path
     manifest: dict[str, Any]
     tokenizer: TokenizerLike = field(repr=False)
+    parts: list[TextDataset] = field(default_factory=list, repr=False)  # a combined dataset's folders
 
     @property
     def name(self) -> str:
@@ -106,6 +114,9 @@ class TextDataset:
         return np.memmap(f, dtype=dtype, mode="r", shape=(n,))
 
     def _ids(self, split: str) -> np.ndarray | TokenShards:
+        if self.parts:
+            arrays = [a for p in self.parts for a in _pieces(p._ids(split)) if len(a)]
+            return arrays[0] if len(arrays) == 1 else TokenShards(arrays)
         shards = self.manifest.get("shards")
         if not shards:
             return self._map(self.path / f"{split}.bin")
@@ -114,6 +125,8 @@ class TextDataset:
 
     def shard_files(self, split: str) -> list[tuple[Path, int]]:
         """``(file, tokens)`` of each shard of ``split`` in order (one ``SPLIT.bin`` when not sharded)."""
+        if self.parts:
+            return [f for p in self.parts for f in p.shard_files(split)]
         shards = self.manifest.get("shards")
         if not shards:
             f = self.path / f"{split}.bin"
@@ -129,7 +142,16 @@ class TextDataset:
         return self._ids("val")
 
     def documents(self, split: str | None = None) -> Iterator[dict[str, Any]]:
-        """The cleaned documents (``{"id", "source", "split", "text"}``), optionally of one split."""
+        """The cleaned documents (``{"id", "source", "split", "text"}``), optionally of one split. A
+        combined dataset's parts in order, ids and source indices shifted to its own numbering."""
+        if self.parts:
+            first_id = first_source = 0
+            for p in self.parts:
+                for doc in p.documents(split):
+                    yield doc | {"id": first_id + doc["id"], "source": first_source + doc["source"]}
+                first_id += sum(int(s.get("documents", 0)) for s in p.manifest["splits"].values())
+                first_source += len(p.sources())
+            return
         shards = self.manifest.get("shards")
         for f in [self.path / name for name in shards["documents"]] if shards else [self.path / "documents.jsonl"]:
             if not f.is_file():
@@ -150,8 +172,8 @@ class TextDataset:
         return list(self.manifest.get("sources", []))
 
 
-def load_dataset(name_or_path: str | os.PathLike[str]) -> TextDataset:
-    """Open a prepared text dataset by name (under GENCRAFT_HOME) or path."""
+def load_dataset(name_or_path: str | os.PathLike[str], _depth: int = 0) -> TextDataset:
+    """Open a prepared text dataset by name (under GENCRAFT_HOME) or path (a combined one with its parts)."""
     path = existing_dataset(name_or_path)
     mpath = path / "manifest.json"
     try:
@@ -162,14 +184,45 @@ def load_dataset(name_or_path: str | os.PathLike[str]) -> TextDataset:
         raise DataError(f"{mpath}: not a text dataset manifest (needs 'dtype' uint16/uint32 and 'tokenizer'); "
                         "prepare it with `gencraft data prepare`")
     tok = load_tokenizer(path / "tokenizer.json")
-    return TextDataset(path, manifest, tok)
+    return TextDataset(path, manifest, tok, _open_parts(path, manifest, _depth))
+
+
+def tokenizer_digest(path: Path) -> str:
+    """sha256 of a dataset's ``tokenizer.json``: the parts of a combined dataset must share it."""
+    return hashlib.sha256((path / "tokenizer.json").read_bytes()).hexdigest()
+
+
+def _open_parts(path: Path, manifest: dict[str, Any], depth: int = 0) -> list[TextDataset]:
+    """The part datasets ``manifest["parts"]`` names (paths relative to ``path``), each checked to be
+    what was combined: the same manifest digest and tokenizer."""
+    if not manifest.get("parts"):
+        return []
+    if depth > 8:
+        raise DataError(f"{path / 'manifest.json'}: parts nest more than 8 deep (a combined dataset names itself?)")
+    mine = tokenizer_digest(path)
+    parts = []
+    for i, ref in enumerate(manifest["parts"]):
+        where = (path / ref["path"]).resolve()
+        if not (where / "manifest.json").is_file():
+            raise DataError(f"{path / 'manifest.json'}: part {i} ({where}) is missing; "
+                            "put it back or run `gencraft data combine` again")
+        part = load_dataset(where, _depth=depth + 1)
+        if part.digest != ref.get("digest"):
+            raise DataError(f"{path / 'manifest.json'}: part {i} ({where}) changed since it was combined "
+                            f"(digest {part.digest[:12]}, was {str(ref.get('digest'))[:12]}); "
+                            "run `gencraft data combine` again")
+        if tokenizer_digest(where) != mine:
+            raise DataError(f"{path / 'manifest.json'}: part {i} ({where}) has another tokenizer; "
+                            "prepare it with --tokenizer-from and combine again")
+        parts.append(part)
+    return parts
 
 
 def tokens_seen(train_ids: np.ndarray, vocab_size: int) -> np.ndarray:
     """``bool[vocab_size]``: which token ids a train split holds (one counting pass over the memmap, or
     over each shard, 64 Mi tokens at a time: a corpus larger than memory is counted in bounded memory)."""
     seen = np.zeros(vocab_size, dtype=bool)
-    for part in train_ids.parts if isinstance(train_ids, TokenShards) else [train_ids]:
+    for part in _pieces(train_ids):
         if not isinstance(part, np.ndarray):  # a split that is only array-like (preference pairs: small)
             part = np.asarray(part)
         for i in range(0, len(part), 1 << 26):

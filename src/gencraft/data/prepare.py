@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,12 +27,13 @@ import numpy as np
 
 from gencraft import __version__
 from gencraft.data.clean import check_normalization, normalize_unicode, normalize_whitespace, remove_control
+from gencraft.data.dataset import load_dataset, tokenizer_digest
 from gencraft.data.dedupe import Deduper
 from gencraft.data.readers import UNITS, iter_source_files, read_file
 from gencraft.errors import DataError, UsageError
 from gencraft.io import atomic_dir, write_json
 from gencraft.paths import dataset_path
-from gencraft.tokenize import Tokenizer, TokenizerLike, train_tokenizer
+from gencraft.tokenize import Tokenizer, TokenizerLike, load_tokenizer, train_tokenizer
 
 SPLITS = ("hash", "tail")
 TOKENIZERS = ("char", "bpe")
@@ -255,7 +257,9 @@ def prepare(
     or a mapping ``path -> license`` (a folder's entry covers its files); an unknown license
     warns once. ``tokenizer_from`` (a run, or ``hf:PATH``, recorded in the manifest) with
     ``base_tokenizer`` (its tokenizer: ``gencraft.train.finetune.base_tokenizer(spec)``) takes that
-    model's tokenizer instead of training one, so the dataset can fine-tune it (``train --from``). Returns the
+    model's tokenizer instead of training one, so the dataset can fine-tune it (``train --from``);
+    ``tokenizer_from`` a dataset (name or path; ``base_tokenizer`` None) takes that dataset's, so the
+    two can be read as one (:func:`combine`: more data without preparing the old again). Returns the
     dataset directory. Bad input raises a ``GencraftError`` subclass and leaves no directory behind.
 
     ``stream``: the streaming path (:mod:`gencraft.data.stream`) in ``workers`` processes (0 = this
@@ -280,9 +284,13 @@ def prepare(
         if tokenizer != "char" or vocab_size is not None:
             raise UsageError("--tokenizer-from takes the base model's tokenizer: drop --tokenizer/--vocab-size",
                              param="tokenizer_from")
-        if base_tokenizer is None:
-            raise UsageError("--tokenizer-from: pass the base's tokenizer too (gencraft.train.finetune."
-                             "base_tokenizer(spec)); the CLI does", param="tokenizer_from")
+        if base_tokenizer is None:  # a dataset's
+            ds = dataset_path(tokenizer_from)
+            if not (ds / "tokenizer.json").is_file():
+                raise UsageError(f"--tokenizer-from {os.fspath(tokenizer_from)}: no dataset there ({ds}); a run "
+                                 "or hf:PATH needs base_tokenizer (gencraft.train.finetune.base_tokenizer(spec)), "
+                                 "the CLI passes it", param="tokenizer_from")
+            base_tokenizer = load_tokenizer(ds / "tokenizer.json")
         base_tok = base_tokenizer
 
     paths, skipped = _list_files(sources)
@@ -295,15 +303,12 @@ def prepare(
                "near_dup_threshold": near_dup_threshold, "val_fraction": val_fraction, "split": split,
                "unit": unit, "seed": seed, "field": field, "column": column}
     licenses = [_license_for(p, license) for p in paths]
-    if stream and base_tok is not None:
-        raise UsageError("--tokenizer-from: not with the streaming path (--workers/--stream) yet; prepare without "
-                         "them", param="tokenizer_from")
     if stream:
         from gencraft.data.stream import DEDUPE_MEMORY, prepare_stream
 
         with atomic_dir(out_path) as tmp:
-            got = prepare_stream(paths, tmp, tokenizer=tokenizer, vocab_size=vocab_size, field=field, column=column,
-                                 normalization=norm, dedupe=dedupe, near_dup_threshold=near_dup_threshold,
+            got = prepare_stream(paths, tmp, tokenizer=base_tok or tokenizer, vocab_size=vocab_size, field=field,
+                                 column=column, normalization=norm, dedupe=dedupe, near_dup_threshold=near_dup_threshold,
                                  min_chars=min_chars, max_chars=max_chars, val_fraction=val_fraction, split=split,
                                  unit=unit, seed=seed, workers=workers or 0, names=names,
                                  dedupe_memory=DEDUPE_MEMORY if dedupe_memory is None else dedupe_memory,
@@ -312,6 +317,8 @@ def prepare(
                                  got.kept_per_source, options, got.steps, got.tokenizer, got.dtype, skipped)
             manifest["splits"] = got.splits
             manifest["shards"] = got.shards
+            if tokenizer_from is not None:
+                manifest["tokenizer"]["from"] = os.fspath(tokenizer_from)
             write_json(tmp / "manifest.json", manifest)
         _say(progress, f"wrote {out_path}")
         return out_path
@@ -411,3 +418,53 @@ def _join_with_eos(seqs: Sequence[list[int]], eos_id: int, dtype: str) -> np.nda
         out[pos] = eos_id
         pos += 1
     return out
+
+
+def combine(parts: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
+    """One dataset ``out`` made of prepared datasets ``parts`` that share one tokenizer (the first's;
+    prepare the others with ``tokenizer_from``), read as their splits one after the other (training,
+    the copy check, evaluation: through :func:`~gencraft.data.load_dataset`). Nothing is copied but
+    the tokenizer: the manifest names each part (its path relative to ``out``) and its digest, so a
+    part prepared again later is an error when ``out`` is read, never other data in silence.
+    Duplicates across parts are not removed (each part was deduplicated on its own).
+
+    ``out`` may replace an earlier combined dataset (not one of the parts): add a part, combine again.
+    """
+    if len(parts) < 2:
+        raise UsageError(f"combining needs two or more datasets, got {len(parts)}", param="parts")
+    out_path = dataset_path(out)
+    opened = [load_dataset(p) for p in parts]
+    if out_path.exists():
+        old = out_path / "manifest.json"
+        if not old.is_file() or "parts" not in json.loads(old.read_text(encoding="utf-8")):
+            raise UsageError(f"--out {out_path} exists and is not a combined dataset; choose another name",
+                             param="out")
+        if any(d.path.resolve() == out_path.resolve() for d in opened):
+            raise UsageError(f"--out {out_path} is one of the parts; combine into another name", param="out")
+    first = opened[0]
+    tok_digest = tokenizer_digest(first.path)
+    for name, d in zip(parts[1:], opened[1:], strict=True):
+        if tokenizer_digest(d.path) != tok_digest:
+            raise DataError(f"{d.path}: its tokenizer is not {first.path}'s; prepare {name} again with "
+                            f"--tokenizer-from {parts[0]}", param="parts")
+    splits = {s: {k: sum(int(d.manifest["splits"].get(s, {}).get(k, 0)) for d in opened)
+                  for k in ("documents", "tokens", "chars")} for s in ("train", "val")}
+    manifest = {
+        "format": FORMAT,
+        "gencraft_version": __version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "name": out_path.name,
+        "parts": [{"path": os.path.relpath(d.path.resolve(), out_path.resolve()), "name": d.name, "digest": d.digest}
+                  for d in opened],
+        "sources": [s for d in opened for s in d.sources()],
+        "steps": [{"step": "combine", "parts": len(opened), "documents": splits["train"]["documents"]
+                   + splits["val"]["documents"], "chars": splits["train"]["chars"] + splits["val"]["chars"]}],
+        "tokenizer": first.manifest["tokenizer"],
+        "splits": splits,
+        "dtype": first.manifest["dtype"],
+        "digest": hashlib.sha256(json.dumps([d.digest for d in opened]).encode()).hexdigest(),
+    }
+    with atomic_dir(out_path) as tmp:
+        shutil.copyfile(first.path / "tokenizer.json", tmp / "tokenizer.json")
+        write_json(tmp / "manifest.json", manifest)
+    return out_path

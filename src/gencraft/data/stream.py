@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -42,6 +42,9 @@ from gencraft.data.clean import normalize_unicode, normalize_whitespace, remove_
 from gencraft.data.dedupe import Deduper, band_keys, exact_key, lsh_params, signatures
 from gencraft.data.readers import STREAMABLE, StreamedFile, read_file, stream_documents
 from gencraft.errors import DataError
+
+if TYPE_CHECKING:  # workers import the tokenizer library only when they encode
+    from gencraft.tokenize import Tokenizer
 
 CHUNK_CHARS = 1 << 22  # text per work item (4 Mi characters)
 STREAM_BYTES = 1 << 24  # larger files are streamed in chunks; smaller ones are read whole by a worker
@@ -234,7 +237,7 @@ class Prepared:
     shards: dict[str, Any]
 
 
-def prepare_stream(files: Sequence[Path], out_tmp: Path, *, tokenizer: str, vocab_size: int | None,
+def prepare_stream(files: Sequence[Path], out_tmp: Path, *, tokenizer: str | Tokenizer, vocab_size: int | None,
                    field: str | None, column: str | None, normalization: str, dedupe: bool,
                    near_dup_threshold: float, min_chars: int, max_chars: int | None, val_fraction: float,
                    split: str, unit: str, seed: int, workers: int = 0, chunk_chars: int = CHUNK_CHARS,
@@ -242,7 +245,8 @@ def prepare_stream(files: Sequence[Path], out_tmp: Path, *, tokenizer: str, voca
                    bpe_sample_chars: int = BPE_SAMPLE_CHARS, names: str = "",
                    progress: Callable[[str], None] | None = None) -> Prepared:
     """Prepare ``files`` (already collected, in order) into ``out_tmp`` (shards, tokenizer) and
-    return what the manifest needs. ``workers``: processes (0 = this one)."""
+    return what the manifest needs. ``workers``: processes (0 = this one). ``tokenizer``: the kind to
+    learn from the kept documents, or a tokenizer to encode with as it is (``--tokenizer-from``)."""
     say = progress or (lambda _m: None)
     scratch = Path(tempfile.mkdtemp(prefix=".prepare-", dir=out_tmp.parent))
     bands, rows = lsh_params(max(0.05, near_dup_threshold - 0.1)) if dedupe else (0, 0)
@@ -296,7 +300,7 @@ def _work(files: Sequence[Path], o: Options, chunk_chars: int, stream_bytes: int
 
 
 def _run(files: Sequence[Path], out_tmp: Path, scratch: Path, o: Options, pool: Executor, inflight: int, *,
-         tokenizer: str, vocab_size: int | None, min_chars: int, max_chars: int | None, val_fraction: float,
+         tokenizer: str | Tokenizer, vocab_size: int | None, min_chars: int, max_chars: int | None, val_fraction: float,
          threshold: float, chunk_chars: int, stream_bytes: int, dedupe_memory: int | None, bpe_sample_chars: int,
          names: str, say: Callable[[str], None]) -> Prepared:
     sc = str(scratch)
@@ -385,8 +389,10 @@ def _run(files: Sequence[Path], out_tmp: Path, scratch: Path, o: Options, pool: 
         if n_val == n_kept:
             fix_train = best_max[1]
 
-    # the tokenizer, from the kept documents
-    if tokenizer == "char":
+    # the tokenizer, from the kept documents (unless one is given)
+    if not isinstance(tokenizer, str):
+        tok = tokenizer
+    elif tokenizer == "char":
         got = _ordered(pool, ((_chunk_chars, sc, c["chunk"], np.load(scratch / f"keep-{c['chunk']:06d}.npy"),
                                cut[1] if cut and cut[0] == c["chunk"] else None) for c in chunks if c["kept"]),
                        2 * inflight)
