@@ -82,7 +82,12 @@ def test_two_nodes_on_torchrun_survive_a_killed_worker(tmp_path, process_tag):
         for w in workers:
             w.send_signal(signal.SIGKILL)
         resumed_from = json.loads(state.read_text())["step"]
-        codes = [n.wait(timeout=240) for n in nodes]
+        try:
+            codes = [n.wait(timeout=240) for n in nodes]
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the group did not finish within 240 s of the kill (checkpoint step "
+                        f"{json.loads(state.read_text())['step']}); node logs: "
+                        + " ||| ".join((tmp_path / f"node{i}.log").read_text()[-3000:] for i in range(2)))
         errs = [(tmp_path / f"node{i}.log").read_text() for i in range(2)]
     finally:  # torchrun's workers run in sessions of their own: process_tag ends them all
         for n in nodes:
