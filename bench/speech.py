@@ -1,13 +1,14 @@
 """Voices: quality, speaker closeness, training budget, speed and the audio watermark, in one run.
 
-    flock /tmp/gencraft-bench.lock python bench/speech.py --minutes 30          # the full benchmark
-    python bench/speech.py --run RUN --work DIR                                 # evaluate a trained voice
+    flock /tmp/gencraft-bench.lock python bench/speech.py --minutes 10 30       # the full benchmark
+    python bench/speech.py --run RUN [RUN...] --work DIR                        # evaluate trained voices
 
 What it does (all on this machine; nothing is downloaded):
 
 1. Corpora: espeak-ng reads 600 sentences of the bundled sample corpus in voice A (low male, American)
    and the same sentences in voice B (high female, British), as LJSpeech folders; A becomes the dataset.
-2. Training: ``gencraft train --model tts --preset small --max-time MINUTES*60`` (unless --run).
+2. Training: ``gencraft train --model tts --preset small --max-time MINUTES*60`` for each budget
+   (unless --run); 3. and 4. for each voice, 5. and 6. for the last.
 3. Quality on A's held-out sentences, each beside the two floors (A's real mels through the trained
    vocoder, and through Griffin-Lim): mel-cepstral distortion after DTW (MCD, dB; 24 coefficients of the
    DCT of the log-mel, c0 excluded), F0 RMSE (Hz, voiced frames of both, along the DTW path), the
@@ -146,13 +147,43 @@ def cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "gencraft", *args], check=True)
 
 
+def held_out_quality(ds, work: Path, voice, sp) -> None:
+    """Quality and speaker closeness of ``voice`` on voice A's held-out sentences, beside the floors."""
+    from gencraft.generate.speech import synthesize
+
+    held = ds.split("val")
+    rows: dict[str, list] = {"model": [], "vocoder floor": [], "griffin-lim floor": []}
+    closer = 0
+    for u in held:
+        ref = ds.wav(u)
+        other = audio.read_audio(work / "B" / "wavs" / (u["id"].replace("GCA", "GCB") + ".wav"))[0]
+        other = audio.normalize_loudness(audio.trim_silence(other))
+        gen = synthesize(u["text"], sp).audio
+        rows["model"].append(quality(ref, gen))
+        mel = audio.log_mel(ref)
+        if voice.vocoder is not None:
+            rows["vocoder floor"].append(quality(ref, voice.vocoder.synthesize(mel).numpy()))
+        rows["griffin-lim floor"].append(quality(ref, audio.griffin_lim(mel)))
+        d_other, _ = mcd(mel_cepstrum(audio.log_mel(other).numpy()), mel_cepstrum(audio.log_mel(gen).numpy()))
+        closer += rows["model"][-1]["mcd"] < d_other
+    print(f"quality on {len(held)} held-out sentences of voice A (means)")
+    print(f"{'':20s} {'MCD dB':>8s} {'F0 RMSE Hz':>11s} {'dur ratio':>10s} {'STOI':>6s}")
+    for name, rs in rows.items():
+        if rs:
+            print(f"{name:20s} {mean(rs, 'mcd'):8.2f} {mean(rs, 'f0_rmse'):11.1f} {mean(rs, 'dur_ratio'):10.3f} "
+                  f"{mean(rs, 'stoi'):6.3f}")
+    print(f"speaker closeness: {closer}/{len(held)} = {closer / len(held):.1%} of held-out sentences closer to "
+          "voice A's recording than to voice B's (aim >= 95%)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", default="/tmp/gencraft-speech-bench")
     ap.add_argument("--minutes", type=float, nargs="+", default=[10.0, 30.0],
-                    help="training budgets of the small preset: one voice each (the last one is evaluated in full)")
+                    help="training budgets of the small preset: one voice each, each one's quality measured (speed and the "
+                    "watermark on the last)")
     ap.add_argument("--train-only", action="store_true", help="make the corpora and train the voices, then stop")
-    ap.add_argument("--run", default=None, help="evaluate this trained voice instead of training one")
+    ap.add_argument("--run", nargs="+", default=None, help="evaluate these trained voices instead of training")
     ap.add_argument("--n-sentences", type=int, default=600)
     ap.add_argument("--wm-clips", type=int, default=100)
     args = ap.parse_args()
@@ -172,7 +203,7 @@ def main() -> None:
     if not (ds_path / "manifest.json").is_file():
         prepare_speech(work / "A", out=ds_path, license="CC0-1.0", speaker="espeak voice A")
     ds = load_speech_dataset(ds_path)
-    runs = [Path(args.run)] if args.run else [work / f"voice-{m:g}min" for m in args.minutes]
+    runs = [Path(r) for r in args.run] if args.run else [work / f"voice-{m:g}min" for m in args.minutes]
     for m, run in zip(args.minutes, runs, strict=False):
         if not args.run and not (run / "gencraft.json").is_file():
             t0 = time.time()
@@ -182,37 +213,12 @@ def main() -> None:
                   f"{os.getloadavg()[0]:.1f})", flush=True)
     if args.train_only:
         return
-    run = runs[-1]
-    info = json.loads((run / "gencraft.json").read_text())
-    print("training:", json.dumps(info["metrics"]))
-    voice = load_voice(run)
-    sp = Speaker.load(str(run))
-
-    # ---- quality and speaker closeness on held-out sentences
-    held = ds.split("val")
-    rows: dict[str, list] = {"model": [], "vocoder floor": [], "griffin-lim floor": []}
-    closer = 0
-    for u in held:
-        ref = ds.wav(u)
-        other = audio.read_audio(work / "B" / "wavs" / (u["id"].replace("GCA", "GCB") + ".wav"))[0]
-        other = audio.normalize_loudness(audio.trim_silence(other))
-        gen = synthesize(u["text"], sp).audio
-        rows["model"].append(quality(ref, gen))
-        mel = audio.log_mel(ref)
-        if voice.vocoder is not None:
-            rows["vocoder floor"].append(quality(ref, voice.vocoder.synthesize(mel).numpy()))
-        rows["griffin-lim floor"].append(quality(ref, audio.griffin_lim(mel)))
-        d_other, _ = mcd(mel_cepstrum(audio.log_mel(other).numpy()), mel_cepstrum(audio.log_mel(gen).numpy()))
-        closer += rows["model"][-1]["mcd"] < d_other
-    print(f"\nquality on {len(held)} held-out sentences of voice A (means)")
-    print(f"{'':20s} {'MCD dB':>8s} {'F0 RMSE Hz':>11s} {'dur ratio':>10s} {'STOI':>6s}")
-    for name, rs in rows.items():
-        if rs:
-            print(f"{name:20s} {mean(rs, 'mcd'):8.2f} {mean(rs, 'f0_rmse'):11.1f} {mean(rs, 'dur_ratio'):10.3f} "
-                  f"{mean(rs, 'stoi'):6.3f}")
-    print(f"speaker closeness: {closer}/{len(held)} = {closer / len(held):.1%} of held-out sentences closer to "
-          "voice A's recording than to voice B's (aim >= 95%)")
-
+    for run in runs:  # quality of every budget's voice (MCD at 10 and 30 minutes beside the floors)
+        info = json.loads((run / "gencraft.json").read_text())
+        print(f"\n{run.name}: training", json.dumps(info["metrics"]), flush=True)
+        voice = load_voice(run)
+        sp = Speaker.load(str(run))
+        held_out_quality(ds, work, voice, sp)
     # ---- speed
     para = ("The Ember Kettle boils a full liter in under four minutes. Its copper base spreads heat evenly. "
             "Made to last, and made for slow mornings. Residents are asked to use the Elm Street crossing.")

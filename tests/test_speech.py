@@ -84,6 +84,64 @@ def test_streamed_speech_equals_whole_and_verifies(tmp_path, cli):
     assert abs(len(streamed) - len(whole.audio)) < 0.01 * len(whole.audio)
 
 
+def test_long_text_is_spoken_in_bounded_memory(tmp_path, cli):
+    """Text of any length is released sentence by sentence: speaking four times the text holds the same
+    peak (one sentence's audio, its mark and its PCM) and keeps none of it; nothing grows per sentence
+    (espeak-ng's samples were once copied through a ctypes type cached for every length)."""
+    import tracemalloc
+
+    assert cli("keys", "init").code == 0
+
+    def peak(n: int):
+        text = " ".join(["Then the long read goes on, line by line."] * n)
+        tracemalloc.start()
+        r = speak(text, "espeak", out=tmp_path / f"{n}.wav", keep_audio=False, store=False)
+        now, held = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        return held, now, r
+
+    speak("Warm up.", "espeak", store=False)  # first-use caches (espeak-ng, the mark's pattern)
+    small, small_left, _ = peak(2)
+    big, big_left, r = peak(8)
+    assert r.extra["sentences"] == 8 and not len(r.audio) and r.duration > 15 and r.signed and r.watermarked
+    grown = (tmp_path / "8.wav").stat().st_size - (tmp_path / "2.wav").stat().st_size
+    assert big - small < grown / 10, (small, big, grown)  # 4x the audio, the same peak
+    assert big_left - small_left < 16 << 10, (small_left, big_left)
+
+
+@pytest.mark.slow
+def test_a_hundred_thousand_characters_through_the_cli(tmp_path, cli):
+    """The issue's long input: 100,000 characters spoken by `gencraft speak --file` in its own process,
+    streamed into one signed, watermarked WAV of over an hour, with the process's peak memory far below
+    the audio it wrote (~3 minutes)."""
+    import os
+    import subprocess
+    import sys
+
+    assert cli("keys", "init").code == 0
+    sentences = [
+        "The harbour bell rang twice before the ferry left the quay.",
+        "Nobody on the pier could say where the captain had gone.",
+        "By noon the gulls had settled on the warm slate roofs.",
+        "She counted the crates again, slowly, one row at a time.",
+    ]
+    text = " ".join(sentences * (100_000 // len(" ".join(sentences)) + 1))[:100_000]
+    (tmp_path / "book.txt").write_text(text, encoding="utf-8")
+    script = ("import resource, sys\nfrom gencraft.cli import main\n"
+              "try:\n    main(sys.argv[1:])\nfinally:\n    print('maxrss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,"
+              " file=sys.stderr)\n")
+    r = subprocess.run([sys.executable, "-c", script, "speak", "espeak", "--file", str(tmp_path / "book.txt"),
+                        "--out", str(tmp_path / "book.wav")], capture_output=True, text=True, env=os.environ, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    rss_mb = int(r.stderr.split("maxrss_kb")[-1].split()[0]) / 1024
+    info = sf.info(str(tmp_path / "book.wav"))
+    wav_mb = (tmp_path / "book.wav").stat().st_size / 2**20
+    assert info.duration > 3600 and wav_mb > 150, (info.duration, wav_mb)
+    assert rss_mb < 700 < wav_mb * 4, (rss_mb, wav_mb)  # float32 samples of the whole would be 4x the WAV
+    assert cli("verify", str(tmp_path / "book.wav")).code == 0
+    assert cli("guard", "watermark", "detect", str(tmp_path / "book.wav")).code == 0
+
+
 def test_sentence_splitting_english_chinese_and_long_runs():
     assert list(split_sentences("Hi there. How are you? Fine!")) == ["Hi there.", "How are you?", "Fine!"]
     assert list(split_sentences("你好。今天很好！")) == ["你好。", "今天很好！"]

@@ -119,3 +119,46 @@ def test_studio_write_game_ads_images_library(browser, server: LiveServer) -> No
     assert total == 1 and rows[0].rating == 1 and rows[0].text == draft
     assert not errors, errors
     page.close()
+
+
+def test_studio_speaks_and_plays_speech_from_the_library(browser, server: LiveServer) -> None:
+    """The Speech tab says a text through /v1/audio/speech and plays it; the clip is in the library,
+    where it plays too."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    page.click("button[data-tab=speech]")
+    page.wait_for_function("document.querySelectorAll('#speech-voice option').length > 1")
+    page.select_option("#speech-voice", "shimmer")
+    page.fill("#speech-text", "The ferry leaves at noon. Bring a warm coat.")
+    page.click("#speech-go")
+    page.wait_for_selector(".speech-clip audio")
+    meta = page.inner_text(".speech-clip .meta")
+    assert "espeak" in meta and "library item" in meta
+    # the clip decodes and plays: its length is what the server said, and playback moves on
+    seconds = float(meta.split(" · ")[2].split(" s")[0])
+    page.wait_for_function("document.querySelector('.speech-clip audio').readyState >= 1")
+    duration = page.evaluate("document.querySelector('.speech-clip audio').duration")
+    assert seconds > 1.5 and abs(duration - seconds) < 0.1, (duration, seconds)
+    page.evaluate("document.querySelector('.speech-clip audio').play()")
+    page.wait_for_function("document.querySelector('.speech-clip audio').currentTime > 0.3")
+    shot(page, "speech")
+
+    page.click("button[data-tab=library]")
+    page.select_option("#lib-kind", "speech")
+    page.click("#lib-go")
+    page.wait_for_function("document.getElementById('lib-count').textContent === '1 items'")
+    assert "Bring a warm coat" in page.inner_text(".lib-item")
+    page.wait_for_function("document.querySelector('.lib-item audio').readyState >= 1")
+    assert abs(page.evaluate("document.querySelector('.lib-item audio').duration") - seconds) < 0.1
+    page.evaluate("document.querySelector('.lib-item audio').play()")
+    page.wait_for_function("document.querySelector('.lib-item audio').currentTime > 0.3")
+    page.locator(".lib-item .meta").first.click()
+    page.wait_for_selector("#lib-detail .provenance")
+    assert "audio/wav" in page.inner_text("#lib-detail")
+    shot(page, "speech-library")
+    rows, total = server.gc.library.search(kind="speech")
+    assert total == 1 and rows[0].media_type == "audio/wav" and rows[0].prompt.startswith("The ferry")
+    assert not errors, errors
+    page.close()

@@ -40,8 +40,9 @@ def train_cmd(
                 max_time=max_time, seed=seed, device=device, progress=not quiet, part=part, base=base, lora=lora)
     if os.environ.get("RANK", "0") != "0" or not (run / "gencraft.json").is_file():  # rank 0 reports
         return
-    index_run(run, console.print)  # so every generation can be checked for copies of the corpus
     info = json.loads((run / "gencraft.json").read_text(encoding="utf-8"))
+    if info.get("kind") != "tts":  # a voice's corpus is recordings: the copy check reads text
+        index_run(run, console.print)  # so every generation can be checked for copies of the corpus
     m = info.get("metrics", {})
     if info.get("kind") == "tts":
         for name, pm in m.items():

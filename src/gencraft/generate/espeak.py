@@ -63,7 +63,8 @@ class _Espeak:
 
     def _collect(self, wav, n, _events) -> int:
         if wav and n > 0:
-            self.chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
+            # string_at copies the samples; np.ctypeslib.as_array would cache a ctypes type per length (a leak)
+            self.chunks.append(np.frombuffer(ctypes.string_at(wav, 2 * n), dtype=np.int16))
         return 0
 
     def synth(self, text: str, voice: EspeakVoice) -> np.ndarray:

@@ -211,11 +211,17 @@ def detect_audio_file(path, key: bytes, scheme: dict | None = None) -> tuple[dic
             f"score z = {d.score:.2f}, p = {d.p_value:.2g} ({d.frames} frames read)")
 
 
-def _read_any(path) -> tuple[np.ndarray, int]:
+DETECT_SECONDS = 180.0  # detection reads this much of a file: the mark is in every frame (4,000 frames are ~46 s)
+
+
+def _read_any(path, max_seconds: float = DETECT_SECONDS) -> tuple[np.ndarray, int]:
+    """Mono float samples of the first ``max_seconds`` of any sound file and its rate (an hour-long
+    narration is not read whole: its spectrogram would take gigabytes)."""
     import soundfile as sf
 
     try:
-        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(str(path)) as f:
+            x, sr = f.read(min(f.frames, int(max_seconds * f.samplerate)), dtype="float32", always_2d=True), f.samplerate
     except (RuntimeError, sf.LibsndfileError) as e:
         raise ValueError(f"not a readable sound file ({str(e).splitlines()[0]})") from None
     if x.size == 0:

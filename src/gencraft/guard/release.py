@@ -562,8 +562,9 @@ def _release_stream(content: Any, media: Media, policy: ReleasePolicy, report: G
                     seed: int | None, prompt: str | None, out: Any, checks: dict[str, Any] | None,
                     api_key: str | None, store: bool) -> Released:
     """:func:`release` of content made while it is released: marked, written and hashed chunk by chunk
-    into ``out`` (atomically: complete or absent) or, without ``out``, a temporary file the library
-    reads back (at most :data:`MAX_STORED_BYTES`; a larger one is stored as its manifest only)."""
+    into ``out`` (atomically: complete or absent) or, without ``out``, a temporary file. The library
+    reads it back (at most :data:`MAX_STORED_BYTES`; a larger one is stored as its manifest only);
+    ``Released.data`` holds those bytes, or ``b""`` when nothing is stored (the file is ``out``)."""
     import tempfile
 
     keys = policy.keys if policy.watermark else None
@@ -575,9 +576,10 @@ def _release_stream(content: Any, media: Media, policy: ReleasePolicy, report: G
         if out is not None:
             write_json(sidecar_path(target), manifest)
         size = target.stat().st_size
-        data = target.read_bytes() if size <= MAX_STORED_BYTES else b""
+        keep = policy.store and store  # read back only for the library: a long narration stays on disk
+        data = target.read_bytes() if keep and size <= MAX_STORED_BYTES else b""
     item_id = None
-    if policy.store and store:
+    if keep:
         note = {} if data else {"stored": f"manifest only: {size / 2**20:.0f} MB is over the library's "
                                           f"{MAX_STORED_BYTES >> 20} MB" + (f"; the file is {out}" if out else "")}
         item_id = _store(policy, media, label, name, prompt, data or None, stored_params, manifest,

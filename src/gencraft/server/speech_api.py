@@ -123,6 +123,8 @@ async def speech(body: SpeechRequest, request: Request) -> Response:
     data = _encode(result, body.response_format)
     headers = {"x-gencraft-manifest": base64.b64encode(json.dumps(result.manifest).encode()).decode("ascii"),
                "x-gencraft-engine": result.engine, "x-gencraft-seconds": f"{result.duration:.3f}"}
+    if result.item_id is not None:
+        headers["x-gencraft-item-id"] = str(result.item_id)
     return Response(data, media_type=MEDIA_TYPES[body.response_format], headers=headers)
 
 

@@ -270,6 +270,17 @@ function rater(id, rating, note) {
   return box;
 }
 
+// a stored output by its media type: pictures shown, speech played, other files (MIDI) downloaded
+function libMedia(it) {
+  const type = it.media_type || "image/png", src = `data:${type};base64,${it.image_b64}`;
+  if (type.startsWith("image/")) return el("img", { src, alt: "item " + it.id });
+  const said = el("pre", {}, (it.prompt || "").slice(0, 400));
+  if (["audio/wav", "audio/flac", "audio/ogg"].includes(type)) {
+    return el("div", { class: "media" }, el("audio", { controls: "", preload: "metadata", src }), said);
+  }
+  return el("div", { class: "media" }, el("a", { href: src, download: `item-${it.id}` }, `download (${type})`), said);
+}
+
 async function searchLibrary() {
   const params = new URLSearchParams();
   const q = $("lib-q").value.trim(), kind = $("lib-kind").value, model = $("lib-model").value.trim(), since = $("lib-since").value;
@@ -283,12 +294,11 @@ async function searchLibrary() {
     const out = $("lib-out");
     out.replaceChildren();
     for (const it of data.data) {
-      const body = it.image_b64 ? el("img", { src: "data:image/png;base64," + it.image_b64, alt: "item " + it.id })
-                                : el("pre", {}, (it.text || "").slice(0, 400));
+      const body = it.image_b64 ? libMedia(it) : el("pre", {}, (it.text || "").slice(0, 400));
       const card = el("div", { class: "card lib-item", "data-id": it.id },
         el("div", { class: "meta" }, `#${it.id} · ${it.kind} · ${it.model} · ${new Date(it.created).toLocaleString()}`),
         body, rater(it.id, it.rating, it.note));
-      card.addEventListener("click", (e) => { if (e.target.tagName !== "BUTTON" && e.target.tagName !== "INPUT") showItem(it, card); });
+      card.addEventListener("click", (e) => { if (!["BUTTON", "INPUT", "AUDIO", "A"].includes(e.target.tagName)) showItem(it, card); });
       out.append(card);
     }
   } catch (e) { /* shown */ }
