@@ -50,7 +50,10 @@ def test_speak_verify_tamper_and_detect_through_the_cli(voice_run, tmp_path, cli
     assert side["media_type"] == "audio/wav" and side["watermark"]["scheme"] == "spectral-spread-spectrum"
     assert side["run_id"] == json.loads((voice_run / "gencraft.json").read_text())["run_id"]
     assert cli("verify", str(out)).code == 0
-    # (watermark detection is tested on espeak's audio below: a voice trained for 12 steps says noise)
+    # a voice trained for 12 steps says noise with the same fine structure in every frame, which hid the
+    # first scheme's comb (the same in every frame too); the alternating blocks find the mark in it
+    r = cli("guard", "watermark", "detect", str(out), "--json")
+    assert r.code == 0 and json.loads(r.out)["p_value"] < 1e-6, r.out
     x2 = x.copy()
     x2[len(x2) // 2] += 1  # one changed sample
     sf.write(str(out), x2, sr, subtype="PCM_16")
@@ -140,6 +143,30 @@ def test_a_hundred_thousand_characters_through_the_cli(tmp_path, cli):
     assert rss_mb < 700 < wav_mb * 4, (rss_mb, wav_mb)  # float32 samples of the whole would be 4x the WAV
     assert cli("verify", str(tmp_path / "book.wav")).code == 0
     assert cli("guard", "watermark", "detect", str(tmp_path / "book.wav")).code == 0
+
+
+def test_audio_mark_runs_on_across_sentences_and_crops_and_old_files_still_read(tmp_path):
+    """Sentences marked where they lie in their stream read back like one marked whole; a crop at any
+    sample is found; a file marked by the first scheme (its manifest names no blocks) is read by it."""
+    from gencraft.generate.speech import stream_speech
+    from gencraft.guard.audio import detect_audio, detect_audio_file, embed_audio
+
+    key = bytes(range(32))
+    parts = [x for _, x in stream_speech("The tide came in. Gulls rose over the harbour wall. Then rain.",
+                                         "espeak:en-us+m7")]
+    starts = np.cumsum([0] + [len(x) for x in parts[:-1]])
+    streamed = np.concatenate([embed_audio(x, key, start=int(s)) for x, s in zip(parts, starts, strict=True)])
+    whole = embed_audio(np.concatenate(parts), key)
+    assert np.mean(np.abs(streamed - whole) < 1e-3) > 0.75  # the chunks' edges differ, not their blocks
+    assert detect_audio(streamed, key).score > 0.9 * detect_audio(whole, key).score  # (restarting: ~0.67)
+    for cut in (1234, 5000):
+        d = detect_audio(streamed[cut:], key)
+        assert d.detected and d.p_value < 1e-8, (cut, d)
+    assert not detect_audio(np.concatenate(parts), key).detected
+    first = embed_audio(np.concatenate(parts), key, block_frames=0)
+    sf.write(str(tmp_path / "old.wav"), first, 22050, subtype="PCM_16")
+    old_scheme = {"scheme": "spectral-spread-spectrum", "band_hz": [300, 7000], "alpha_db": 2.0}
+    assert detect_audio_file(tmp_path / "old.wav", key, old_scheme)[0]["detected"]
 
 
 def test_sentence_splitting_english_chinese_and_long_runs():
