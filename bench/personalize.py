@@ -96,23 +96,27 @@ def personal_dataset(out: Path, name: str, source: str, base: str) -> Path:
     return ds
 
 
-def style(out: Path, base: Path, minutes: float, seed: int, label: str, scratch: bool = True) -> dict:
-    """Scratch vs full fine-tune vs LoRA at equal wall time on the lore corpus."""
+def style(out: Path, base: Path, minutes: float, seed: int, label: str, scratch: bool = True,
+          variants: list[str] | None = None) -> dict:
+    """Scratch vs full fine-tune vs LoRA at equal wall time on the lore corpus; ``variants``: more LoRA
+    contenders, each a comma-separated list of --set items (``lora.dropout=0,learning_rate=4e-3``)."""
     from gencraft.train.loop import train
 
     ds = personal_dataset(out, f"lore-{label}", "lore.jsonl", str(base))
     res: dict[str, float] = {"base (no training)": val_loss(base, ds)}
-    runs = {}
+    runs: dict[str, tuple[str, dict, list[str]]] = {}  # name -> (run directory suffix, train kwargs, --set)
     if scratch:
-        runs["scratch"] = dict(model="gpt", preset="small")
-    runs["full fine-tune"] = dict(base=str(base))
-    runs[f"LoRA r={LORA_R}"] = dict(base=str(base), lora=True)
-    for name, kw in runs.items():
-        run = out / f"{label}-{name.split()[0].lower()}"
+        runs["scratch"] = ("scratch", dict(model="gpt", preset="small"), [])
+    runs["full fine-tune"] = ("full", dict(base=str(base)), [])
+    runs[f"LoRA r={LORA_R}"] = ("lora", dict(base=str(base), lora=True), [f"lora.r={LORA_R}"])
+    for v in variants or []:
+        sets = [f"lora.r={LORA_R}", *v.split(",")]
+        runs[f"LoRA {v}"] = ("lora-" + re.sub(r"[^a-z0-9.]+", "-", v.lower()), dict(base=str(base), lora=True), sets)
+    for name, (suffix, kw, sets) in runs.items():
+        run = out / f"{label}-{suffix}"
         if not (run / "gencraft.json").exists():
-            extra = [f"lora.r={LORA_R}"] if kw.get("lora") else []
             train(ds, out=run, max_time=60 * minutes, seed=seed, progress=False,
-                  overrides=["patience=0", "max_iters=100000", *extra], **kw)
+                  overrides=["patience=0", "max_iters=100000", *sets], **kw)
         res[name] = val_loss(run)
         res[f"{name} steps"] = json.loads((run / "gencraft.json").read_text())["metrics"]["step"]
         if "LoRA" in name:
@@ -234,6 +238,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--tune-set", action="append", default=None, help="--set for the preference tune (repeatable)")
+    ap.add_argument("--lora-variant", action="append", default=None,
+                    help="another LoRA contender in `style`: comma-separated --set items (repeatable)")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -244,7 +250,7 @@ def main() -> None:
     if only & {"style", "prefs"}:
         base = train_base(out, args.base_minutes, args.seed, d["shakes"])
         if "style" in only:
-            style(out, base, args.minutes, args.seed, "gencraft")
+            style(out, base, args.minutes, args.seed, "gencraft", variants=args.lora_variant)
         if "prefs" in only:
             prefs(out, base, args.minutes, args.seed, "gencraft", args.tune_set)
     if "hf" in only:

@@ -461,6 +461,14 @@ def test_learn_from_my_ratings_job(tmp_path):
         assert j["result"]["run"] == "tiny+prefs" and (home / "runs" / "tiny+prefs" / "adapter.safetensors").is_file()
         samples = j["result"]["samples"]
         assert samples and all({"prompt", "before", "after"} <= set(x) for x in samples)
+        # shown in the studio, so released like any output: stored in the server's library (kind "tune")
+        lib = Library.open(f"sqlite:///{home / 'library.db'}")
+        try:
+            stored = {i.id: i for i in lib.search(kind="tune", limit=100)[0]}
+        finally:
+            lib.close()
+        for x in samples:
+            assert stored[x["before_id"]].text == x["before"] and stored[x["after_id"]].text == x["after"]
 
 
 def test_studio_rate_then_learn_from_my_ratings_in_the_browser(tmp_path):

@@ -27,7 +27,7 @@ def train_cmd(
     base: str = typer.Option(None, "--from", help="Fine-tune from this base: a gpt/lstm run, or hf:PATH (a local "
                              "Hugging Face causal LM). The dataset must use its tokenizer (data prepare --tokenizer-from)."),
     lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters on the --from base instead of every weight "
-                              "(--set lora.r=8, lora.alpha=16, lora.dropout=0.05, lora.targets=attn,mlp)."),
+                              "(--set lora.r=8, lora.alpha=16, lora.dropout=0, lora.targets=attn,mlp)."),
 ) -> None:
     """Train a language model (GPT, LSTM, text VAE) or a voice (tts) on a prepared dataset."""
     import gencraft

@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from gencraft.errors import NotFoundError, UsageError
+from gencraft.errors import GuardError, NotFoundError, UsageError
 from gencraft.train.metrics import StopRequested, stop_requested
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -492,8 +492,10 @@ def _check_tune(p: TuneParams, ctx: CheckContext) -> Claims:
 
 
 def _run_tune(p: TuneParams, ctx: JobContext) -> dict[str, Any]:
+    from gencraft.apps._common import release_policy
     from gencraft.apps.prefs import rated_items, tune
     from gencraft.backends import load
+    from gencraft.guard import release, watermark_options
 
     base = run_dir(ctx.home, p.run)
     lib = _library(ctx.home)
@@ -506,12 +508,28 @@ def _run_tune(p: TuneParams, ctx: JobContext) -> dict[str, Any]:
         lib.close()
     info = json.loads((out / "gencraft.json").read_text(encoding="utf-8"))
     prompts = list(dict.fromkeys(i.prompt or "" for i in liked + disliked))[:SAMPLES]
-    before, after = load(base), load(out)
+    models = {"before": load(base), "after": load(out)}
     samples = []
-    for i, prompt in enumerate(prompts):
-        opts = dict(max_new_tokens=64, temperature=0.8, seed=p.seed + i)
-        samples.append({"prompt": prompt, "before": before.generate(prompt, **opts).text,
-                        "after": after.generate(prompt, **opts).text})
+    lib = _library(ctx.home)
+    # the samples the studio shows leave gencraft like any output: through the release step (guarded,
+    # watermarked, signed, stored in the server's library, where they can be rated too)
+    with release_policy(library=lib) as policy:
+        try:
+            for i, prompt in enumerate(prompts):
+                opts = dict(max_new_tokens=64, temperature=0.8, seed=p.seed + i)
+                sample: dict[str, Any] = {"prompt": prompt}
+                for when, tm in models.items():
+                    wm = policy.text_watermark(tm.tokenizer.vocab_size)
+                    text = tm.generate(prompt, **opts, **watermark_options(wm)).text
+                    try:
+                        rel = release(text, kind="text", label=f"tune.{when}", policy=policy, model=tm, params=opts,
+                                      seed=opts["seed"], prompt=prompt, watermark=wm)
+                        sample[when], sample[f"{when}_id"] = rel.text, rel.item_id
+                    except GuardError as e:  # the moderation policy refused it: show why, not the text
+                        sample[when] = f"[withheld: {e}]"
+                samples.append(sample)
+        finally:
+            lib.close()
     ctx.say(f"{out.name}: {info['metrics'].get('step')} steps, pair loss {info['metrics'].get('best_val_loss')}")
     return {"run": out.name, "metrics": info.get("metrics", {}), "samples": samples}
 
