@@ -10,6 +10,8 @@ this kind of machine, uncontended) are printed beside ours.
     .venv/bin/python bench/generate.py              # everything (several minutes on 2 cores)
     .venv/bin/python bench/generate.py --quick      # fewer repeats
     .venv/bin/python bench/generate.py --llama-cpp ~/llama.cpp   # and llama.cpp on the same weights
+    .venv/bin/python bench/generate.py --weights --llama-cpp ~/llama.cpp   # 124M only: f32, bf16 and int8
+        # decoding beside llama.cpp's f32, f16 and q8_0 on the same weights, and the quality costs
 """
 
 from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
@@ -142,6 +144,9 @@ def main() -> None:
     ap.add_argument("--shapes", default="1.85M,13.8M,124M")
     ap.add_argument("--llama-cpp", type=Path, default=None, metavar="DIR",
                     help="a llama.cpp source tree with build/bin/llama-bench: time it on the same weights")
+    ap.add_argument("--weights", action="store_true",
+                    help="only 124M decoding with f32, bf16 and int8 weights (beside llama.cpp's f32, f16 and q8_0 "
+                         "with --llama-cpp) and the quality cost of bf16 and int8")
     args = ap.parse_args()
     reps = 2 if args.quick else 3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU shared with other engineers "
@@ -155,6 +160,11 @@ def main() -> None:
     prompt = torch.randint(0, tok.vocab_size, (PROMPT,), generator=g).tolist()
     greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
     topk = GenerationConfig(max_new_tokens=NEW, top_k=50, seed=0, stop_at_eos=False)
+    if args.weights:
+        weight_types(tok, prompt, greedy, reps, bw, args.llama_cpp)
+        if os.path.exists(SHAKESPEARE):
+            bf16_quality(tok, open(SHAKESPEARE).read())
+        return
     for name in args.shapes.split(","):
         run_shape(name, tok, prompt, greedy, topk, reps, bw, g, args.llama_cpp)
     if "124M" in args.shapes and os.path.exists(SHAKESPEARE):
@@ -266,6 +276,27 @@ def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: fl
         with s8:
             q_step = decode_drift(m, m, prompt, 32, session=s8)[0]
         print(f"int8 decoding, max |logit diff| from f32 decoding over 32 greedy steps (random weights): {q_step:.3f}")
+
+
+def weight_types(tok, prompt: list[int], greedy, reps: int, bw: float, llama_dir: Path | None) -> None:
+    """124M decoding with float32, bfloat16 and 8-bit weights, one after another, each beside
+    llama.cpp's f32, f16 and q8_0 on the same weights when ``llama_dir`` is given."""
+    m = build("124M")
+    mb = copy.deepcopy(m).to(torch.bfloat16)
+    s8 = decode.DecodeSession(m, int8=True)
+    n_read = sum(p.numel() for p in m.parameters()) - m.wpe.weight.numel()
+    vnni = "AVX512-VNNI" if native_mod.library().gc_q8_vnni() else "no VNNI: plain C"
+    print(f"\n124M ({n_read / 1e6:.1f}M weights read a step), greedy, {PROMPT}-token prompt + {NEW} new; int8: {vnni}")
+    for label, model, session, gguf, width in (("f32", m, None, "f32", 4), ("bf16", mb, None, "f16", 2),
+                                                ("int8", m, s8, "q8_0", 1)):
+        with session or decode.session(model):
+            full = rate(f"gencraft greedy {label}", NEW, lambda model=model: generate(model, tok, [prompt], greedy),
+                        reps)
+            dec = decode_rate(model, tok, prompt, full, reps)
+        print(f"{label}: decode only {dec:.1f} tok/s, end to end {full:.1f} (bandwidth limit "
+              f"{bw * 1e9 / (n_read * width):.0f})", flush=True)
+        if llama_dir is not None:
+            side_by_side(m, model, tok, prompt, llama_dir, gguf, 2 * reps + 1, session=session)
 
 
 def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dtype: str, rounds: int,

@@ -81,7 +81,6 @@ def make_run(home: Path) -> tuple[str, int]:
 
 SERVER = """
 import sys, uvicorn
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from gencraft.server import ServerConfig, create_app
 home, port, continuous = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"

@@ -6,13 +6,16 @@
 
 Pieces:
   nanogpt  nanoGPT's CPU baseline shape (4L/4H/128, ctx 64, batch 12, 2000 iters, lr 1e-3, no dropout)
+  versus   the same shape side by side: nanoGPT's recipe in plain PyTorch (bench/nanogpt_ref.py, a fresh
+           process, OMP_WAIT_POLICY=PASSIVE as gencraft runs) and gencraft, taking turns --rounds times:
+           val loss, wall time, tokens/s and their ratio
   small    the `small` GPT preset within a wall-clock budget (--minutes, default 5)
   lstm     the `small` LSTM preset within the same budget
   speed    A/B of the speed knobs on CPU time per step (1 thread, interleaved): fp32 vs bf16
            autocast vs torch.compile, fused vs foreach AdamW, and 1 vs 2 threads with OpenMP
            waiters spinning vs sleeping (OMP_WAIT_POLICY=PASSIVE)
 
-Options: --minutes M (budget of small/lstm), --iters N (fixed steps instead), --threads N,
+Options: --minutes M (budget of small/lstm), --iters N (fixed steps instead), --threads N, --rounds N (versus),
 --set key=value (extra overrides for small/lstm), --omp-active (leave OMP_WAIT_POLICY unset).
 
 The dataset is prepared with gencraft's data pipeline (char tokenizer, validation = the last 10%
@@ -94,6 +97,50 @@ def row(r: dict, ref: dict) -> str:
 
 HEADER = ("| run | val loss (eval) | val loss (whole split) | wall | train tok/s | CPU time | tok per CPU-s | steps | "
           "precision | nanoGPT val | nanoGPT s | nanoGPT tok/s | target |\n|" + " --- |" * 13)
+
+
+def reference_run(ds: Path, passive: bool = False, iters: int = 2000, seed: int = 1337) -> dict:
+    """bench/nanogpt_ref.py on the dataset's token files, in a fresh process whose environment is
+    what a nanoGPT user's is (none of the OpenMP settings this script or gencraft make), or with
+    ``passive``: OMP_WAIT_POLICY=PASSIVE, the one setting gencraft makes for every process."""
+    import subprocess
+
+    m = json.loads((ds / "manifest.json").read_text())
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "PYTHONPATH")}
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    res = subprocess.run([sys.executable, str(Path(__file__).with_name("nanogpt_ref.py")), str(ds / "train.bin"),
+                          str(ds / "val.bin"), str(m["tokenizer"]["vocab_size"]), "--iters", str(iters),
+                          "--seed", str(seed), "--dtype", m["dtype"]], env=env, capture_output=True, text=True)
+    if res.returncode:
+        raise RuntimeError(res.stderr[-2000:])
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def versus(ds: Path, home: Path, rounds: int) -> None:
+    """nanoGPT's recipe (plain PyTorch, fp32, sleeping OpenMP waiters) and gencraft
+    on the same shape, steps and data, taking turns: wall-clock tokens/s and validation loss."""
+    tokens = 2000 * 12 * 64
+    rows = []
+    for r in range(rounds):
+        # passive OpenMP waiters for the reference too: with libgomp's default spinning, its 2 threads on a
+        # shared 2-core machine took 0.47 CPU-s a step (60 steps in 187 s; 16 CPU-minutes for 2000 steps
+        # unfinished), a figure of the shared machine, not of nanoGPT
+        runs = {"nanoGPT recipe (OMP passive)": reference_run(ds, passive=True)}
+        ours = run_one(ds, f"versus-{r}", "gpt", "small", NANOGPT_SHAPE, None, home)
+        runs[f"gencraft ({'bf16' if ours['bf16'] else 'fp32'})"] = {"val": ours["val"], "time_s": ours["time_s"],
+                                                                   "tok_s": tokens / ours["time_s"]}
+        rows.append((r + 1, os.getloadavg()[0], runs))
+        print(f"round {r + 1}: " + "; ".join(f"{k} val {v['val']:.4f} in {v['time_s']:.0f} s ({v['tok_s']:,.0f} tok/s)"
+                                             for k, v in runs.items()), flush=True)
+    print("\n| round (load average after) | run | val loss (20-batch eval) | wall, 2000 steps | tok/s (wall) "
+          "| gencraft's tok/s / this |\n|" + " --- |" * 6)
+    for r, load, runs in rows:
+        ours = [v for k, v in runs.items() if k.startswith("gencraft")][0]
+        for k, v in runs.items():
+            print(f"| {r} ({load:.1f}) | {k} | {v['val']:.4f} | {v['time_s']:.0f} s | {v['tok_s']:,.0f} | "
+                  f"{ours['tok_s'] / v['tok_s']:.2f}x |")
+    print("aim: >= 1.5x nanoGPT's tok/s at equal validation loss (<= 1.88)")
 
 
 def _cpu_per_step(net, opt, x, y, bf16: bool, n: int) -> float:
@@ -217,7 +264,8 @@ def _optimizer_ab(steps: int = 200) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["nanogpt", "small", "lstm", "speed"], action="append")
+    ap.add_argument("--only", choices=["nanogpt", "versus", "small", "lstm", "speed"], action="append")
+    ap.add_argument("--rounds", type=int, default=1, help="versus: turns of each")
     ap.add_argument("--minutes", type=float, default=5.0, help="budget for the small presets")
     ap.add_argument("--iters", type=int, default=0,
                     help="small/lstm: a fixed number of steps (step-based schedule) instead of the --minutes budget")
@@ -242,6 +290,8 @@ def main() -> None:
         limit = None if args.iters else args.minutes * 60
         if "speed" in pieces:
             speed_ab()
+        if "versus" in pieces:
+            versus(ds, home, args.rounds)
         if "nanogpt" in pieces:
             results.append(("nanogpt", run_one(ds, "nanogpt-shape", "gpt", "small", NANOGPT_SHAPE, None, home)))
             print(HEADER + "\n" + row(results[-1][1], REFERENCE["nanogpt"]), flush=True)
