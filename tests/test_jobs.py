@@ -129,6 +129,35 @@ def test_zip_bomb_ratio_is_refused_under_any_limit(tmp_path: Path) -> None:
     assert list((tmp_path / "files").iterdir()) == [] and [p.name for p in tmp_path.iterdir()] == ["bomb.zip", "files"]
 
 
+def test_unused_uploads_are_deleted_after_the_retention(tmp_path: Path) -> None:
+    from gencraft.jobs import JobManager
+    from gencraft.jobs.uploads import new_upload, prune_uploads
+
+    day, now = 86400.0, time.time()
+    ups = tmp_path / "uploads"
+    old, kept, used, fresh, later = (new_upload(tmp_path) for _ in range(5))
+    for up in (old, kept, used, later):
+        os.utime(ups / up, (now - 4 * day, now - 4 * day))
+    stray = ups / fresh / ".part-crashed"  # a temporary file a crash left in an upload in use
+    stray.write_bytes(b"half a file")
+    os.utime(stray, (now - 7200, now - 7200))
+    assert prune_uploads(tmp_path, 0) == [] and not stray.exists()  # 0 keeps every upload (not a crash's leftovers)
+    assert prune_uploads(tmp_path, 3 * day, keep={kept, used, later}) == [old]
+    assert (ups / fresh / "files").is_dir()
+
+    m = JobManager(tmp_path, upload_retention_s=3 * day)
+    job = m.submit("data.text", {"out": "d", "upload": used})  # a job reads it: its retention starts again
+    m.cancel(job["id"])
+    assert m.start()  # the supervisor prunes as it starts, then every hour
+    try:
+        deadline = time.monotonic() + 10
+        while (ups / later).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        m.close()
+    assert sorted(p.name for p in ups.iterdir()) == sorted([fresh, used])
+
+
 def test_job_api_errors_queue_and_cancel(api: httpx.Client, quiet: LiveServer, cli) -> None:
     def post(kind, **params):
         return api.post("/v1/gencraft/jobs", json={"kind": kind, "params": params})
@@ -181,7 +210,16 @@ def test_job_api_errors_queue_and_cancel(api: httpx.Client, quiet: LiveServer, c
     assert r.status_code == 404 and "deleted" in error_of(r)
     assert api.delete(f"/v1/gencraft/jobs/{b['id']}").json()["state"] == "cancelled"
     kinds = {k["kind"] for k in api.get("/v1/gencraft/jobs/kinds").json()["data"]}
-    assert {"data.text", "data.images", "data.music", "train", "train.image", "evaluate.image"} <= kinds
+    assert {"data.text", "data.images", "data.music", "train", "train.image", "evaluate.image", "kits.write",
+            "kits.game", "kits.ads"} <= kinds
+    # the kits' batches: a missing run, a bad channel, a draft without titles
+    r = post("kits.write", model="nope", titles=["x"])
+    assert r.status_code == 404 and r.json()["error"]["param"] == "params.model"
+    make_text_run(quiet.gc.home, "kit")
+    r = post("kits.ads", model="kit", product="Zap", channel="fax")
+    assert r.status_code == 400 and r.json()["error"]["param"] == "params.channel"
+    r = post("kits.write", model="kit", titles=["  "])
+    assert r.status_code == 400 and r.json()["error"]["param"] == "params.titles"
 
 
 # ---------------------------------------------------------------- real workers
@@ -210,18 +248,43 @@ def ckpt_step(home: Path, run: str) -> int:
     return json.loads((home / "runs" / run / "checkpoints" / "last" / "state.json").read_text())["step"]
 
 
+def check_kit_batch(c: httpx.Client, job_id: str) -> None:
+    import hashlib
+
+    job = wait_for(c, job_id, lambda j: j["state"] not in ("queued", "running"))
+    assert job["state"] == "succeeded", job
+    assert job["progress"]["step"] == job["progress"]["total"] == 3 and job["progress"]["unit"] == "records/s"
+    res = job["result"]
+    assert res["files"] == ["item.csv"] and res["records"] == 3 and len(res["library_ids"]) == 3
+    f = c.get(f"/v1/gencraft/jobs/{job_id}/files/item.csv")
+    assert f.status_code == 200 and f.headers["content-type"].startswith("text/csv")
+    assert len(f.text.strip().splitlines()) == 4  # header + 3 records
+    manifest = c.get(f"/v1/gencraft/jobs/{job_id}/files/item.csv.manifest.json").json()
+    assert manifest["content_sha256"] == hashlib.sha256(f.content).hexdigest() and manifest["kind"] == "game.item"
+    stored = c.get(f"/v1/gencraft/library/{res['library_ids'][0]}").json()
+    assert stored["kind"] == "game" and stored["parameters"]["job"] == job_id
+    assert c.get(f"/v1/gencraft/jobs/{job_id}/files/..%2Fjob.json").status_code == 400
+    assert c.get(f"/v1/gencraft/jobs/{job_id}/files/other.csv").status_code == 404
+
+
 def test_lifecycle_with_workers_restart_and_kill(tmp_path: Path, cli) -> None:
     home = tmp_path / "home"
-    make_text_run(home, "tiny")
+    make_text_run(home, "tiny", block_size=256)
     write_text_dataset(home, "lines")  # (the data.text job from an upload: test_studio_workbench.py)
     cfg = ServerConfig(auth=False, home=home, rate_per_minute=0)
     with LiveServer(cfg) as s, httpx.Client(base_url=s.url, timeout=60) as c:
+        assert json.loads((home / "jobs" / "server.json").read_text())["url"] == s.url  # the port it got
         job = c.post("/v1/gencraft/jobs", json={"kind": "train", "params": {
             "dataset": "lines", "out": "r", "set": TRAIN}}).json()
         other = c.post("/v1/gencraft/jobs", json={"kind": "train", "params": {"dataset": "lines"}}).json()
+        # a kit's batch runs beside the training (slot "work"): every record released into the server's
+        # library, the whole batch a released CSV in the job's outputs (kits.write/ads: test_server_kits.py)
+        kit = c.post("/v1/gencraft/jobs", json={"kind": "kits.game", "params": {
+            "model": "tiny", "record": "item", "n": 3, "seed": 2, "format": "csv"}}).json()
         j = wait_for(c, job["id"], lambda j: step_of(j) >= 25)
         assert j["state"] == "running" and j["progress"]["unit"] == "tokens/s" and j["progress"]["eta_s"] > 0
         assert c.get(f"/v1/gencraft/jobs/{other['id']}").json()["state"] == "queued"  # one training at a time
+        check_kit_batch(c, kit["id"])
         r = cli("jobs", "cancel", job["id"], "--server", s.url)
         assert r.code == 0
         assert c.delete(f"/v1/gencraft/jobs/{other['id']}").json()["state"] == "cancelled"
@@ -263,6 +326,24 @@ def test_lifecycle_with_workers_restart_and_kill(tmp_path: Path, cli) -> None:
         assert r.code == 0 and "SIGKILL" in r.out and "gencraft jobs resume" in r.out
 
 
+def test_server_address_for_clients() -> None:
+    from gencraft.cli.serve import listen
+    from gencraft.errors import UsageError
+
+    assert ServerConfig(host="0.0.0.0", port=8123).url == "http://127.0.0.1:8123"
+    assert ServerConfig(host="::", port=8123).url == "http://[::1]:8123"
+    assert ServerConfig(port=0).url is None  # not known until `serve` has bound its socket
+    sock = listen("127.0.0.1", 0)
+    try:
+        port = sock.getsockname()[1]
+        with pytest.raises(UsageError, match=f"--port {port}: cannot listen on 127.0.0.1:{port}"):
+            listen("127.0.0.1", port)
+    finally:
+        sock.close()
+    with pytest.raises(UsageError, match="--keep-uploads"):
+        ServerConfig(upload_retention_hours=-1).check()
+
+
 def test_local_queue_without_a_server(gencraft_home: Path, cli) -> None:
     from gencraft.jobs import JobManager
 
@@ -277,3 +358,41 @@ def test_local_queue_without_a_server(gencraft_home: Path, cli) -> None:
     assert JobManager(gencraft_home).get(job["id"])["state"] == "queued"
     r = cli("jobs", "resume", job["id"])
     assert r.code == 2 and "only a failed, cancelled or interrupted job" in r.err
+
+
+def test_speech_jobs_prepare_and_train_a_voice(speech_corpus: dict, gencraft_home: Path) -> None:
+    """data.speech on an upload of an LJSpeech folder, then a tts training, in this process (the worker
+    around them is the one tested above); recordings are checked like every uploaded file."""
+    import shutil
+
+    from gencraft.errors import DataError, UsageError
+    from gencraft.jobs.kinds import CheckContext, JobContext, kind_of, parse_params
+    from gencraft.jobs.uploads import check_content, new_upload, upload_files_dir
+
+    wav = next((speech_corpus["A"] / "wavs").glob("*.wav"))
+    check_content("wavs/a.wav", wav.read_bytes(), "audio")
+    with pytest.raises(DataError, match="fake.wav: not a readable recording"):
+        check_content("fake.wav", b"RIFF" + bytes(200), "audio")
+
+    up = new_upload(gencraft_home)
+    shutil.copytree(speech_corpus["A"], upload_files_dir(gencraft_home, up) / "A")  # a folder dropped whole
+    said: list[str] = []
+
+    def run(kind: str, **params):
+        k = kind_of(kind)
+        p = parse_params(k, params)
+        k.check(p, CheckContext(home=gencraft_home))
+        return k.run(p, JobContext(job_id="job-s", home=gencraft_home, attempt=1, say=said.append)), p
+
+    with pytest.raises(UsageError, match="params.min_seconds"):
+        run("data.speech", out="v", upload=up, license="CC0-1.0", speaker="A", min_seconds=30, max_seconds=20)
+    res, _ = run("data.speech", out="voice", upload=up, license="CC0-1.0", speaker="A")
+    assert res["counts"]["kept"] == 16 and "16 of 16 recordings kept" in said[-1]
+
+    for model, dataset, param in (("gpt", "voice", "params.model"), ("tts", "voice", "params.preset")):
+        with pytest.raises(UsageError) as e:
+            run("train", dataset=dataset, model=model, preset="base")
+        assert e.value.param == param
+    res, p = run("train", dataset="voice", model="tts", part="acoustic",
+                 set={"max_iters": 4, "eval_interval": 2, "num_threads": 1})
+    assert p.out == "voice-tts" and res["metrics"]["acoustic"]["step"] == 4

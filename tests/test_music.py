@@ -206,6 +206,9 @@ def test_compose_writes_wellformed_midi_wav_and_provenance(music_run, tmp_path, 
     assert again.read_bytes() == out.read_bytes()
     r = cli("compose", str(music_run), "--bars", "0", "--out", str(tmp_path / "x.mid"))
     assert r.code == 2 and "--bars" in r.err
+    # training's samples were drawn as piano rolls and synthesized (the studio shows those, not events)
+    assert sorted(p.name for p in (music_run / "samples").glob("music_000040_*")) == [
+        "music_000040_0.png", "music_000040_0.wav", "music_000040_1.png", "music_000040_1.wav"]
 
 
 def test_data_music_from_a_midi_folder(tmp_path, gencraft_home):

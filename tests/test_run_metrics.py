@@ -94,6 +94,31 @@ def test_text_run_reports_everywhere_and_resumes_without_repeats(text_ds: Path, 
     assert s["kind"] == "gpt" and s["step"] == 30 and s["best"] > 0 and s["params"] > 1000 and s["curves"]
 
 
+def test_music_samples_are_drawn_and_heard(tmp_path: Path) -> None:
+    """A music run's samples are event tokens: each is also a piano roll and a WAV, in TensorBoard
+    and in the job's sample event (what the Train tab shows instead of the raw events)."""
+    import wave
+
+    run = tmp_path / "m"
+    events = tmp_path / "events.jsonl"
+    metrics.set_job_events(events)
+    try:
+        log = metrics.RunLog(run, total=10)
+        log.text_samples(10, ["TS_3/4 Bar Pos_0 Pitch_60 Dur_4 Pitch_64 Dur_4 Pos_4 Pitch_67 Dur_8 Bar",
+                              "Bar Pos_2 Pitch_300 Dur_4"], music=True)  # the second breaks the grammar: skipped
+        log.close(curves=False)
+    finally:
+        metrics.set_job_events(None)
+    music = read_jsonl(events)[-1]["music"]
+    assert [m["summary"] for m in music] == ["2 bars of 3/4, 3 notes, C4-G4", "1 bar of 4/4, no notes"]
+    width, height = png_ok(run / music[0]["roll"])
+    assert width == 2 * 12 * 6 and height >= 13 * 4  # two bars of 12 sixteenths, at least an octave
+    with wave.open(str(run / music[0]["audio"])) as w:
+        assert w.getnframes() == round(4.0 * w.getframerate())  # 6 quarters at 90 bpm
+    tags = tb(run).Tags()
+    assert {"music/0", "music/1"} <= set(tags["images"]) and {"music/0", "music/1"} <= set(tags["audio"])
+
+
 def test_text_vae_and_image_runs_use_the_same_place(tmp_path: Path) -> None:
     from gencraft.data.images import prepare_images
     from gencraft.paths import run_path

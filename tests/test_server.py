@@ -11,7 +11,6 @@ import base64
 import dataclasses
 import io
 import json
-import socket
 import threading
 import time
 from pathlib import Path
@@ -77,12 +76,12 @@ class LiveServer:
     def __init__(self, config: ServerConfig) -> None:
         import uvicorn
 
-        self.app = create_app(config)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
+        from gencraft.cli.serve import listen
+
+        self.sock = listen("127.0.0.1", 0)  # as `gencraft serve --port 0` does
+        self.port = config.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(config)
         self.server = uvicorn.Server(uvicorn.Config(self.app, log_level="warning", lifespan="on"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

@@ -104,47 +104,8 @@ def test_studio_page_is_served(server: LiveServer) -> None:
 # ---------------------------------------------------------------- the kits' batches as jobs
 
 
-def test_kit_batch_runs_as_a_job(server: LiveServer) -> None:
-    """kits.game through a real worker: every record released into the server's library, the whole
-    batch as a released CSV in the job's outputs, served by the job's files route."""
-    import hashlib
-    import time
-
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        def post(kind: str, **params):
-            return c.post("/v1/gencraft/jobs", json={"kind": kind, "params": params})
-
-        r = post("kits.game", model="tiny", record="item", n=3, seed=2, format="csv")
-        assert r.status_code == 201, r.text
-        job_id = r.json()["id"]
-        # refused when submitted: a bad channel, a missing run, a draft without titles
-        bad = post("kits.ads", model="tiny", product="Zap", channel="fax")
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "params.channel"
-        assert post("kits.write", model="nope", titles=["x"]).status_code == 404
-        bad = post("kits.write", model="tiny", titles=["  "])
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "params.titles"
-
-        deadline = time.monotonic() + 120
-        while (job := c.get(f"/v1/gencraft/jobs/{job_id}").json())["state"] in ("queued", "running"):
-            assert time.monotonic() < deadline, job
-            time.sleep(0.2)
-        assert job["state"] == "succeeded", job
-        assert job["progress"]["step"] == job["progress"]["total"] == 3 and job["progress"]["unit"] == "records/s"
-        res = job["result"]
-        assert res["files"] == ["item.csv"] and res["records"] == 3 and len(res["library_ids"]) == 3
-        f = c.get(f"/v1/gencraft/jobs/{job_id}/files/item.csv")
-        assert f.status_code == 200 and f.headers["content-type"].startswith("text/csv")
-        assert len(f.text.strip().splitlines()) == 4  # header + 3 records
-        manifest = c.get(f"/v1/gencraft/jobs/{job_id}/files/item.csv.manifest.json").json()
-        assert manifest["content_sha256"] == hashlib.sha256(f.content).hexdigest() and manifest["kind"] == "game.item"
-        stored = c.get(f"/v1/gencraft/library/{res['library_ids'][0]}").json()
-        assert stored["kind"] == "game" and stored["parameters"]["job"] == job_id
-        assert c.get(f"/v1/gencraft/jobs/{job_id}/files/..%2Fjob.json").status_code == 400
-        assert c.get(f"/v1/gencraft/jobs/{job_id}/files/other.csv").status_code == 404
-
-
 def test_kit_batch_kinds_release_every_output(gencraft_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """kits.write and kits.ads run in this process (the worker is tested above): signed, verifiable
+    """kits.write and kits.ads run in this process (kits.game in a worker: test_jobs.py's lifecycle): signed, verifiable
     files, one library item per piece or variant, progress per item, and a cancel between items."""
     from gencraft.guard import init_keys, verify_file
     from gencraft.jobs.kinds import CheckContext, JobContext, kind_of, parse_params

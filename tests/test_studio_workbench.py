@@ -62,6 +62,13 @@ def test_upload_train_watch_and_compare(browser, server: LiveServer, tmp_path: P
     assert page.locator("#data-list tr[data-name=stories]").count() == 1
     shot(page, "data")
 
+    # Game: a batch as a job (it runs beside the training below; checked at the end)
+    page.click("button[data-tab=game]")
+    page.select_option("#text-model", "baseline")
+    page.select_option("#game-kind", "names")
+    page.fill("#game-batch-n", "2")
+    page.click("#game-batch")
+
     # Train: a few dozen steps; the chart receives points as they come, samples at each evaluation
     page.click("button[data-tab=train]")
     page.wait_for_function("[...document.querySelectorAll('#train-dataset option')].some(o => o.value === 'stories')")
@@ -99,5 +106,11 @@ def test_upload_train_watch_and_compare(browser, server: LiveServer, tmp_path: P
                            "document.querySelector('#runs-detail img.curves').naturalWidth > 300")
     assert "curves.png" in page.inner_text("#runs-detail .model-card")
     shot(page, "runs")
+
+    page.click("button[data-tab=game]")
+    page.wait_for_selector("#game-batch-out[data-state]", timeout=60_000)
+    assert page.get_attribute("#game-batch-out", "data-state") == "succeeded", page.inner_text("#game-batch-out")
+    assert "2 stored in the library" in page.inner_text("#game-batch-out")
+    assert page.locator("#game-batch-out a.batch-file").all_inner_texts() == ["names.json"]
     assert not errors, errors
     page.close()

@@ -152,7 +152,7 @@ def dataset_manifest(home: Path, name: str, param: str = "params.dataset") -> di
 
 
 def dataset_kind(manifest: dict[str, Any]) -> str:
-    """``text``, ``music`` or ``images``."""
+    """``text``, ``music``, ``images`` or ``speech``."""
     return str(manifest.get("kind") or "text")
 
 
@@ -300,17 +300,59 @@ def _run_music_data(p: MusicDataParams, ctx: JobContext) -> dict[str, Any]:
     return {"dataset": path.name}
 
 
+class SpeechDataParams(Params):
+    out: str
+    upload: str
+    license: str = Field(min_length=1, max_length=500, description="required: whose voice, with what consent")
+    speaker: str = Field(min_length=1, max_length=200)
+    language: Literal["auto", "en", "zh"] = "auto"
+    min_seconds: float = Field(0.5, gt=0, le=60)
+    max_seconds: float = Field(20.0, gt=0, le=600)
+    min_sample_rate: int = Field(16000, ge=8000, le=192000)
+    val_fraction: float = Field(0.05, ge=0, lt=0.5)
+    seed: int = 0
+
+
+def _check_speech_data(p: SpeechDataParams, ctx: CheckContext) -> Claims:
+    _new_output(ctx.home, "datasets", p.out, "params.out", "dataset")
+    if p.min_seconds >= p.max_seconds:
+        raise UsageError(f"params.min_seconds: {p.min_seconds} is not below max_seconds {p.max_seconds}",
+                         param="params.min_seconds")
+    c = _upload(ctx.home, p.upload, None, (), "params.upload")
+    c.writes_dataset = p.out
+    return c
+
+
+def _run_speech_data(p: SpeechDataParams, ctx: JobContext) -> dict[str, Any]:
+    """``gencraft data speech`` on the upload (an LJSpeech folder: metadata.csv + wavs/, or x.wav + x.txt pairs)."""
+    from gencraft.data.speech import prepare_speech
+    from gencraft.jobs.uploads import upload_files_dir
+
+    src = upload_files_dir(ctx.home, p.upload)
+    folders = [d for d in src.iterdir() if d.is_dir()]
+    if not (src / "metadata.csv").is_file() and len(folders) == 1 and (folders[0] / "metadata.csv").is_file():
+        src = folders[0]  # an LJSpeech folder dropped whole, or one archive of it
+    path = prepare_speech(src, out=dataset_dir(ctx.home, p.out), license=p.license, speaker=p.speaker,
+                          language=p.language, min_seconds=p.min_seconds, max_seconds=p.max_seconds,
+                          min_sample_rate=p.min_sample_rate, val_fraction=p.val_fraction, seed=p.seed, progress=ctx.say)
+    counts = json.loads((path / "manifest.json").read_text(encoding="utf-8")).get("counts", {})
+    ctx.say(f"{counts.get('kept')} of {counts.get('found')} recordings kept; dropped: {counts.get('dropped') or 'none'}")
+    return {"dataset": path.name, "counts": counts}
+
+
 # ---------------------------------------------------------------- training
 
 
 class TrainParams(Params):
     dataset: str
-    model: Literal["gpt", "lstm", "text_vae"] = "gpt"
+    model: Literal["gpt", "lstm", "text_vae", "tts"] = "gpt"
     preset: Literal["tiny", "small", "base"] = "tiny"
     out: str | None = None
     set: dict[str, str | int | float | bool] = {}
     max_time: float | None = None
     seed: int | None = None
+    part: Literal["acoustic", "vocoder", "both"] | None = Field(
+        None, description="tts only: train one part of the voice (default both)")
 
 
 def _overrides(values: dict[str, Any]) -> list[str]:
@@ -323,6 +365,12 @@ def _check_train(p: TrainParams, ctx: CheckContext) -> Claims:
     if dataset_kind(m) == "images":
         raise UsageError(f"params.dataset: {p.dataset!r} is an image dataset; train it with a train.image job",
                          param="params.dataset")
+    if (dataset_kind(m) == "speech") != (p.model == "tts"):
+        raise UsageError(f"params.model: {p.model} cannot train on {p.dataset!r}, a {dataset_kind(m)} dataset; "
+                         "a voice (tts) trains on a speech dataset, the text families on text or music",
+                         param="params.model")
+    if p.model == "tts" and p.preset == "base":
+        raise UsageError("params.preset: a voice has the presets tiny and small", param="params.preset")
     if p.out is None:
         p.out = free_run_name(home, f"{p.dataset}-{p.model}", ctx.taken_runs)
     else:
@@ -332,7 +380,7 @@ def _check_train(p: TrainParams, ctx: CheckContext) -> Claims:
     # the overrides and preset are checked now, not minutes later in the worker
     from gencraft.train.config import resolve
 
-    if p.model != "text_vae":
+    if p.model not in ("text_vae", "tts"):
         resolve(p.model, p.preset, int(m.get("tokenizer", {}).get("vocab_size", 1)), _overrides(p.set))
     return Claims(writes_run=p.out, reads_dataset=p.dataset)
 
@@ -350,6 +398,8 @@ def _run_train(p: TrainParams, ctx: JobContext) -> dict[str, Any]:
     from gencraft.train.loop import train
 
     out = run_dir(ctx.home, p.out)
+    if p.model == "tts":
+        return _run_train_voice(p, ctx, out)
     resume = _checkpoint_step(out) is not None
     ctx.say(f"resuming {p.out} from step {_checkpoint_step(out)}" if resume else
             f"training {p.model} ({p.preset}) on {p.dataset} into run {p.out}")
@@ -362,6 +412,21 @@ def _run_train(p: TrainParams, ctx: JobContext) -> dict[str, Any]:
     ctx.say(f"done: step {m.get('step')}, best val loss {m.get('best_val_loss')}"
             + (f" ({m['stopped']})" if m.get("stopped") else ""))
     return {"run": path.name, "metrics": m}
+
+
+def _run_train_voice(p: TrainParams, ctx: JobContext, out: Path) -> dict[str, Any]:
+    """``gencraft train DATASET --model tts``: the acoustic model, then the vocoder (or ``part``)."""
+    from gencraft.train.speech import train_speech
+
+    steps = {d.parent.parent.name: _checkpoint_step(d.parent.parent) for d in out.glob("parts/*/checkpoints")}
+    resume = any(v is not None for v in steps.values())
+    ctx.say(f"resuming voice {p.out} ({', '.join(f'{k} from step {v}' for k, v in steps.items() if v is not None)})"
+            if resume else f"training a voice ({p.preset}) on {p.dataset} into run {p.out}")
+    path = train_speech(dataset_dir(ctx.home, p.dataset), preset=p.preset, part=p.part, out=out,
+                        overrides=None if resume else _overrides(p.set), resume=resume, max_time=p.max_time,
+                        seed=p.seed, progress=False)
+    info = json.loads((path / "gencraft.json").read_text(encoding="utf-8"))
+    return {"run": path.name, "metrics": info.get("metrics", {})}
 
 
 class ImageTrainParams(Params):
@@ -764,7 +829,10 @@ KINDS: dict[str, JobKind] = {k.name: k for k in [
             "work", _check_image_data, _run_image_data),
     JobKind("data.music", "prepare a music dataset from uploaded MIDI/MusicXML/ABC or music21:bach",
             MusicDataParams, "work", _check_music_data, _run_music_data),
-    JobKind("train", "train a text model (gpt, lstm, text_vae); music datasets too", TrainParams, "train",
+    JobKind("data.speech", "prepare a speech dataset (a voice) from uploaded recordings and transcripts",
+            SpeechDataParams, "work", _check_speech_data, _run_speech_data),
+    JobKind("train", "train a text model (gpt, lstm, text_vae; music datasets too) or a voice (tts on a speech "
+            "dataset)", TrainParams, "train",
             _check_train, _run_train, stops_gracefully=True),
     JobKind("train.image", "train an image model (vae, dcgan, stylegan)", ImageTrainParams, "train",
             _check_train_image, _run_train_image, stops_gracefully=True),

@@ -47,6 +47,8 @@ log = logging.getLogger("gencraft.jobs")
 LIVE = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "interrupted")
 DEFAULT_SLOTS = {"train": 1, "work": 1}
+UPLOAD_RETENTION_S = 72 * 3600.0  # an upload no job has read for three days is deleted
+PRUNE_EVERY_S = 3600.0
 
 
 class Conflict(UsageError):
@@ -99,7 +101,7 @@ class JobManager:
     def __init__(self, home: str | os.PathLike[str], *, slots: dict[str, int] | None = None, nice: int = 10,
                  poll_s: float = 0.2, cancel_grace_s: float = 30.0,
                  on_finished: Callable[[dict[str, Any]], None] | None = None,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, upload_retention_s: float = UPLOAD_RETENTION_S) -> None:
         self.home = Path(home)
         self.root = self.home / "jobs"
         self.root.mkdir(parents=True, exist_ok=True)
@@ -107,6 +109,8 @@ class JobManager:
         self.nice, self.poll_s, self.cancel_grace_s = nice, poll_s, cancel_grace_s
         self.on_finished = on_finished
         self.env = dict(env or {})  # what workers get beside GENCRAFT_HOME (the server's library: GENCRAFT_DB)
+        self.upload_retention_s = upload_retention_s  # unused uploads are deleted after this (0: never)
+        self._pruned = 0.0
         self.supervising = False
         self._jobs: dict[str, dict[str, Any]] = {}
         self._procs: dict[str, subprocess.Popen] = {}
@@ -385,6 +389,20 @@ class JobManager:
                                 key=_order)
                 for job in queued[: max(limit - running, 0)]:
                     self._launch(job)
+            if time.monotonic() - self._pruned > PRUNE_EVERY_S:
+                self._prune_uploads()
+
+    def _prune_uploads(self) -> None:
+        """Delete uploads no job has read for ``upload_retention_s`` (none a live job will read)."""
+        from gencraft.jobs.uploads import prune_uploads
+
+        self._pruned = time.monotonic()
+        keep = {j["claims"]["reads_upload"] for j in self._jobs.values()
+                if j["state"] in LIVE and (j.get("claims") or {}).get("reads_upload")}
+        gone = prune_uploads(self.home, self.upload_retention_s, keep)
+        if gone:
+            log.info("deleted %d upload(s) unused for %.0f h: %s", len(gone), self.upload_retention_s / 3600,
+                     ", ".join(gone))
 
     def _launch(self, job: dict[str, Any]) -> None:
         d = self.job_dir(job["id"])
@@ -455,6 +473,10 @@ class JobManager:
 
     def _finish(self, job: dict[str, Any], state: str, error: str | None = None) -> None:
         job.update(state=state, finished=now_iso(), pid=None)
+        if (job.get("claims") or {}).get("reads_upload"):  # its retention counts from its last use
+            from gencraft.jobs.uploads import touch_upload
+
+            touch_upload(self.home, job["claims"]["reads_upload"])
         if error is not None or state == "succeeded":
             job["error"] = error
         self._save(job)

@@ -7,7 +7,8 @@ the body is the file). Every file is checked before it is kept, and a rejected o
 - its bytes stay under the configured limit (``ServerConfig.max_upload_bytes``): counted while they
   arrive, so a body without a Content-Length cannot run past it either;
 - its content is what its name says: text files decode as text (the readers' own check: a binary
-  named ``.txt`` is refused), pictures open with Pillow, MIDI files start with ``MThd``;
+  named ``.txt`` is refused), pictures open with Pillow, recordings with libsndfile, MIDI files start
+  with ``MThd``;
 - archives (``.zip``, ``.tar``, ``.tar.gz``, ``.tgz``) are unpacked into the upload, each member
   checked like a file; an archive whose members would unpack past the limit, or one compressed more
   than :data:`MAX_RATIO` times (a zip bomb), a member that escapes the folder (path traversal) or is a
@@ -28,6 +29,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+import time
 import zipfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path, PurePosixPath
@@ -55,9 +57,11 @@ ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
 def _suffixes() -> dict[str, str]:
     from gencraft.data.images import IMAGE_SUFFIXES
     from gencraft.data.readers import SUPPORTED
+    from gencraft.data.speech import AUDIO_SUFFIXES
     from gencraft.music.midi import MIDI_SUFFIXES, SCORE_SUFFIXES
 
     out = {s: "text" for s in SUPPORTED}
+    out.update({s: "audio" for s in AUDIO_SUFFIXES})
     out.update({s: "image" for s in IMAGE_SUFFIXES})
     out.update({s: "midi" for s in MIDI_SUFFIXES})
     out.update({s: "score" for s in SCORE_SUFFIXES})
@@ -66,7 +70,7 @@ def _suffixes() -> dict[str, str]:
 
 
 def file_type(name: str) -> str | None:
-    """``text``, ``image``, ``midi``, ``score``, ``archive``, ``license`` or None (not accepted)."""
+    """``text``, ``image``, ``audio``, ``midi``, ``score``, ``archive``, ``license`` or None (not accepted)."""
     low = name.lower()
     if low.endswith(ARCHIVES):
         return "archive"
@@ -130,6 +134,43 @@ def delete_upload(home: Path, upload_id: str) -> None:
     shutil.rmtree(upload_dir(home, upload_id))
 
 
+def touch_upload(home: Path, upload_id: str) -> None:
+    """Mark an upload as used now (a data job read it): its retention counts from here."""
+    try:
+        os.utime(uploads_root(home) / upload_id)
+    except OSError:
+        pass
+
+
+STRAY_S = 3600.0  # a temporary file or folder this old belongs to no upload in progress (a crash left it)
+
+
+def prune_uploads(home: Path, max_age_s: float, keep: set[str] = frozenset(), now: float | None = None) -> list[str]:
+    """Delete the uploads not used for ``max_age_s`` seconds (the last file added, or the last data job
+    that read it) except ``keep`` (those a live job will read), and, in the others, temporary files a
+    crash left behind. Returns the ids deleted. ``max_age_s <= 0`` keeps every upload."""
+    root = uploads_root(home)
+    if not root.is_dir():
+        return []
+    now = time.time() if now is None else now
+    gone = []
+    for d in sorted(root.iterdir()):
+        if not (d.is_dir() and UPLOAD_ID.match(d.name)):
+            continue
+        try:
+            age = now - d.stat().st_mtime
+            if max_age_s > 0 and age > max_age_s and d.name not in keep:
+                shutil.rmtree(d)
+                gone.append(d.name)
+                continue
+            for tmp in [*d.glob(".part-*"), *d.glob(".unpack-*")]:
+                if now - tmp.stat().st_mtime > STRAY_S:
+                    shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink()
+        except OSError:  # being written or removed right now: the next pass sees it
+            continue
+    return gone
+
+
 # ---------------------------------------------------------------- content checks
 
 
@@ -137,7 +178,8 @@ def check_content(name: str, data: bytes, kind: str | None) -> None:
     """Is ``data`` what a file called ``name`` claims to be? DataError (400) naming it when not."""
     if kind is None:
         raise DataError(f"{name}: unsupported file type; upload text (.txt .md .html .json .jsonl .csv), pictures "
-                        "(.png .jpg .webp .bmp .gif), music (.mid .musicxml .abc .krn) or a .zip/.tar.gz of them",
+                        "(.png .jpg .webp .bmp .gif), music (.mid .musicxml .abc .krn), recordings (.wav .flac .ogg) or a "
+                        ".zip/.tar.gz of them",
                         param="file")
     if kind in ("text", "license", "score") and not name.lower().endswith(".mxl"):
         from gencraft.data.readers import decode_bytes
@@ -152,6 +194,14 @@ def check_content(name: str, data: bytes, kind: str | None) -> None:
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as e:
             raise DataError(f"{name}: not a readable picture ({type(e).__name__}); upload PNG, JPEG, WebP, BMP "
                             "or GIF files", param="file") from None
+    elif kind == "audio":
+        import soundfile
+
+        try:
+            soundfile.info(io.BytesIO(data))
+        except (RuntimeError, TypeError, ValueError) as e:  # soundfile's LibsndfileError is a RuntimeError
+            raise DataError(f"{name}: not a readable recording ({str(e).splitlines()[0][:120]}); upload WAV, FLAC "
+                            "or Ogg files", param="file") from None
     elif kind == "midi" and not data.startswith(b"MThd"):
         raise DataError(f"{name}: not a MIDI file (no MThd header)", param="file")
     elif kind == "score-zip" and not data.startswith(b"PK"):
@@ -336,5 +386,6 @@ def _unpack_tar(archive: Path, rel: PurePosixPath, work: Path, limit: int):
     return added, skipped
 
 
-__all__ = ["check_content", "delete_upload", "describe", "file_type", "new_upload", "receive", "safe_relpath",
+__all__ = ["check_content", "delete_upload", "describe", "file_type", "new_upload", "prune_uploads", "receive",
+           "safe_relpath", "touch_upload",
            "upload_dir", "upload_files_dir"]

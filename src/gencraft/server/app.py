@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class ServerConfig:
     max_other_jobs: int = 1  # data preparation and other work at once
     job_nice: int = 10  # workers run at this nice level, so generation in the server comes first
     max_upload_bytes: int = 256 << 20  # one uploaded file, or all of an archive once unpacked
+    upload_retention_hours: float = 72.0  # an upload no job read for this long is deleted; 0 = keep them all
 
     def check(self) -> None:
         if not self.auth and not is_loopback(self.host):
@@ -75,8 +77,20 @@ class ServerConfig:
                      "max_upload_bytes", "max_tokens"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name}: must be >= 1", param=name)
-        if not 0 < self.port < 65536:
-            raise UsageError(f"--port {self.port}: expected 1..65535", param="port")
+        if not (math.isfinite(self.upload_retention_hours) and self.upload_retention_hours >= 0):
+            raise UsageError(f"--keep-uploads {self.upload_retention_hours}: expected hours >= 0 (0 keeps every "
+                             "upload)", param="keep_uploads")
+        if not 0 <= self.port < 65536:
+            raise UsageError(f"--port {self.port}: expected 1..65535, or 0 for any free port", param="port")
+
+    @property
+    def url(self) -> str | None:
+        """Where a client on this machine reaches the server (a wildcard address on loopback); None
+        while the port is 0 (``gencraft serve`` binds first and puts the port it got here)."""
+        if not self.port:
+            return None
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 def is_loopback(host: str) -> bool:
@@ -109,7 +123,8 @@ class Studio:
 
         self.jobs = JobManager(self.home, nice=config.job_nice, on_finished=self._job_finished,
                                slots={"train": config.max_training_jobs, "work": config.max_other_jobs},
-                               env=self._worker_env(config))
+                               env=self._worker_env(config),
+                               upload_retention_s=config.upload_retention_hours * 3600)
 
     @staticmethod
     def _worker_env(config: ServerConfig) -> dict[str, str]:
@@ -307,7 +322,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         await asyncio.to_thread(lambda: studio.policy)  # keys read once; the library migrated when it stores
         if config.jobs:
-            studio.jobs.start(url=f"http://{config.host}:{config.port}")
+            studio.jobs.start(url=config.url)
         try:
             yield
         finally:

@@ -9,7 +9,7 @@
 - ``POST /v1/gencraft/uploads`` starts an upload, ``PUT /v1/gencraft/uploads/ID/files/PATH`` adds a
   file (the body) or an archive, checked (:mod:`gencraft.jobs.uploads`).
 - ``GET /v1/gencraft/datasets[/NAME]``, ``DELETE /v1/gencraft/datasets/NAME``.
-- ``GET /v1/gencraft/runs[/NAME]``, ``/runs/NAME/metrics``, ``/runs/NAME/files/PATH.png``.
+- ``GET /v1/gencraft/runs[/NAME]``, ``/runs/NAME/metrics``, ``/runs/NAME/files/PATH.png|.wav``.
 """
 
 from __future__ import annotations
@@ -212,6 +212,8 @@ def _dataset_summary(d: Path) -> dict[str, Any] | None:
             "documents": sum(int(s.get("documents", 0)) for s in splits.values() if isinstance(s, dict)) or None,
             "tokens": sum(int(s.get("tokens", 0)) for s in splits.values() if isinstance(s, dict)) or None,
             "images": m.get("images"), "classes": m.get("classes"), "shape": m.get("shape"),
+            "utterances": sum(int(s.get("utterances", 0)) for s in splits.values() if isinstance(s, dict)) or None,
+            "seconds": round(sum(float(s.get("seconds", 0)) for s in splits.values() if isinstance(s, dict)), 1) or None,
             "tokenizer": m.get("tokenizer"), "sources": len(sources),
             "licenses": sorted({str(s.get("license") or "unknown") for s in sources if isinstance(s, dict)})}
 
@@ -308,18 +310,23 @@ async def run_metrics(name: str, request: Request) -> dict[str, Any]:
     return {"object": "list", "run": name, "data": await asyncio.to_thread(read_metrics, d)}
 
 
-@router.get("/v1/gencraft/runs/{name}/files/{path:path}", summary="A picture of a run (curves, sample grids)")
+RUN_MEDIA = {".png": "image/png", ".wav": "audio/wav"}
+
+
+@router.get("/v1/gencraft/runs/{name}/files/{path:path}",
+            summary="A picture or sound of a run (curves, sample grids, music samples' piano rolls and audio)")
 async def run_file(name: str, path: str, request: Request) -> FileResponse:
     from gencraft.jobs.uploads import safe_relpath
 
     d = _run_dir(request, name)
     rel = safe_relpath(path)
-    if rel.suffix.lower() != ".png":
-        raise UsageError(f"path: {path!r}: only a run's PNG pictures are served", param="path")
+    media = RUN_MEDIA.get(rel.suffix.lower())
+    if media is None:
+        raise UsageError(f"path: {path!r}: only a run's PNG pictures and WAV samples are served", param="path")
     f = d / rel
     if not f.is_file():
-        raise NotFoundError(f"{name}/{rel}: no such picture", param="path")
-    return FileResponse(f, media_type="image/png")
+        raise NotFoundError(f"{name}/{rel}: no such file", param="path")
+    return FileResponse(f, media_type=media)
 
 
 __all__ = ["router"]

@@ -328,7 +328,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                             "time_s": round(time_before + time.time() - t_start, 2)})
                 if main:
                     if sample_tok is not None:
-                        runlog.text_samples(step, text_samples(raw, sample_tok))
+                        runlog.text_samples(step, text_samples(raw, sample_tok), music=sample_tok.kind == "music")
                     bar.log(f"step {step}: val loss {val:.4f}, ppl {math.exp(val):.2f}, "
                             f"bpc {ds.bpc(val):.3f}{' (best)' if improved else ''}")
                     if improved:

@@ -141,8 +141,10 @@ class RunLog:
         return {"step": step, "total": self.total, "loss": loss, "rate": rate, "unit": unit,
                 "eta_s": None if eta is None else round(eta, 1), "elapsed_s": round(self.time_before + elapsed, 1)}
 
-    def text_samples(self, step: int, texts: list[str]) -> None:
-        """Text samples made at ``step`` (TensorBoard's text tab, the studio's Train tab)."""
+    def text_samples(self, step: int, texts: list[str], music: bool = False) -> None:
+        """Text samples made at ``step`` (TensorBoard's text tab, the studio's Train tab). ``music``:
+        the texts are event tokens; each is also drawn as a piano roll and synthesized
+        (:meth:`music_samples`), which is what a person looks at and listens to."""
         if not self.enabled or not texts:
             return
         w = self._tb()
@@ -150,7 +152,38 @@ class RunLog:
             # TensorBoard renders text summaries as Markdown: indented lines keep the sample as it is
             w.add_text("samples", "\n\n---\n\n".join("    " + t.replace("\n", "\n    ") for t in texts), step)
             w.flush()
-        job_event({"type": "sample", "step": step, "texts": texts})
+        event: dict[str, Any] = {"type": "sample", "step": step, "texts": texts}
+        if music:
+            event["music"] = self.music_samples(step, texts)
+        job_event(event)
+
+    def music_samples(self, step: int, texts: list[str]) -> list[dict[str, Any]]:
+        """Each event-token sample as ``samples/music_STEP_I.png`` (a piano roll) and ``.wav`` (the
+        synthesizer), in TensorBoard's images and audio; returns ``[{roll, audio, summary}]`` (paths
+        relative to the run)."""
+        from gencraft.io import atomic_path
+        from gencraft.music import events, roll, synth
+
+        folder = self.run_dir / "samples"
+        folder.mkdir(parents=True, exist_ok=True)
+        w = self._tb()
+        out = []
+        for i, text in enumerate(texts):
+            piece = events.decode(text.replace(events.EOS, " "))
+            stem = f"music_{step:06d}_{i}"
+            picture, audio = roll.piano_roll(piece), synth.render(piece)
+            with atomic_path(folder / f"{stem}.png") as tmp:
+                picture.save(tmp, format="PNG")
+            synth.write_wav(audio, folder / f"{stem}.wav")
+            if w is not None:
+                import numpy as np
+
+                w.add_image(f"music/{i}", np.asarray(picture), step, dataformats="HWC")
+                w.add_audio(f"music/{i}", audio[None, :], step, sample_rate=22050)
+            out.append({"roll": f"samples/{stem}.png", "audio": f"samples/{stem}.wav", "summary": roll.describe(piece)})
+        if w is not None:
+            w.flush()
+        return out
 
     def image(self, step: int, path: str | os.PathLike[str], tag: str = "samples") -> None:
         """A sample grid written at ``step`` (a PNG in the run directory)."""

@@ -42,6 +42,7 @@ function el(tag, attrs = {}, ...children) {
 }
 
 function seedOf(id) { const v = $(id).value; return v === "" ? undefined : Number(v); }
+function anySeed() { return Math.floor(Math.random() * 2 ** 31); }
 
 // ---- tabs: one <section id="tab-NAME" class="panel" data-title="Title"> in <main> each, in order; the
 // nav is built from them. A tab's script (static/tabs/NAME.js) calls studio.onShow(NAME, fn) to refresh
@@ -194,6 +195,37 @@ function guardSummary(g) {
   return m.action || g.action || "recorded";
 }
 
+// ---- a kit's batch as a job (kits.write|game|ads): progress while it runs, then its files to download.
+// Every piece is also in the Library tab (released one by one, like the buttons above).
+
+async function batchJob(kind, params, box) {
+  box.replaceChildren(el("span", {}, "queued..."));
+  try {
+    const job = await api("POST", "/v1/gencraft/jobs", { kind, params: { model: $("text-model").value, ...params } });
+    box.dataset.job = job.id;
+    const end = await followJob(job.id, (ev) => {
+      if (ev.type === "progress") {
+        const eta = ev.eta_s != null ? `, ${Math.round(ev.eta_s)} s left` : "";
+        box.firstChild.textContent = `job ${job.id}: ${ev.step}/${ev.total}` + (ev.rate ? ` (${ev.rate} ${ev.unit}${eta})` : "");
+      }
+    });
+    box.dataset.state = end.state;
+    if (end.state !== "succeeded") { box.firstChild.textContent = `job ${job.id}: ${end.state} (${end.error || ""})`; return; }
+    const files = (end.result.files || []).map((f) => {
+      const a = el("a", { download: f, class: "batch-file" }, f);
+      fetch(`/v1/gencraft/jobs/${encodeURIComponent(job.id)}/files/${encodeURIComponent(f)}`, { headers: authHeaders() })
+        .then((r) => r.blob()).then((b) => { a.href = URL.createObjectURL(b); });
+      return a;
+    });
+    box.replaceChildren(el("span", {}, `job ${job.id}: ${(end.result.library_ids || []).length} stored in the library · `), ...files);
+  } catch (e) { box.firstChild.textContent = e.message; box.dataset.state = "failed"; }
+}
+
+$("write-batch").addEventListener("click", () => batchJob("kits.write", {
+  titles: $("write-titles").value.split("\n").map((t) => t.trim()).filter(Boolean), kind: $("write-kind").value,
+  memory: $("memory").value, note: $("note").value, temperature: Number($("write-temp").value),
+  seed: seedOf("write-seed") ?? anySeed() }, $("write-batch-out")));
+
 // ---- game
 
 $("game-go").addEventListener("click", async () => {
@@ -214,6 +246,10 @@ $("game-go").addEventListener("click", async () => {
     status(`${data.data.length} ${kind} records`);
   } catch (e) { /* shown */ }
 });
+
+$("game-batch").addEventListener("click", () => batchJob("kits.game", {
+  record: $("game-kind").value, n: Number($("game-batch-n").value), seed: seedOf("game-seed") ?? anySeed(),
+  format: $("game-batch-format").value }, $("game-batch-out")));
 
 // ---- ads
 
@@ -236,6 +272,10 @@ $("ads-go").addEventListener("click", async () => {
     status(`${data.data.length} variants`);
   } catch (e) { /* shown */ }
 });
+
+$("ads-batch").addEventListener("click", () => batchJob("kits.ads", {
+  product: $("ads-product").value, channel: $("ads-channel").value, n: Number($("ads-batch-n").value), seed: anySeed(),
+  features: $("ads-features").value.split(",").map((s) => s.trim()).filter(Boolean) }, $("ads-batch-out")));
 
 // ---- images
 

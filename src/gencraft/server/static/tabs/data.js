@@ -90,6 +90,8 @@
                               val_fraction: Number($("data-val").value), dedupe: $("data-dedupe").checked });
     } else if (kind === "images") {
       Object.assign(params, { size: Number($("data-size").value), fit: $("data-fit").value });
+    } else if (kind === "speech") {
+      Object.assign(params, { speaker: $("data-speaker").value.trim(), language: $("data-language").value });
     } else {
       Object.assign(params, { transpose: Number($("data-transpose").value) });
     }
@@ -122,7 +124,9 @@
     const body = $("data-list");
     body.replaceChildren();
     for (const d of data.data) {
-      const size = d.kind === "images" ? `${d.images} images` : `${(d.documents || 0).toLocaleString()} docs · ${(d.tokens || 0).toLocaleString()} tokens`;
+      const size = d.kind === "images" ? `${d.images} images`
+        : d.kind === "speech" ? `${d.utterances || 0} recordings · ${Math.round(d.seconds || 0)} s`
+        : `${(d.documents || 0).toLocaleString()} docs · ${(d.tokens || 0).toLocaleString()} tokens`;
       const tr = el("tr", { "data-name": d.name }, el("td", {}, d.name), el("td", {}, d.kind), el("td", {}, size),
                     el("td", {}, (d.licenses || []).join(", ")));
       tr.addEventListener("click", () => showDataset(d.name));
@@ -142,8 +146,11 @@
     document.querySelectorAll("#data-list tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.name === name));
     const parts = [el("h3", {}, `${name} (${d.kind})`)];
     if (m.tokenizer) parts.push(el("div", { class: "meta" }, `tokenizer ${m.tokenizer.kind}, ${m.tokenizer.vocab_size} tokens`));
-    if (m.splits) parts.push(el("div", { class: "meta" }, Object.entries(m.splits).map(([k, s]) =>
-      `${k}: ${s.documents} documents, ${(s.tokens || 0).toLocaleString()} tokens`).join(" · ")));
+    if (m.splits) parts.push(el("div", { class: "meta" }, Object.entries(m.splits).map(([k, s]) => (d.kind === "speech"
+      ? `${k}: ${s.utterances} recordings, ${Math.round(s.seconds || 0)} s`
+      : `${k}: ${s.documents} documents, ${(s.tokens || 0).toLocaleString()} tokens`)).join(" · ")));
+    if (m.counts) parts.push(el("h4", {}, "Recordings"), table(["found", "kept", "dropped"],
+      [[m.counts.found, m.counts.kept, Object.entries(m.counts.dropped || {}).map(([r, n]) => `${r}: ${n}`).join(", ") || "none"]]));
     if (m.steps) parts.push(el("h4", {}, "Cleaning steps"), table(["step", "documents", "removed", "chars"],
       m.steps.map((s) => [s.step, s.documents, s.removed ?? s.added ?? "", s.chars]) ));
     if (m.classes && m.classes.length) parts.push(el("div", { class: "meta" }, `classes: ${m.classes.join(", ")}`));

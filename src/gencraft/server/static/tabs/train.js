@@ -3,7 +3,8 @@
 "use strict";
 (function () {
   const { $, api, el, status, onShow, followJob, lineChart, runPicture } = window.studio;
-  const FAMILIES = { text: ["gpt", "lstm", "text_vae"], music: ["gpt", "lstm"], images: ["dcgan", "stylegan", "vae"] };
+  const FAMILIES = { text: ["gpt", "lstm", "text_vae"], music: ["gpt", "lstm"], images: ["dcgan", "stylegan", "vae"],
+                     speech: ["tts"] };
   let datasets = [];
   let watching = null;  // {id, abort, series: {name: [[x, y]]}}
   let poller = null;
@@ -152,6 +153,17 @@
           draw();
         } else if (ev.type === "progress") {
           $("train-progress").textContent = progressText({ state: "running", progress: ev });
+        } else if (ev.type === "sample" && ev.music && me.run) {
+          // music runs: a piano roll to look at and the synthesized sample to hear; the events on request
+          const pieces = ev.music.map((m, i) => {
+            const img = el("img", { alt: `piano roll, step ${ev.step}`, class: "roll" });
+            const audio = el("audio", { controls: "", preload: "none" });
+            runPicture(me.run, m.roll).then((url) => { img.src = url; });
+            runPicture(me.run, m.audio).then((url) => { audio.src = url; });
+            return el("figure", { class: "music" }, img, audio, el("figcaption", { class: "meta" }, m.summary),
+                      el("details", {}, el("summary", {}, "events"), el("pre", {}, ev.texts[i] || "(empty)")));
+          });
+          $("train-samples").prepend(el("div", { class: "card sample" }, el("div", { class: "meta" }, `step ${ev.step}`), ...pieces));
         } else if (ev.type === "sample" && ev.texts) {
           $("train-samples").prepend(el("div", { class: "card sample" }, el("div", { class: "meta" }, `step ${ev.step}`),
                                         ...ev.texts.map((t) => el("pre", {}, t || "(empty)"))));
