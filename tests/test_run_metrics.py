@@ -105,18 +105,20 @@ def test_music_samples_are_drawn_and_heard(tmp_path: Path) -> None:
     try:
         log = metrics.RunLog(run, total=10)
         log.text_samples(10, ["TS_3/4 Bar Pos_0 Pitch_60 Dur_4 Pitch_64 Dur_4 Pos_4 Pitch_67 Dur_8 Bar",
-                              "Bar Pos_2 Pitch_300 Dur_4"], music=True)  # the second breaks the grammar: skipped
+                              "Bar Pos_2 Pitch_300 Dur_4", ""], music=True)  # a broken event is skipped
         log.close(curves=False)
     finally:
         metrics.set_job_events(None)
     music = read_jsonl(events)[-1]["music"]
-    assert [m["summary"] for m in music] == ["2 bars of 3/4, 3 notes, C4-G4", "1 bar of 4/4, no notes"]
+    assert [m["summary"] for m in music] == ["2 bars of 3/4, 3 notes, C4-G4", "1 bar of 4/4, no notes",
+                                             "0 bars of 4/4, no notes"]
+    assert music[2]["audio"] is None and (run / music[2]["roll"]).is_file()  # nothing to hear, still a picture
     width, height = png_ok(run / music[0]["roll"])
     assert width == 2 * 12 * 6 and height >= 13 * 4  # two bars of 12 sixteenths, at least an octave
     with wave.open(str(run / music[0]["audio"])) as w:
         assert w.getnframes() == round(4.0 * w.getframerate())  # 6 quarters at 90 bpm
     tags = tb(run).Tags()
-    assert {"music/0", "music/1"} <= set(tags["images"]) and {"music/0", "music/1"} <= set(tags["audio"])
+    assert {"music/0", "music/1", "music/2"} <= set(tags["images"]) and {"music/0", "music/1"} <= set(tags["audio"])
 
 
 def test_text_vae_and_image_runs_use_the_same_place(tmp_path: Path) -> None:

@@ -171,16 +171,23 @@ class RunLog:
         for i, text in enumerate(texts):
             piece = events.decode(text.replace(events.EOS, " "))
             stem = f"music_{step:06d}_{i}"
-            picture, audio = roll.piano_roll(piece), synth.render(piece)
-            with atomic_path(folder / f"{stem}.png") as tmp:
-                picture.save(tmp, format="PNG")
-            synth.write_wav(audio, folder / f"{stem}.wav")
-            if w is not None:
-                import numpy as np
+            try:
+                picture, audio = roll.piano_roll(piece), synth.render(piece)
+                with atomic_path(folder / f"{stem}.png") as tmp:
+                    picture.save(tmp, format="PNG")
+                if audio.size:  # a sample with no bar (the model ended at once) has nothing to hear
+                    synth.write_wav(audio, folder / f"{stem}.wav")
+                if w is not None:
+                    import numpy as np
 
-                w.add_image(f"music/{i}", np.asarray(picture), step, dataformats="HWC")
-                w.add_audio(f"music/{i}", audio[None, :], step, sample_rate=22050)
-            out.append({"roll": f"samples/{stem}.png", "audio": f"samples/{stem}.wav", "summary": roll.describe(piece)})
+                    w.add_image(f"music/{i}", np.asarray(picture), step, dataformats="HWC")
+                    if audio.size:
+                        w.add_audio(f"music/{i}", audio[None, :], step, sample_rate=22050)
+            except Exception as e:  # a picture or a sound is never worth stopping a training over
+                warnings.warn(f"{folder / stem}: music sample not drawn ({type(e).__name__}: {e})", stacklevel=2)
+                continue
+            out.append({"roll": f"samples/{stem}.png", "audio": f"samples/{stem}.wav" if audio.size else None,
+                        "summary": roll.describe(piece)})
         if w is not None:
             w.flush()
         return out

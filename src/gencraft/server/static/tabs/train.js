@@ -159,7 +159,7 @@
             const img = el("img", { alt: `piano roll, step ${ev.step}`, class: "roll" });
             const audio = el("audio", { controls: "", preload: "none" });
             runPicture(me.run, m.roll).then((url) => { img.src = url; });
-            runPicture(me.run, m.audio).then((url) => { audio.src = url; });
+            if (m.audio) runPicture(me.run, m.audio).then((url) => { audio.src = url; }); else audio.hidden = true;
             return el("figure", { class: "music" }, img, audio, el("figcaption", { class: "meta" }, m.summary),
                       el("details", {}, el("summary", {}, "events"), el("pre", {}, ev.texts[i] || "(empty)")));
           });
