@@ -409,8 +409,8 @@ def test_load_dataset_errors(tmp_path: Path, gencraft_home: Path) -> None:
     bad = gencraft_home / "datasets" / "bad"
     bad.mkdir(parents=True)
     (bad / "manifest.json").write_text("{broken", encoding="utf-8")
-    with pytest.raises(DataError, match="manifest.json: not readable JSON"):
+    with pytest.raises(DataError, match="manifest.json: not valid JSON"):
         load_dataset("bad")
     (bad / "manifest.json").write_text(json.dumps({"kind": "images"}), encoding="utf-8")
-    with pytest.raises(DataError, match="not a text dataset"):
+    with pytest.raises(DataError, match="an image dataset"):
         load_dataset("bad")

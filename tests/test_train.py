@@ -96,7 +96,7 @@ def test_presets_combine_model_and_training_fields():
 
 @pytest.mark.parametrize("pair, word", [("nope=1", "unknown key"), ("n_layer=two", "integer"),
                                         ("learning_rate=fast", "number"), ("dtype=float16", "expected one of"),
-                                        ("batch_size=0", "at least 1"), ("n_embd=33", "multiple of n_head")])
+                                        ("batch_size=0", r"must be in \[1, "), ("n_embd=33", "multiple of n_head")])
 def test_bad_overrides_are_config_errors(pair: str, word: str):
     from gencraft.train.config import resolve
 
@@ -287,9 +287,9 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(dataset: Path):
 
     run = train(dataset, out="r", progress=False, overrides=fast("max_iters=10", "eval_interval=10"))
     before = _last_weights(run)
-    with pytest.raises(TrainingDiverged, match="NaN"):
+    with pytest.raises(TrainingDiverged, match="diverged"):
         train(dataset, out="r", resume=True, progress=False,
-              overrides=["learning_rate=1e30", "min_lr=1e30", "warmup_iters=0", "max_iters=60",
+              overrides=["learning_rate=10", "min_lr=10", "warmup_iters=0", "max_iters=60",
                          "log_interval=1", "grad_clip=0"])
     state = json.loads((run / "checkpoints/last/state.json").read_text())
     assert state["step"] == 10

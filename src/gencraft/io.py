@@ -16,6 +16,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gencraft.errors import UsageError
+
+
+def _make_parent(path: Path) -> None:
+    """Create ``path``'s folder; a file standing where a folder must be is a UsageError naming it."""
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise UsageError(f"{path}: {parent} is a file, not a folder; choose another path", param="out")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot create its folder ({e.strerror}); choose another path", param="out") from None
+
 
 def now_iso() -> str:
     """The current UTC time to the second, ISO 8601: the ``created`` field of every record."""
@@ -45,7 +60,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
             save_file(tensors, tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name in ("", ".", ".."):
+        raise UsageError(f"{str(path)!r}: give the file a name", param="out")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give a file name (e.g. {path / 'out.txt'})", param="out")
+    _make_parent(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
@@ -105,7 +124,11 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
     half-written dataset or run is ever left behind.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name in ("", ".", ".."):
+        raise UsageError(f"{str(path)!r}: give the new folder a name (e.g. ./my-folder)", param="out")
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path}: is a file, not a folder; choose another path", param="out")
+    _make_parent(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
@@ -124,3 +147,20 @@ def atomic_dir(path: str | os.PathLike[str], *, overwrite: bool = True) -> Itera
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def recover_dir(path: str | os.PathLike[str]) -> Path:
+    """Make ``path`` (written by :func:`atomic_dir`) whole again after a kill at any moment.
+
+    Replacing a directory takes two renames (old out of the way, new into place); a process killed
+    between them leaves ``.NAME.old`` and no ``NAME``: it is renamed back. Temporary directories of
+    writes that never finished (``.NAME.*.tmp``) are removed. Call it before reading ``path`` when
+    nothing else is writing it (a resume). Returns ``path``.
+    """
+    path = Path(path)
+    old = path.with_name(f".{path.name}.old")
+    if not path.exists() and old.is_dir():
+        os.replace(old, path)
+    for tmp in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else []:
+        shutil.rmtree(tmp, ignore_errors=True) if tmp.is_dir() else tmp.unlink(missing_ok=True)
+    return path

@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from gencraft.errors import NotFoundError
+from gencraft.errors import NotFoundError, UsageError
 
 
 def home() -> Path:
     """The gencraft home folder, created on first use."""
     p = Path(os.environ.get("GENCRAFT_HOME") or Path.home() / ".gencraft").expanduser()
-    p.mkdir(parents=True, exist_ok=True)
+    if not p.is_dir():  # owner-only, like the keys: it holds the user's data, runs, outputs and library
+        p.mkdir(parents=True, exist_ok=True, mode=0o700)
     return p
 
 
@@ -29,6 +30,16 @@ def _resolve(name: str | os.PathLike[str], folder: str) -> Path:
     if _is_path(s):
         return Path(s).expanduser()
     return home() / folder / s
+
+
+def resolved(path: str | os.PathLike[str], what: str = "path", param: str | None = None) -> Path:
+    """``path`` made absolute with symlinks resolved; a symlink loop is a UsageError naming it
+    (``Path.resolve`` raises a bare RuntimeError for one)."""
+    try:
+        return Path(os.path.expanduser(os.fspath(path))).resolve()
+    except (RuntimeError, OSError) as e:
+        raise UsageError(f"{what} {os.fspath(path)}: cannot be resolved ({e}); check the path",
+                         param=param or what.lstrip("-")) from None
 
 
 def dataset_path(name: str | os.PathLike[str]) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
+from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
 
 from gencraft import __version__, audio
@@ -26,7 +28,8 @@ from gencraft.io import atomic_path, write_json
 from gencraft.models import FAMILIES, build
 from gencraft.models.tts import TTS, TTSConfig
 from gencraft.models.vocoder import Vocoder, VocoderConfig
-from gencraft.paths import existing_run
+from gencraft.paths import existing_run, run_path
+from gencraft.schemas import RunInfo, read_json
 
 FORMAT = 1
 
@@ -66,10 +69,24 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], metadata:
     return sha256_file(path)
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load safetensors weights into ``model``; a corrupt or mismatched file is a RunError."""
+def load_weights(model: torch.nn.Module, path: str | os.PathLike[str], digest: str | None = None) -> None:
+    """Load safetensors weights into ``model``; a corrupt or mismatched file is a RunError.
+
+    With ``digest`` (the sha256 a run's gencraft.json records) the file is read once, hashed and
+    checked before its tensors are used: a flipped bit or a truncated copy is a RunError naming
+    the file, not silent garbage (cost: bench/RESULTS.md, "Integrity on load").
+    """
     try:
-        tensors = load_file(str(path))
+        if digest:
+            data = Path(path).read_bytes()
+            if hashlib.sha256(data).hexdigest() != digest:
+                why = ("the run was stopped while saving its best weights: continue it with --resume"
+                       if (Path(path).parent / "training.json").is_file() else
+                       "the weights are corrupted or were changed (copy the run again, or retrain)")
+                raise RunError(f"{path}: its sha256 differs from the model_digest its gencraft.json records; {why}")
+            tensors = load_bytes(data)
+        else:
+            tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"{path}: cannot read weights ({e}); the file is corrupted or not a safetensors file") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)
@@ -81,16 +98,26 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
 
 def read_info(run: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     """Resolve a run name/path and read its gencraft.json."""
+    in_progress(run_path(run))
     path = existing_run(run)
-    try:
-        info = json.loads((path / "gencraft.json").read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{path / 'gencraft.json'}: not valid JSON ({e})") from None
-    if not isinstance(info, dict) or "kind" not in info:
-        raise RunError(f"{path / 'gencraft.json'}: missing field 'kind'")
+    info = read_json(path / "gencraft.json", RunInfo, hint="train the run again or restore the file")
     if info.get("format", FORMAT) > FORMAT:
         raise RunError(f"{path}: run format {info['format']} is newer than this gencraft ({__version__}); upgrade")
     return path, info
+
+
+def run_model_config(path: Path, info: dict[str, Any], cls: type) -> Any:
+    """The run's model config (``info["model"]``) as ``cls``, every field checked against its range:
+    a wrong value is a ConfigError naming the file and the field, before a model is built from it."""
+    return from_dict(cls, info.get("model", {}), where=f"{path / 'gencraft.json'}: field model")
+
+
+def load_run_weights(model: torch.nn.Module, path: Path, info: dict[str, Any]) -> None:
+    """Load the run's ``model.safetensors`` into ``model``, checked against the recorded digest."""
+    weights = path / "model.safetensors"
+    if not weights.is_file():
+        raise RunError(f"{weights}: missing; the run is incomplete (train it again or --resume)")
+    load_weights(model, weights, digest=info.get("model_digest") or None)
 
 
 def write_info(run_dir: str | os.PathLike[str], info: dict[str, Any]) -> None:
@@ -109,11 +136,8 @@ def load_model(run: str | os.PathLike[str], device: str | torch.device = "cpu", 
     if fam is None or (modality is not None and fam.modality != modality):
         what = f"a {modality} model" if modality else "a model gencraft knows"
         raise RunError(f"{path}: a {kind} run is not {what}{'; ' + usage if usage else ''}", param="run")
-    model = build(kind, from_dict(fam.config, info.get("model", {})))
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise RunError(f"{weights}: missing; the run is incomplete (train it again or --resume)")
-    load_weights(model, weights)
+    model = build(kind, run_model_config(path, info, fam.config))
+    load_run_weights(model, path, info)
     return model.to(device).eval(), info, path
 
 
@@ -162,3 +186,60 @@ def load_voice(run: str | os.PathLike[str]) -> Voice:
         load_weights(vocoder.G, path / "vocoder.safetensors")
         vocoder.eval()
     return Voice(acoustic.eval(), vocoder, PhonemeTokenizer.load(path / "phonemes.json"), info, path)
+
+
+def in_progress(p: Path) -> None:
+    """A run folder with the training mark and no gencraft.json yet is a RunError saying where it stands."""
+    if (p / "gencraft.json").is_file() or not (p / MARK).is_file():
+        return
+    st = run_status(p)
+    at = f" (checkpoint of step {st['checkpoint_step']})" if st.get("checkpoint_step") is not None else ""
+    raise RunError(f"run at {p} has no evaluated weights yet: it is {st['state']}{at}; "
+                   + ("wait for its first evaluation" if st["state"] == "training" else
+                      "continue it with `gencraft train ... --out RUN --resume`"), param="model")
+
+
+# ---- a run being trained (the mark train.autosave.Autosave keeps) ---------------------------------
+
+MARK = "training.json"
+
+
+def _alive(pid: Any, host: Any) -> bool:
+    if host != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False  # another machine's process: it cannot be checked from here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_status(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """Where a run directory stands (the mark ``RUN/training.json`` of :class:`gencraft.train.autosave.Autosave`): ``{"state", "checkpoint_step", "pid", ...}``.
+
+    ``state`` is ``finished`` (no mark), ``training`` (its process is alive), ``stopped`` (a signal
+    stopped it after a checkpoint), ``interrupted`` (the process is gone without finishing: killed,
+    crashed) or ``failed`` (it raised an error, e.g. diverged). All but ``finished`` and ``training``
+    can be continued with ``--resume`` when ``checkpoint_step`` is not None.
+    """
+    p = Path(run_dir)
+    mark = p / MARK
+    if not mark.is_file():
+        return {"state": "finished"}
+    try:
+        rec = json.loads(mark.read_text(encoding="utf-8"))
+        if not isinstance(rec, dict):
+            raise ValueError("not an object")
+    except (OSError, ValueError):
+        rec = {}
+    state = rec.get("status", "training")
+    if state == "training" and not _alive(rec.get("pid"), rec.get("host")):
+        state = "interrupted"
+    if rec.get("checkpoint_step") is None and (p / "checkpoints" / "last" / "state.json").is_file():
+        try:
+            rec["checkpoint_step"] = json.loads((p / "checkpoints/last/state.json").read_text()).get("step")
+        except (OSError, ValueError):
+            pass
+    return {**rec, "state": state}

@@ -12,6 +12,7 @@ from typing import Any
 
 from gencraft.errors import UsageError
 from gencraft.io import write_text
+from gencraft.limits import parse_json
 
 
 def release_policy(**options: Any) -> Any:
@@ -117,9 +118,12 @@ def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
     if not p.is_file():
         raise UsageError(f"{what} file {p} not found", param=what)
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UsageError(f"{what} file {p} is not valid JSON: {e}", param=what) from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{what} file {p} is not UTF-8 text", param=what) from None
+    except OSError as e:
+        raise UsageError(f"{what} file {p} cannot be read ({e.strerror})", param=what) from None
+    return parse_json(text, f"{what} file {p}", what)
 
 
 def unique(items: Iterable[str]) -> list[str]:

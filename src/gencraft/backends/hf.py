@@ -100,9 +100,15 @@ def load_hf(path: str | os.PathLike[str], device: torch.device | None = None, dt
         raise NotFoundError(f"hf:{path}: no Hugging Face model folder there (config.json missing); "
                             "give the path of a local model saved with save_pretrained", param="model")
     opts = dict(trust_remote_code=False, local_files_only=True)
+    if not any(p.glob("*.safetensors")):  # pickle weights (pytorch_model.bin) could run code when loaded
+        pickles = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise RunError(f"hf:{path}: no .safetensors weights ({', '.join(pickles) or 'no weights at all'}); gencraft "
+                       "never loads pickle files, which can run code. Convert it once, in a Python you trust: "
+                       "AutoModelForCausalLM.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)",
+                       param="model")
     try:
         config = AutoConfig.from_pretrained(p, **opts)
-        model = AutoModelForCausalLM.from_pretrained(p, dtype=dtype or torch.float32, **opts)
+        model = AutoModelForCausalLM.from_pretrained(p, dtype=dtype or torch.float32, use_safetensors=True, **opts)
         tok = AutoTokenizer.from_pretrained(p, **opts)
     except (OSError, ValueError, KeyError) as e:
         raise RunError(f"hf:{path}: cannot load the model or tokenizer ({str(e).splitlines()[0]})") from None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import warnings
 
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.text import Text
 
 from gencraft.errors import GencraftError
+from gencraft.train.metrics import StopRequested
 
 try:  # typer >= 0.26 parses with its own vendored copy of click
     from typer._click import exceptions as click_exc
@@ -82,13 +84,28 @@ class _OneLineLog(logging.Handler):
 _log_handler = _OneLineLog(logging.WARNING)
 
 
+def _shown(name: object, limit: int = 120) -> str:
+    s = repr(os.fsdecode(name)) if isinstance(name, str | bytes) else str(name)
+    return s if len(s) <= limit else s[:limit - 5] + "...'"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; returns (and exits with) the exit code."""
+    """Run the CLI; returns (and exits with) the exit code.
+
+    Exit codes: 0 done; 1 a check found something; 2 an error the user can fix (one line: a
+    GencraftError, a bad argument, a file the system refused); 3 ``verify``: signed by an unknown
+    key; 70 a bug in gencraft (one line; ``GENCRAFT_DEBUG=1`` shows the traceback); 130 stopped.
+    """
     warnings.showwarning = _one_line_warning  # one line, no file/line noise
     if _log_handler not in logging.getLogger("gencraft").handlers:
         logging.getLogger("gencraft").addHandler(_log_handler)
+    args = sys.argv[1:] if argv is None else list(argv)
+    for i, a in enumerate(args):
+        if "\x00" in str(a):  # no file name or text a shell can pass holds one
+            say("error:", "bold red", f"argument {i + 1} ({_shown(a, 40)}) contains a NUL byte; remove it")
+            sys.exit(2)
     try:
-        rv = app(args=argv, prog_name="gencraft", standalone_mode=False)
+        rv = app(args=args, prog_name="gencraft", standalone_mode=False)
         if isinstance(rv, int) and not isinstance(rv, bool):  # typer.Exit(code) comes back as a value
             sys.exit(rv)
     except GencraftError as e:
@@ -106,9 +123,24 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
+    except StopRequested as e:  # a signal stopped training after its checkpoint (train.autosave)
+        err.print(str(e) or "stopped", markup=False)
+        sys.exit(130)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
+    except OSError as e:  # the system refused a file the user named (too long, a folder, no permission...)
+        if e.filename is None:
+            raise
+        to = f" -> {_shown(e.filename2)}" if e.filename2 else ""
+        say("error:", "bold red", f"{_shown(e.filename)}: {e.strerror or e}{to}")
+        sys.exit(2)
+    except Exception as e:  # a bug: still one line for the user, the traceback on request
+        if os.environ.get("GENCRAFT_DEBUG"):
+            raise
+        say("error:", "bold red", f"internal error ({type(e).__name__}: {str(e)[:300]}); please report it, "
+            "with the traceback from GENCRAFT_DEBUG=1 gencraft ...")
+        sys.exit(70)
     sys.exit(0)

@@ -1,7 +1,8 @@
 """`gencraft guard ...` (moderation, copy checks, watermark detection, memorization) and `gencraft verify`.
 
 Exit codes: 0 = fine; 1 = the check found something (``check``: blocked; ``copies``: copy risk;
-``watermark detect``: no watermark; ``verify``: tampered or unsigned); 2 = an error.
+``watermark detect``: no watermark; ``verify``: tampered or unsigned); 2 = an error; 3 = ``verify``: intact
+but signed by a key this machine does not trust (not its own, not added with ``gencraft keys trust``).
 """
 
 from __future__ import annotations
@@ -190,14 +191,15 @@ def verify_cmd(
                                "GIF, WAV, MIDI (with FILE.manifest.json)."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Check a generated file's signed provenance: valid, tampered or unsigned (exit 1 for the last two)."""
+    """Check a generated file's signed provenance: valid and signed by a trusted key (exit 0), intact but
+    signed by an unknown key (exit 3), tampered or unsigned (exit 1)."""
     from gencraft.guard.release import verify_file
 
     r = verify_file(file)
     if as_json:
         _emit(r.to_dict())
     else:
-        style = {"valid": "bold green", "tampered": "bold red", "unsigned": "yellow"}[r.status]
+        style = {"valid": "bold green", "unknown_key": "yellow", "tampered": "bold red", "unsigned": "yellow"}[r.status]
         console.print(f"[{style}]{r.status}[/]: {escape(r.reason)}")
         m = r.manifest or {}
         if r.status == "valid":
@@ -206,6 +208,8 @@ def verify_cmd(
                           markup=False)
         if r.c2pa is not None:
             console.print(f"  C2PA manifest: {r.c2pa.get('validation_state')}", markup=False)
+    if r.status == "unknown_key":
+        sys.exit(3)
     if not r.ok:
         _exit_found()
 

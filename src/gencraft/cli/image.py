@@ -46,6 +46,8 @@ def train_image_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing run.")] = False,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a config field: key=value (repeatable).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    checkpoint_every: Annotated[str | None, typer.Option("--checkpoint-every", help="Also save the resumable "
+                                "checkpoint every this much wall time: 300, 90s, 5m, 1h; 0 = off (default 5m).")] = None,
     threads: Annotated[int, typer.Option("--threads", help="CPU threads for torch (0 = torch's default; 1 is faster on a busy machine).")] = 0,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:N or auto (CUDA when there is one).")] = "cpu",
 ) -> None:
@@ -57,6 +59,10 @@ def train_image_cmd(
 
     if threads < 0:
         raise UsageError(f"--threads {threads}: expected 0 (default) or more", param="threads")
+    if checkpoint_every is not None:
+        from gencraft.train.autosave import parse_every
+
+        set_ = [*(set_ or []), f"checkpoint_every={parse_every(checkpoint_every)}"]
     if threads:
         torch.set_num_threads(threads)
     if quiet:
@@ -112,10 +118,19 @@ def imagine(
     from gencraft import guard
     from gencraft.apps._common import release_policy
     from gencraft.cli.library import say_stored
+    from gencraft.config import Range, check_value
     from gencraft.generate import image as gi
+    from gencraft.limits import check_image_output
     from gencraft.post import image as pi
 
+    check_value("--n", n, Range(1, 4096), integer=True)
+    check_value("--upscale", upscale, Range(1, 1 << 16), integer=True)
+    check_value("--frames", frames, Range(2, 4096), integer=True)
+    check_value("--truncation", truncation, Range(0, 10))
     r = gi.load_image_run(run)
+    side = int(r.model.cfg.img_size)
+    count = frames if interpolate is not None else min(n, 8) * 2 if mix is not None else n
+    check_image_output(count, side, int(r.model.cfg.channels), upscale)
     lab = gi.label_index(r, label)
     params = {"n": n, "truncation": truncation, "label": label, "upscale": upscale, "colors": colors,
               "transparent": transparent}

@@ -55,9 +55,14 @@ class Jobs:
     def _http(self, method: str, path: str) -> Any:
         import httpx
 
+        if self.key and not (self.key.isascii() and self.key.isprintable()):
+            raise UsageError("--api-key: an API key is printable ASCII (gck_...); check what was pasted", param="api_key")
         headers = {"Authorization": f"Bearer {self.key}"} if self.key else {}
         try:
             r = httpx.request(method, f"{self.url}/v1/gencraft/jobs{path}", headers=headers, timeout=30)
+        except httpx.InvalidURL as e:  # a job id or server URL no URL can hold (too long, spaces...)
+            raise UsageError(f"--server {self.url}: not a URL a request can go to with this job id ({e})",
+                             param="job_id") from None
         except httpx.HTTPError as e:
             raise UsageError(f"--server {self.url}: cannot reach the server ({e})", param="server") from None
         try:

@@ -37,8 +37,21 @@ def list_cmd(as_json: bool = typer.Option(False, "--json", help="Print the runs 
         return
     header, rows = comparison_rows(runs)
     for r, s in zip(rows, runs, strict=True):
-        r.append("resumable" if s["resumable"] and not s["complete"] else ("stopped: " + s["stopped"] if s.get("stopped") else ""))
+        r.append(run_note(s))
     console.print(_table(header + ["note"], rows))
+
+
+def run_note(s: dict) -> str:
+    """What the listing says of a run that is not simply finished (train.autosave.run_status)."""
+    st = s.get("status") or {"state": "finished"}
+    at = f" at step {st['checkpoint_step']}" if st.get("checkpoint_step") is not None else ", no checkpoint yet"
+    if st["state"] == "training":
+        return f"training (pid {st.get('pid')}){at}"
+    if st["state"] in ("stopped", "interrupted", "failed"):
+        return f"{st['state']}{at}" + (": resume with --resume" if st.get("checkpoint_step") is not None else "")
+    if s["resumable"] and not s["complete"]:
+        return "resumable"
+    return "stopped: " + s["stopped"] if s.get("stopped") else ""
 
 
 @runs_app.command("compare")

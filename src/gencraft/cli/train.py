@@ -28,14 +28,19 @@ def train_cmd(
                              "Hugging Face causal LM). The dataset must use its tokenizer (data prepare --tokenizer-from)."),
     lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters on the --from base instead of every weight "
                               "(--set lora.r=8, lora.alpha=16, lora.dropout=0, lora.targets=attn,mlp)."),
+    checkpoint_every: str = typer.Option(None, "--checkpoint-every", help="Also save the resumable checkpoint "
+                                         "every this much wall time: 300, 90s, 5m, 1h; 0 = only by steps (default 5m)."),
 ) -> None:
     """Train a language model (GPT, LSTM, text VAE) or a voice (tts) on a prepared dataset."""
     import gencraft
 
     gencraft.use_thread_policy("train")  # before torch loads (the CLI imports it lazily)
     from gencraft.guard.copies import index_run
+    from gencraft.train.autosave import parse_every
     from gencraft.train.loop import train
 
+    if checkpoint_every is not None:
+        sets = [*(sets or []), f"checkpoint_every={parse_every(checkpoint_every)}"]
     run = train(dataset, model=model, preset=preset, out=out, overrides=sets or [], resume=resume,
                 max_time=max_time, seed=seed, device=device, progress=not quiet, part=part, base=base, lora=lora)
     if os.environ.get("RANK", "0") != "0" or not (run / "gencraft.json").is_file():  # rank 0 reports

@@ -20,6 +20,7 @@ import numpy as np
 
 from gencraft.errors import DataError
 from gencraft.paths import existing_dataset
+from gencraft.schemas import DatasetManifest, read_json, validate_data
 from gencraft.tokenize import TokenizerLike, load_tokenizer
 
 DTYPES = {"uint16": "<u2", "uint32": "<u4"}
@@ -104,11 +105,16 @@ class TextDataset:
     def digest(self) -> str:
         return str(self.manifest.get("digest", ""))
 
-    def _map(self, f: Path) -> np.ndarray:
+    def _map(self, f: Path, expected: int | None) -> np.ndarray:
+        """The token file ``f`` memory-mapped, its length checked against the manifest's ``expected``."""
         if not f.is_file():
             raise DataError(f"{f}: missing; prepare the dataset again")
         dtype = np.dtype(DTYPES[self.manifest["dtype"]])
-        n = f.stat().st_size // dtype.itemsize
+        size = f.stat().st_size
+        n = size // dtype.itemsize
+        if size % dtype.itemsize or (expected is not None and n != expected):
+            raise DataError(f"{f}: holds {size / dtype.itemsize:g} tokens but manifest.json records {expected}; "
+                            "the file is truncated or was changed: prepare the dataset again")
         if n == 0:
             return np.zeros(0, dtype=dtype)
         return np.memmap(f, dtype=dtype, mode="r", shape=(n,))
@@ -119,8 +125,8 @@ class TextDataset:
             return arrays[0] if len(arrays) == 1 else TokenShards(arrays)
         shards = self.manifest.get("shards")
         if not shards:
-            return self._map(self.path / f"{split}.bin")
-        parts = [self._map(self.path / name) for name, _tokens in shards.get(split, [])]
+            return self._map(self.path / f"{split}.bin", self.manifest.get("splits", {}).get(split, {}).get("tokens"))
+        parts = [self._map(self.path / name, int(tokens)) for name, tokens in shards.get(split, [])]
         return parts[0] if len(parts) == 1 else TokenShards(parts)
 
     def shard_files(self, split: str) -> list[tuple[Path, int]]:
@@ -176,14 +182,14 @@ def load_dataset(name_or_path: str | os.PathLike[str], _depth: int = 0) -> TextD
     """Open a prepared text dataset by name (under GENCRAFT_HOME) or path (a combined one with its parts)."""
     path = existing_dataset(name_or_path)
     mpath = path / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DataError(f"{mpath}: not readable JSON ({e}); prepare the dataset again") from None
-    if not isinstance(manifest, dict) or manifest.get("dtype") not in DTYPES or "tokenizer" not in manifest:
-        raise DataError(f"{mpath}: not a text dataset manifest (needs 'dtype' uint16/uint32 and 'tokenizer'); "
-                        "prepare it with `gencraft data prepare`")
+    manifest = read_json(mpath, error=DataError, hint="prepare the dataset again")
+    if isinstance(manifest, dict) and manifest.get("kind") == "images":
+        raise DataError(f"{path}: an image dataset; train it with `gencraft train-image`", param="dataset")
+    validate_data(manifest, DatasetManifest, mpath, DataError)
     tok = load_tokenizer(path / "tokenizer.json")
+    if tok.vocab_size != manifest["tokenizer"]["vocab_size"]:
+        raise DataError(f"{path / 'tokenizer.json'}: {tok.vocab_size} tokens but manifest.json records "
+                        f"{manifest['tokenizer']['vocab_size']}; prepare the dataset again")
     return TextDataset(path, manifest, tok, _open_parts(path, manifest, _depth))
 
 

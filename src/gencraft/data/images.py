@@ -288,11 +288,10 @@ def load_image_dataset(name: str | os.PathLike[str]) -> ImageDataset:
     if not mf.is_file():
         raise NotFoundError(f"image dataset {os.fspath(name)!r} not found at {p} (no manifest.json); "
                             "create it with `gencraft data images FOLDER --out NAME`", param="dataset")
-    try:
-        manifest = json.loads(mf.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{mf}: not valid JSON ({e}); prepare the dataset again") from None
-    if manifest.get("kind") != "images":
+    from gencraft.schemas import ImageDatasetManifest, read_json, validate_data
+
+    manifest = read_json(mf, error=DataError, hint="prepare the dataset again")
+    if not isinstance(manifest, dict) or manifest.get("kind") != "images":
         raise DataError(f"{p}: not an image dataset (manifest kind {manifest.get('kind')!r}); "
                         "create one with `gencraft data images FOLDER --out NAME`", param="dataset")
     try:
@@ -300,8 +299,15 @@ def load_image_dataset(name: str | os.PathLike[str]) -> ImageDataset:
         labels = np.load(p / "labels.npy", allow_pickle=False)
     except (OSError, ValueError) as e:
         raise DataError(f"{p}: cannot read images.npy/labels.npy ({e}); prepare the dataset again") from None
+    validate_data(manifest, ImageDatasetManifest, mf, DataError)
     if images.dtype != np.uint8 or images.ndim != 4 or len(labels) != len(images):
         raise DataError(f"{p}: images.npy must be uint8 [N, H, W, C] with one label each; prepare the dataset again")
+    if manifest.get("images") is not None and manifest["images"] != len(images):
+        raise DataError(f"{p / 'images.npy'}: holds {len(images)} images but manifest.json records "
+                        f"{manifest['images']}; prepare the dataset again")
+    if labels.size and (labels.min() < -1 or labels.max() >= max(len(manifest.get("classes", [])), 1)):
+        raise DataError(f"{p / 'labels.npy'}: labels outside the manifest's {len(manifest.get('classes', []))} "
+                        "classes; prepare the dataset again")
     return ImageDataset(path=p, images=images, labels=labels.astype(np.int64), manifest=manifest)
 
 

@@ -33,6 +33,7 @@ from gencraft.data.readers import UNITS, iter_source_files, read_file
 from gencraft.errors import DataError, UsageError
 from gencraft.io import atomic_dir, write_json
 from gencraft.paths import dataset_path
+from gencraft.paths import resolved as resolved_path
 from gencraft.tokenize import Tokenizer, TokenizerLike, load_tokenizer, train_tokenizer
 
 SPLITS = ("hash", "tail")
@@ -87,10 +88,25 @@ def _license_for(path: Path, license: str | Mapping[str, str] | None) -> str:
     for key, value in license.items():
         if key == "*":
             continue
-        k = Path(os.path.expanduser(key)).resolve()
+        k = resolved_path(key, "--license")
         if (resolved == k or k in resolved.parents) and len(k.parts) > best_len:
             best, best_len = value, len(k.parts)
     return best or "unknown"
+
+
+def check_license_paths(license: str | Mapping[str, str] | None, files: Sequence[Any]) -> None:
+    """Every ``PATH=LICENSE`` must name a source file or a folder holding one: a path that matches
+    nothing is a typo that would otherwise leave those files' license silently unknown."""
+    if not isinstance(license, Mapping):
+        return
+    paths = [Path(getattr(f, "path", f)).resolve() for f in files]
+    for key in license:
+        if key == "*":
+            continue
+        k = resolved_path(key, "--license")
+        if not any(p == k or k in p.parents for p in paths):
+            raise UsageError(f"--license {key}={license[key]}: {key} is not one of the sources or a folder "
+                             "holding one; check the path", param="license")
 
 
 def parse_licenses(values: Sequence[str] | None) -> str | dict[str, str] | None:
@@ -171,9 +187,9 @@ def _check_out(out_path: Path, sources: Sequence[str | os.PathLike[str]]) -> Pat
     """Refuse an ``--out`` that would replace something that is not a dataset, or a source."""
     if out_path.exists() and not (out_path / "manifest.json").is_file():
         raise UsageError(f"--out {out_path} exists and is not a gencraft dataset; choose another name", param="out")
-    o = out_path.resolve()
+    o = resolved_path(out_path, "--out")
     for src in sources:
-        s = Path(os.path.expanduser(os.fspath(src))).resolve()
+        s = resolved_path(src, "source", "sources")
         if s == o or o in s.parents:
             raise UsageError(f"--out {out_path} is inside source {src}; choose another name", param="out")
     return out_path
@@ -294,6 +310,7 @@ def prepare(
         base_tok = base_tokenizer
 
     paths, skipped = _list_files(sources)
+    check_license_paths(license, paths)
     if skipped:
         warnings.warn(f"skipped {len(skipped)} file(s) of unsupported type, e.g. {skipped[0]['path']}", stacklevel=2)
     if stream is None:

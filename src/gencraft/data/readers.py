@@ -320,13 +320,19 @@ def iter_source_files(source: Path) -> Iterator[tuple[Path, str | None]]:
     Hidden files and folders (``.git``, ``.DS_Store``) are passed over silently.
     """
     if not source.exists():
-        raise NotFoundError(f"{source}: source not found; check the path", param="sources")
+        why = "a broken symlink or a symlink loop" if source.is_symlink() else "source not found"
+        raise NotFoundError(f"{source}: {why}; check the path", param="sources")
     if source.is_file():
         yield source, None
         return
     for p in sorted(source.rglob("*")):
         rel = p.relative_to(source)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.is_symlink() and not p.exists():  # resolving it would raise (a loop) or find nothing
+            yield p, "broken symlink or symlink loop"
+            continue
+        if not p.is_file():
             continue
         if p.suffix.lower() in SUPPORTED:
             yield p, None

@@ -19,6 +19,18 @@ from gencraft.generate.engine import Decoder, Prompt, encode_prompts
 from gencraft.models import decode
 
 
+def check_size(model: Any, tokenizer: Any, prompts: Sequence[Prompt], cfg: GenerationConfig) -> None:
+    """Refuse, before decoding, a request whose sequences cannot fit in memory (:func:`limits.check_generation`)."""
+    from gencraft.limits import check_generation
+
+    c = getattr(model, "config", None)
+    per_token = 2 * getattr(c, "n_layer", 0) * getattr(c, "n_embd", 0) * 4  # a GPT's keys and values, float32
+    longest = max((len(p) if not isinstance(p, str) else len(p.encode("utf-8")) for p in prompts), default=0)
+    check_generation(rows=len(prompts) * max(cfg.n, cfg.num_beams), prompt_tokens=longest,
+                     max_new_tokens=cfg.max_new_tokens, vocab=int(getattr(tokenizer, "vocab_size", 0) or 0),
+                     context=getattr(model, "max_context", None), state_bytes_per_token=per_token)
+
+
 def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: GenerationConfig | None = None
              ) -> list[list[GenerationResult]]:
     """Generate for every prompt (strings or token-id lists); returns ``config.n`` results per prompt.
@@ -28,6 +40,7 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: Gene
     """
     cfg = config or GenerationConfig()
     cfg.validate()
+    check_size(model, tokenizer, prompts, cfg)
     if cfg.num_beams > 1:
         from gencraft.generate.beam import beam_search
         with decode.session(model):
@@ -49,6 +62,7 @@ def stream(model: Any, tokenizer: Any, prompt: Prompt, config: GenerationConfig 
     cfg.validate()
     if cfg.n != 1:
         raise UsageError("streaming returns one sequence: use n=1 (or generate() for several)", param="n")
+    check_size(model, tokenizer, [prompt], cfg)
     if cfg.num_beams > 1:  # beams change their past until the end: the text comes at once
         res = generate(model, tokenizer, [prompt], cfg)[0][0]
         if results is not None:

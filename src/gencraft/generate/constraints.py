@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 from gencraft.errors import UsageError
+from gencraft.limits import check_depth
 
 try:  # the masking engine; a hard dependency of structured generation only
     import llguidance
@@ -160,6 +161,7 @@ def _check_schema(schema: Any) -> None:
 
     if not isinstance(schema, dict):
         raise UsageError("a JSON Schema must be a JSON object", param="schema")
+    check_depth(schema, "JSON Schema", "schema")  # jsonschema and the grammar compiler recurse
     try:
         jsonschema.Draft202012Validator.check_schema(schema)
     except jsonschema.SchemaError as e:

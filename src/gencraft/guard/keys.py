@@ -11,6 +11,8 @@
 ``signer.pem``     end-entity certificate for the signing key, issued by the local CA, then the CA
                    certificate (the chain C2PA wants: it refuses self-signed signing certificates)
 ``key.json``       ``{"key_id", "created", "alg"}``
+``trusted.json``   keys of other people this machine trusts (``gencraft keys trust FILE``):
+                   ``{"KEY_ID": {"public_key": hex, "name", "added"}}`` — a trust list like C2PA's
 =================  ==================================================================
 
 The key id is the first 16 hex digits of the SHA-256 of the raw public key; manifests carry the
@@ -148,3 +150,101 @@ def load_keys(*, required: bool = False, folder: Path | None = None) -> Keys | N
         raise UsageError(f"keys in {folder} are unreadable ({e}); recreate them with `gencraft keys init --force`",
                          param="keys") from e
     return Keys(key_id_of(public_raw), key, public_raw, secret, key_pem, chain, folder)
+
+
+# ---- the trust list: other people's keys (gencraft keys trust FILE) ----------------------------
+
+
+def _trust_file() -> Path:
+    return keys_dir() / "trusted.json"
+
+
+def trusted_keys() -> dict[str, dict]:
+    """The keys this machine trusts besides its own: ``{key_id: {"public_key", "name", "added"}}``."""
+    from gencraft.schemas import read_json
+
+    f = _trust_file()
+    if not f.is_file():
+        return {}
+    data = read_json(f, error=UsageError, hint="fix or delete it (gencraft keys untrust KEY_ID rewrites it)")
+    if not isinstance(data, dict):
+        raise UsageError(f"{f}: expected a JSON object of key id -> key", param="keys")
+    out = {}
+    for kid, rec in data.items():
+        pub = rec.get("public_key") if isinstance(rec, dict) else None
+        try:
+            ok = isinstance(pub, str) and key_id_of(bytes.fromhex(pub)) == kid
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"{f}: field {kid}: the public key does not match its key id; "
+                             f"remove it with `gencraft keys untrust {kid}`", param="keys")
+        out[kid] = rec
+    return out
+
+
+def read_public_key(path: str | os.PathLike[str]) -> bytes:
+    """A raw Ed25519 public key from a file: hex (``signing.pub``, ``gencraft keys export``), a PEM
+    public key or a PEM certificate (its subject's key). Anything else is a UsageError naming the file."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except IsADirectoryError:
+        raise UsageError(f"{p}: is a folder; give a public key file (signing.pub, or PEM)", param="file") from None
+    except OSError as e:
+        raise UsageError(f"{p}: cannot be read ({e.strerror}); give a public key file", param="file") from None
+    text = data.decode("ascii", "replace").strip()
+    key = None
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            key = x509.load_pem_x509_certificate(data).public_key()
+        elif b"-----BEGIN PUBLIC KEY-----" in data:
+            key = serialization.load_pem_public_key(data)
+        elif len(text) == 64:
+            return bytes(Ed25519PublicKey.from_public_bytes(bytes.fromhex(text)).public_bytes_raw())
+    except ValueError:
+        key = None
+    if not isinstance(key, Ed25519PublicKey):
+        raise UsageError(f"{p}: not an Ed25519 public key (expected 64 hex digits as in signing.pub, a PEM public "
+                         "key or a PEM certificate)", param="file")
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def trust_key(path: str | os.PathLike[str], name: str | None = None) -> str:
+    """Add the public key in ``path`` to this machine's trust list; returns its key id."""
+    from gencraft.io import write_json
+
+    public_raw = read_public_key(path)
+    kid = key_id_of(public_raw)
+    trusted = trusted_keys()
+    created = datetime.datetime.now(datetime.UTC).replace(microsecond=0).isoformat()
+    trusted[kid] = {"public_key": public_raw.hex(), "name": name or Path(path).stem, "added": created}
+    folder = keys_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    write_json(_trust_file(), trusted)
+    os.chmod(_trust_file(), 0o600)
+    return kid
+
+
+def untrust_key(key_id: str) -> None:
+    """Remove ``key_id`` from the trust list (a UsageError when it is not there)."""
+    from gencraft.io import write_json
+
+    trusted = trusted_keys()
+    if key_id not in trusted:
+        raise UsageError(f"key id {key_id!r} is not in the trust list; `gencraft keys trusted` lists it", param="key_id")
+    del trusted[key_id]
+    write_json(_trust_file(), trusted)
+
+
+def trust_of(key_id: str) -> str | None:
+    """Who vouches for ``key_id``: ``"this machine"``, the trusted key's name, or None (unknown)."""
+    local = load_keys()
+    if local is not None and local.key_id == key_id:
+        return "this machine"
+    rec = trusted_keys().get(key_id)
+    return None if rec is None else str(rec.get("name") or key_id)

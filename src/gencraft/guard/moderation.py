@@ -66,6 +66,28 @@ def _to_simplified(ch: str) -> str:
     return out if len(out) == 1 else ch
 
 
+WINDOW = 1 << 16  # characters checked at a time: memory stays bounded whatever the input's length
+OVERLAP = 1024  # context each window carries from its neighbours; a match longer than this may be cut
+
+
+def windows(n: int, window: int = WINDOW, overlap: int = OVERLAP):
+    """``(lo, hi, core_lo, core_hi)`` covering ``range(n)``: check ``text[lo:hi]`` and keep the matches
+    that start in ``[core_lo, core_hi)``. Every start position falls in exactly one core, and each core
+    has ``overlap`` characters of context on both sides (lookarounds and matches that cross a core's
+    end see the same text as in one pass over the whole input)."""
+    core_lo = 0
+    while core_lo < n or (n == 0 and core_lo == 0):
+        core_hi = min(core_lo + window, n)
+        yield max(core_lo - overlap, 0), min(core_hi + overlap, n), core_lo, core_hi
+        if core_hi >= n:
+            return
+        core_lo = core_hi
+
+
+def _fold_ascii(text: str) -> str:
+    return text.lower().translate(_LEET)
+
+
 def normalize(text: str) -> tuple[str, list[int]]:
     """Fold ``text`` for matching; returns ``(folded, origin)`` with ``origin[i]`` the index in
     ``text`` of the character that produced ``folded[i]`` (``origin`` has one extra end entry)."""
@@ -108,14 +130,20 @@ def compile_term(category: str, term: str) -> Term:
         pattern = _SEP.join(re.escape(c) for c in chars)
         return Term(category, raw, re.compile(pattern))
     parts: list[str] = []
+    first = ""
     for run in re.finditer(r"(.)\1*", body):
         c, n = run.group(1), len(run.group(0))
         if c.isspace():
             continue
         one = re.escape(c)
+        first = first or one
         parts.append(f"{one}(?:{_SEP}{one}){{{n - 1},}}")  # n or more, separators allowed
     tail = r"[a-z]*" if prefix else r"(?:s|es|ed|ing|er|ers)?"
-    pattern = r"(?<![a-z])" + _SEP.join(parts) + tail + r"(?![a-z])"
+    # The word boundary is checked after the first letter ((?<![a-z]X) once X matched), so the pattern
+    # starts with a literal and the regex engine skips ahead to it instead of trying every position
+    # (5 MB of digits, which fold to letters: 6 s -> well under 1 s).
+    pattern = parts[0][:len(first)] + rf"(?<![a-z]{first})" + parts[0][len(first):] + "".join(
+        _SEP + p for p in parts[1:]) + tail + r"(?![a-z])"
     return Term(category, raw, re.compile(pattern))
 
 
@@ -250,34 +278,42 @@ def cn_id_ok(s: str) -> bool:
     return "10X98765432"[total % 11] == s[17].upper()
 
 
-def find_pii(text: str) -> list[Hit]:
-    """E-mail addresses, phone numbers, card numbers (Luhn) and Chinese ID numbers in ``text``."""
+def _fold_width(text: str) -> str:
+    """NFKC per character where it keeps the length (full-width digits and letters), so offsets stay exact."""
     folded = unicodedata.normalize("NFKC", text)
-    if len(folded) != len(text):  # keep offsets exact: fold only the width of digits/letters
-        folded = "".join(unicodedata.normalize("NFKC", c) if len(unicodedata.normalize("NFKC", c)) == 1 else c
-                         for c in text)
+    if len(folded) == len(text):
+        return folded
+    return "".join(unicodedata.normalize("NFKC", c) if len(unicodedata.normalize("NFKC", c)) == 1 else c
+                   for c in text)
+
+
+def find_pii(text: str) -> list[Hit]:
+    """E-mail addresses, phone numbers, card numbers (Luhn) and Chinese ID numbers in ``text``,
+    checked window by window (bounded memory)."""
     hits: list[Hit] = []
     taken: list[tuple[int, int]] = []
 
-    def add(rule: str, m: re.Match[str]) -> None:
-        s, e = m.span()
-        if any(s < b and a < e for a, b in taken):
+    def add(rule: str, m: re.Match[str], lo: int, core: tuple[int, int]) -> None:
+        s, e = m.start() + lo, m.end() + lo
+        if not core[0] <= s < core[1] or any(s < b and a < e for a, b in taken):
             return
         taken.append((s, e))
         hits.append(Hit("pii", rule, s, e, text[s:e], "pattern"))
 
-    for m in _EMAIL.finditer(folded):
-        add("email", m)
-    for m in _CN_ID.finditer(folded):
-        if cn_id_ok(m.group(0)):
-            add("cn_id_number", m)
-    for m in _CARD.finditer(folded):
-        digits = re.sub(r"\D", "", m.group(0))
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            add("credit_card", m)
-    for m in _PHONE.finditer(folded):
-        if sum(c.isdigit() for c in m.group(0)) >= 10:
-            add("phone", m)
+    for lo, hi, core_lo, core_hi in windows(len(text)):
+        taken[:] = [(a, b) for a, b in taken if b > lo]  # only hits reaching into this window can overlap
+        part = text[lo:hi]
+        folded = part if part.isascii() else _fold_width(part)
+        core = (core_lo, core_hi)
+        found: list[tuple[str, re.Match[str]]] = []
+        found += [("email", m) for m in _EMAIL.finditer(folded)]
+        found += [("cn_id_number", m) for m in _CN_ID.finditer(folded) if cn_id_ok(m.group(0))]
+        found += [("credit_card", m) for m in _CARD.finditer(folded)
+                  if 13 <= len(d := re.sub(r"\D", "", m.group(0))) <= 19 and luhn_ok(d)]
+        found += [("phone", m) for m in _PHONE.finditer(folded) if sum(c.isdigit() for c in m.group(0)) >= 10]
+        for rule, m in found:  # the order of the rules decides overlaps, as in one pass
+            add(rule, m, lo, core)
+    hits.sort(key=lambda h: h.start)
     return hits
 
 
@@ -309,46 +345,85 @@ def _classify(text: str, threshold: float) -> list[Hit]:
     predict = _classifier()
     if predict is None:
         return []
-    spans = [m.span() for m in _SENTENCE.finditer(text) if re.search(r"[A-Za-z]{2}", m.group(0))]
-    if not spans:
-        return []
     import warnings
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        probs = predict([text[s:e] for s, e in spans])
     hits = []
-    for (s, e), p in zip(spans, probs, strict=True):
-        while s < e and text[s].isspace():
-            s += 1
-        if p >= threshold:
-            hits.append(Hit("profanity", "alt-profanity-check", s, e, text[s:e], "classifier", float(p)))
+    batch: list[tuple[int, int]] = []
+
+    def score() -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            probs = predict([text[s:e] for s, e in batch])
+        for (s, e), p in zip(batch, probs, strict=True):
+            while s < e and text[s].isspace():
+                s += 1
+            if p >= threshold:
+                hits.append(Hit("profanity", "alt-profanity-check", s, e, text[s:e], "classifier", float(p)))
+        batch.clear()
+
+    for s, e in _sentences(text):
+        if _LETTERS.search(text, s, e):
+            batch.append((s, e))
+            if len(batch) == 512:  # scored in batches: memory stays bounded on long inputs
+                score()
+    if batch:
+        score()
     return hits
+
+
+_LETTERS = re.compile(r"[A-Za-z]{2}")
+MAX_SENTENCE = 2000  # characters the classifier scores at once; a longer "sentence" (no punctuation) is cut
+
+
+def _sentences(text: str):
+    """Sentence spans of ``text``, each at most MAX_SENTENCE characters (cut at a space when there is one)."""
+    for m in _SENTENCE.finditer(text):
+        s, e = m.span()
+        while e - s > MAX_SENTENCE:
+            cut = text.rfind(" ", s + MAX_SENTENCE // 2, s + MAX_SENTENCE)
+            cut = cut if cut > s else s + MAX_SENTENCE
+            yield s, cut
+            s = cut
+        yield s, e
 
 
 # --- the check -----------------------------------------------------------------------------------
 
 
 def find_terms(text: str, terms: list[Term]) -> list[Hit]:
-    """Lexicon hits in ``text`` (spans in the original text)."""
-    folded, origin = normalize(text)
+    """Lexicon hits in ``text`` (spans in the original text), checked window by window (bounded
+    memory; ASCII windows fold with two string operations instead of a per-character pass)."""
     hits = []
-    for t in terms:
-        for m in t.pattern.finditer(folded):
-            if m.end() == m.start():
-                continue
-            s, e = origin[m.start()], origin[m.end() - 1] + 1
-            hits.append(Hit(t.category, t.term, s, e, text[s:e], "lexicon"))
+    for lo, hi, core_lo, core_hi in windows(len(text)):
+        part = text[lo:hi]
+        if part.isascii():  # NFKC and zhconv leave ASCII alone: offsets map one to one
+            folded, origin = _fold_ascii(part), None
+        else:
+            folded, origin = normalize(part)
+        for t in terms:
+            for m in t.pattern.finditer(folded):
+                if m.end() == m.start():
+                    continue
+                s, e = (m.start(), m.end()) if origin is None else (origin[m.start()], origin[m.end() - 1] + 1)
+                s, e = s + lo, e + lo
+                if core_lo <= s < core_hi:
+                    hits.append(Hit(t.category, t.term, s, e, text[s:e], "lexicon"))
     return hits
 
 
 def _mask(text: str, spans: list[tuple[int, int]]) -> str:
-    chars = list(text)
-    for s, e in spans:
-        for i in range(s, e):
-            if not chars[i].isspace():
-                chars[i] = "*"
-    return "".join(chars)
+    if not spans:
+        return text
+    out, pos = [], 0
+    for s, e in sorted(spans):
+        s = max(s, pos)
+        if e <= s:
+            continue
+        out.append(text[pos:s])
+        out.append(re.sub(r"\S", "*", text[s:e]))
+        pos = e
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _effective(action: str, hit: Hit) -> str:

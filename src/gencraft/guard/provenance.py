@@ -25,7 +25,7 @@ from typing import Any
 
 from gencraft import __version__
 from gencraft.errors import DataError, GencraftError, NotFoundError
-from gencraft.guard.keys import Keys, key_id_of, load_keys
+from gencraft.guard.keys import Keys, key_id_of, load_keys, trust_of
 
 PNG_KEY = "gencraft:manifest"
 DIGITAL_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
@@ -86,7 +86,7 @@ def sign_manifest(manifest: dict, keys: Keys) -> dict:
 class Verification:
     """Outcome of :func:`verify_manifest` / :func:`verify_path`."""
 
-    status: str  # "valid" | "tampered" | "unsigned"
+    status: str  # "valid" (signed by a trusted key) | "unknown_key" (intact, key not trusted) | "tampered" | "unsigned"
     reason: str
     key_id: str | None = None
     trusted: bool = False  # signed by this machine's key
@@ -107,8 +107,10 @@ def verify_manifest(manifest: dict | None, content_sha256: str) -> Verification:
     from cryptography.exceptions import InvalidSignature
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    if not manifest:
+    if manifest is None or manifest == {}:
         return Verification("unsigned", "no provenance manifest found")
+    if not isinstance(manifest, dict):
+        return Verification("tampered", f"the manifest is a JSON {type(manifest).__name__}, not an object")
     sig = manifest.get("signature")
     if not isinstance(sig, dict) or "value" not in sig:
         return Verification("unsigned", "the manifest carries no signature", manifest=manifest)
@@ -123,14 +125,17 @@ def verify_manifest(manifest: dict | None, content_sha256: str) -> Verification:
     except (ValueError, InvalidSignature, TypeError):
         return Verification("tampered", "manifest changed: its signature does not verify",
                             sig.get("key_id"), manifest=manifest)
-    local = load_keys()
-    trusted = local is not None and local.key_id == kid
+    who = trust_of(kid)
+    trusted = who is not None
     if manifest.get("content_sha256") != content_sha256:
         return Verification("tampered", "content changed: its sha256 differs from the manifest's",
                             kid, trusted, manifest)
-    who = "this machine's key" if trusted else "a key that is not this machine's"
-    return Verification("valid", f"signature valid ({who}, key id {kid}); content matches", kid, trusted,
-                        manifest)
+    if not trusted:  # anyone can make a key and sign: intact, but it says nothing of who made it
+        return Verification("unknown_key", f"signature valid and content matches, but key id {kid} is not trusted "
+                            "here (not this machine's, not in the trust list); if you know whose key it is: "
+                            "gencraft keys trust FILE", kid, False, manifest)
+    who = "this machine's key" if who == "this machine" else f"trusted key {who!r}"
+    return Verification("valid", f"signature valid ({who}, key id {kid}); content matches", kid, True, manifest)
 
 
 # --- text carriers -------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import base64
 import math
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,8 +28,9 @@ from sqlalchemy import Engine, create_engine, event, func, or_, select, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 
-from gencraft.errors import NotFoundError, UsageError
+from gencraft.errors import DataError, NotFoundError, UsageError
 from gencraft.library.models import Base, Item
+from gencraft.schemas import LibraryRow, validate_data
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 MIGRATION_LOCK = 0x67656E63  # PostgreSQL advisory lock key held while migrating ("genc")
@@ -79,6 +81,7 @@ def make_engine(url: str) -> Engine:
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
+                owner_only(Path(path))
             engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 10})
             event.listen(engine, "connect", _sqlite_pragmas)
             return engine
@@ -87,6 +90,26 @@ def make_engine(url: str) -> Engine:
         raise UsageError(f"--db {_safe_url(url)}: not a usable database URL ({str(e).splitlines()[0]}); "
                          "use sqlite:///PATH or postgresql://USER@HOST/DB (with a driver installed)",
                          param="db") from None
+
+
+def owner_only(db: Path) -> None:
+    """Create the SQLite file readable by its owner only, like the keys: it holds every prompt and
+    output. (SQLite gives its -wal and -shm files the database file's permissions.)"""
+    try:
+        os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
+        os.chmod(db, 0o600)
+    except OSError:  # a read-only location: SQLite reports it when it opens the file
+        pass
+
+
+@contextmanager
+def _readable() -> Iterator[None]:
+    """A JSON column the database hands back unreadable (edited by hand) is a DataError, not a crash."""
+    try:
+        yield
+    except ValueError as e:  # json.JSONDecodeError from the JSON columns' result processing
+        raise DataError(f"the library database holds an item whose JSON cannot be read ({e}); find it with "
+                        "`gencraft library list` and delete it, or restore the database") from None
 
 
 def _safe_url(url: str) -> str:
@@ -145,6 +168,8 @@ def item_dict(item: Item, *, with_image: bool = True) -> dict[str, Any]:
         "parameters": item.parameters or {}, "manifest": item.manifest, "guard": item.guard,
         "rating": item.rating, "note": item.note,
     }
+    # a row edited by hand or by another program: one line naming the item and the field
+    validate_data(d, LibraryRow, f"library item {item.id}", DataError)
     if item.image is not None:
         d["image_b64"] = base64.b64encode(item.image).decode("ascii") if with_image else None
     return d
@@ -221,7 +246,7 @@ class Library:
 
     def get(self, item_id: int) -> Item:
         """One item; NotFoundError when there is none with that id."""
-        with self.session() as s:
+        with self.session() as s, _readable():
             item = s.get(Item, item_id) if _valid_id(item_id) else None
         if item is None:
             raise NotFoundError(f"library item {item_id} not found; list items with GET /v1/gencraft/library",
@@ -272,7 +297,7 @@ class Library:
             q = q.where(Item.created <= _utc(f.until))
         if f.rating is not None:
             q = q.where(Item.rating == f.rating)
-        with self.session() as s:
+        with self.session() as s, _readable():
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
             rows = list(s.scalars(q.order_by(Item.id.desc()).limit(limit).offset(offset)))
         return rows, int(total)

@@ -19,12 +19,14 @@ Read top to bottom: config -> generator -> discriminator -> losses -> the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from gencraft.config import Limit, Range
 from gencraft.errors import ConfigError
 from gencraft.models.image_common import check_img_size, make_ema, minibatch_std
 
@@ -41,6 +43,10 @@ class DCGANConfig:
     ema_halflife: float = 100.0  # steps (ramped up from 0 over the first 10x that)
     emb_dim: int = 32
     mbstd: bool = True  # minibatch-std channel in D (see minibatch_std)
+    LIMITS: ClassVar[dict[str, Limit]] = {  # allowed values (gencraft.config.validate); memory is checked apart
+        "img_size": Range(4, 1024), "channels": Range(1, 4), "n_classes": Range(0, 100_000),
+        "z_dim": Range(1, 4096), "g_ch": Range(1, 2048), "d_ch": Range(1, 2048), "loss": ("hinge", "ns"),
+        "ema_halflife": Range(0, 1e9), "emb_dim": Range(1, 4096)}
 
 
 PRESETS: dict[str, dict] = {

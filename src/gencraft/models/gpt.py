@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.config import Limit, Range
 from gencraft.models import decode
 from gencraft.models.linear import Linear
 
@@ -29,6 +31,9 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False  # biases in Linear/LayerNorm: a little slower, no better (nanoGPT's finding)
     tie_weights: bool = True  # share the token embedding with the output layer
+    LIMITS: ClassVar[dict[str, Limit]] = {  # allowed values (gencraft.config.validate); memory is checked apart
+        "vocab_size": Range(1, 1 << 22), "block_size": Range(1, 1 << 17), "n_layer": Range(1, 512),
+        "n_head": Range(1, 1024), "n_embd": Range(1, 1 << 16), "dropout": Range(0, 1, hi_open=True)}
 
 
 PRESETS: dict[str, dict] = {

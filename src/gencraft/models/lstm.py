@@ -9,11 +9,13 @@ projection when the hidden size differs from the embedding size). Generation goe
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.config import Limit, Range
 from gencraft.models.linear import Linear
 
 
@@ -26,6 +28,9 @@ class LSTMConfig:
     n_layer: int = 2
     dropout: float = 0.1
     tie_weights: bool = True
+    LIMITS: ClassVar[dict[str, Limit]] = {  # allowed values (gencraft.config.validate); memory is checked apart
+        "vocab_size": Range(1, 1 << 22), "block_size": Range(1, 1 << 17), "n_embd": Range(1, 1 << 16),
+        "n_hidden": Range(1, 1 << 16), "n_layer": Range(1, 64), "dropout": Range(0, 1, hi_open=True)}
 
 
 PRESETS: dict[str, dict] = {

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.config import Limit, Range
 from gencraft.models.image_common import check_img_size, make_ema, minibatch_std
 
 
@@ -53,6 +55,12 @@ class StyleGANConfig:
     r1_every: int = 16  # lazy R1 (StyleGAN2's interval): every this many D steps, scaled up to match
     ema_halflife: float = 100.0  # steps (ramped up from 0 over the first 10x that)
     w_avg_decay: float = 0.995
+    LIMITS: ClassVar[dict[str, Limit]] = {  # allowed values (gencraft.config.validate); memory is checked apart
+        "img_size": Range(4, 1024), "channels": Range(1, 4), "n_classes": Range(0, 100_000),
+        "z_dim": Range(1, 4096), "w_dim": Range(1, 4096), "n_mlp": Range(1, 32),
+        "map_lr_mul": Range(0, 10, lo_open=True), "ch": Range(1, 2048), "max_ch": Range(1, 4096),
+        "d_ch": Range(1, 2048), "mix_prob": Range(0, 1), "r1_gamma": Range(0, 1e4), "r1_every": Range(1, 10**6),
+        "ema_halflife": Range(0, 1e9), "w_avg_decay": Range(0, 1)}
 
 
 PRESETS: dict[str, dict] = {

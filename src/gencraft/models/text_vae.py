@@ -22,10 +22,13 @@ GRU state, so the decoding engine samples a text VAE like any other model: ``new
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+from gencraft.config import Limit, Range
 
 
 @dataclass
@@ -42,6 +45,11 @@ class TextVAEConfig:
     z_to_input: bool = True  # concatenate z to every decoder input (besides the initial state)
     variational: bool = True  # False: encoder unused, z = 0 -> the same decoder as a plain LM
     eos_id: int = 0  # the tokenizer's end-of-text id (ends sentences)
+    LIMITS: ClassVar[dict[str, Limit]] = {  # allowed values (gencraft.config.validate); memory is checked apart
+        "vocab_size": Range(1, 1 << 22), "block_size": Range(2, 1 << 14), "n_embd": Range(1, 1 << 16),
+        "n_hidden": Range(1, 1 << 16), "n_latent": Range(1, 1 << 14), "n_layer": Range(1, 64),
+        "dropout": Range(0, 1, hi_open=True), "word_dropout": Range(0, 1, hi_open=True),
+        "eos_id": Range(0, (1 << 22) - 1)}
 
 
 PRESETS: dict[str, dict] = {

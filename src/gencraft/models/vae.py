@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.config import Limit, Range
 from gencraft.models.image_common import check_img_size
 
 
@@ -42,6 +44,10 @@ class VAEConfig:
     beta: float = 1.0
     emb_dim: int = 16
     class_prior: bool = False  # conditional: learned prior p(z | y) = N(mu_y, sigma_y) instead of N(0, I)
+    LIMITS: ClassVar[dict[str, Limit]] = {  # allowed values (gencraft.config.validate); memory is checked apart
+        "img_size": Range(4, 1024), "channels": Range(1, 4), "n_classes": Range(0, 100_000),
+        "z_dim": Range(1, 4096), "ch": Range(1, 2048), "likelihood": ("logistic", "bernoulli"),
+        "beta": Range(0, 1e4), "emb_dim": Range(1, 4096)}
 
 
 PRESETS: dict[str, dict] = {
@@ -67,7 +73,7 @@ class Encoder(nn.Module):
         chs = _stage_channels(cfg, n)
         layers: list[nn.Module] = [nn.Conv2d(cfg.channels, chs[0], 3, padding=1), nn.SiLU()]
         for i in range(n):  # size -> size / 2 ... -> 4
-            layers += [nn.Conv2d(chs[i], chs[i + 1], 4, stride=2, padding=1), nn.GroupNorm(8, chs[i + 1]), nn.SiLU()]
+            layers += [nn.Conv2d(chs[i], chs[i + 1], 4, stride=2, padding=1), nn.GroupNorm(math.gcd(8, chs[i + 1]), chs[i + 1]), nn.SiLU()]
         self.convs = nn.Sequential(*layers)
         feat = chs[-1] * 16 + (cfg.emb_dim if cfg.n_classes else 0)
         self.to_stats = nn.Linear(feat, 2 * cfg.z_dim)
@@ -97,7 +103,7 @@ class Decoder(nn.Module):
         self.from_z = nn.Linear(cfg.z_dim + (cfg.emb_dim if cfg.n_classes else 0), chs[0] * 16)
         self.ups = nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest") for _ in range(n)])
         self.convs = nn.ModuleList([nn.Conv2d(chs[i] + self.k, chs[i + 1], 3, padding=1) for i in range(n)])
-        self.norms = nn.ModuleList([nn.GroupNorm(8, chs[i + 1]) for i in range(n)])
+        self.norms = nn.ModuleList([nn.GroupNorm(math.gcd(8, chs[i + 1]), chs[i + 1]) for i in range(n)])
         out = cfg.channels * (2 if cfg.likelihood == "logistic" else 1)
         self.to_pixels = nn.Conv2d(chs[-1] + self.k, out, 3, padding=1)
 

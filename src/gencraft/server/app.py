@@ -27,6 +27,7 @@ from gencraft.errors import GencraftError, GuardError, UsageError
 from gencraft.server.auth import KeyStore, RateLimiter
 from gencraft.server.catalog import Catalog
 from gencraft.server.errors import (
+    ERROR_RESPONSES,
     PayloadTooLarge,
     RateLimited,
     Unauthenticated,
@@ -329,7 +330,7 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             studio.close()
 
     app = FastAPI(
-        title="gencraft studio", version=__version__, lifespan=lifespan,
+        title="gencraft studio", version=__version__, lifespan=lifespan, responses=ERROR_RESPONSES,
         description="OpenAI-compatible API for gencraft runs and Hugging Face models, the gencraft kits "
                     "(write, game, ads) and the content library. Authenticate with `Authorization: Bearer KEY` "
                     "(`gencraft keys create`) unless the server runs with --no-auth.")
@@ -373,12 +374,14 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
     from gencraft.server.library_api import router as library_router
     from gencraft.server.openai_api import router as openai_router
     from gencraft.server.speech_api import router as speech_router
+    from gencraft.server.verify_api import router as verify_router
 
     app.include_router(openai_router)
     app.include_router(speech_router)
     app.include_router(kits_router)
     app.include_router(library_router)
     app.include_router(jobs_router)
+    app.include_router(verify_router)
 
     @app.get("/health", tags=["server"], summary="Liveness and load")
     async def health() -> dict[str, Any]:

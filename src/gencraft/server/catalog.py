@@ -70,9 +70,10 @@ class Catalog:
                 continue
             try:
                 info = json.loads(f.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
-                continue
-            out.append(ModelEntry(d.name, str(info.get("kind", "?")), int(f.stat().st_mtime), str(d)))
+            except (OSError, ValueError, RecursionError):  # listed anyway: using it says what is wrong
+                info = {}
+            kind = info.get("kind") if isinstance(info, dict) else None
+            out.append(ModelEntry(d.name, kind if isinstance(kind, str) else "?", int(f.stat().st_mtime), str(d)))
         for spec in self.hf_models:
             p = Path(spec[3:]).expanduser()
             created = int((p / "config.json").stat().st_mtime) if (p / "config.json").is_file() else 0
@@ -84,6 +85,9 @@ class Catalog:
             raise UsageError("model: give a model id (see GET /v1/models)", param="model")
         for e in self.entries():
             if e.id == model_id:
+                if e.kind == "?":  # a gencraft.json that cannot be read: say what is wrong with it (a 400)
+                    from gencraft.runs import read_info
+                    read_info(e.path)
                 return e
         raise NotFoundError(f"model {model_id!r} not found; GET /v1/models lists the runs under "
                             "GENCRAFT_HOME/runs and the hf: models given to `gencraft serve --model`",

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+
 from gencraft.errors import GencraftError
 
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
@@ -60,3 +62,22 @@ def error_body(message: str, status: int, code: str | None, param: str | None) -
 
 def gencraft_error_body(e: GencraftError) -> dict[str, Any]:
     return error_body(str(e), e.status, e.code, e.param)
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, documented on every route of the OpenAPI schema."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    "4XX": {"model": ErrorResponse, "description": "A request the server cannot honour: the message names the field."},
+    "5XX": {"model": ErrorResponse, "description": "Overloaded or timed out (503, 504)."},
+}

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from gencraft.errors import NotFoundError, UsageError
 from gencraft.jobs.kinds import KINDS, check_name, dataset_kind
 from gencraft.jobs.manager import TERMINAL, Conflict
+from gencraft.schemas import RunInfo, read_json
 
 router = APIRouter(tags=["studio jobs"])
 
@@ -294,7 +295,7 @@ async def get_run(name: str, request: Request) -> dict[str, Any]:
     d = _run_dir(request, name)
 
     def read() -> dict[str, Any]:
-        info = json.loads((d / "gencraft.json").read_text(encoding="utf-8")) if (d / "gencraft.json").is_file() else {}
+        info = read_json(d / "gencraft.json", RunInfo) if (d / "gencraft.json").is_file() else {}  # broken: a 400
         card = (d / "MODEL_CARD.md").read_text(encoding="utf-8") if (d / "MODEL_CARD.md").is_file() else ""
         grids = sorted(p.relative_to(d).as_posix() for p in d.glob("samples/step_*.png"))
         return {**summarize(d), "info": info, "model_card": card, "sample_grids": grids}

@@ -76,6 +76,8 @@ class CompletionRequest(Sampling):
     logprobs: int | None = Field(None, ge=0, le=20, description="Return the top-N log-probabilities per token.")
     echo: bool = False
     suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=16, description="Sample this many per prompt (at least n) and "
+                                "return the n with the highest log-probability; not with stream.")
 
 
 class ChatMessage(BaseModel):
@@ -112,7 +114,10 @@ def _stop_list(stop: Stop) -> list[str]:
     stops = [stop] if isinstance(stop, str) else list(stop)
     if len(stops) > 4:
         raise UsageError(f"stop: at most 4 stop strings, got {len(stops)}", param="stop")
-    return [s for s in stops if s]
+    if not all(stops):
+        raise UsageError("stop: an empty stop string would end every completion at once; leave it out",
+                         param="stop")
+    return stops
 
 
 def _logit_bias(raw: dict[str, float] | None) -> dict[int, float]:
@@ -304,6 +309,9 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     lp = body.logprobs is not None
     cfg, wm = with_watermark(make_config(body, max_tokens, tm, logprobs=lp, top_logprobs=body.logprobs or 0), tm,
                              gc.policy)
+    best_of = _best_of(body)
+    if best_of > cfg.n:
+        cfg = GenerationConfig.from_options(cfg, n=best_of)
     for ids in encoded:
         check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "prompt")
     tickets = [sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory,
@@ -315,17 +323,38 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
     params = _params(body, cfg)
     if body.stream:
         return _stream(request, tickets, body, rid, created, "text_completion", texts, encoded, params, wm)
-    results = await _gather(tickets)
+    results = [_keep_best(rs, body.n) for rs in await _gather(tickets)]
     final = await gc.release_texts("completion", body.model, texts, results, params, request, watermark=wm)
     choices, completion = [], 0
     for pi, (ticket_results, text) in enumerate(zip(results, texts, strict=True)):
         for r, released in zip(ticket_results, final[pi], strict=True):
             completion += r.completion_tokens
             out = (text + released) if body.echo else released
-            choices.append({"index": pi * cfg.n + r.index, "text": out, "finish_reason": _finish(r.finish_reason),
+            choices.append({"index": pi * body.n + r.index, "text": out, "finish_reason": _finish(r.finish_reason),
                             "logprobs": _completion_logprobs(r.logprobs)})
     return {"id": rid, "object": "text_completion", "created": created, "model": body.model, "choices": choices,
             "usage": _usage(sum(len(e) for e in encoded), completion), "system_fingerprint": None}
+
+
+def _best_of(body: CompletionRequest) -> int:
+    """``best_of`` checked like OpenAI does: at least ``n``, and not with streaming."""
+    if body.best_of is None:
+        return body.n
+    if body.best_of < body.n:
+        raise UsageError(f"best_of: must be at least n ({body.n}), got {body.best_of}", param="best_of")
+    if body.stream and body.best_of > body.n:
+        raise UsageError("best_of: cannot be used with stream=true", param="best_of")
+    return body.best_of
+
+
+def _keep_best(results: list[GenerationResult], n: int) -> list[GenerationResult]:
+    """The ``n`` results with the highest total log-probability (``best_of``), re-indexed 0..n-1."""
+    if len(results) <= n:
+        return results
+    best = sorted(results, key=lambda r: r.score if r.score is not None else float("-inf"), reverse=True)[:n]
+    for i, r in enumerate(best):
+        r.index = i
+    return best
 
 
 @router.post("/v1/chat/completions", tags=["openai"], summary="Chat completion (streams with stream=true)")

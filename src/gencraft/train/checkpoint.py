@@ -26,8 +26,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from gencraft.errors import RunError
-from gencraft.io import atomic_dir
+from gencraft.io import atomic_dir, recover_dir
 from gencraft.runs import load_weights, state_dict_for_save
+from gencraft.schemas import CheckpointState, read_json
 
 CHECKPOINT = Path("checkpoints") / "last"
 
@@ -115,13 +116,11 @@ def save_checkpoint(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Opti
 
 def read_checkpoint_state(run_dir: Path) -> dict[str, Any]:
     """The ``state.json`` of the last checkpoint; a missing or broken one is a RunError."""
+    recover_dir(run_dir / CHECKPOINT)  # a kill in the middle of replacing it leaves the previous one aside
     f = run_dir / CHECKPOINT / "state.json"
     if not f.is_file():
         raise RunError(f"{f}: no checkpoint to resume from; train without --resume to start this run")
-    try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise RunError(f"{f}: not valid JSON ({e}); the checkpoint is corrupted") from None
+    return read_json(f, CheckpointState, hint="the checkpoint is corrupted; start the run again")
 
 
 def load_checkpoint(run_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer,

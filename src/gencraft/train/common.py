@@ -14,10 +14,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 
 from gencraft.data.dataset import tokens_seen
-from gencraft.errors import UsageError
+from gencraft.errors import GencraftError, TrainingDiverged, UsageError
 from gencraft.io import atomic_path, write_bytes
-from gencraft.runs import SEEN_FILE
-from gencraft.train.checkpoint import CHECKPOINT
+from gencraft.runs import SEEN_FILE, run_status
+from gencraft.train.checkpoint import CHECKPOINT, read_checkpoint_state
 from gencraft.train.config import TrainConfig
 from gencraft.train.data import Dataset
 
@@ -78,8 +78,49 @@ def dataset_record(ds: Dataset) -> dict[str, Any]:
     }
 
 
+def check_training_memory(kind: str, mcfg: Any, *, batch: int, positions: int, width: int, depth: int,
+                          vocab: int = 0) -> int:
+    """Refuse, before anything is allocated, a model and batch that cannot fit in this machine's memory.
+
+    The parameters are counted on PyTorch's ``meta`` device (shapes only, no storage); training holds
+    them four times (weights, gradients, AdamW's two moments), and a batch's activations are estimated
+    as ``batch x positions x (24 x width x depth + 3 x vocab)`` float32 values (the per-layer tensors
+    autograd keeps, and the logits with their softmax and gradient). Returns the parameter count.
+    """
+    from gencraft.limits import fmt_bytes, require_memory
+    from gencraft.models import build
+
+    with torch.device("meta"):
+        n = sum(p.numel() for p in build(kind, mcfg).parameters())
+    weights = 16 * n
+    activations = 4 * batch * positions * (24 * width * depth + 3 * vocab)
+    param = "--set n_layer/n_embd (the model's size)" if weights >= activations else "--set batch_size/block_size"
+    require_memory(weights + activations, f"training a {kind} of {n / 1e6:,.1f}M parameters "
+                   f"({fmt_bytes(weights)} with its optimizer) on batches of {batch} x {positions}", param)
+    return n
+
+
+def diverged_error(run_dir: Path, step: int, why: str) -> TrainingDiverged:
+    """The error of a diverged run: what went wrong and what is left to resume from (if anything)."""
+    try:
+        last = read_checkpoint_state(run_dir).get("step")
+    except GencraftError:
+        last = None
+    kept = (f"the last good checkpoint (step {last}) in {run_dir / CHECKPOINT} is kept: lower the learning rate "
+            "(--set learning_rate=...) and --resume" if last is not None else
+            "no checkpoint had been written yet: start again with a lower learning rate (--set learning_rate=...)")
+    return TrainingDiverged(f"training diverged at step {step} ({why}); {kept}", param="learning_rate")
+
+
 def refuse_existing_run(run_dir: Path, resume: bool) -> None:
-    """A new run never overwrites another one; ``--resume`` continues it instead."""
+    """A new run never overwrites another one; ``--resume`` continues it instead; a run whose
+    process is alive is never trained by a second one."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir}: is a file, not a run folder; choose another --out", param="out")
+    status = run_status(run_dir)
+    if status["state"] == "training":
+        raise UsageError(f"{run_dir}: process {status.get('pid')} is training this run now; wait for it, "
+                         "stop it (Ctrl-C), or choose another --out", param="out")
     if not resume and ((run_dir / "gencraft.json").exists() or (run_dir / CHECKPOINT).exists()):
         raise UsageError(f"{run_dir}: a run already exists there; continue it with --resume, or choose "
                          "another --out (or delete the folder)", param="out")

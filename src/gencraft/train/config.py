@@ -8,9 +8,9 @@ preset. :func:`resolve` combines the two and applies ``--set key=value`` overrid
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from gencraft.config import apply_overrides
+from gencraft.config import Limit, Range, apply_overrides, validate
 from gencraft.errors import ConfigError, UsageError
 from gencraft.models import config_class, presets
 
@@ -32,6 +32,7 @@ class TrainConfig:
     eval_iters: int = 50  # batches per evaluation
     patience: int = 0  # stop after this many evaluations without improvement; 0 = never
     checkpoint_interval: int = 0  # steps between checkpoints/last; 0 = every evaluation
+    checkpoint_every: float = 300.0  # seconds between checkpoints/last too (whichever comes first); 0 = off
     log_interval: int = 10  # steps between progress updates (each one reads the loss off the device)
     compile: bool = False  # torch.compile the model (worth it for long runs; costs start-up time)
     dtype: str = "auto"  # auto | float32 | bfloat16 (autocast; auto = bf16 on CUDA and on CPUs with avx512_bf16)
@@ -39,6 +40,18 @@ class TrainConfig:
     max_time: float = 0.0  # wall-clock budget in seconds; 0 = none. The lr schedule follows it too.
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch CPU threads; 0 = all cores (divided among local torchrun processes)
+
+    STEPS: ClassVar[Range] = Range(1, 10**9)
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "batch_size": Range(1, 1 << 16), "grad_accum": Range(1, 1 << 12),
+        "learning_rate": Range(0, 1000), "min_lr": Range(0, 1000), "warmup_iters": Range(0, 10**9),
+        "max_iters": STEPS, "lr_decay_iters": Range(0, 10**9), "weight_decay": Range(0, 10),
+        "beta1": Range(0, 1, hi_open=True), "beta2": Range(0, 1, hi_open=True), "grad_clip": Range(0, 1e6),
+        "eval_interval": STEPS, "eval_iters": Range(1, 100_000), "patience": Range(0, 10**6),
+        "checkpoint_interval": Range(0, 10**9), "checkpoint_every": Range(0, 10**7), "log_interval": STEPS,
+        "dtype": ("auto", "float32", "bfloat16"), "seed": Range(0, 2**63 - 1), "max_time": Range(0, 10**9),
+        "device": ("auto", "cpu", "cuda"), "num_threads": Range(0, 1024),
+    }
 
 
 # Training presets per (model kind, preset). The `small` ones are tuned on tinyshakespeare to beat
@@ -70,24 +83,9 @@ MODEL_PRESET_EXTRAS: dict[str, dict[str, dict[str, Any]]] = {
              "base": dict(dropout=0.2, tie_weights=False)},
 }
 
-_DTYPES = ("auto", "float32", "bfloat16")
-_DEVICES = ("auto", "cpu", "cuda")
-
-
 def check(tc: TrainConfig) -> None:
-    """Reject values that are the right type but make no sense, naming the field."""
-    positive = ["batch_size", "grad_accum", "max_iters", "eval_interval", "eval_iters", "log_interval"]
-    for name in positive:
-        if getattr(tc, name) < 1:
-            raise ConfigError(f"--set {name}={getattr(tc, name)}: must be at least 1", param=name)
-    for name in ["learning_rate", "min_lr", "weight_decay", "grad_clip", "max_time", "warmup_iters",
-                 "lr_decay_iters", "patience", "checkpoint_interval", "num_threads"]:
-        if getattr(tc, name) < 0:
-            raise ConfigError(f"--set {name}={getattr(tc, name)}: must not be negative", param=name)
-    if tc.dtype not in _DTYPES:
-        raise ConfigError(f"--set dtype={tc.dtype}: expected one of {', '.join(_DTYPES)}", param="dtype")
-    if tc.device not in _DEVICES:
-        raise ConfigError(f"--set device={tc.device}: expected one of {', '.join(_DEVICES)}", param="device")
+    """Reject values that are the wrong type, not finite or out of range, naming the field."""
+    validate(tc)
 
 
 def resolve(kind: str, preset: str, vocab_size: int, overrides: list[str] | dict[str, str] | None = None,
@@ -109,16 +107,12 @@ def resolve(kind: str, preset: str, vocab_size: int, overrides: list[str] | dict
 
 
 def check_model(kind: str, mcfg: Any) -> None:
-    """Reject model shapes that cannot be built, naming the field."""
+    """Reject model shapes that cannot be built, naming the field (ranges: the config's LIMITS)."""
     if kind == "hf":  # the shape is the Hugging Face config's; only the training window is ours
         for name in ("block_size", "vocab_size"):
             if getattr(mcfg, name) < 1:
                 raise ConfigError(f"--set {name}={getattr(mcfg, name)}: must be at least 1", param=name)
         return
-    for name in ("n_layer", "n_embd", "block_size", "vocab_size") + (("n_head",) if kind == "gpt" else ("n_hidden",)):
-        if getattr(mcfg, name) < 1:
-            raise ConfigError(f"--set {name}={getattr(mcfg, name)}: must be at least 1", param=name)
+    validate(mcfg)
     if kind == "gpt" and mcfg.n_embd % mcfg.n_head:
         raise ConfigError(f"--set n_embd={mcfg.n_embd}: must be a multiple of n_head={mcfg.n_head}", param="n_embd")
-    if not 0.0 <= mcfg.dropout < 1.0:
-        raise ConfigError(f"--set dropout={mcfg.dropout}: must be in [0, 1)", param="dropout")

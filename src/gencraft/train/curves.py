@@ -21,6 +21,7 @@ from typing import Any
 
 from gencraft.errors import UsageError
 from gencraft.io import atomic_path, read_jsonl
+from gencraft.runs import MARK, run_status
 
 CURVES = "curves.png"
 # the train-split fields drawn as losses (GANs log their two players' losses)
@@ -180,6 +181,7 @@ def summarize(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
         "stopped": m.get("stopped"), "size_bytes": _size(run_dir / "model.safetensors"),
         "params": _params(run_dir / "model.safetensors"), "complete": bool(info) and (run_dir / "model.safetensors").is_file(),
         "resumable": has_ckpt, "curves": (run_dir / CURVES).is_file(),
+        "status": run_status(run_dir),  # finished | training | stopped | interrupted | failed (train.autosave)
         "sample_grid": (g.relative_to(run_dir).as_posix() if (g := last_sample_grid(run_dir)) else None),
     }
 
@@ -193,7 +195,7 @@ def list_runs(home: str | os.PathLike[str] | None = None) -> list[dict[str, Any]
     for d in runs.iterdir() if runs.is_dir() else []:
         if d.name.startswith(".") or not d.is_dir():
             continue
-        if (d / "gencraft.json").is_file() or (d / "checkpoints" / "last" / "state.json").is_file():
+        if any((d / f).is_file() for f in ("gencraft.json", "checkpoints/last/state.json", MARK)):
             out.append(summarize(d))
     return sorted(out, key=lambda s: (s.get("created") or "", s["name"]), reverse=True)
 

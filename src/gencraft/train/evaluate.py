@@ -54,6 +54,9 @@ def evaluate(run: str | os.PathLike[str], dataset: str | os.PathLike[str] | None
     ``dataset`` defaults to the one the run was trained on; another dataset must use the same
     tokenizer. Returns ``{"loss", "ppl", "bpc", "tokens", "dataset", "run"}``.
     """
+    from gencraft.train.common import pick_device
+
+    pick_device(str(device))  # a device name torch cannot parse is a UsageError naming --device
     path, info = read_info(run)
     if info.get("adapter") or info["kind"] == "hf":  # base + adapter (merged), or a fine-tuned transformers model
         from gencraft.train.lora import load_model

@@ -22,20 +22,22 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import load_file, save_file
 
-from gencraft.config import apply_overrides, from_dict
+from gencraft.config import Limit, Range, apply_overrides, check_value, from_dict, validate
 from gencraft.data.images import ImageDataset, load_image_dataset, split_indices
 from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
-from gencraft.io import atomic_dir, now_iso, write_json, write_text
+from gencraft.io import atomic_dir, now_iso, recover_dir, write_json, write_text
 from gencraft.models import IMAGE_KINDS, build, family
 from gencraft.models.image_common import diff_augment, ema_decay, to_uint8, to_unit, update_ema
 from gencraft.paths import run_path
-from gencraft.runs import load_weights, new_run_id, save_weights, sha256_file, write_info
-from gencraft.train.common import pick_device
+from gencraft.runs import load_weights, new_run_id, run_status, save_weights, sha256_file, write_info
+from gencraft.schemas import CheckpointState, read_json
+from gencraft.train.autosave import Autosave
+from gencraft.train.common import check_training_memory, pick_device
 from gencraft.train.curves import pictures_markdown
 from gencraft.train.image_eval import Evaluator, sample_for_eval
 from gencraft.train.metrics import RunLog
@@ -62,6 +64,16 @@ class ImageTrainConfig:
     sample_every: int = 500  # sample grid in samples/
     log_every: int = 50
     diverge_at: float = 1e5  # |loss| above this (or NaN) stops training
+    checkpoint_every: float = 300.0  # seconds between checkpoints/last besides each evaluation; 0 = off
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "steps": Range(1, 10**9), "batch_size": Range(1, 1 << 16), "lr": Range(0, 10), "lr_d": Range(0, 10),
+        "beta1": Range(-1, 1, hi_open=True), "beta2": Range(-1, 1, hi_open=True), "seed": Range(0, 2**63 - 1),
+        "conditional": ("auto", "on", "off"), "diffaug": ("auto", "on", "off"),
+        "diffaug_cutout": Range(0, 1, lo_open=True), "diffaug_below": Range(0, 10**9),
+        "val_fraction": Range(0, 1, lo_open=True, hi_open=True), "eval_every": Range(1, 10**9),
+        "sample_every": Range(1, 10**9), "log_every": Range(1, 10**9), "diverge_at": Range(0, 1e30, lo_open=True),
+        "checkpoint_every": Range(0, 10**7)}
 
 
 KIND_DEFAULTS: dict[str, dict[str, float]] = {
@@ -278,10 +290,11 @@ def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: st
     tcfg = ImageTrainConfig()
     last = run / "checkpoints" / "last"
     if resume:
+        recover_dir(last)  # a kill in the middle of replacing it leaves the previous one aside
         if not (last / "state.json").is_file():
             raise RunError(f"{run}: nothing to resume (no checkpoints/last/state.json); train without --resume",
                            param="resume")
-        state = json.loads((last / "state.json").read_text(encoding="utf-8"))
+        state = read_json(last / "state.json", CheckpointState, hint="the checkpoint is corrupted")
         if state.get("kind") != kind:
             raise UsageError(f"{run}: the checkpoint is a {state.get('kind')} run, not {kind}; pass --model {state.get('kind')}",
                              param="model")
@@ -292,6 +305,11 @@ def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: st
         tcfg = from_dict(ImageTrainConfig, state["train"])
         (tcfg,) = apply_overrides([tcfg], overrides)
     else:
+        if run.exists() and not run.is_dir():
+            raise UsageError(f"--out {run}: is a file, not a run folder; choose another --out", param="out")
+        if run_status(run)["state"] == "training":
+            raise UsageError(f"{run}: process {run_status(run).get('pid')} is training this run now; wait for it, "
+                             "stop it (Ctrl-C), or choose another --out", param="out")
         if run.exists() and any(run.iterdir()) and not overwrite:
             raise UsageError(f"{run}: already exists; pass --resume to continue it, --overwrite to replace it, "
                              "or choose another --out", param="out")
@@ -303,9 +321,13 @@ def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: st
         tcfg.seed = seed
     if steps is not None:
         tcfg.steps = steps
-    if tcfg.steps < 1 or tcfg.batch_size < 1:
-        raise ConfigError("steps and batch_size must be at least 1", param="steps")
+    validate(tcfg)
+    validate(mcfg)
+    if max_time is not None:
+        check_value("--max-time", max_time, Range(0, 10**9, lo_open=True))
 
+    check_training_memory(kind, mcfg, batch=tcfg.batch_size, positions=mcfg.img_size ** 2,
+                          width=max(getattr(mcfg, a, 0) for a in ("ch", "g_ch", "d_ch", "max_ch")), depth=4)
     torch.manual_seed(tcfg.seed)
     setup = _make(kind, mcfg, tcfg, len(ds.images), dev)  # may raise ConfigError on a bad size or option
     train_idx, _ = split_indices(len(ds.images), tcfg.val_fraction, 0)
@@ -322,7 +344,9 @@ def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: st
         created_dir = True
     run.mkdir(parents=True, exist_ok=True)
     try:
-        return _train(run, ds, setup, state, x_all, y_all, data_gen, resume, max_time, progress)
+        with Autosave(run, every_s=tcfg.checkpoint_every, every_steps=tcfg.eval_every,
+                      step=int(state.get("step", 0))) as autosave:
+            return _train(run, ds, setup, state, x_all, y_all, data_gen, resume, max_time, progress, autosave)
     except BaseException:
         if created_dir and not (run / "checkpoints" / "last").exists():
             shutil.rmtree(run, ignore_errors=True)  # nothing worth keeping: leave nothing behind
@@ -331,7 +355,7 @@ def train_image(dataset: str | os.PathLike[str], kind: str = "dcgan", *, out: st
 
 def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all: torch.Tensor,
            y_all: torch.Tensor | None, data_gen: torch.Generator, resume: bool, max_time: float | None,
-           progress: Callable[[int, int, dict[str, float]], None] | None) -> dict[str, Any]:
+           progress: Callable[[int, int, dict[str, float]], None] | None, autosave: Autosave) -> dict[str, Any]:
     tcfg, model, kind = s.tcfg, s.model, s.kind
     last = run / "checkpoints" / "last"
     step, elapsed, best_fid, best_step = 0, 0.0, math.inf, None
@@ -416,12 +440,20 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
                                                    "train_time_s": round(elapsed, 2)}, "model_digest": digest}
                 write_info(run, info)
             checkpoint()
+            autosave.saved(step)
             model.train()
+        elif autosave.due(step):  # between evaluations: every checkpoint_every seconds, or a signal
+            checkpoint()
+            autosave.saved(step)
         if out_of_time:
             stopped_by_time = True
             break
+        if autosave.stopping:
+            break
 
     runlog.close()
+    if autosave.stopping and not (run / "gencraft.json").is_file():
+        autosave.finish(step)  # no evaluated weights yet: the mark and the checkpoint are all there is
     if not info:  # resumed after the best checkpoint: refresh the summary from the existing files
         _, info = _read_existing(run)
     info["metrics"] = {**info.get("metrics", {}), "step": step, "train_time_s": round(elapsed, 2),
@@ -430,6 +462,7 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
     write_info(run, info)
     write_text(run / "MODEL_CARD.md", _model_card({**info, "gencraft_version": _version()}, ds.manifest)
                + pictures_markdown(run))
+    autosave.finish(step)  # after a signal: raises Interrupted (the CLI exits 130)
     return info
 
 

@@ -21,20 +21,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from gencraft import __version__
-from gencraft.config import apply_overrides, from_dict
+from gencraft.config import apply_overrides, check_value, from_dict
 from gencraft.errors import ConfigError, DataError, TrainingDiverged, UsageError
 from gencraft.io import now_iso, write_text
 from gencraft.models import config_class
 from gencraft.paths import run_path
-from gencraft.runs import new_run_id, write_info
+from gencraft.runs import new_run_id, sha256_file, write_info
 from gencraft.train import dist as D
 from gencraft.train import finetune
+from gencraft.train.autosave import Autosave
 from gencraft.train.card import model_card
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.common import (
     Progress,
+    check_training_memory,
     copy_dataset_files,
     dataset_record,
+    diverged_error,
     pick_device,
     refuse_existing_run,
     seed_all,
@@ -154,13 +157,15 @@ def train(
         kind, preset, mcfg, tc, state = _resolve_configs(ds, run_dir, model, preset, overrides, resume)
         tune = finetune.from_state(state.get("finetune"))
     if max_time is not None:
-        tc.max_time = float(max_time)
+        tc.max_time = check_value("--max-time", max_time, TrainConfig.LIMITS["max_time"])
     if seed is not None:
         tc.seed = int(seed)
     if device is not None:
         tc.device = device
     check(tc)
     check_model(kind, mcfg)
+    check_training_memory(kind, mcfg, batch=tc.batch_size, positions=mcfg.block_size,
+                          width=max(mcfg.n_embd, getattr(mcfg, "n_hidden", 0)), depth=mcfg.n_layer, vocab=mcfg.vocab_size)
     if mcfg.vocab_size < ds.vocab_size:
         raise ConfigError(f"--set vocab_size={mcfg.vocab_size}: smaller than the dataset's tokenizer "
                           f"({ds.vocab_size}); leave it unset", param="vocab_size")
@@ -226,6 +231,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                         f"rank {info.rank} {len(train_part):,}, too few for block_size {T}; use fewer processes "
                         "or a smaller --set block_size", param="block_size")
     ck_interval = tc.checkpoint_interval or tc.eval_interval
+    diverge_at = 10 * max(math.log(mcfg.vocab_size), 1.0)  # a loss no model worse than guessing reaches
     record = {
         "kind": kind, "preset": preset, "run_id": run_id, "created": created, "name": run_dir.name,
         "model": asdict(mcfg), "train": asdict(tc),
@@ -259,11 +265,11 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
         }, trainable_only=adapter_only)
 
     def diverged(where: str) -> TrainingDiverged:
-        return TrainingDiverged(
-            f"training diverged at step {step} ({where} is NaN/inf); the last good checkpoint in "
-            f"{run_dir / CHECKPOINT} is kept: lower the learning rate (--set learning_rate=...) and --resume")
+        return diverged_error(run_dir, step, where)
 
     bar = Progress(show_progress and main, tc.max_iters, step)
+    autosave = Autosave(run_dir, every_s=tc.checkpoint_every, every_steps=ck_interval, step=step, log=bar.log,
+                        enabled=main)
     runlog = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time, time_before=time_before,
                     enabled=main)
     sample_tok = load_run_tokenizer(ds.path) if main else None
@@ -273,6 +279,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     loss_n = 0
     stopped = None
     net.train()
+    autosave.start()
     try:
         while step < tc.max_iters:
             elapsed = time_before + (time.time() - t_start)
@@ -299,8 +306,9 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                 train_loss = float(loss_sum.item()) / max(loss_n, 1)
                 loss_sum.zero_()
                 loss_n = 0
-                if not math.isfinite(train_loss):
-                    raise diverged("the training loss")
+                if not math.isfinite(train_loss) or train_loss > diverge_at:
+                    raise diverged(f"the training loss ({train_loss:.4g}) is NaN/inf or over {diverge_at:.3g}, "
+                                   "ten times a uniform guess's")
                 now = time.time()
                 tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
                 t_log, tokens_log = now, tokens_seen
@@ -309,12 +317,15 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                             "tokens_per_s": round(tps, 1), "time_s": round(time_before + now - t_start, 2)})
 
             out_of_time = bool(tc.max_time) and time_before + (time.time() - t_start) >= tc.max_time
-            out_of_time = D.any_true(out_of_time, info, dev)
+            halt = D.any_true(out_of_time or autosave.stopping, info, dev)  # all ranks stop together
+            out_of_time = halt and not autosave.stopping
+            if autosave.stopping and stopped is None:
+                stopped = f"{autosave.signal_name}: stopped at step {step}"
             last = step == tc.max_iters or out_of_time
             if step % tc.eval_interval == 0 or last:
                 val = estimate_val_loss(fwd, ds, tc, T, dev, autocast, info)
                 if not math.isfinite(val):
-                    raise diverged("the validation loss")
+                    raise diverged("the validation loss is NaN/inf")
                 last_val = {"loss": val, "step": step}
                 improved = val < best
                 if improved:
@@ -323,13 +334,13 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                         model_digest = finetune.save_best(raw, run_dir, tune)
                 else:
                     bad_evals += 1
-                runlog.log({"step": step, "split": "val", "loss": round(val, 5), "ppl": round(math.exp(val), 4),
+                runlog.log({"step": step, "split": "val", "loss": round(val, 5), "ppl": round(math.exp(min(val, 700.0)), 4),
                             "bpc": round(ds.bpc(val), 5), "best": round(best, 5),
                             "time_s": round(time_before + time.time() - t_start, 2)})
                 if main:
                     if sample_tok is not None:
                         runlog.text_samples(step, text_samples(raw, sample_tok), music=sample_tok.kind == "music")
-                    bar.log(f"step {step}: val loss {val:.4f}, ppl {math.exp(val):.2f}, "
+                    bar.log(f"step {step}: val loss {val:.4f}, ppl {math.exp(min(val, 700.0)):.2f}, "
                             f"bpc {ds.bpc(val):.3f}{' (best)' if improved else ''}")
                     if improved:
                         write_run_info()
@@ -337,17 +348,23 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                     stopped = f"early stopping: {bad_evals} evaluations without improvement"
             if out_of_time and stopped is None:
                 stopped = f"max_time: {tc.max_time:g} s budget spent"
-            if main and (step % ck_interval == 0 or last or stopped):
+            if main and (autosave.due(step) or last or stopped):
                 if not all(torch.isfinite(p).all() for p in raw.parameters()):
-                    raise diverged("a weight")
+                    raise diverged("a weight is NaN/inf")
                 checkpoint()
+                autosave.saved(step)
             if stopped:
                 break
     finally:
+        autosave.close()
         bar.close()
         runlog.close()
     if main:
         if stopped:
             bar.log(stopped)
-        write_run_info(stopped)
+        if not (tune and tune.lora) and (run_dir / "model.safetensors").is_file():  # the file's own digest: a resumed run's checkpoint
+            model_digest = sha256_file(run_dir / "model.safetensors")  # may predate the best weights saved after it
+        if model_digest:  # no evaluated weights yet (stopped early): no gencraft.json, the mark says why
+            write_run_info(stopped)
+    autosave.finish(step)  # after a signal: raises Interrupted (the CLI exits 130)
     return run_dir

@@ -38,6 +38,7 @@ from gencraft.models.vocoder import PRESETS as VOC_PRESETS
 from gencraft.models.vocoder import Vocoder, VocoderConfig, discriminator_loss, generator_loss
 from gencraft.paths import run_path
 from gencraft.runs import new_run_id, read_info, save_weights, write_info
+from gencraft.train.autosave import Autosave
 from gencraft.train.checkpoint import CHECKPOINT, load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.common import pick_device
 from gencraft.train.config import TrainConfig, check
@@ -250,10 +251,11 @@ def train_speech(dataset: str | os.PathLike[str], *, preset: str = "tiny", part:
         for p in parts:
             tc = configs[p][1]
             torch.set_num_threads(tc.num_threads or (os.cpu_count() or 1))
-            if p == "acoustic":
-                _train_acoustic(run_dir, ds, configs[p], states.get(p, {}), train_set, val_set, preset, say)
-            else:
-                _train_vocoder(run_dir, ds, configs[p], states.get(p, {}), train_set, val_set, preset, say)
+            with Autosave(run_dir, every_s=tc.checkpoint_every, every_steps=tc.eval_interval, log=say, part=p,
+                          step=states.get(p, {}).get("step", 0)) as autosave:
+                train_part = _train_acoustic if p == "acoustic" else _train_vocoder
+                train_part(run_dir, ds, configs[p], states.get(p, {}), train_set, val_set, preset, say, autosave)
+                autosave.finish(autosave.last_step or 0)  # after a signal: Interrupted (the CLI exits 130)
     finally:
         torch.set_num_threads(threads)
     return run_dir
@@ -322,7 +324,7 @@ def acoustic_val_loss(model: TTS, val: Corpus, batch_size: int) -> float:
 
 
 def _train_acoustic(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dict[str, Any], train: Corpus,
-                    val: Corpus, preset: str, say) -> None:
+                    val: Corpus, preset: str, say, autosave: Autosave) -> None:
     mcfg, tc = cfgs
     dev = _pick_device(tc)
     torch.manual_seed(tc.seed)
@@ -340,6 +342,13 @@ def _train_acoustic(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: di
     log = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time or None, time_before=t_before)
     t0 = time.time()
     model.train()
+
+    def checkpoint() -> None:
+        save_checkpoint(ck, model, opt, gen, {
+            "kind": "tts_acoustic", "preset": preset, "model": asdict(mcfg), "train": asdict(tc), "step": step,
+            "best": best, "train_time_s": t_before + time.time() - t0, "digest": digest, "epoch": epoch,
+            "manifest_digest": ds.manifest.get("digest", "")})
+        autosave.saved(step)
     loss_sum, loss_n = 0.0, 0
     stopped = None
     while step < tc.max_iters:
@@ -380,15 +389,16 @@ def _train_acoustic(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: di
             say(f"acoustic step {step}: val loss {v:.4f}{' (best)' if improved else ''}")
             if out_of_time:
                 stopped = f"max_time: {tc.max_time:g} s budget spent"
-            save_checkpoint(ck, model, opt, gen, {
-                "kind": "tts_acoustic", "preset": preset, "model": asdict(mcfg), "train": asdict(tc), "step": step,
-                "best": best, "train_time_s": now, "digest": digest, "epoch": epoch,
-                "manifest_digest": ds.manifest.get("digest", "")})
+            checkpoint()
             _write_run_info(run_dir, ds, preset, "acoustic", mcfg, tc, None, {
                 "best_val_loss": best, "step": step, "train_time_s": round(now, 2),
                 **({"stopped": stopped} if stopped else {})}, digest)
             if stopped:
                 break
+        elif autosave.due(step):  # between evaluations: every checkpoint_every seconds, or a signal
+            checkpoint()
+        if autosave.stopping:
+            break
     log.close()
 
 
@@ -411,7 +421,7 @@ def vocoder_val_loss(G: torch.nn.Module, val: Corpus, n: int) -> float:
 
 
 def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dict[str, Any], train: Corpus,
-                   val: Corpus, preset: str, say) -> None:
+                   val: Corpus, preset: str, say, autosave: Autosave) -> None:
     mcfg, tc, lc = cfgs
     dev = _pick_device(tc)
     torch.manual_seed(tc.seed)
@@ -430,6 +440,13 @@ def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dic
     t0 = time.time()
     voc.train()
     stopped = None
+
+    def checkpoint() -> None:
+        save_checkpoint(ck, voc, opts, gen, {
+            "kind": "tts_vocoder", "preset": preset, "model": asdict(mcfg), "train": asdict(tc),
+            "loss": asdict(lc), "step": step, "best": best, "train_time_s": t_before + time.time() - t0,
+            "digest": digest, "manifest_digest": ds.manifest.get("digest", "")})
+        autosave.saved(step)
     while step < tc.max_iters:
         elapsed = t_before + time.time() - t0
         lr = lr_at(step, tc, elapsed / tc.max_time if tc.max_time else 0.0)
@@ -481,15 +498,16 @@ def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dic
             say(f"vocoder step {step}: held-out mel L1 {v:.4f}{' (best)' if improved else ''}")
             if out_of_time:
                 stopped = f"max_time: {tc.max_time:g} s budget spent"
-            save_checkpoint(ck, voc, opts, gen, {
-                "kind": "tts_vocoder", "preset": preset, "model": asdict(mcfg), "train": asdict(tc),
-                "loss": asdict(lc), "step": step, "best": best, "train_time_s": now, "digest": digest,
-                "manifest_digest": ds.manifest.get("digest", "")})
+            checkpoint()
             _write_run_info(run_dir, ds, preset, "vocoder", mcfg, tc, lc, {
                 "best_val_mel_l1": best, "step": step, "train_time_s": round(now, 2),
                 **({"stopped": stopped} if stopped else {})}, digest)
             if stopped:
                 break
+        elif autosave.due(step):  # between evaluations: every checkpoint_every seconds, or a signal
+            checkpoint()
+        if autosave.stopping:
+            break
     log.close()
 
 

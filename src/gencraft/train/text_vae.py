@@ -30,30 +30,41 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from gencraft import __version__
-from gencraft.config import apply_overrides, from_dict
-from gencraft.errors import ConfigError, DataError, RunError, TrainingDiverged, UsageError
+from gencraft.config import Limit, Range, apply_overrides, check_value, from_dict, validate
+from gencraft.errors import ConfigError, DataError, RunError, UsageError
 from gencraft.generate.latent import decode_latents
 from gencraft.io import now_iso, write_text
 from gencraft.models.text_vae import PRESETS, TextVAE, TextVAEConfig
 from gencraft.paths import run_path
-from gencraft.runs import load_weights, new_run_id, read_info, save_weights, write_info
+from gencraft.runs import (
+    load_run_weights,
+    new_run_id,
+    read_info,
+    run_model_config,
+    save_weights,
+    sha256_file,
+    write_info,
+)
+from gencraft.train.autosave import Autosave
 from gencraft.train.card import model_card
 from gencraft.train.checkpoint import load_checkpoint, read_checkpoint_state, save_checkpoint
 from gencraft.train.common import (
     Progress,
+    check_training_memory,
     copy_dataset_files,
     dataset_record,
+    diverged_error,
     pick_device,
     refuse_existing_run,
     seed_all,
 )
-from gencraft.train.config import TrainConfig, check
+from gencraft.train.config import TrainConfig
 from gencraft.train.curves import pictures_markdown
 from gencraft.train.data import load_dataset
 from gencraft.train.metrics import RunLog, load_run_tokenizer
@@ -70,6 +81,10 @@ class KLConfig:
     kl_cycles: int = 3  # cyclical: number of cycles over max_iters
     kl_ratio: float = 0.5  # cyclical: share of each cycle spent rising (then beta = 1)
     free_bits: float = 0.1  # nats per latent dimension the KL term does not penalize (0 = off)
+
+    LIMITS: ClassVar[dict[str, Limit]] = {
+        "kl_anneal": ("linear", "cyclical", "none"), "kl_anneal_iters": Range(0, 10**9),
+        "kl_cycles": Range(1, 10**6), "kl_ratio": Range(0, 1, lo_open=True), "free_bits": Range(0, 100)}
 
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -101,20 +116,11 @@ def kl_weight(step: int, kc: KLConfig, max_iters: int, time_fraction: float = 0.
 
 
 def check_configs(mcfg: TextVAEConfig, tc: TrainConfig, kc: KLConfig) -> None:
-    check(tc)
-    for name in ("n_embd", "n_hidden", "n_latent", "n_layer", "block_size", "vocab_size"):
-        if getattr(mcfg, name) < 1:
-            raise ConfigError(f"--set {name}={getattr(mcfg, name)}: must be at least 1", param=name)
-    if mcfg.block_size < 2:
-        raise ConfigError(f"--set block_size={mcfg.block_size}: must be at least 2", param="block_size")
-    for name in ("dropout", "word_dropout"):
-        if not 0.0 <= getattr(mcfg, name) < 1.0:
-            raise ConfigError(f"--set {name}={getattr(mcfg, name)}: must be in [0, 1)", param=name)
-    if kc.kl_anneal not in ("linear", "cyclical", "none"):
-        raise ConfigError(f"--set kl_anneal={kc.kl_anneal}: expected linear, cyclical or none", param="kl_anneal")
-    if kc.free_bits < 0 or kc.kl_anneal_iters < 0 or kc.kl_cycles < 1 or not 0 < kc.kl_ratio <= 1:
-        raise ConfigError("--set free_bits/kl_anneal_iters/kl_cycles/kl_ratio: free_bits >= 0, kl_anneal_iters >= 0, "
-                          "kl_cycles >= 1 and 0 < kl_ratio <= 1", param="free_bits")
+    """Every field against its type and range (the configs' LIMITS), naming the first bad one."""
+    for c in (mcfg, tc, kc):
+        validate(c)
+    if mcfg.eos_id >= mcfg.vocab_size:
+        raise ConfigError(f"--set eos_id={mcfg.eos_id}: must be below vocab_size ({mcfg.vocab_size})", param="eos_id")
 
 
 def resolve(preset: str, vocab_size: int, eos_id: int, overrides=None) -> tuple[TextVAEConfig, TrainConfig, KLConfig]:
@@ -221,12 +227,14 @@ def train_text_vae(
     else:
         mcfg, tc, kc = resolve(preset, int(tok["vocab_size"]), int(tok.get("eos_id", 0)), overrides)
     if max_time is not None:
-        tc.max_time = float(max_time)
+        tc.max_time = check_value("--max-time", max_time, TrainConfig.LIMITS["max_time"])
     if seed is not None:
         tc.seed = int(seed)
     if device is not None:
         tc.device = device
     check_configs(mcfg, tc, kc)
+    check_training_memory(KIND, mcfg, batch=tc.batch_size, positions=mcfg.block_size,
+                          width=max(mcfg.n_embd, mcfg.n_hidden), depth=mcfg.n_layer + 1, vocab=mcfg.vocab_size)
     if mcfg.vocab_size < int(tok["vocab_size"]):
         raise ConfigError(f"--set vocab_size={mcfg.vocab_size}: smaller than the dataset's tokenizer", param="vocab_size")
     train_s = sentences(ds.train, mcfg.eos_id, mcfg.block_size)
@@ -285,11 +293,14 @@ def train_text_vae(
 
     bar = Progress(progress, tc.max_iters, step)
     runlog = RunLog(run_dir, total=tc.max_iters, start_step=step, max_time=tc.max_time, time_before=time_before)
+    autosave = Autosave(run_dir, every_s=tc.checkpoint_every, every_steps=tc.checkpoint_interval or tc.eval_interval,
+                        step=step, log=bar.log)
     sample_tok = load_run_tokenizer(ds.path)
     stopped = None
     loss_sum, loss_n = 0.0, 0
     t_log, tokens_log = t_start, tokens_seen
     net.train()
+    autosave.start()
     try:
         while step < tc.max_iters:
             elapsed = time_before + time.time() - t_start
@@ -317,8 +328,7 @@ def train_text_vae(
                 train_loss = loss_sum / loss_n
                 loss_sum, loss_n = 0.0, 0
                 if not math.isfinite(train_loss):
-                    raise TrainingDiverged(f"training diverged at step {step} (loss is NaN/inf); lower the "
-                                           "learning rate (--set learning_rate=...) and --resume")
+                    raise diverged_error(run_dir, step, "the training loss is NaN/inf")
                 now = time.time()
                 tps = (tokens_seen - tokens_log) / max(now - t_log, 1e-9)
                 t_log, tokens_log = now, tokens_seen
@@ -332,7 +342,7 @@ def train_text_vae(
             if step % tc.eval_interval == 0 or last:
                 ev = evaluate(net, val_s, tc.batch_size, dev, seed=tc.seed + 1)
                 if not math.isfinite(ev["nelbo"]):
-                    raise TrainingDiverged(f"training diverged at step {step} (validation loss is NaN/inf)")
+                    raise diverged_error(run_dir, step, "the validation loss is NaN/inf")
                 improved = ev["nelbo"] < best
                 if improved:
                     best, best_metrics, bad_evals = ev["nelbo"], ev, 0
@@ -354,17 +364,24 @@ def train_text_vae(
                     stopped = f"early stopping: {bad_evals} evaluations without improvement"
             if out_of_time and stopped is None:
                 stopped = f"max_time: {tc.max_time:g} s budget spent"
-            ck = tc.checkpoint_interval or tc.eval_interval
-            if step % ck == 0 or last or stopped:
+            if autosave.stopping and stopped is None:
+                stopped = f"{autosave.signal_name}: stopped at step {step}"
+            if autosave.due(step) or last or stopped:
                 checkpoint()
+                autosave.saved(step)
             if stopped:
                 break
     finally:
+        autosave.close()
         bar.close()
         runlog.close()
     if stopped:
         bar.log(stopped)
-    write_run_info(stopped)
+    if (run_dir / "model.safetensors").is_file():  # the file's own digest: a resumed run's checkpoint
+        model_digest = sha256_file(run_dir / "model.safetensors")  # may predate the best weights saved after it
+    if model_digest:  # no evaluated weights yet (stopped early): no gencraft.json, the mark says why
+        write_run_info(stopped)
+    autosave.finish(step)  # after a signal: raises Interrupted (the CLI exits 130)
     return run_dir
 
 
@@ -387,9 +404,6 @@ def load_text_vae(run: str | os.PathLike[str], device: str | torch.device = "cpu
     if info["kind"] != KIND:
         raise RunError(f"{path}: a {info['kind']} run, not a text_vae run; train one with "
                        "`gencraft train DATASET --model text_vae`", param="model")
-    model = TextVAE(from_dict(TextVAEConfig, info.get("model", {})))
-    weights = path / "model.safetensors"
-    if not weights.is_file():
-        raise RunError(f"{weights}: missing; the run is incomplete (train it again or --resume)")
-    load_weights(model, weights)
+    model = TextVAE(run_model_config(path, info, TextVAEConfig))
+    load_run_weights(model, path, info)
     return model.to(device).eval(), info, path

@@ -24,9 +24,17 @@
         el("td", {}, r.best == null ? "–" : `${fmt(r.best)} ${r.best_metric === "fid" ? "FID-proxy" : "val loss"}`),
         el("td", {}, fmt(r.val_bpc)), el("td", {}, fmt(r.train_time_s, 3)),
         el("td", {}, r.params ? r.params.toLocaleString() : "–"), el("td", {}, (r.size_bytes / 1e6).toFixed(2) + " MB"),
-        el("td", { class: "meta" }, r.complete ? (r.stopped || "") : (r.resumable ? "resumable" : "incomplete"))));
+        el("td", { class: "meta" }, runNote(r))));
     }
     picked();
+  }
+
+  // where a run stands (runs.run_status): training, stopped, interrupted (killed) or failed, with its last checkpoint
+  function runNote(r) {
+    const st = r.status || { state: "finished" };
+    const at = st.checkpoint_step != null ? ` at step ${st.checkpoint_step}` : ", no checkpoint yet";
+    if (st.state !== "finished") return st.state + at;
+    return r.complete ? (r.stopped || "") : (r.resumable ? "resumable" : "incomplete");
   }
 
   function selected() { return [...document.querySelectorAll(".run-pick:checked")].map((c) => c.value); }
