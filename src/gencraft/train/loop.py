@@ -164,8 +164,10 @@ def train(
         tc.device = device
     check(tc)
     check_model(kind, mcfg)
-    check_training_memory(kind, mcfg, batch=tc.batch_size, positions=mcfg.block_size,
-                          width=max(mcfg.n_embd, getattr(mcfg, "n_hidden", 0)), depth=mcfg.n_layer, vocab=mcfg.vocab_size)
+    if kind != "hf":  # a Hugging Face base's size is the base's own: loading it is the check
+        check_training_memory(kind, mcfg, batch=tc.batch_size, positions=mcfg.block_size,
+                              width=max(mcfg.n_embd, getattr(mcfg, "n_hidden", 0)), depth=mcfg.n_layer,
+                              vocab=mcfg.vocab_size)
     if mcfg.vocab_size < ds.vocab_size:
         raise ConfigError(f"--set vocab_size={mcfg.vocab_size}: smaller than the dataset's tokenizer "
                           f"({ds.vocab_size}); leave it unset", param="vocab_size")
