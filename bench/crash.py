@@ -1,20 +1,23 @@
 """Benchmark: what a SIGKILL at a random moment costs a training run, and that --resume recovers it.
 
-One GPT run on tinyshakespeare is started with ``gencraft train`` and killed with SIGKILL
-``--kills`` times (default 20), each time at a random moment between ``--min`` and ``--max``
-seconds after its process started (default 5 s to 3 min), then resumed with ``--resume``; after the
-last kill it runs to the end. For every kill it prints:
+A GPT run on tinyshakespeare is started with ``gencraft train`` and killed with SIGKILL at a random
+moment between ``--min`` and ``--max`` seconds after its process started (default 5 s to 3 min),
+then resumed with ``--resume`` and killed again, ``--kills`` times in all (default 20); a run that
+reaches ``--iters`` before the next kill is followed by a fresh one (same configuration and seed), and
+the last one runs to the end after the last kill. For every kill it prints:
 
-- the wall time lost: from the last checkpoint written (``checkpoints/last/state.json``) to the kill,
-  which ``--checkpoint-every`` bounds (plus the start-up of the process when no checkpoint came yet);
+- the training time lost: from the last checkpoint written (``checkpoints/last/state.json``), or from
+  the moment this session began training when it wrote none (``RUN/training.json``'s ``started``), to
+  the kill; ``--checkpoint-every`` bounds it. The session's start-up before training (importing
+  torch, loading the data and the checkpoint) is printed beside it: a kill then costs that time, no work;
 - whether the run directory was still usable: its checkpoint readable (``--resume`` works) and, once
   it has evaluated weights, ``gencraft.json`` and ``model.safetensors`` loadable (digest checked).
 
-Then it trains the same configuration once without interruption and prints both final validation
-losses side by side (resuming restores the optimizer, the schedule, every RNG and the data position,
-so they agree to the last digit unless the hardware's float reductions differ).
+Meanwhile it trains the same configuration once without interruption, and prints every crashed run's
+best validation loss beside it (resuming restores the optimizer, the schedule, every RNG and the data
+position, so they agree to the last digit unless the hardware's float reductions differ).
 
-    flock /tmp/gencraft-bench.lock .venv/bin/python bench/crash.py              # 20 kills (about an hour)
+    flock /tmp/gencraft-bench.lock .venv/bin/python bench/crash.py              # 20 kills (45-60 min)
     .venv/bin/python bench/crash.py --kills 3 --min 5 --max 20 --iters 1500     # a quick look
 
 Options: --kills N, --min S, --max S, --every S (--checkpoint-every, default 30 s), --iters N,
@@ -73,6 +76,15 @@ def checkpoint_info(run: Path) -> tuple[int | None, float | None]:
         return None, None
 
 
+def training_started(run: Path, process_started: float) -> float | None:
+    """When this session began training (its ``training.json`` mark), or None if it never did."""
+    try:
+        began = float(json.loads((run / "training.json").read_text())["started"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return began if began >= process_started - 1.0 else None  # an older session's mark: this one never began
+
+
 def usable(run: Path) -> str:
     """'ok' when the checkpoint reads and (if present) the run loads; else what is wrong."""
     from gencraft.errors import GencraftError
@@ -95,8 +107,8 @@ def main() -> None:
     ap.add_argument("--min", type=float, default=5.0)
     ap.add_argument("--max", type=float, default=180.0)
     ap.add_argument("--every", type=float, default=30.0, help="--checkpoint-every of the runs (seconds)")
-    ap.add_argument("--iters", type=int, default=30000)
-    ap.add_argument("--eval-interval", type=int, default=2500)
+    ap.add_argument("--iters", type=int, default=12000)
+    ap.add_argument("--eval-interval", type=int, default=2000)
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None)
@@ -107,15 +119,19 @@ def main() -> None:
     from gencraft.data import prepare
 
     ds = prepare([corpus(tmp)], home / "datasets" / "shake", license="public domain", split="tail", dedupe=False)
-    run = home / "runs" / "crashed"
     print(f"gencraft train {ds.name} --preset {args.preset} --set max_iters={args.iters} --checkpoint-every "
           f"{args.every:g}; {args.kills} SIGKILLs at random moments {args.min:g}-{args.max:g} s after each start")
-    print(f"{'kill':>4} {'after s':>8} {'step':>7} {'ckpt step':>9} {'lost s':>7}  run directory")
-    lost_all, unusable, resume = [], 0, False
-    kills = 0
+    # the uninterrupted reference trains meanwhile (same configuration and seed): each crashed run must end
+    # at its final loss; a crashed run that reaches max_iters before all the kills came is followed by another
+    straight = subprocess.Popen(train_cmd(ds, "straight", args, False), env=env(home), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True)
+    print(f"{'kill':>4} {'run':>4} {'after s':>8} {'startup s':>9} {'ckpt step':>9} {'lost s':>7}  run directory")
+    lost_all, startups, unusable, resume, finished, kills_per_run = [], [], 0, False, [], {}
+    kills, n_run = 0, 1
     t_total = time.time()
     while kills < args.kills:
-        p = subprocess.Popen(train_cmd(ds, "crashed", args, resume), env=env(home),
+        run = home / "runs" / f"crashed-{n_run}"
+        p = subprocess.Popen(train_cmd(ds, run.name, args, resume), env=env(home),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         started = time.time()
         wait = rng.uniform(args.min, args.max)
@@ -123,45 +139,52 @@ def main() -> None:
             p.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             pass
-        if p.returncode is not None:  # it finished (or failed) before the kill came
+        if p.returncode is not None:  # it finished (or failed) before the kill came: the next kill is another run's
             err = p.stderr.read() if p.stderr else ""
             if p.returncode != 0:
                 sys.exit(f"training failed before kill {kills + 1}: {err.strip()[-500:]}")
-            print(f"the run finished after {kills} kills; raise --iters to kill it {args.kills} times")
-            break
+            finished.append(run)
+            n_run, resume = n_run + 1, False
+            continue
         killed_at = time.time()
         p.send_signal(signal.SIGKILL)
         p.wait()
         kills += 1
+        kills_per_run[run.name] = kills_per_run.get(run.name, 0) + 1
         step, mtime = checkpoint_info(run)
         last_save = mtime if mtime is not None and mtime >= started else None
-        # what is lost: the work since the last save of this process (or since it started, when it saved none:
-        # then the previous session's checkpoint is still the one to resume from)
-        lost = killed_at - (last_save if last_save is not None else started)
+        began = training_started(run, started)
+        # what is lost: the training since the last save of this session, or since it began training
+        # (the previous session's checkpoint is then still the one to resume from); none if it never began
+        lost = killed_at - (last_save or began) if began is not None else 0.0
+        startup = (began if began is not None else killed_at) - started
         lost_all.append(lost)
+        startups.append(startup)
         state = usable(run)
         unusable += state != "ok"
-        print(f"{kills:>4} {killed_at - started:>8.1f} {'':>7} {step if step is not None else '-':>9} {lost:>7.1f}  {state}")
+        print(f"{kills:>4} {n_run:>4} {killed_at - started:>8.1f} {startup:>9.1f} {step if step is not None else '-':>9} "
+              f"{lost:>7.1f}  {state}", flush=True)
         resume = step is not None
-    p = subprocess.run(train_cmd(ds, "crashed", args, resume), env=env(home), capture_output=True, text=True)
+    p = subprocess.run(train_cmd(ds, run.name, args, resume), env=env(home), capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"the final resume failed: {p.stderr.strip()[-500:]}")
+    finished.append(run)
     t_crashed = time.time() - t_total
-    t0 = time.time()
-    p = subprocess.run(train_cmd(ds, "straight", args, False), env=env(home), capture_output=True, text=True)
-    if p.returncode != 0:
-        sys.exit(f"the uninterrupted run failed: {p.stderr.strip()[-500:]}")
-    t_straight = time.time() - t0
-    a = json.loads((run / "gencraft.json").read_text())["metrics"]
+    if straight.wait() != 0:
+        sys.exit(f"the uninterrupted run failed: {straight.stderr.read().strip()[-500:]}")
     b = json.loads((home / "runs" / "straight" / "gencraft.json").read_text())["metrics"]
     lost_all.sort()
     print()
-    print(f"lost per kill: median {lost_all[len(lost_all) // 2]:.1f} s, max {lost_all[-1]:.1f} s "
-          f"(checkpoint every {args.every:g} s or {args.eval_interval} steps); unusable run directories: {unusable}")
-    print(f"{'':<28}{'killed ' + str(kills) + 'x + resumed':>22}{'uninterrupted':>16}")
-    print(f"{'final step':<28}{a['step']:>22}{b['step']:>16}")
-    print(f"{'best val loss':<28}{a['best_val_loss']:>22.5f}{b['best_val_loss']:>16.5f}")
-    print(f"{'wall time (s)':<28}{t_crashed:>22.0f}{t_straight:>16.0f}")
+    startups.sort()
+    print(f"training lost per kill: median {lost_all[len(lost_all) // 2]:.1f} s, max {lost_all[-1]:.1f} s "
+          f"(checkpoint every {args.every:g} s or {args.eval_interval} steps); start-up of a session: median "
+          f"{startups[len(startups) // 2]:.1f} s, max {startups[-1]:.1f} s; unusable run directories: {unusable}")
+    print(f"wall time of the {kills} kills and resumes: {t_crashed:.0f} s")
+    print(f"{'run':<12}{'kills':>6}{'final step':>12}{'best val loss':>15}")
+    for r in finished:
+        m = json.loads((r / "gencraft.json").read_text())["metrics"]
+        print(f"{r.name:<12}{kills_per_run.get(r.name, 0):>6}{m['step']:>12}{m['best_val_loss']:>15.5f}")
+    print(f"{'straight':<12}{0:>6}{b['step']:>12}{b['best_val_loss']:>15.5f}")
 
 
 if __name__ == "__main__":

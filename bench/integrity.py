@@ -1,13 +1,15 @@
 """The cost of checking a run's weights against its recorded digest on every load, at 124M parameters,
 and the cost of one resumable checkpoint (which sets the default of ``--checkpoint-every``).
 
-Loads a GPT-2-small-shaped run (124M parameters, float32, ~500 MB of safetensors) three ways, taking
+Loads a GPT-2-small-shaped run (124M parameters, float32, ~500 MB of safetensors) four ways, taking
 turns, and prints each beside the plain load it is compared to:
 
-- ``unchecked``: ``gencraft.train.rundir.load_weights(model, path)`` (what loading did before:
-  ``safetensors`` reads the file, the tensors go into the model)
-- ``checked``: ``load_weights(model, path, digest=...)``, what every run load does now: read the file
-  once, sha256 it, compare, parse the tensors from the same bytes, load them
+- ``unchecked``: ``gencraft.runs.load_weights(model, path)`` (what loading did before the check:
+  ``safetensors`` maps the file, the tensors go into the model)
+- ``checked``: ``load_weights(model, path, digest=...)``, what every run load does now: sha256 the
+  file in 1 MB chunks, compare, then map it (from the page cache) and load the tensors
+- ``checked, read once``: the first version of the check (read the whole file into memory, hash
+  those bytes, parse the tensors from them): one more copy of the weights in memory, and slower
 - ``sha256 alone``: hashing bytes already in memory (the part the check adds)
 
 Then one AdamW step (so the optimizer holds its two moments) and ``save_checkpoint`` of the model and
@@ -34,6 +36,15 @@ from gencraft.models.gpt import GPT, GPTConfig  # noqa: E402
 from gencraft.runs import load_weights, save_weights  # noqa: E402
 
 
+def load_read_once(model: torch.nn.Module, path: Path, digest: str) -> None:
+    """The check's first version: one read into memory, hash those bytes, parse the tensors from them."""
+    from safetensors.torch import load
+
+    data = path.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == digest
+    model.load_state_dict(load(data), strict=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=5)
@@ -48,6 +59,7 @@ def main() -> None:
         size = path.stat().st_size
         data = path.read_bytes()
         times: dict[str, list[float]] = {"unchecked load_weights": [], "checked load_weights (digest=...)": [],
+                                         "checked, read once (the first version)": [],
                                          "sha256 alone (bytes in memory)": []}
         for _ in range(args.reps):
             t = time.perf_counter()
@@ -56,6 +68,9 @@ def main() -> None:
             t = time.perf_counter()
             load_weights(model, path, digest=digest)
             times["checked load_weights (digest=...)"].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            load_read_once(model, path, digest)
+            times["checked, read once (the first version)"].append(time.perf_counter() - t)
             t = time.perf_counter()
             hashlib.sha256(data).hexdigest()
             times["sha256 alone (bytes in memory)"].append(time.perf_counter() - t)

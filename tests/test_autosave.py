@@ -49,7 +49,7 @@ def test_checkpoints_come_by_time_before_the_first_evaluation(dataset: Path, mon
 
     steps: list[int] = []
     real = L.save_checkpoint
-    monkeypatch.setattr(L, "save_checkpoint", lambda run, *a: (steps.append(a[-1]["step"]), real(run, *a)))
+    monkeypatch.setattr(L, "save_checkpoint", lambda run, *a, **kw: (steps.append(a[-1]["step"]), real(run, *a, **kw)))
     run = L.train(dataset, out="t", progress=False,
                   overrides=fast("max_iters=12", "eval_interval=1000", "checkpoint_every=1e-9"))
     assert steps == list(range(1, 13))  # every step (time), though the only evaluation is the last
@@ -122,8 +122,8 @@ def test_ctrl_c_saves_stops_in_one_line_and_resumes(dataset: Path, gencraft_home
 
     real = L.save_checkpoint
 
-    def save_then_interrupt(run, *a):  # Ctrl-C arrives right after the first checkpoint by time
-        real(run, *a)
+    def save_then_interrupt(run, *a, **kw):  # Ctrl-C arrives right after the first checkpoint by time
+        real(run, *a, **kw)
         if a[-1]["step"] == 3:
             threading.Thread(target=os.kill, args=(os.getpid(), signal.SIGINT)).start()
             time.sleep(0.2)

@@ -10,8 +10,10 @@ tests/test_server_schema.py`` many more.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from gencraft.server import ServerConfig, create_app  # noqa: E402
 
 def _home() -> Path:
     home = Path(tempfile.mkdtemp(prefix="gencraft-schema-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)  # made at import (the schema needs the app)
     os.environ.setdefault("GENCRAFT_HOME", str(home))
     make_text_run(home, "tiny")
     make_image_run(home, "pixels")

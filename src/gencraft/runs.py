@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load as load_bytes
 from safetensors.torch import load_file, save_file
 
 from gencraft import __version__, audio
@@ -72,21 +71,20 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike[str], metadata:
 def load_weights(model: torch.nn.Module, path: str | os.PathLike[str], digest: str | None = None) -> None:
     """Load safetensors weights into ``model``; a corrupt or mismatched file is a RunError.
 
-    With ``digest`` (the sha256 a run's gencraft.json records) the file is read once, hashed and
-    checked before its tensors are used: a flipped bit or a truncated copy is a RunError naming
-    the file, not silent garbage (cost: bench/RESULTS.md, "Integrity on load").
+    With ``digest`` (the sha256 a run's gencraft.json records) the file is hashed in 1 MB chunks and
+    checked before its tensors are read: a flipped bit or a truncated copy is a RunError naming the
+    file, not silent garbage. Hashing then memory-mapping (the page cache holds the file by then)
+    costs the hash and no second copy of the weights in memory; whoever can rewrite the file
+    between the two can rewrite the digest as well, so reading it once more guards nothing
+    (cost: bench/RESULTS.md, "Integrity on load").
     """
     try:
-        if digest:
-            data = Path(path).read_bytes()
-            if hashlib.sha256(data).hexdigest() != digest:
-                why = ("the run was stopped while saving its best weights: continue it with --resume"
-                       if (Path(path).parent / "training.json").is_file() else
-                       "the weights are corrupted or were changed (copy the run again, or retrain)")
-                raise RunError(f"{path}: its sha256 differs from the model_digest its gencraft.json records; {why}")
-            tensors = load_bytes(data)
-        else:
-            tensors = load_file(str(path))
+        if digest and sha256_file(path) != digest:
+            why = ("the run was stopped while saving its best weights: continue it with --resume"
+                   if (Path(path).parent / "training.json").is_file() else
+                   "the weights are corrupted or were changed (copy the run again, or retrain)")
+            raise RunError(f"{path}: its sha256 differs from the model_digest its gencraft.json records; {why}")
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"{path}: cannot read weights ({e}); the file is corrupted or not a safetensors file") from None
     missing, unexpected = model.load_state_dict(tensors, strict=False)
