@@ -87,7 +87,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gencraft-guard-long-") as d:
         d = Path(d)
         files = inputs(d, args.mb)
-        versions = {f"old ({old[:12]})": checkout(args.repo, old, d / "old"), "this checkout": ROOT / "src"}
+        label = old[:12] + ("^" if old.endswith("^") else "")
+        versions = {f"old ({label})": checkout(args.repo, old, d / "old"), "this checkout": ROOT / "src"}
         best: dict[tuple[str, str], tuple[float, float]] = {}
         for r in range(args.rounds):
             order = list(versions.items()) if r % 2 == 0 else list(reversed(versions.items()))
