@@ -94,11 +94,18 @@ def make_engine(url: str) -> Engine:
 
 def owner_only(db: Path) -> None:
     """Create the SQLite file readable by its owner only, like the keys: it holds every prompt and
-    output. (SQLite gives its -wal and -shm files the database file's permissions.)"""
+    output. (SQLite gives its -wal and -shm files the database file's permissions.) An existing file
+    is never opened here: closing any descriptor of a file drops every POSIX lock this process holds
+    on it, SQLite's own included, and another connection's writes could then corrupt it."""
     try:
-        os.close(os.open(db, os.O_CREAT | os.O_WRONLY, 0o600))
-        os.chmod(db, 0o600)
+        os.close(os.open(db, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
     except OSError:  # a read-only location: SQLite reports it when it opens the file
+        return
+    try:
+        os.chmod(db, 0o600)  # a library made before this: owner-only from now on
+    except OSError:
         pass
 
 
