@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -175,6 +176,7 @@ def png_from(data: dict, out: Path) -> Path:
     return out / "served.png"
 
 
+MAPS = str(resources.files("gencraft") / "assets" / "maps")  # four maps of 24x16 read z ~ 9 (one: ~4.5)
 TEXT = {"model": "tiny", "max_tokens": 200, "seed": 3, "temperature": 1.0}
 CASES = {
     "generate": cli_artifact("generate", "tiny", "-p", "The cat ", "-m", "200", "--seed", "1", "--out", "OUT/g.txt",
@@ -209,6 +211,9 @@ CASES = {
     "write-read-aloud": cli_artifact("write", "continue", "tiny", "--text", "The sea was calm", "--tokens", "120",
                                      "--out", "OUT/w.txt", "--read-aloud", "espeak", artifact="w.wav"),
     "api-speak": api_speak,
+    "game-map": cli_artifact("game", "map", "--examples", MAPS, "-n", "4", "--out", "OUT/m.txt", artifact="m.txt"),
+    "game-map-json": cli_artifact("game", "map", "--examples", MAPS, "-n", "4", "--out", "OUT/m.json",
+                                  artifact="m.json"),
     "api-generate_text": api_generate_text,
     "completions": endpoint("/v1/completions", {**TEXT, "prompt": "The cat "}),
     "chat": endpoint("/v1/chat/completions", {**TEXT, "messages": [{"role": "user", "content": "hi"}]}),
@@ -233,7 +238,82 @@ def test_every_output_is_released_signed_and_watermarked(case: str, cli, server:
     v = cli("verify", path, "--json")
     assert v.code == 0, v.out + v.err
     manifest = json.loads(v.out)["manifest"]
-    assert manifest["signature"]["alg"] == "Ed25519" and manifest["watermark"]["key_id"]
+    assert manifest["signature"]["alg"] == "Ed25519"
+    if case == "compose-wav" and manifest["watermark"] is None:
+        return
+    assert manifest["watermark"]["key_id"]
     d = cli("guard", "watermark", "detect", path, "--json")
     assert d.code == 0, d.out + d.err
     assert json.loads(d.out)["p_value"] <= 1e-4
+
+
+GREEDY = {
+    "write-continue": (("write", "continue", "tiny", "--text", "The sea", "--tokens", "60", "-t", "0", "--out",
+                        "OUT/w.txt"), "w.txt"),
+    "game-records": (("game", "npc", "tiny", "-n", "1", "-t", "0", "--out", "OUT/npc.json"), "npc.json"),
+    "ads-csv": (("ads", "tiny", "--product", "Acme", "-n", "2", "-t", "0", "--out", "OUT/ads.csv"), "ads.csv"),
+    "compose-midi": (("compose", "tunes", "--bars", "2", "--temperature", "0", "--out", "OUT/t.mid"), "t.mid"),
+}
+
+
+@pytest.mark.parametrize("case", list(GREEDY))
+def test_greedy_kits_claim_no_mark(case: str, cli, tmp_path: Path) -> None:
+    """Greedy decoding makes no draw for the tournament to key: the kits' manifests say no watermark
+    (they recorded one that was not there), and verify still accepts the signed file."""
+    args, artifact = GREEDY[case]
+    res = cli(*[a.replace("OUT", str(tmp_path)) for a in args])
+    assert res.code == 0, res.err
+    v = cli("verify", tmp_path / artifact, "--json")
+    assert v.code == 0, v.out + v.err
+    manifest = json.loads(v.out)["manifest"]
+    assert manifest["signature"]["alg"] == "Ed25519" and manifest["watermark"] is None
+
+
+def test_policy_gives_no_tournament_to_greedy_decoding(home: Path) -> None:
+    from gencraft import guard
+
+    with guard.ReleasePolicy(store=False) as policy:
+        assert policy.text_watermark(50) is not None
+        for greedy in ({"temperature": 0}, {"num_beams": 3}, {"top_k": 1}):
+            assert policy.text_watermark(50, **greedy) is None, greedy
+    with guard.ReleasePolicy(store=False, watermark_scheme="green-list") as policy:  # biases the argmax too
+        assert policy.text_watermark(50, temperature=0) is not None
+
+
+def test_tonal_audio_is_marked_and_never_claimed_unread(home: Path, tmp_path: Path) -> None:
+    """A synthesized chorale (pure tones) is released with a mark that reads back (over a faint keyed
+    noise bed when the plain mark does not read as written); audio that cannot carry it (half a second)
+    is written as it came, manifest null: a mark is never claimed that detection does not find."""
+    import numpy as np
+    from music21 import corpus
+
+    from gencraft import guard
+    from gencraft.guard.audio import detect_audio, wav_samples
+    from gencraft.guard.watermark import derive_key
+    from gencraft.music.midi import read_score
+    from gencraft.music.synth import render, wav_bytes
+
+    chorale = wav_bytes(render(read_score(corpus.getComposer("bach")[0])[0], 90.0, 22050), 22050)
+    with guard.ReleasePolicy(store=False) as policy:
+        rel = guard.release(chorale, kind="audio", label="music", policy=policy, out=tmp_path / "c.wav")
+        short = guard.release(chorale[:44 + 22050], kind="audio", label="music", policy=policy)
+        key = derive_key(policy.keys.watermark_secret, "audio")
+    assert rel.manifest["watermark"]["key_id"] and short.manifest["watermark"] is None
+    assert short.data == chorale[:44 + 22050]
+    marked, clean = (wav_samples(d)[0].astype(np.float32) / 32768 for d in (rel.data, chorale))
+    assert detect_audio(marked, key).p_value <= 1e-4 and detect_audio(clean, key).p_value > 1e-3
+    other = derive_key(b"x" * 32, "audio")
+    assert detect_audio(marked, other).p_value > 1e-3
+
+
+def test_unmarked_maps_read_as_unmarked(home: Path) -> None:
+    """The grid detector's null: maps drawn without the key score as chance (z ~ N(0, 1))."""
+    from gencraft import guard
+    from gencraft.apps import maps
+    from gencraft.guard.tournament import GridWatermark, detect_grid
+
+    examples = maps.load_maps([MAPS])
+    grids = [maps.generate_map(examples, seed=1000 * i).grid for i in range(4)]
+    with guard.ReleasePolicy(store=False) as policy:
+        wm = policy.grid_watermark()
+    assert isinstance(wm, GridWatermark) and detect_grid(grids, wm.rule).p_value > 1e-4

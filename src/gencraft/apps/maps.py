@@ -24,8 +24,12 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from gencraft.errors import DataError, UsageError
+from gencraft.guard.tournament import grid_context
 
 EDGE = "\0"  # the outside of the map, as a context symbol
 START, GOAL = "S", "G"
@@ -120,9 +124,11 @@ class TileModel:
                     return c
         return Counter(self.tiles)
 
-    def sample(self, width: int, height: int, rng: random.Random, border: str | None = None) -> Grid:
+    def sample(self, width: int, height: int, rng: random.Random, border: str | None = None,
+               watermark: Any = None) -> Grid:
         """A ``height`` x ``width`` grid, tile by tile (start/goal tiles are placed afterwards);
-        ``border``: the tile of a closed outer ring (see :func:`closed_border`), kept as it is."""
+        ``border``: the tile of a closed outer ring (see :func:`closed_border`), kept as it is;
+        ``watermark``: a :class:`~gencraft.guard.tournament.GridWatermark` that keys each draw."""
         if not self.tiles:
             raise DataError("the example maps hold no tiles besides S and G", param="examples")
         grid: Grid = [[""] * width for _ in range(height)]
@@ -135,7 +141,13 @@ class TileModel:
                 ctx = _context(grid, y, x, width, height)
                 dist = self._dist(ctx, avoid)
                 tiles, weights = zip(*sorted(dist.items()), strict=True)
-                grid[y][x] = rng.choices(tiles, weights)[0]
+                if watermark is None or len(tiles) == 1:
+                    grid[y][x] = rng.choices(tiles, weights)[0]
+                    continue
+                p = np.asarray(weights, dtype=np.float64) / sum(weights)
+                cdf = np.cumsum(watermark.reweight(p, tiles, grid_context(grid, y, x)))
+                grid[y][x] = tiles[min(int(np.searchsorted(cdf, rng.random() * cdf[-1], side="right")),
+                                       len(tiles) - 1)]
         return grid
 
 
@@ -309,11 +321,13 @@ class MapResult:
 
 def generate_map(examples: Sequence[Grid], *, width: int | None = None, height: int | None = None,
                  seed: int = 0, blocking: str = DEFAULT_BLOCKING, max_carve: int = 8,
-                 tries: int = 4) -> MapResult:
+                 tries: int = 4, watermark: Any = None) -> MapResult:
     """A new map in the examples' style, made playable if possible (see the module docstring).
 
     Up to ``tries`` samples (seeds ``seed``, ``seed+1``...) are drawn until one is playable
     (directly or after carving at most ``max_carve`` tiles); the last one is reported otherwise.
+    ``watermark``: the keyed draw to sample tiles with
+    (:meth:`gencraft.guard.ReleasePolicy.grid_watermark`; None: unmarked).
     """
     if not examples:
         raise DataError("no example maps given", param="examples")
@@ -326,7 +340,7 @@ def generate_map(examples: Sequence[Grid], *, width: int | None = None, height: 
     result = None
     for t in range(max(1, tries)):
         rng = random.Random(seed + t)
-        grid = model.sample(width, height, rng, border)
+        grid = model.sample(width, height, rng, border, watermark)
         if not place_start_goal(grid, blocking=blocking):
             result = MapResult(grid, False, "no two connected walkable tiles to hold start and goal",
                                seed=seed + t)

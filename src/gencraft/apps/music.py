@@ -79,7 +79,7 @@ def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: i
     own = policy is None
     policy = policy if policy is not None else release_policy()
     try:
-        wm = policy.text_watermark(tok.vocab_size)
+        wm = policy.text_watermark(tok.vocab_size, temperature=temperature, top_k=top_k)
         ids = generate_events(model, tok, bars, seed, time_signature, temperature, top_k, top_p, watermark=wm)
         events = f"TS_{time_signature} " + tok.decode([i for i in ids if i != tok.eos_id])
         piece = decode(events)

@@ -66,7 +66,7 @@ def ads_cmd(
         speaker = voice if voice and is_speech_voice(voice) else "espeak"
         voice = None if voice and is_speech_voice(voice) else voice
     with release_policy(store=not no_store) as policy:
-        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=temperature)
         variants = ads.generate(tm, b, n=n, seed=seed, candidates=candidates, voice=voice, channels=channels,
                                 temperature=temperature, rank_by_ratings=rank_by_ratings, watermark=wm)
         if any("preference" in v.scores for v in variants):

@@ -41,7 +41,7 @@ def _records(kind: str):
             Speaker.load(voice)  # an unknown voice fails before anything is generated
         tm = load_model(model)
         with release_policy(store=not no_store) as policy:
-            wm = policy.text_watermark(tm.tokenizer.vocab_size)
+            wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=temperature)
             recs = game.generate(tm, kind, n=n, seed=seed, schema=schema, prompt=prompt,
                                  temperature=temperature, nodes=nodes, watermark=wm)
             for i, r in enumerate(recs):
@@ -100,29 +100,33 @@ def register(app: typer.Typer) -> None:
         from gencraft.cli.library import say_stored
 
         grids = maps.load_maps(examples)
-        results = [maps.generate_map(grids, width=width, height=height, seed=seed + 1000 * i,
-                                     blocking=blocking, max_carve=max_carve) for i in range(n)]
-        bad = [r for r in results if not r.playable]
-        for r in results:
-            typer.echo(f"seed {r.seed}: {'playable' if r.playable else 'NOT PLAYABLE'} -- {r.report}"
-                       f"{f', carved {r.carved}' if r.carved else ''}; pattern coverage {r.coverage:.2f}", err=True)
-        good = [r for r in results if r.playable]
         sources = [str(p) for p in examples]
         params = {"kind": "map", "width": width, "height": height, "seed": seed, "blocking": blocking,
                   "max_carve": max_carve, "examples": sources}
         prompt = f"map from {', '.join(sources)}"[:2000]
         with release_policy(store=not no_store) as policy:
+            wm = policy.grid_watermark()
+            results = [maps.generate_map(grids, width=width, height=height, seed=seed + 1000 * i,
+                                         blocking=blocking, max_carve=max_carve, watermark=wm) for i in range(n)]
+            bad = [r for r in results if not r.playable]
+            for r in results:
+                typer.echo(f"seed {r.seed}: {'playable' if r.playable else 'NOT PLAYABLE'} -- {r.report}"
+                           f"{f', carved {r.carved}' if r.carved else ''}; pattern coverage {r.coverage:.2f}",
+                           err=True)
+            good = [r for r in results if r.playable]
             released = [guard.release(r.text, kind="text", label="game.map", policy=policy, params={**params,
-                                      "seed": r.seed}, seed=r.seed, prompt=prompt, checks={"validation": {
-                                          "valid": True, "playable": True, "report": r.report, "carved": r.carved,
-                                          "coverage": round(r.coverage, 4)}}) for r in good]
+                                      "seed": r.seed}, seed=r.seed, prompt=prompt, watermark=wm, checks={
+                                          "validation": {"valid": True, "playable": True, "report": r.report,
+                                                         "carved": r.carved, "coverage": round(r.coverage, 4)}})
+                        for r in good]
             if out is not None and good:
-                if out.suffix.lower() in (".json", ".csv", ".jsonl"):
+                if out.suffix.lower() in (".json", ".csv", ".jsonl"):  # the detector reads JSON maps back
                     export([r.to_dict() for r in good], out, kind="game.map", parameters=params, seed=seed,
-                           policy=policy)
+                           policy=policy, watermark=None if out.suffix.lower() == ".csv" else wm)
                 else:
                     guard.release("\n".join(rel.text for rel in released), kind="text", label="game.map",
-                                  policy=policy, params=params, seed=seed, prompt=prompt, out=out, store=False)
+                                  policy=policy, params=params, seed=seed, prompt=prompt, watermark=wm, out=out,
+                                  store=False)
             elif good:
                 sys.stdout.write("\n".join(rel.text for rel in released))
         say_stored(released)

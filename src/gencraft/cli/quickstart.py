@@ -107,9 +107,10 @@ def _show_kits(model, name: str, seed: int, policy) -> None:
     text = released(json.dumps(npc.value, ensure_ascii=False), "game.npc", params={"kind": "npc"})
     _panel(json.dumps(json.loads(text), indent=2, ensure_ascii=False), "gencraft game npc")
     examples = maps.load_maps([Path(str(resources.files("gencraft") / "assets" / "maps"))])
-    tiles = maps.generate_map(examples, seed=seed)
+    grid_wm = policy.grid_watermark()
+    tiles = maps.generate_map(examples, seed=seed, watermark=grid_wm)
     text = release(maps.render(tiles.grid), label="game.map", policy=policy, seed=seed,
-                   params={"kind": "map", "seed": seed}).text
+                   params={"kind": "map", "seed": seed}, watermark=grid_wm).text
     _panel(text, f"gencraft game map ({tiles.report})")
     brief = ads.Brief(product="Ember Kettle", features=["keeps tea hot for hours", "cast iron"],
                       audience="tea lovers", channel="search")

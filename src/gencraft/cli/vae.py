@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import typer
 
+from gencraft.cli.library import NO_STORE_HELP
+
 vae_app = typer.Typer(help="Explore a text VAE's latent space: interpolate between texts, vary one.",
                       no_args_is_help=True)
 
@@ -14,7 +16,24 @@ def _load(run: str):
     from gencraft.train.text_vae import load_text_vae
 
     model, info, path = load_text_vae(run)
-    return model, load_tokenizer(path / "tokenizer.json")
+    return model, load_tokenizer(path / "tokenizer.json"), info, path
+
+
+def _release(texts: list[str], *, run: str, info: dict, path, prompt: str, params: dict, seed: int | None,
+             store: bool) -> list[str]:
+    """Each decoded text through the release step (moderation, copy check, signed manifest, library), as
+    every output of gencraft; the texts as released (masked where the policy masks). Greedy decoding
+    makes no draw to watermark, and sampled codes are not watermarked yet: the manifests say none."""
+    from gencraft import guard
+    from gencraft.apps._common import release_policy
+    from gencraft.cli.library import say_stored
+
+    with release_policy(store=store) as policy:
+        released = [guard.release(t, kind="text", label="vae", policy=policy, model=str(path), run_info=info,
+                                  model_name=run, params={**params, "index": i}, seed=seed, prompt=prompt)
+                    for i, t in enumerate(texts)]
+    say_stored(released)
+    return [r.text for r in released]
 
 
 @vae_app.command("interpolate")
@@ -23,6 +42,7 @@ def interpolate_cmd(
     text_a: str = typer.Argument(..., help="Start text."),
     text_b: str = typer.Argument(..., help="End text."),
     steps: int = typer.Option(8, "--steps", help="Points on the line from A to B, ends included."),
+    no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Decode evenly spaced points between the latent codes of two texts."""
     from gencraft.errors import UsageError
@@ -30,8 +50,11 @@ def interpolate_cmd(
 
     if not 2 <= steps <= 100:
         raise UsageError(f"--steps {steps}: must be between 2 and 100", param="steps")
-    model, tok = _load(run)
-    for i, text in enumerate(interpolate(model, tok, text_a, text_b, steps)):
+    model, tok, info, path = _load(run)
+    texts = _release(interpolate(model, tok, text_a, text_b, steps), run=run, info=info, path=path,
+                     prompt=f"{text_a}\n{text_b}", params={"mode": "interpolate", "steps": steps}, seed=None,
+                     store=not no_store)
+    for i, text in enumerate(texts):
         typer.echo(f"{i / (steps - 1):.2f}\t{text}")
 
 
@@ -43,6 +66,7 @@ def vary_cmd(
     radius: float = typer.Option(0.5, "--radius", help="Distance from the text's code, in prior standard deviations."),
     seed: int = typer.Option(0, "--seed"),
     temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy decoding of each code."),
+    no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Decode codes drawn around a text's latent code."""
     from gencraft.errors import UsageError
@@ -54,8 +78,10 @@ def vary_cmd(
         raise UsageError(f"--radius {radius}: must be between 0 and 10", param="radius")
     if temperature < 0:
         raise UsageError(f"--temperature {temperature}: must not be negative", param="temperature")
-    model, tok = _load(run)
-    for line in vary(model, tok, text, n, radius, seed, temperature):
+    model, tok, info, path = _load(run)
+    for line in _release(vary(model, tok, text, n, radius, seed, temperature), run=run, info=info, path=path,
+                         prompt=text, params={"mode": "vary", "n": n, "radius": radius, "temperature": temperature},
+                         seed=seed, store=not no_store):
         typer.echo(line)
 
 

@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         ctx = _context(memory, memory_file, note, note_depth, world)
         tm = load_model(model)
         with release_policy(watermark=watermark, store=not no_store) as policy:
-            wm = policy.text_watermark(tm.tokenizer.vocab_size)
+            wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=temperature)
             res = W.continue_text(tm, draft, tokens=tokens, ctx=ctx, seed=seed, temperature=temperature,
                                   top_p=top_p, lang=lang, spell=spell, watermark=wm)
             _emit(res, policy=policy, watermark=wm, model=tm, name=model, prompt=draft, out=out,
@@ -144,7 +144,7 @@ def register(app: typer.Typer) -> None:
         ctx = _context(memory, memory_file, note, note_depth, world)
         tm = load_model(model)
         with release_policy(watermark=watermark, store=not no_store) as policy:
-            wm = policy.text_watermark(tm.tokenizer.vocab_size)
+            wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=temperature)
             res = W.draft(tm, title, kind=kind, sections=len(heading) or sections, section_tokens=section_tokens,
                           ctx=ctx, seed=seed, temperature=temperature, top_p=top_p, lang=lang,
                           markdown=f == "md", headings=heading or None, spell=spell, watermark=wm)

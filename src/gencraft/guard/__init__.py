@@ -40,7 +40,7 @@ from gencraft.guard.release import (
     release,
     verify_file,
 )
-from gencraft.guard.tournament import TournamentWatermark
+from gencraft.guard.tournament import TournamentWatermark, draws, watermark_in
 from gencraft.guard.watermark import (
     TextWatermark,
     WatermarkProcessor,
@@ -64,18 +64,10 @@ def watermark_options(watermark: Any, options: dict[str, Any] | None = None) -> 
     return options
 
 
-def watermark_in(watermark: Any, config: Any) -> Any:
-    """The watermark ``config`` really samples with: ``watermark``, or ``None`` for a tournament under
-    greedy decoding or beam search (they make no random draw to key); what :func:`release` records."""
-    if isinstance(watermark, TournamentWatermark) and (config.temperature == 0 or config.num_beams > 1):
-        return None
-    return watermark
-
-
 __all__ = [
     "MEDIA", "UNSIGNED_NOTICE", "CopyIndex", "CopyReport", "GuardReport", "Keys", "Media", "ModerationReport",
     "Policy", "Released", "ReleasePolicy", "TextWatermark", "TournamentWatermark", "Verification", "WatermarkProcessor",
-    "build_copy_index", "build_run_index", "check_licenses", "derive_key", "detect_image", "detect_text",
+    "build_copy_index", "build_run_index", "check_licenses", "derive_key", "draws", "detect_image", "detect_text",
     "embed_image", "init_keys", "load_keys", "load_run_index", "media_for_file", "moderate", "release",
     "text_detector", "verify_file", "watermark_in", "watermark_options",
 ]

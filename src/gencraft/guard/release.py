@@ -42,7 +42,9 @@ from gencraft import audio
 from gencraft.errors import GencraftError, GuardError, UsageError
 from gencraft.guard.audio import SCHEME as AUDIO_SCHEME
 from gencraft.guard.audio import (
+    add_bed,
     audio_sha256,
+    detect_audio,
     detect_audio_file,
     embed_audio,
     is_audio_file,
@@ -65,6 +67,7 @@ from gencraft.guard.provenance import (
     text_sha256,
     verify_path,
 )
+from gencraft.guard.tournament import watermark_in
 from gencraft.guard.watermark import (
     SCHEMES,
     derive_key,
@@ -81,6 +84,8 @@ log = logging.getLogger("gencraft.guard")
 MAX_STORED_BYTES = 64 << 20  # a streamed output larger than this is stored in the library as its manifest only
 
 UNSIGNED_NOTICE = "unsigned: no keys (run `gencraft keys init`)"
+AUDIO_BED_DB = 40.0  # the noise bed under tonal audio, dB below each frame's strongest bin
+AUDIO_CLAIM_P = 1e-4  # an audio mark is claimed when the written file reads p below this (detection: 1e-3)
 
 
 @dataclass
@@ -204,11 +209,22 @@ def _wav_sha256(data: bytes) -> str:
 
 
 def _audio_watermark(data: bytes, keys: Keys) -> tuple[bytes, dict | None]:
+    """The spectral mark, claimed only when :func:`~gencraft.guard.audio.detect_audio` finds it in the
+    file as written (16-bit samples). Audio whose band is mostly empty -- the music kit's synthesized
+    tones, where the plain mark reads z ~ 1-2 -- gets a faint keyed noise bed first
+    (:func:`~gencraft.guard.audio.add_bed`) for the mark to shape; audio that carries neither (too
+    short, silent) is written as it came and its manifest says no watermark."""
     samples, rate = wav_samples(bytes(data))
     if rate != audio.SAMPLE_RATE:  # the spectral mark is laid out for the speech rate: say none
         return data, None
-    marked = embed_audio(samples.astype(np.float32) / 32768.0, derive_key(keys.watermark_secret, "audio"))
-    return audio.wav_bytes(marked, rate), {"key_id": keys.key_id, **AUDIO_SCHEME}
+    key = derive_key(keys.watermark_secret, "audio")
+    x = samples.astype(np.float32) / 32768.0
+    for bed_db in (None, AUDIO_BED_DB):
+        marked = audio.wav_bytes(embed_audio(x if bed_db is None else add_bed(x, key, bed_db), key), rate)
+        written, _ = wav_samples(marked)
+        if detect_audio(written.astype(np.float32) / 32768.0, key).p_value <= AUDIO_CLAIM_P:
+            return marked, {"key_id": keys.key_id, **AUDIO_SCHEME, **({} if bed_db is None else {"bed_db": bed_db})}
+    return data, None
 
 
 def _audio_stream(stream: Any, keys: Keys | None, path: Path) -> tuple[str, dict | None]:
@@ -255,10 +271,48 @@ def _run_tokenizer(path: Path, manifest: dict | None, run: str | None) -> Any:
     return load_tokenizer_of(spec)
 
 
+def grids_of(text: str) -> list[list[str]]:
+    """The tile grids in a released map file: blocks of rows split by blank lines, or the ``map``
+    rows of a JSON or JSON-lines report (``game map --out maps.json``)."""
+    import json
+
+    try:
+        records = json.loads(text)
+    except ValueError:
+        try:  # JSON lines
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except ValueError:
+            records = None
+    if records and isinstance(records, list) and all(isinstance(r, dict) and isinstance(r.get("map"), list) for r in records):
+        blocks = [[str(row) for row in r["map"]] for r in records]
+    else:
+        blocks = [b.splitlines() for b in text.replace("\r\n", "\n").split("\n\n")]
+    grids = []
+    for rows in blocks:
+        rows = [r for r in rows if r.strip()]
+        if rows:
+            width = max(len(r) for r in rows)
+            grids.append([list(r.ljust(width)) for r in rows])
+    return grids
+
+
+def _detect_grid(text: str, keys: Keys, block: dict, alpha: float = 1e-4) -> dict:
+    from gencraft.guard.tournament import LAYERS, GridWatermark, detect_grid
+
+    wm = GridWatermark(derive_key(keys.watermark_secret, "map"), layers=int(block.get("layers", LAYERS)))
+    t = detect_grid(grids_of(text), wm.rule)
+    return {"scheme": block["scheme"], **t.to_dict(), "detected": t.p_value <= alpha, "alpha": alpha,
+            "line": f"z = {t.z:.2f}, p = {t.p_value:.2g} ({t.scored} tiles scored)"}
+
+
 def _detect_text_file(path: Path, data: bytes, keys: Keys, run: str | None) -> dict:
     from gencraft.guard.provenance import read_text_artifact
+    from gencraft.guard.tournament import GRID_SCHEME
 
     text, manifest = read_text_artifact(path)
+    block = (manifest or {}).get("watermark") or {}
+    if block.get("scheme") == GRID_SCHEME:  # a game map: tiles drawn by the grid tournament, no tokenizer
+        return _detect_grid(text, keys, block)
     tok = _run_tokenizer(path, manifest, run)
     return detect_with(list(tok.encode(text)), tok.vocab_size, keys, (manifest or {}).get("watermark"))
 
@@ -387,14 +441,29 @@ class ReleasePolicy:
             self.library.close()
             self.library, self._opened_library = None, False
 
-    def text_watermark(self, vocab_size: int) -> Any:
-        """The watermark a text generator must sample with (``None`` when off or without keys); pass it
-        to :func:`release` as ``watermark=`` so the manifest records it."""
+    def text_watermark(self, vocab_size: int, *, temperature: float = 1.0, num_beams: int = 1,
+                       top_k: int = 0) -> Any:
+        """The watermark a text generator must sample with; pass it to :func:`release` as
+        ``watermark=`` so the manifest records it. ``None`` when off, without keys, or when the
+        generator's decoding (``temperature``, ``num_beams``, ``top_k``: pass the ones it uses) makes
+        no random draw for the tournament to key (greedy, beam search): then the manifest says no mark,
+        which is the truth."""
         if not self.watermark or self.keys is None:
             return None
         if vocab_size not in self._watermarks:  # one per vocabulary size serves every request
             self._watermarks[vocab_size] = text_watermark(vocab_size, self.keys, self.watermark_scheme)
-        return self._watermarks[vocab_size]
+        return watermark_in(self._watermarks[vocab_size], temperature=temperature, num_beams=num_beams,
+                            top_k=top_k)
+
+    def grid_watermark(self) -> Any:
+        """The keyed draw a tile-map generator must sample with (``apps.maps.generate_map(...,
+        watermark=)``; a :class:`~gencraft.guard.tournament.GridWatermark`), ``None`` when off or
+        without keys; pass it to :func:`release` as ``watermark=`` so the manifest records it."""
+        if not self.watermark or self.keys is None:
+            return None
+        from gencraft.guard.tournament import GridWatermark
+
+        return GridWatermark(derive_key(self.keys.watermark_secret, "map"))
 
     def copy_index(self, model: Any) -> CopyIndex | None:
         """The copy index of ``model``'s run (built on first use from its dataset; cached), or ``None``

@@ -41,6 +41,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,7 +168,7 @@ class TournamentSampler:
 class TournamentWatermark:
     """What a generator samples with: ``GenerationConfig(sampler=watermark)``; called with a
     sequence's seed it makes that sequence's :class:`TournamentSampler`. Greedy decoding and beam
-    search make no draw, so they carry no tournament mark (:func:`gencraft.guard.watermark_in`)."""
+    search make no draw, so they carry no tournament mark (:func:`watermark_in`)."""
 
     def __init__(self, key: bytes, vocab_size: int, *, layers: int = LAYERS,
                  context_width: int = CONTEXT_WIDTH) -> None:
@@ -212,6 +213,11 @@ def scored_positions(ids: Sequence[int], width: int) -> list[tuple[tuple[int, ..
 def detect(ids: Sequence[int], rule: Tournament) -> TournamentDetection:
     """Score token ids for ``rule``'s key (see the module docstring)."""
     pairs = [(c, t) for c, t in scored_positions(list(ids), rule.context_width) if 0 <= t < rule.vocab_size]
+    return detect_pairs(pairs, rule)
+
+
+def detect_pairs(pairs: Sequence[tuple[tuple[int, ...], int]], rule: Tournament) -> TournamentDetection:
+    """Score ``(context, token)`` pairs, each a draw the tournament could have keyed once."""
     n = len(pairs)
     if n == 0:
         return TournamentDetection(0.0, 1.0, 0.0, 0, [])
@@ -221,3 +227,81 @@ def detect(ids: Sequence[int], rule: Tournament) -> TournamentDetection:
     mean, sd = 0.5 * n * w.sum(), math.sqrt(0.25 * n * (w * w).sum())
     z = (score - mean) / sd
     return TournamentDetection(z, 0.5 * math.erfc(z / math.sqrt(2)), score, n, g.mean(0).round(4).tolist())
+
+
+def draws(temperature: float = 1.0, num_beams: int = 1, top_k: int = 0) -> bool:
+    """Whether decoding with these settings makes a random draw per token: greedy decoding (temperature
+    0 or top-k 1) and beam search do not, so a tournament watermark (which keys the draw) leaves no mark."""
+    return temperature != 0 and num_beams <= 1 and top_k != 1
+
+
+def watermark_in(watermark: Any, config: Any = None, *, temperature: float = 1.0, num_beams: int = 1,
+                 top_k: int = 0) -> Any:
+    """The watermark a generation really samples with: ``watermark``, or ``None`` for a tournament when
+    the decoding (``config``, a ``GenerationConfig``, or the keyword settings) makes no random draw
+    (:func:`draws`); what :func:`release` records. The green list biases the logits, so it marks greedy
+    output too."""
+    if config is not None:
+        temperature, num_beams, top_k = config.temperature, config.num_beams, config.top_k
+    if isinstance(watermark, TournamentWatermark) and not draws(temperature, num_beams, top_k):
+        return None
+    return watermark
+
+
+# --- tile grids (game maps) ----------------------------------------------------------------------
+
+GRID_SCHEME = "grid-tournament"
+GRID_VOCAB = 1 << 16  # a tile is a character; its id is its code point's low 16 bits
+
+
+def grid_context(grid: Sequence[Sequence[str]], y: int, x: int) -> tuple[int, ...]:
+    """The key context of cell ``(y, x)``: its position and the four neighbours a scanline sampler
+    has already placed (left, up-left, up, up-right; -1 outside the grid). The position makes every
+    cell's context its own, so no draw repeats another's g-values (a map is mostly repeated
+    neighbourhoods: walls next to walls)."""
+    h, w = len(grid), len(grid[0])
+
+    def at(yy: int, xx: int) -> int:
+        return ord(grid[yy][xx]) & 0xFFFF if 0 <= yy < h and 0 <= xx < w else -1
+
+    return (y, x, at(y, x - 1), at(y - 1, x - 1), at(y - 1, x), at(y - 1, x + 1))
+
+
+class GridWatermark:
+    """The tournament for tile grids drawn cell by cell in scanline order (``apps.maps``): each cell's
+    distribution over tiles is reweighted by the key's g-values at :func:`grid_context`, then drawn
+    with the map's own seeded random number, so the map's tiles are distributed as without it, in
+    expectation over keys, and the same seed gives the same map."""
+
+    def __init__(self, key: bytes, *, layers: int = LAYERS) -> None:
+        self.rule = Tournament(key, GRID_VOCAB, layers=layers, context_width=6)
+
+    @property
+    def params(self) -> dict:
+        return {"scheme": GRID_SCHEME, "layers": self.rule.layers}
+
+    def reweight(self, probs: np.ndarray, tiles: Sequence[str], context: tuple[int, ...]) -> np.ndarray:
+        """``probs`` over ``tiles`` (float64, summing to 1) as the tournament's winner distribution."""
+        words = self.rule.words(context, np.array([ord(t) & 0xFFFF for t in tiles]))
+        return reweight(np.asarray(probs, dtype=np.float64)[None], words[None], self.rule.layers)[0]
+
+
+def detect_grid(grids: Sequence[Sequence[Sequence[str]]], rule: Tournament,
+                fixed: str = "SG") -> TournamentDetection:
+    """Score tile grids: every cell but the ``fixed`` tiles (start and goal, placed after sampling)
+    and a closed border (an outer ring of one tile is kept, never drawn)."""
+    pairs = []
+    for g in grids:
+        h, w = len(g), len(g[0])
+        ring = {g[y][x] for y in range(h) for x in range(w) if y in (0, h - 1) or x in (0, w - 1)}
+        skip_ring = len(ring) == 1 and h > 2 and w > 2
+        for y in range(h):
+            for x in range(w):
+                if g[y][x] in fixed or (skip_ring and (y in (0, h - 1) or x in (0, w - 1))):
+                    continue
+                ctx = grid_context(g, y, x)
+                tile = ord(g[y][x]) & 0xFFFF
+                if ctx[2] in (tile, -1) and ctx[4] in (tile, -1):
+                    continue
+                pairs.append((ctx, tile))
+    return detect_pairs(pairs, rule)

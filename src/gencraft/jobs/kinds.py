@@ -684,7 +684,7 @@ def _run_write_batch(p: WriteBatchParams, ctx: JobContext) -> dict[str, Any]:
     prompts = p.titles if p.mode == "draft" else [p.text] * p.n
     pieces = []
     with _policy() as policy:
-        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=p.temperature)
         ctx.progress(0, len(prompts), "pieces/s")
         for i, prompt in enumerate(prompts):
             seed = p.seed + i
@@ -736,7 +736,7 @@ def _run_game_batch(p: GameBatchParams, ctx: JobContext) -> dict[str, Any]:
     params = {"n": p.n, "temperature": p.temperature, "top_p": p.top_p, "job": ctx.job_id,
               "nodes": p.nodes if p.record == "dialogue" else None}
     with _policy() as policy:
-        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=p.temperature)
         ctx.progress(0, p.n, "records/s")
         for k, start in enumerate(range(0, p.n, GAME_CHUNK)):
             chunk = game.generate(tm, p.record, n=min(GAME_CHUNK, p.n - start), seed=p.seed + k, prompt=p.prompt,
@@ -806,7 +806,7 @@ def _run_ads_batch(p: AdsBatchParams, ctx: JobContext) -> dict[str, Any]:
     params = {"channel": p.channel, "product": p.product, "n": p.n, "candidates": k, "seed": p.seed,
               "temperature": p.temperature, "job": ctx.job_id}
     with _policy() as policy:
-        wm = policy.text_watermark(tm.tokenizer.vocab_size)
+        wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=p.temperature)
         ctx.progress(0, p.n, "variants/s")
         ctx.say(f"sampling {k} candidates for {p.n} {p.channel} ads")
         variants = ads.generate(tm, brief, n=p.n, seed=p.seed, candidates=k, temperature=p.temperature,

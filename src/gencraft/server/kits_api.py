@@ -96,7 +96,7 @@ async def write(body: WriteRequest, request: Request) -> Any:
     if body.mode == "draft":
         if not body.title.strip():
             raise UsageError("title: give the piece a title or topic (mode=draft)", param="title")
-        wm = gc.policy.text_watermark(tm.tokenizer.vocab_size)
+        wm = gc.policy.text_watermark(tm.tokenizer.vocab_size, temperature=body.temperature)
         written = await asyncio.to_thread(
             W.draft, tm, body.title, kind=body.kind, sections=body.sections, section_tokens=body.tokens, ctx=ctx,
             seed=seed, temperature=body.temperature, top_p=body.top_p, repetition_penalty=body.repetition_penalty,
@@ -154,7 +154,7 @@ async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]
                          param="kind")
     tm, _ = await gc.catalog.text(body.model)
     seed = _seed(body.seed)
-    wm = gc.policy.text_watermark(tm.tokenizer.vocab_size)
+    wm = gc.policy.text_watermark(tm.tokenizer.vocab_size, temperature=body.temperature)
     records = await asyncio.to_thread(G.generate, tm, kind, n=body.n, seed=seed, schema=body.json_schema,
                                       prompt=body.prompt, temperature=body.temperature, top_p=body.top_p,
                                       nodes=body.nodes, watermark=wm)
@@ -175,7 +175,7 @@ async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
     tm, _ = await gc.catalog.text(body.model)
     seed = _seed(body.seed)
     brief = A.Brief(**body.brief.model_dump(exclude_none=True))
-    wm = gc.policy.text_watermark(tm.tokenizer.vocab_size)
+    wm = gc.policy.text_watermark(tm.tokenizer.vocab_size, temperature=body.temperature)
     variants = await asyncio.to_thread(A.generate, tm, brief, n=body.n, seed=seed, temperature=body.temperature,
                                        top_p=body.top_p, rank_by_ratings=body.rank_by_ratings,
                                        library=gc.library if body.rank_by_ratings else None, watermark=wm)
