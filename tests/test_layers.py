@@ -5,6 +5,8 @@ Imports inside functions count too: they hide a circle, they do not remove it.""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import gencraft
@@ -121,3 +123,64 @@ def test_every_import_goes_down_the_layers():
             if (a, ".".join(b.split(".")[:2])) not in KNOWN_UPWARD:
                 upward.append(f"{a} -> {b}")
     assert upward == []
+
+
+# Modules that import without torch: `gencraft --help`, a data-prepare worker, a job worker before it
+# knows its job and the library must not pay for it (importing torch takes 1.5-5 s on these machines
+# and ~200 MB a process). Whole packages end with a dot; data.speech reads audio with torch.
+LIGHT = (
+    "gencraft", "gencraft.errors", "gencraft.io", "gencraft.paths", "gencraft.config", "gencraft.threads",
+    "gencraft.cbuild", "gencraft.cli.", "gencraft.music.", "gencraft.tokenize.", "gencraft.post.",
+    "gencraft.library.", "gencraft.jobs.", "gencraft.apps", "gencraft.apps._common",
+    "gencraft.train", "gencraft.train.card", "gencraft.train.metrics",
+    "gencraft.data.",
+)
+HEAVY_INSIDE_LIGHT = {"gencraft.data.speech"}
+
+
+def _light(module: str) -> bool:
+    if module in HEAVY_INSIDE_LIGHT or ".migrations" in module or module.endswith("__main__"):
+        return False
+    return any(module == p or (p.endswith(".") and (module + ".").startswith(p)) for p in LIGHT)
+
+
+def _inner_imports(mods: dict[str, Path]) -> list[tuple[str, list[str], int]]:
+    """(module, the gencraft modules it names, line) for every import statement inside a function."""
+    out = []
+    for name, path in mods.items():
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("gencraft"):
+                    names = [f"{node.module}.{a.name}" for a in node.names]
+                elif isinstance(node, ast.Import):
+                    names = [a.name for a in node.names if a.name.startswith("gencraft")]
+                else:
+                    continue
+                targets = []
+                for t in names:
+                    while t not in mods and "." in t:
+                        t = t.rsplit(".", 1)[0]
+                    targets.append(t)
+                if targets:
+                    out.append((name, targets, node.lineno))
+    return out
+
+
+def test_imports_sit_at_module_top_unless_they_keep_torch_out():
+    """An import inside a function hides the module graph; the one reason to pay that is measured:
+    a light module (above) reaching a module that loads torch."""
+    mods = _modules()
+    hidden = [f"{m}:{line} imports {', '.join(ts)}" for m, ts, line in _inner_imports(mods)
+              if not (_light(m) and not all(_light(t) for t in ts))]
+    assert hidden == [], "move these imports to the module top:\n" + "\n".join(hidden)
+
+
+def test_light_modules_import_without_torch():
+    light = sorted(m for m in _modules() if _light(m))
+    code = ("import sys\n" + "".join(f"import {m}\n" for m in light)
+            + "print(sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", f"a light module loads {out.stdout.strip()}: keep that import lazy"

@@ -17,6 +17,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from gencraft.paths import home
+
 CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 
 
@@ -25,8 +27,6 @@ def enabled() -> bool:
 
 
 def cache_dir() -> Path:
-    from gencraft.paths import home
-
     return home() / "cache" / "native"
 
 

@@ -29,6 +29,7 @@ from gencraft.models.tts import TTS, TTSConfig
 from gencraft.models.vocoder import Vocoder, VocoderConfig
 from gencraft.paths import existing_run, run_path
 from gencraft.schemas import RunInfo, read_json
+from gencraft.tokenize.phonemes import PhonemeTokenizer
 
 FORMAT = 1
 
@@ -167,8 +168,6 @@ class Voice:
 def load_voice(run: str | os.PathLike[str]) -> Voice:
     """Load a ``tts`` run (``gencraft train DATASET --model tts``); a run of another kind or without its
     acoustic model is a one-line error."""
-    from gencraft.tokenize.phonemes import PhonemeTokenizer
-
     path, info = read_info(run)
     if info.get("kind") != "tts":
         raise UsageError(f"{path}: a {info.get('kind')} run is not a voice; train one with "

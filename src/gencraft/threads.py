@@ -22,6 +22,8 @@ from __future__ import annotations
 import os
 import sys
 
+from gencraft.errors import UsageError
+
 POLICIES: dict[str, dict[str, str]] = {
     "train": {"OMP_WAIT_POLICY": "PASSIVE"},
     "decode": {"OPENBLAS_THREAD_TIMEOUT": "16"},
@@ -33,8 +35,6 @@ def use_thread_policy(kind: str) -> bool:
     anything the user set. True if applied; False once torch or numpy is loaded (too late to matter,
     so nothing is changed)."""
     if kind not in POLICIES:
-        from gencraft.errors import UsageError
-
         raise UsageError(f"thread policy kind {kind!r}: expected one of {', '.join(POLICIES)}", param="kind")
     if "torch" in sys.modules or "numpy" in sys.modules:
         return False

@@ -12,6 +12,7 @@ from typing import Any
 
 from gencraft.errors import UsageError
 from gencraft.io import write_text
+from gencraft.library import Library
 from gencraft.limits import parse_json
 
 
@@ -19,7 +20,6 @@ def release_policy(**options: Any) -> Any:
     """A :class:`gencraft.guard.ReleasePolicy` that stores in the default content library (opened on
     first use): what the commands and the Python API release under. ``options`` are its fields."""
     from gencraft.guard import ReleasePolicy
-    from gencraft.library import Library
 
     return ReleasePolicy(**{"library": Library.open, **options})
 

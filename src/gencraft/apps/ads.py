@@ -31,7 +31,9 @@ import torch
 from gencraft.apps._common import export, load_model, read_json_file
 from gencraft.errors import UsageError
 from gencraft.generate import constraints as C
+from gencraft.generate.image import load_image_run, sample_images
 from gencraft.guard import release, watermark_options
+from gencraft.library import Library, preference_scores
 
 # Hard limits in characters (the platforms' own published maxima).
 CHANNELS: dict[str, dict[str, Any]] = {
@@ -295,8 +297,6 @@ def toward_liked(variants: list[Variant], library: Any = None) -> list[Variant]:
     library (:func:`gencraft.library.preference_scores`, shown as the ``preference`` score); the
     kit's order breaks ties and stays as it is when nothing is rated. A library that cannot be read
     is a warning, never a failure: ranking by ratings is a refinement."""
-    from gencraft.library import Library, preference_scores
-
     try:
         lib = library if library is not None else Library.open()
         try:
@@ -468,8 +468,6 @@ def ad_images(image_run: Any, variants: list[Variant], *, seed: int = 0, sizes: 
     """One image per variant and size from an image run's samples; each with its parameters
     (the image run's provenance goes into the manifest the caller writes)."""
     from PIL import Image
-
-    from gencraft.generate.image import load_image_run, sample_images
 
     bad = [s for s in sizes if s not in SIZES]
     if bad:

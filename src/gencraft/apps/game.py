@@ -26,6 +26,7 @@ from typing import Any
 from gencraft.apps._common import export, load_model, read_json_file
 from gencraft.errors import DataError, GencraftError, UsageError
 from gencraft.generate import constraints as C
+from gencraft.generate.image import label_index, load_image_run, sample_images
 from gencraft.guard import release, watermark_options
 
 KINDS = ("names", "npc", "quest", "item", "dialogue")
@@ -269,8 +270,6 @@ def sprites(image_run: Any, *, n: int = 8, seed: int = 0, size: int = 32, palett
     game's palette: a number of colours, or a list of ``"#rrggbb"``/RGB colours. Returns PIL images."""
     import numpy as np
     from PIL import Image
-
-    from gencraft.generate.image import label_index, load_image_run, sample_images
 
     if not 4 <= size <= 512:
         raise UsageError(f"size={size}: sprites are 4 to 512 pixels wide", param="size")

@@ -13,11 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gencraft import guard
 from gencraft.apps._common import release_policy
 from gencraft.apps.music_grammar import MusicGrammar
 from gencraft.errors import RunError, UsageError
+from gencraft.generate import GenerationConfig, generate
+from gencraft.guard import watermark_options
+from gencraft.guard.provenance import sidecar_path
 from gencraft.music.events import TIME_SIGNATURES, Piece, decode
+from gencraft.music.midi import midi_bytes
+from gencraft.music.synth import render, wav_bytes
 from gencraft.music.tokenizer import MusicTokenizer, is_music_tokenizer
+from gencraft.runs import load_text_model
 
 TOKENS_PER_BAR_BUDGET = 96  # generous: chorales average ~36 events a bar
 
@@ -33,8 +40,6 @@ class Composition:
 
 def load_music_run(run: str | os.PathLike[str]):
     """``(model, tokenizer, info, path)`` of a run trained on a music dataset."""
-    from gencraft.runs import load_text_model
-
     model, info, path = load_text_model(run)
     if not is_music_tokenizer(path / "tokenizer.json"):
         raise RunError(f"{path}: not a music run (its tokenizer.json has no event vocabulary); "
@@ -46,9 +51,6 @@ def generate_events(model, tok: MusicTokenizer, bars: int, seed: int, time_signa
                     temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, watermark: Any = None) -> list[int]:
     """Token ids of one constrained piece (without the prompt), drawn by the decoding engine;
     ``watermark``: the text watermark to sample the events with (None: unmarked)."""
-    from gencraft.generate import GenerationConfig, generate
-    from gencraft.guard import watermark_options
-
     if time_signature not in TIME_SIGNATURES:
         raise UsageError(f"--time-signature {time_signature}: expected one of {', '.join(TIME_SIGNATURES)}",
                          param="time_signature")
@@ -67,10 +69,6 @@ def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: i
     """Generate ``bars`` bars from ``run`` and release them (:func:`gencraft.guard.release` under
     ``policy``): ``out`` (MIDI) and ``out``.wav, each with its signed manifest beside it. The event
     tokens are sampled with the policy's text watermark; the WAV is rendered from them."""
-    from gencraft import guard
-    from gencraft.guard.provenance import sidecar_path
-    from gencraft.music.midi import midi_bytes
-
     if bars < 1 or bars > 256:
         raise UsageError(f"--bars {bars}: must be between 1 and 256", param="bars")
     if not 20 <= tempo <= 400:
@@ -90,8 +88,6 @@ def compose(run: str | os.PathLike[str], out: str | os.PathLike[str], *, bars: i
                              **common)
         wav_path = None
         if wav:
-            from gencraft.music.synth import render, wav_bytes
-
             wav_path = Path(out).with_suffix(".wav")
             guard.release(wav_bytes(render(piece, tempo, sample_rate), sample_rate), kind="audio", out=wav_path,
                           params={**params, "sample_rate": sample_rate}, **common)

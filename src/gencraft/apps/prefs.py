@@ -17,8 +17,18 @@ from typing import Any
 
 import numpy as np
 
-from gencraft.errors import UsageError
+from gencraft.backends import load
+from gencraft.errors import GencraftError, UsageError
+from gencraft.io import write_text
+from gencraft.library import Filters, Library
+from gencraft.paths import dataset_path, run_path
+from gencraft.runs import write_info
+from gencraft.tokenize import tokenizer_from_str
+from gencraft.train.budget import fit_budget
+from gencraft.train.card import model_card
 from gencraft.train.dpo import collect_pairs, write_preferences
+from gencraft.train.finetune import open_base
+from gencraft.train.loop import train
 
 
 def _since(value: str | datetime | None) -> datetime | None:
@@ -35,8 +45,6 @@ def _since(value: str | datetime | None) -> datetime | None:
 def rated_items(kind: str | None = None, since: str | datetime | None = None, library: Any = None
                 ) -> tuple[list[Any], list[Any]]:
     """Items rated up and down (with text) from the library, optionally of one kind and since a date."""
-    from gencraft.library import Filters, Library
-
     lib = library or Library.open()
     try:
         out = []
@@ -58,11 +66,6 @@ def tune(run: str | os.PathLike[str], *, kind: str | None = None, since: str | d
     Returns the adapter run (default ``RUN+prefs`` beside ``run``): ``gencraft generate RUN+prefs``,
     the kits' ``--model RUN+prefs`` and the server load it by name.
     """
-    from gencraft.backends import load
-    from gencraft.paths import dataset_path, run_path
-    from gencraft.train.finetune import open_base
-    from gencraft.train.loop import train
-
     base = open_base(os.fspath(run))
     where = "".join([f" (kind {kind})" if kind else "", f" (since {since})" if since else ""])
     liked, disliked = rated_items(kind, since, library)
@@ -77,7 +80,6 @@ def tune(run: str | os.PathLike[str], *, kind: str | None = None, since: str | d
         return [r.text for r in (res if isinstance(res, list) else [res])]
 
     pairs = collect_pairs(liked, disliked, sample=sample, min_pairs=min_pairs, seed=seed, where=where)
-    from gencraft.tokenize import tokenizer_from_str
 
     out_run = run_path(out) if out is not None else base.path.with_name(f"{base.path.name}+prefs")
     tok = tokenizer_from_str(base.tokenizer_text)
@@ -98,10 +100,6 @@ def keep_budget(adapter: Path, base_info: dict[str, Any]) -> dict[str, Any] | No
     """Hold the adapter to its corpus-loss budget (``dpo.budget``; :func:`gencraft.train.budget.fit_budget`)
     on the corpus its base was trained on; None when there is no limit or no corpus to measure (an
     ``hf:`` folder, a deleted dataset: recorded in ``adapter.budget.skipped``)."""
-    from gencraft.errors import GencraftError
-    from gencraft.runs import write_info
-    from gencraft.train.budget import fit_budget
-
     info = json.loads((adapter / "gencraft.json").read_text(encoding="utf-8"))
     budget = float(info["adapter"].get("budget", 0.0))
     corpus = (base_info.get("data") or {}).get("dataset")
@@ -121,10 +119,6 @@ def keep_budget(adapter: Path, base_info: dict[str, Any]) -> dict[str, Any] | No
 
 def _rename_run(src: Path, dst: Path) -> None:
     """Move a finished run to ``dst`` (replacing what is there) and give it that name."""
-    from gencraft.io import write_text
-    from gencraft.runs import write_info
-    from gencraft.train.card import model_card
-
     info = json.loads((src / "gencraft.json").read_text(encoding="utf-8"))
     info["name"] = dst.name
     write_info(src, info)

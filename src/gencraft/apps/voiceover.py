@@ -26,9 +26,10 @@ import numpy as np
 
 from gencraft import audio
 from gencraft.apps.speech import release_audio, speak
-from gencraft.errors import UsageError
+from gencraft.errors import GencraftError, UsageError
 from gencraft.generate.speech import Speaker, synthesize
 from gencraft.io import write_json
+from gencraft.runs import read_info
 
 ESPEAK_CAST = ("en-us+m3", "en-us+f3", "en+m1", "en+f4", "en-us+m7", "en-us+f2", "en+m4", "en-us+f4")
 SPOT_SECONDS = (15.0, 30.0)
@@ -39,8 +40,6 @@ def is_speech_voice(spec: str) -> bool:
     """True for ``espeak``/``espeak:NAME`` and ``tts`` runs (a voice that speaks, not a text model)."""
     if spec == "espeak" or spec.startswith("espeak:"):
         return True
-    from gencraft.errors import GencraftError
-    from gencraft.runs import read_info
 
     try:
         return read_info(spec)[1].get("kind") == "tts"

@@ -14,12 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from gencraft.backends.hf import HFStepModel, load_hf, load_hf_tokenizer
 from gencraft.backends.model import TextModel
 from gencraft.data import load_dataset
 from gencraft.data.dataset import tokens_seen
 from gencraft.errors import GencraftError, RunError, UsageError
+from gencraft.models import decode, native
+from gencraft.paths import existing_run
 from gencraft.runs import SEEN_FILE, load_text_model, read_info
 from gencraft.tokenize import load_tokenizer
+from gencraft.train.lora import load_model, peft_attach, verify_base
 
 
 def load(spec: str | os.PathLike[str], device: str | torch.device | None = None,
@@ -36,7 +40,6 @@ def load(spec: str | os.PathLike[str], device: str | torch.device | None = None,
         raise UsageError("--dtype int8: 8-bit decoding is for gencraft GPT runs; load hf: models in float32, "
                          "bfloat16 or float16", param="dtype")
     if s.startswith("hf:"):
-        from gencraft.backends.hf import load_hf  # transformers takes ~2 s to import: only for hf: models
         return load_hf(s[3:], dev, dtype)
     path, info = read_info(s)
     if info.get("adapter") or info["kind"] == "hf":  # base + adapter, or a fine-tuned Hugging Face model
@@ -46,8 +49,6 @@ def load(spec: str | os.PathLike[str], device: str | torch.device | None = None,
         return load_adapted(path, info, dev, dtype)
     model, info, path = load_text_model(path, device=dev)
     if dtype == "int8":
-        from gencraft.models import decode, native
-
         c = getattr(model, "config", None)
         if info.get("kind") != "gpt" or c is None or c.n_embd % native.Q8_BLOCK:
             raise UsageError(f"--dtype int8: {path} is a {info.get('kind')} run; 8-bit decoding takes GPT runs whose "
@@ -84,11 +85,7 @@ def load_tokenizer_of(spec: str | os.PathLike[str]) -> Any:
     (what watermark detection re-tokenizes with)."""
     s = os.fspath(spec)
     if s.startswith("hf:"):
-        from gencraft.backends.hf import load_hf_tokenizer
-
         return load_hf_tokenizer(s[3:])
-    from gencraft.paths import existing_run
-    from gencraft.tokenize import load_tokenizer
 
     return load_tokenizer(existing_run(s) / "tokenizer.json")
 
@@ -96,9 +93,6 @@ def load_tokenizer_of(spec: str | os.PathLike[str]) -> Any:
 def load_adapted(run_dir: Path, info: dict[str, Any], device: torch.device, dtype: torch.dtype | None):
     """An adapter run or a fine-tuned Hugging Face run as a :class:`~gencraft.backends.TextModel`
     (one adapter: merged into a copy of the base's weights, so decoding runs at the base's speed)."""
-    from gencraft.backends.hf import HFStepModel, load_hf
-    from gencraft.train.lora import load_model, peft_attach, verify_base
-
     if info["kind"] == "hf":
         from transformers.utils import logging as hf_logging
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from gencraft.cli.library import NO_STORE_HELP
+from gencraft.apps._common import export, load_model, release_policy
+from gencraft.cli.library import NO_STORE_HELP, say_stored
 from gencraft.errors import UsageError
 
 
@@ -37,7 +38,6 @@ def ads_cmd(
 ) -> None:
     """Ad variants (headline, description, call to action) from a brief, ranked with scores shown."""
     from gencraft.apps import ads
-    from gencraft.apps._common import export
 
     if brief is not None:
         b = ads.Brief.from_file(brief)
@@ -55,8 +55,6 @@ def ads_cmd(
         b.required = list(required)
     b.banned = list(dict.fromkeys([*b.banned, *banned]))
     from gencraft import guard
-    from gencraft.apps._common import load_model, release_policy
-    from gencraft.cli.library import say_stored
 
     tm = load_model(model)
     speaker = None

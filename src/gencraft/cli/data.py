@@ -10,6 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gencraft.data.prepare import combine, parse_licenses, prepare
+from gencraft.errors import UsageError
+from gencraft.paths import dataset_path, run_path
+
 data_app = typer.Typer(help="Prepare datasets from your own files.", no_args_is_help=True)
 
 console = Console(highlight=False)
@@ -48,14 +52,10 @@ def prepare_cmd(
                                        "a dataset: to `gencraft data combine` the two (add data, prepare only the new)."),
 ) -> None:
     """Read, clean, deduplicate and split SOURCES, train a tokenizer, write a dataset."""
-    from gencraft.data.prepare import parse_licenses, prepare
-
     progress = None if quiet else (lambda msg: console.print(msg, style="dim", markup=False))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if tokenizer is not None and tokenizer_from is not None:
-            from gencraft.errors import UsageError
-
             raise UsageError("--tokenizer-from takes the base model's tokenizer: drop --tokenizer",
                              param="tokenizer_from")
         base_tok = None
@@ -80,8 +80,6 @@ def prepare_cmd(
 
 def _dataset_not_model(spec: str) -> bool:
     """``--tokenizer-from SPEC`` names a dataset (not a run or ``hf:PATH``)."""
-    from gencraft.paths import dataset_path, run_path
-
     return (not spec.startswith("hf:") and not (run_path(spec) / "gencraft.json").is_file()
             and (dataset_path(spec) / "manifest.json").is_file())
 
@@ -93,8 +91,6 @@ def combine_cmd(
     out: str = typer.Option(..., "--out", "-o", help="Dataset name (under GENCRAFT_HOME/datasets) or path."),
 ) -> None:
     """Read several prepared datasets as one (nothing copied): add data without preparing it all again."""
-    from gencraft.data.prepare import combine
-
     path = combine(parts, out)
     _summary(path, f"gencraft train {out} --model gpt --preset tiny")
 

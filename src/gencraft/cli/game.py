@@ -8,9 +8,9 @@ from pathlib import Path
 
 import typer
 
-from gencraft.apps._common import release_policy
-from gencraft.cli.library import NO_STORE_HELP
-from gencraft.errors import DataError
+from gencraft.apps._common import export, load_model, release_policy
+from gencraft.cli.library import NO_STORE_HELP, say_stored
+from gencraft.errors import DataError, UsageError
 
 
 def _records(kind: str):
@@ -28,9 +28,6 @@ def _records(kind: str):
                                   "a voice per character) into WAVs beside --out."),
     ) -> None:
         from gencraft.apps import game
-        from gencraft.apps._common import load_model
-        from gencraft.cli.library import say_stored
-        from gencraft.errors import UsageError
 
         if voice is not None and (kind != "dialogue" or out is None):
             raise UsageError("--voice: speaks dialogue lines; use it with `game dialogue` and --out FILE.json",
@@ -96,8 +93,6 @@ def register(app: typer.Typer) -> None:
         """Generate tile maps in the examples' style; each is checked playable (start-goal path)."""
         from gencraft import guard
         from gencraft.apps import maps
-        from gencraft.apps._common import export
-        from gencraft.cli.library import say_stored
 
         grids = maps.load_maps(examples)
         sources = [str(p) for p in examples]
@@ -162,7 +157,6 @@ def register(app: typer.Typer) -> None:
         """Sprites from an image run, reduced to the game's palette and size (PNG with provenance)."""
         from gencraft import guard
         from gencraft.apps import game
-        from gencraft.cli.library import say_stored
         from gencraft.runs import read_info
 
         imgs = game.sprites(run, n=n, seed=seed, size=size, palette=palette, label=label)

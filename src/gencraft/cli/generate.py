@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+import gencraft
+from gencraft.apps._common import release_policy
 from gencraft.cli.library import NO_STORE_HELP
 from gencraft.errors import NotFoundError, UsageError
 
@@ -85,13 +87,10 @@ def generate_cmd(
                                              "characters from undertrained models)."),
 ) -> None:
     """Generate text from a trained run or a local Hugging Face model."""
-    import gencraft
-
     gencraft.use_thread_policy("decode")  # before torch loads
     import torch
 
     from gencraft import guard
-    from gencraft.apps._common import release_policy
     from gencraft.apps.text import generate
     from gencraft.backends import load
     from gencraft.generate import GenerationConfig

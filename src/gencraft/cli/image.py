@@ -8,7 +8,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from gencraft.apps._common import release_policy
+from gencraft.cli.data import data_app
+from gencraft.cli.library import say_stored
+from gencraft.config import Range, check_value
+from gencraft.data.images import prepare_images
 from gencraft.errors import UsageError
+from gencraft.io import write_json
+from gencraft.post import image as pi
 
 out_console = Console(highlight=False, soft_wrap=True, markup=False)  # paths and names print as given
 err_console = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
@@ -24,8 +31,6 @@ def data_images(
     license: Annotated[str | None, typer.Option("--license", help="License of the images (default: LICENSE file or unknown).")] = None,
 ) -> None:
     """Prepare an image dataset (PNG, JPEG, WebP, BMP, GIF) for train-image."""
-    from gencraft.data.images import prepare_images
-
     m = prepare_images(source, size=size, out=out, fit=fit, background=background, channels=channels, license=license)
     classes = m["classes"]
     out_console.print(f"{m['images']} images of {'x'.join(map(str, m['shape']))} -> {m['path']}"
@@ -116,12 +121,8 @@ def imagine(
     import numpy as np
 
     from gencraft import guard
-    from gencraft.apps._common import release_policy
-    from gencraft.cli.library import say_stored
-    from gencraft.config import Range, check_value
     from gencraft.generate import image as gi
     from gencraft.limits import check_image_output
-    from gencraft.post import image as pi
 
     check_value("--n", n, Range(1, 4096), integer=True)
     check_value("--upscale", upscale, Range(1, 1 << 16), integer=True)
@@ -201,14 +202,10 @@ def evaluate_image(
     if "fid" in m and f.get("fid"):
         out_console.print(f"FID-proxy ratio to the floor: {m['fid'] / f['fid']:.2f}")
     if json_out is not None:
-        from gencraft.io import write_json
-
         write_json(json_out, res)
 
 
 def register(app: typer.Typer) -> None:
-    from gencraft.cli.data import data_app
-
     data_app.command("images")(data_images)
     app.command("train-image")(train_image_cmd)
     app.command("imagine")(imagine)

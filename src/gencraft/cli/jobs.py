@@ -18,6 +18,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from gencraft.errors import GencraftError, UsageError
+from gencraft.jobs import JobManager
+from gencraft.paths import home
 
 jobs_app = typer.Typer(help="Jobs of the studio: list, show, cancel, resume.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
@@ -35,9 +37,6 @@ class Jobs:
     """The same four calls, over HTTP or on the local queue."""
 
     def __init__(self, server: str | None, api_key: str | None) -> None:
-        from gencraft.jobs import JobManager
-        from gencraft.paths import home
-
         self.manager = None
         url = server or os.environ.get("GENCRAFT_SERVER")
         if not url:

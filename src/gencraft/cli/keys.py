@@ -9,6 +9,8 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from gencraft.io import write_text
+
 keys_app = typer.Typer(help="Signing and watermark keys (and API keys).", no_args_is_help=True)
 console = Console(highlight=False)
 
@@ -40,7 +42,6 @@ def show_cmd() -> None:
 def export_cmd(out: str = typer.Argument(..., help="File to write this machine's public key to (hex).")) -> None:
     """Write this machine's public signing key, for others to `gencraft keys trust` it."""
     from gencraft.guard.keys import load_keys
-    from gencraft.io import write_text
 
     keys = load_keys(required=True)
     write_text(out, keys.public_raw.hex() + "\n")

@@ -16,6 +16,8 @@ from pathlib import Path
 import typer
 
 from gencraft.errors import UsageError
+from gencraft.io import write_bytes
+from gencraft.library import KINDS, Filters, Library, item_dict
 
 DB_HELP = "Library database URL (default: $GENCRAFT_DB, else SQLite under GENCRAFT_HOME)."
 NO_STORE_HELP = "Don't keep the outputs in the content library (`gencraft library list`)."
@@ -36,8 +38,6 @@ def say_stored(released: list) -> None:
 
 
 def _open(db: str | None):
-    from gencraft.library import Library
-
     return Library.open(db)
 
 
@@ -69,8 +69,6 @@ def _one_line(s: str | None, width: int) -> str:
 
 def _listing(text: str | None, kind: str | None, model: str | None, since: str | None, until: str | None,
              rating: str | None, limit: int, offset: int, as_json: bool, db: str | None) -> None:
-    from gencraft.library import KINDS, Filters, item_dict
-
     if limit < 1 or limit > 10_000:
         raise UsageError(f"--limit {limit}: use 1..10000", param="limit")
     if offset < 0:
@@ -141,9 +139,6 @@ def register(app: typer.Typer) -> None:
         db: str = typer.Option(None, "--db", help=DB_HELP),
     ) -> None:
         """One item as JSON: text, prompt, parameters, manifest, guard results and rating."""
-        from gencraft.io import write_bytes
-        from gencraft.library import item_dict
-
         lib = _open(db)
         try:
             item = lib.get(item_id)

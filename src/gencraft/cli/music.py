@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from gencraft.apps._common import release_policy
 from gencraft.cli.data import data_app
 from gencraft.cli.library import NO_STORE_HELP
+from gencraft.data.music import prepare_music
 
 console = Console(highlight=False, markup=False)  # paths and names print as given
 
@@ -23,8 +25,6 @@ def data_music(
     limit: int | None = typer.Option(None, "--limit", help="Read only the first N files."),
 ) -> None:
     """Turn scores or MIDI files into a dataset of REMI event tokens (trains with --model gpt|lstm)."""
-    from gencraft.data.music import prepare_music
-
     path = prepare_music(sources, out=out, transpose_range=transpose, val_fraction=val_fraction, seed=seed,
                          license=license, limit=limit)
     import json
@@ -51,7 +51,6 @@ def compose_cmd(
     no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Compose a tune: well-formed bars through the decoding engine, written as MIDI (and WAV)."""
-    from gencraft.apps._common import release_policy
     from gencraft.apps.music import compose
 
     with release_policy(watermark=not no_watermark, store=not no_store) as policy:

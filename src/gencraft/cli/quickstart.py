@@ -16,6 +16,11 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.text import Text
 
+import gencraft
+from gencraft.apps._common import release_policy
+from gencraft.data import prepare
+from gencraft.paths import home, run_path
+
 console = Console(highlight=False)
 
 PROMPTS = ["The Ember Kettle", "In the valley of", "The town council"]
@@ -33,16 +38,11 @@ def quickstart(
     seed: int = typer.Option(0, "--seed", help="Seed for data split, training and sampling."),
 ) -> None:
     """Prepare the bundled sample corpus, train a small GPT on it, and print samples."""
-    import gencraft
-
     gencraft.use_thread_policy("train")  # mostly training; before torch loads
 
-    from gencraft.apps._common import release_policy
     from gencraft.apps.text import generate as generate_text
     from gencraft.backends import load
-    from gencraft.data import prepare
     from gencraft.guard.copies import index_run
-    from gencraft.paths import home, run_path
     from gencraft.train.loop import train
 
     console.rule("[bold]gencraft quickstart")

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from gencraft.paths import existing_run
+
 runs_app = typer.Typer(help="See and compare training runs.", no_args_is_help=True)
 console = Console(highlight=False, soft_wrap=True)
 
@@ -61,7 +63,6 @@ def compare_cmd(
                                                                      "the figures in a table."),
 ) -> None:
     """Overlay the loss curves (and FID-proxy) of several runs in one PNG, figures side by side."""
-    from gencraft.paths import existing_run
     from gencraft.train.curves import comparison_rows, summarize, write_comparison
 
     path = write_comparison(runs, out)

@@ -7,6 +7,7 @@ import socket
 import typer
 from rich.console import Console
 
+import gencraft
 from gencraft.errors import UsageError
 
 console = Console(highlight=False, stderr=True)
@@ -36,8 +37,6 @@ def serve_cmd(
                                        "(a file added, a data job that read it); 0 = keep them all."),
 ) -> None:
     """Serve every run (and --model hf:PATH) over an OpenAI-compatible API with the web studio at /."""
-    import gencraft
-
     gencraft.use_thread_policy("decode")  # the server decodes (its jobs run in worker processes of their own)
     import uvicorn
 

@@ -8,7 +8,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from gencraft.apps._common import release_policy
 from gencraft.cli.data import data_app
+from gencraft.errors import NotFoundError, UsageError
 
 console = Console(highlight=False)
 
@@ -52,7 +54,6 @@ def data_speech_sample(
     offset: int = typer.Option(0, "--offset", help="First sentence of the sample corpus to read."),
 ) -> None:
     """Write an LJSpeech folder of espeak-ng reading the bundled sample corpus (to try voice training)."""
-    from gencraft.errors import UsageError
     from gencraft.generate.espeak import make_espeak_corpus
 
     if not 1 <= n <= 1143:
@@ -76,9 +77,7 @@ def speak_cmd(
     """Say TEXT in a trained voice or with espeak-ng; writes a watermarked WAV and its signed manifest."""
     import sys
 
-    from gencraft.apps._common import release_policy
     from gencraft.apps.speech import speak
-    from gencraft.errors import NotFoundError, UsageError
     from gencraft.generate.speech import Speaker, check_speed, check_text
 
     if file is not None:

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+import gencraft
+
 console = Console(highlight=False)
 
 
@@ -32,8 +34,6 @@ def train_cmd(
                                          "every this much wall time: 300, 90s, 5m, 1h; 0 = only by steps (default 5m)."),
 ) -> None:
     """Train a language model (GPT, LSTM, text VAE) or a voice (tts) on a prepared dataset."""
-    import gencraft
-
     gencraft.use_thread_policy("train")  # before torch loads (the CLI imports it lazily)
     from gencraft.guard.copies import index_run
     from gencraft.train.autosave import parse_every

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import typer
 
-from gencraft.cli.library import NO_STORE_HELP
+from gencraft.apps._common import release_policy
+from gencraft.cli.library import NO_STORE_HELP, say_stored
+from gencraft.errors import UsageError
+from gencraft.tokenize import load_tokenizer
 
 vae_app = typer.Typer(help="Explore a text VAE's latent space: interpolate between texts, vary one.",
                       no_args_is_help=True)
 
 
 def _load(run: str):
-    from gencraft.tokenize import load_tokenizer
     from gencraft.train.text_vae import load_text_vae
 
     model, info, path = load_text_vae(run)
@@ -25,8 +27,6 @@ def _release(texts: list[str], *, run: str, info: dict, path, prompt: str, param
     every output of gencraft; the texts as released (masked where the policy masks). Greedy decoding
     makes no draw to watermark, and sampled codes are not watermarked yet: the manifests say none."""
     from gencraft import guard
-    from gencraft.apps._common import release_policy
-    from gencraft.cli.library import say_stored
 
     with release_policy(store=store) as policy:
         released = [guard.release(t, kind="text", label="vae", policy=policy, model=str(path), run_info=info,
@@ -45,7 +45,6 @@ def interpolate_cmd(
     no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Decode evenly spaced points between the latent codes of two texts."""
-    from gencraft.errors import UsageError
     from gencraft.generate.latent import interpolate
 
     if not 2 <= steps <= 100:
@@ -69,7 +68,6 @@ def vary_cmd(
     no_store: bool = typer.Option(False, "--no-store", help=NO_STORE_HELP),
 ) -> None:
     """Decode codes drawn around a text's latent code."""
-    from gencraft.errors import UsageError
     from gencraft.generate.latent import vary
 
     if not 1 <= n <= 100:

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from gencraft.cli.library import NO_STORE_HELP
+from gencraft.apps._common import load_model, release_policy
+from gencraft.cli.library import NO_STORE_HELP, say_stored
 from gencraft.errors import UsageError
 
 
@@ -35,7 +36,6 @@ def _context(memory: str | None, memory_file: Path | None, note: str | None, not
 def _emit(written, *, policy, watermark, model, name: str, prompt: str, out: Path | None, fmt: str, seed: int,
           spell: bool, read_aloud: str | None = None) -> None:
     from gencraft.apps.write import release_written
-    from gencraft.cli.library import say_stored
 
     rel = release_written(written, policy=policy, model=model, model_name=name, prompt=prompt, seed=seed,
                           watermark=watermark, out=out, fmt=fmt)
@@ -93,7 +93,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Continue a draft with memory, author's note and world info."""
         from gencraft.apps import write as W
-        from gencraft.apps._common import load_model, release_policy
 
         if (file is None) == (text is None):
             raise UsageError("give the draft with --file or --text (one of them)", param="file")
@@ -136,7 +135,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Draft a piece from a title: outline first, then each section with its own budget."""
         from gencraft.apps import write as W
-        from gencraft.apps._common import load_model, release_policy
 
         if lang not in (None, "en", "zh"):
             raise UsageError(f"--lang {lang}: use en or zh", param="lang")

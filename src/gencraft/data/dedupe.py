@@ -34,6 +34,8 @@ from functools import cache
 
 import numpy as np
 
+from gencraft import cbuild
+
 log = logging.getLogger(__name__)
 
 BINS = 128  # signature length
@@ -115,8 +117,6 @@ def oph_numpy(texts: Sequence[str]) -> np.ndarray:
 @cache
 def _lib():
     from pathlib import Path
-
-    from gencraft import cbuild
 
     try:
         if not cbuild.enabled():

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from gencraft import __version__
 from gencraft.errors import DataError, UsageError
 from gencraft.io import atomic_dir, now_iso
 from gencraft.music.events import Piece, to_text, transpose
@@ -104,8 +105,6 @@ def prepare_music(
     ``transpose_range`` adds every training piece transposed by ±1..±N semitones; ``limit``
     reads only the first N files (handy with ``music21:bach``, 400+ scores).
     """
-    from gencraft import __version__
-
     if not 0.0 <= val_fraction < 1.0:
         raise UsageError(f"--val-fraction {val_fraction}: must be in [0, 1)", param="val_fraction")
     if not 0 <= transpose_range <= 12:

@@ -30,6 +30,7 @@ from gencraft.data.clean import check_normalization, normalize_unicode, normaliz
 from gencraft.data.dataset import load_dataset, tokenizer_digest
 from gencraft.data.dedupe import Deduper
 from gencraft.data.readers import UNITS, iter_source_files, read_file
+from gencraft.data.stream import DEDUPE_MEMORY, prepare_stream
 from gencraft.errors import DataError, UsageError
 from gencraft.io import atomic_dir, write_json
 from gencraft.paths import dataset_path
@@ -321,8 +322,6 @@ def prepare(
                "unit": unit, "seed": seed, "field": field, "column": column}
     licenses = [_license_for(p, license) for p in paths]
     if stream:
-        from gencraft.data.stream import DEDUPE_MEMORY, prepare_stream
-
         with atomic_dir(out_path) as tmp:
             got = prepare_stream(paths, tmp, tokenizer=base_tok or tokenizer, vocab_size=vocab_size, field=field,
                                  column=column, normalization=norm, dedupe=dedupe, near_dup_threshold=near_dup_threshold,

@@ -42,6 +42,7 @@ from gencraft.data.clean import normalize_unicode, normalize_whitespace, remove_
 from gencraft.data.dedupe import Deduper, band_keys, exact_key, lsh_params, signatures
 from gencraft.data.readers import STREAMABLE, StreamedFile, read_file, stream_documents
 from gencraft.errors import DataError
+from gencraft.tokenize import tokenizer_from_str, train_tokenizer
 
 if TYPE_CHECKING:  # workers import the tokenizer library only when they encode
     from gencraft.tokenize import Tokenizer
@@ -150,8 +151,6 @@ def _chunk_chars(scratch: str, chunk: int, keep: np.ndarray, cut: int | None) ->
 def _encode_chunk(scratch: str, chunk: int, keep: np.ndarray, is_val: np.ndarray, cut: int | None,
                   first_id: int, tokenizer_json: str, dtype: str, out: str) -> dict[str, Any]:
     """Pass 2 on one chunk: its kept documents -> train/val shards and a documents file."""
-    from gencraft.tokenize import tokenizer_from_str
-
     tok = tokenizer_from_str(tokenizer_json)
     texts = _kept_texts(scratch, chunk, keep, cut)
     srcs = np.load(Path(scratch) / f"chunk-{chunk:06d}.npz")["src"][keep]
@@ -399,12 +398,9 @@ def _run(files: Sequence[Path], out_tmp: Path, scratch: Path, o: Options, pool: 
         alphabet: set[str] = set()
         for s in got:
             alphabet.update(s)
-        from gencraft.tokenize import train_tokenizer
 
         tok = train_tokenizer("char", ["".join(sorted(alphabet))])
     else:
-        from gencraft.tokenize import train_tokenizer
-
         say(f"training the bpe tokenizer on the kept documents (up to {bpe_sample_chars:,} characters)")
         tok = train_tokenizer("bpe", _sample(scratch, chunks, cut, bpe_sample_chars), vocab_size)
     dtype = "uint16" if tok.vocab_size <= 1 << 16 else "uint32"

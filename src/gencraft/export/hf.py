@@ -18,6 +18,10 @@ import torch
 
 from gencraft.errors import UsageError
 from gencraft.io import atomic_dir
+from gencraft.runs import load_text_model, read_info
+from gencraft.tokenize import load_tokenizer
+from gencraft.train.finetune import HF_FILES
+from gencraft.train.lora import load_model
 
 # gencraft Linear -> GPT-2 Conv1D (weights transposed)
 _CONV1D = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
@@ -54,9 +58,6 @@ def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str], merge: b
     ``out``; returns its path. An adapter run needs ``merge``: base + adapter are written as one model."""
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    from gencraft.runs import load_text_model, read_info
-    from gencraft.tokenize import load_tokenizer
-
     path0, info0 = read_info(run)
     if info0.get("adapter") and not merge:
         raise UsageError(f"export: {os.fspath(run)!r} is an adapter run; add --merge to write base + adapter "
@@ -65,7 +66,6 @@ def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str], merge: b
     if merge and not info0.get("adapter"):
         raise UsageError(f"export --merge: {os.fspath(run)!r} is not an adapter run; drop --merge", param="merge")
     if info0.get("adapter") or info0["kind"] == "hf":  # base + adapter merged, or a fine-tuned HF model
-        from gencraft.train.lora import load_model
 
         model, info, path = load_model(path0, info0).eval(), info0, path0
     else:
@@ -107,8 +107,6 @@ def export_hf(run: str | os.PathLike[str], out: str | os.PathLike[str], merge: b
 
 def _export_transformers(model: Any, info: dict[str, Any], path: Path, out: str | os.PathLike[str]) -> Path:
     """A fine-tuned (or adapter-merged) transformers model, with its base's tokenizer files."""
-    from gencraft.train.finetune import HF_FILES
-
     tok_dir = Path(info["base"]["path"]) if info.get("adapter") else path
     target = Path(os.fspath(out)).expanduser()
     with atomic_dir(target) as tmp:

@@ -14,15 +14,16 @@ import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from gencraft.errors import UsageError
+from gencraft.generate.beam import beam_search
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
 from gencraft.generate.engine import Decoder, Prompt, encode_prompts
+from gencraft.limits import check_generation
 from gencraft.models import decode
 
 
 def check_size(model: Any, tokenizer: Any, prompts: Sequence[Prompt], cfg: GenerationConfig) -> None:
     """Refuse, before decoding, a request whose sequences cannot fit in memory (:func:`limits.check_generation`)."""
-    from gencraft.limits import check_generation
-
     c = getattr(model, "config", None)
     per_token = 2 * getattr(c, "n_layer", 0) * getattr(c, "n_embd", 0) * 4  # a GPT's keys and values, float32
     longest = max((len(p) if not isinstance(p, str) else len(p.encode("utf-8")) for p in prompts), default=0)
@@ -42,7 +43,6 @@ def generate(model: Any, tokenizer: Any, prompts: Sequence[Prompt], config: Gene
     cfg.validate()
     check_size(model, tokenizer, prompts, cfg)
     if cfg.num_beams > 1:
-        from gencraft.generate.beam import beam_search
         with decode.session(model):
             return [beam_search(model, tokenizer, ids, cfg) for ids in encode_prompts(tokenizer, prompts)]
     return Decoder(model, tokenizer, prompts, cfg).run()
@@ -56,8 +56,6 @@ def stream(model: Any, tokenizer: Any, prompt: Prompt, config: GenerationConfig 
     or text that could still become one; ``"".join(stream(...)) == generate(...)[0][0].text`` for
     the same seed. Pass a list as ``results`` to receive the final :class:`GenerationResult`.
     """
-    from gencraft.errors import UsageError
-
     cfg = config or GenerationConfig()
     cfg.validate()
     if cfg.n != 1:

@@ -60,6 +60,8 @@ import numpy as np
 import torch
 
 from gencraft.errors import UsageError
+from gencraft.generate import generate as engine_generate
+from gencraft.generate.config import GenerationConfig
 from gencraft.limits import check_depth
 
 try:  # the masking engine; a hard dependency of structured generation only
@@ -807,9 +809,6 @@ def generate_many(model: Any, prompt: str | Sequence[int], grammar: Grammar, *, 
     ``max_new_tokens`` defaults to ``grammar.max_tokens``; a smaller budget is refused when the
     grammar could need more (the output would be cut off).
     """
-    from gencraft.generate import generate as engine_generate
-    from gencraft.generate.config import GenerationConfig
-
     step_model, tok = _parts(model, tokenizer)
     budget = grammar.max_tokens if max_new_tokens is None else int(max_new_tokens)
     if budget < grammar.max_tokens:

@@ -43,6 +43,7 @@ from gencraft.generate.config import TokenLogprob
 from gencraft.generate.processors import apply, build_processors
 from gencraft.models.gpt import KVCache
 from gencraft.models.lora import set_rows
+from gencraft.models.lstm import LSTMState
 
 Context = Callable[[list[int]], torch.Tensor]  # rows -> their context [len(rows), T], left-padded with -1
 
@@ -154,8 +155,6 @@ def merge_caches(a: Any, b: Any, max_len: int | None) -> Any | None:
     gap is marked as left padding (``pad``/``offset``), exactly as if the prompt had been padded.
     LSTM state: rows are independent, the hidden states are concatenated.
     """
-    from gencraft.models.lstm import LSTMState
-
     if isinstance(a, KVCache) and isinstance(b, KVCache):
         L = max(a.length, b.length)
         size = max(max_len or 0, L + 1)
@@ -188,8 +187,6 @@ def merge_caches(a: Any, b: Any, max_len: int | None) -> Any | None:
 
 def mergeable(cache: Any) -> bool:
     """Whether a running batch with this cache can take new rows (GPT and LSTM caches can)."""
-    from gencraft.models.lstm import LSTMState
-
     return isinstance(cache, KVCache | LSTMState)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from gencraft import audio
 from gencraft.errors import UsageError
 from gencraft.io import atomic_dir
+from gencraft.tokenize.phonemes import detect_language, espeak_paths
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2
 _INITIALIZE_DONT_EXIT = 0x8000
@@ -44,8 +45,6 @@ class EspeakVoice:
 
 class _Espeak:
     def __init__(self) -> None:
-        from gencraft.tokenize.phonemes import espeak_paths
-
         lib_path, data = espeak_paths()
         self.lib = ctypes.CDLL(lib_path)
         self.lib.espeak_Initialize.restype = ctypes.c_int
@@ -100,8 +99,6 @@ def engine() -> _Espeak:
 def voice_for(spec: str | None, text: str = "", speed: float = 1.0) -> EspeakVoice:
     """An :class:`EspeakVoice` from ``espeak``, ``espeak:NAME`` or a bare espeak-ng name; ``espeak``
     alone reads Chinese text with the Mandarin voice and anything else with American English."""
-    from gencraft.tokenize.phonemes import detect_language
-
     name = (spec or "espeak").strip()
     if name.startswith("espeak:"):
         name = name[len("espeak:"):]

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gencraft.data.images import fit_image, parse_color
 from gencraft.errors import UsageError
 from gencraft.models.image_common import to_uint8, to_unit
 from gencraft.runs import load_model
@@ -150,8 +151,6 @@ def style_mix(run: ImageRun, seed_coarse: int, seed_fine: int, n: int = 4, *, tr
 def reconstruct(run: ImageRun, image_path: str | os.PathLike[str], label: int | None = None) -> np.ndarray:
     """VAE: the picture as the model sees it, and its reconstruction -> 2 images."""
     from PIL import Image, UnidentifiedImageError
-
-    from gencraft.data.images import fit_image, parse_color
 
     if run.kind != "vae":
         raise UsageError(f"--reconstruct: only VAE runs have an encoder ({run.path} is {run.kind})", param="reconstruct")

@@ -24,7 +24,10 @@ import torch
 
 from gencraft import audio
 from gencraft.errors import NotFoundError, UsageError
+from gencraft.generate import espeak
+from gencraft.generate.espeak import voice_for
 from gencraft.runs import Voice, load_voice
+from gencraft.tokenize.phonemes import detect_language, text_to_symbols
 
 PAUSE_S = 0.18  # silence between sentences
 MAX_CHUNK = 300  # characters: longer sentences are split at commas, then spaces
@@ -90,10 +93,7 @@ class Speaker:
     def sentence(self, text: str, speed: float = 1.0) -> np.ndarray:
         """Float32 samples at 22,050 Hz for one sentence (empty when nothing in it can be said)."""
         if self.voice is None:
-            from gencraft.generate.espeak import synthesize, voice_for
-
-            return synthesize(text, voice_for(self.espeak_voice, text, speed))
-        from gencraft.tokenize.phonemes import detect_language, text_to_symbols
+            return espeak.synthesize(text, voice_for(self.espeak_voice, text, speed))
 
         v = self.voice
         langs = v.tokenizer.languages or ["en"]

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from gencraft import audio
+from gencraft.errors import UsageError
 
 BAND_HZ = (300.0, 7000.0)
 ALPHA_DB = 2.0
@@ -257,8 +258,6 @@ def is_audio_file(head: bytes) -> bool:
 def detect_audio_file(path, key: bytes, scheme: dict | None = None) -> tuple[dict, str]:
     """``gencraft guard watermark detect`` for a sound file: (result dict, one-line summary); ``scheme``:
     the manifest's watermark block, when there is one (its band)."""
-    from gencraft.errors import UsageError
-
     try:
         x, sr = _read_any(path)
     except ValueError as e:

@@ -43,8 +43,11 @@ from typing import Any
 
 import numpy as np
 
+from gencraft.data import load_dataset
 from gencraft.errors import DataError, GencraftError, GuardError, NotFoundError
 from gencraft.io import atomic_dir
+from gencraft.paths import existing_run
+from gencraft.tokenize import load_tokenizer
 
 FORMAT = 2  # 2: the character index holds the folded corpus
 BASE = np.uint64(0x100000001B3)  # FNV prime: the polynomial base of the rolling hash
@@ -396,8 +399,6 @@ def build_copy_index(out: str | os.PathLike[str], documents: list[dict[str, Any]
 
 def build_dataset_index(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **kw: Any) -> Path:
     """Index the train split of a prepared dataset (``gencraft.data.load_dataset``) into ``out``."""
-    from gencraft.data import load_dataset
-
     ds = load_dataset(dataset)
     docs = list(ds.documents("train"))
     return build_copy_index(out, docs, ds.sources(), tokens=np.asarray(ds.train_ids()),
@@ -415,8 +416,6 @@ def run_dataset(run_dir: Path, info: dict[str, Any]) -> str:
 
 def build_run_index(run: str | os.PathLike[str], *, dataset: str | None = None, **kw: Any) -> Path:
     """Build ``RUN/copy_index/`` from the run's training dataset (or ``dataset``)."""
-    from gencraft.paths import existing_run
-
     run_dir = existing_run(run)
     info = json.loads((run_dir / "gencraft.json").read_text(encoding="utf-8"))
     return build_dataset_index(dataset or run_dataset(run_dir, info), run_dir / "copy_index", **kw)
@@ -438,9 +437,6 @@ def index_run(run_dir: str | os.PathLike[str], log: Any = print) -> None:
 
 def load_run_index(run: str | os.PathLike[str], *, build: bool = True) -> CopyIndex:
     """The run's copy index with its tokenizer, built on first use when ``build`` (and the dataset exists)."""
-    from gencraft.paths import existing_run
-    from gencraft.tokenize import load_tokenizer
-
     run_dir = existing_run(run)
     folder = run_dir / "copy_index"
     if not (folder / "meta.json").is_file() or _format(folder) != FORMAT:  # missing, or made by an older gencraft

@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gencraft.errors import UsageError
-from gencraft.io import write_bytes
+from gencraft.io import write_bytes, write_json
 from gencraft.paths import home
+from gencraft.schemas import read_json
 
 
 def keys_dir() -> Path:
@@ -161,8 +162,6 @@ def _trust_file() -> Path:
 
 def trusted_keys() -> dict[str, dict]:
     """The keys this machine trusts besides its own: ``{key_id: {"public_key", "name", "added"}}``."""
-    from gencraft.schemas import read_json
-
     f = _trust_file()
     if not f.is_file():
         return {}
@@ -216,8 +215,6 @@ def read_public_key(path: str | os.PathLike[str]) -> bytes:
 
 def trust_key(path: str | os.PathLike[str], name: str | None = None) -> str:
     """Add the public key in ``path`` to this machine's trust list; returns its key id."""
-    from gencraft.io import write_json
-
     public_raw = read_public_key(path)
     kid = key_id_of(public_raw)
     trusted = trusted_keys()
@@ -232,8 +229,6 @@ def trust_key(path: str | os.PathLike[str], name: str | None = None) -> str:
 
 def untrust_key(key_id: str) -> None:
     """Remove ``key_id`` from the trust list (a UsageError when it is not there)."""
-    from gencraft.io import write_json
-
     trusted = trusted_keys()
     if key_id not in trusted:
         raise UsageError(f"key id {key_id!r} is not in the trust list; `gencraft keys trusted` lists it", param="key_id")

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from gencraft.backends import load
+from gencraft.data import load_dataset
 from gencraft.errors import DataError
 
 
@@ -54,13 +56,9 @@ def extractability(run: str | os.PathLike[str], *, prompts: int = 100, prefix_to
     """Prompt the run with ``prompts`` training prefixes; report how many greedy continuations of
     ``suffix_tokens`` tokens match the training data exactly. ``model``: an already loaded
     ``TextModel``; ``train_ids``: the training token stream (default: the run's dataset)."""
-    from gencraft.backends import load
-
     tm = model or load(run)
     eos = int(tm.tokenizer.eos_id)
     if train_ids is None:
-        from gencraft.data import load_dataset
-
         ds = (tm.info.get("data") or {}).get("dataset")
         if not ds:
             raise DataError(f"run {run} names no dataset in gencraft.json (data.dataset); pass train_ids",

@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from gencraft import audio
+from gencraft.backends import load_tokenizer_of
 from gencraft.errors import GencraftError, GuardError, UsageError
 from gencraft.guard.audio import SCHEME as AUDIO_SCHEME
 from gencraft.guard.audio import (
@@ -62,12 +63,13 @@ from gencraft.guard.provenance import (
     front_matter_block,
     image_sha256,
     png_bytes_with_manifest,
+    read_text_artifact,
     sidecar_path,
     sign_manifest,
     text_sha256,
     verify_path,
 )
-from gencraft.guard.tournament import watermark_in
+from gencraft.guard.tournament import GRID_SCHEME, LAYERS, GridWatermark, detect_grid, watermark_in
 from gencraft.guard.watermark import (
     SCHEMES,
     derive_key,
@@ -77,6 +79,9 @@ from gencraft.guard.watermark import (
     text_watermark,
 )
 from gencraft.io import atomic_path, write_bytes, write_json
+from gencraft.music.events import encode
+from gencraft.music.midi import read_midi
+from gencraft.paths import home
 from gencraft.post.image import gif_bytes
 
 log = logging.getLogger("gencraft.guard")
@@ -248,8 +253,6 @@ def find_run(manifest: dict | None) -> str | None:
     """The run under ``GENCRAFT_HOME/runs`` whose ``run_id`` is the manifest's (``None`` if none)."""
     import json
 
-    from gencraft.paths import home
-
     rid = (manifest or {}).get("run_id")
     if not rid:
         return None
@@ -263,8 +266,6 @@ def find_run(manifest: dict | None) -> str | None:
 
 
 def _run_tokenizer(path: Path, manifest: dict | None, run: str | None) -> Any:
-    from gencraft.backends import load_tokenizer_of
-
     spec = run or find_run(manifest)
     if spec is None:
         raise UsageError(f"cannot tell which run's tokenizer produced {path}; pass --run RUN", param="run")
@@ -297,8 +298,6 @@ def grids_of(text: str) -> list[list[str]]:
 
 
 def _detect_grid(text: str, keys: Keys, block: dict, alpha: float = 1e-4) -> dict:
-    from gencraft.guard.tournament import LAYERS, GridWatermark, detect_grid
-
     wm = GridWatermark(derive_key(keys.watermark_secret, "map"), layers=int(block.get("layers", LAYERS)))
     t = detect_grid(grids_of(text), wm.rule)
     return {"scheme": block["scheme"], **t.to_dict(), "detected": t.p_value <= alpha, "alpha": alpha,
@@ -306,9 +305,6 @@ def _detect_grid(text: str, keys: Keys, block: dict, alpha: float = 1e-4) -> dic
 
 
 def _detect_text_file(path: Path, data: bytes, keys: Keys, run: str | None) -> dict:
-    from gencraft.guard.provenance import read_text_artifact
-    from gencraft.guard.tournament import GRID_SCHEME
-
     text, manifest = read_text_artifact(path)
     block = (manifest or {}).get("watermark") or {}
     if block.get("scheme") == GRID_SCHEME:  # a game map: tiles drawn by the grid tournament, no tokenizer
@@ -330,9 +326,6 @@ def _sidecar_manifest(path: Path) -> dict | None:
 
 
 def _detect_midi_file(path: Path, data: bytes, keys: Keys, run: str | None) -> dict:
-    from gencraft.music.events import encode
-    from gencraft.music.midi import read_midi
-
     manifest = _sidecar_manifest(path)
     tok = _run_tokenizer(path, manifest, run)
     events = encode(read_midi(path))
@@ -461,7 +454,6 @@ class ReleasePolicy:
         without keys; pass it to :func:`release` as ``watermark=`` so the manifest records it."""
         if not self.watermark or self.keys is None:
             return None
-        from gencraft.guard.tournament import GridWatermark
 
         return GridWatermark(derive_key(self.keys.watermark_secret, "map"))
 

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from gencraft.errors import UsageError
+from gencraft.guard import tournament
+from gencraft.guard.tournament import TournamentWatermark
 
 
 def derive_key(secret: bytes, label: str) -> bytes:
@@ -130,8 +132,6 @@ def text_watermark(vocab_size: int, keys, scheme: str = SCHEMES[0]):
     """The text watermark of ``keys`` (a :class:`~gencraft.guard.keys.Keys`) by ``scheme``: the
     distortion-free tournament (a sampler) or the green list (a logits processor, delta 2).
     :meth:`gencraft.guard.ReleasePolicy.text_watermark` is how generators get it."""
-    from gencraft.guard.tournament import TournamentWatermark
-
     key = derive_key(keys.watermark_secret, "text")
     if scheme == "tournament":
         return TournamentWatermark(key, vocab_size)
@@ -193,8 +193,6 @@ def detect_with(ids: list[int], vocab_size: int, keys, block: dict | None, *, al
     """Score token ids with ``keys`` by the scheme a manifest's ``watermark`` block names:
     ``{"scheme", "detected", "p_value", "line", ...}``, detected at ``p <= alpha``. Without a block
     (a text copied out of its manifest) both schemes are tried and the smaller p-value is doubled."""
-    from gencraft.guard import tournament
-
     if not block or not block.get("scheme"):
         results = [detect_with(ids, vocab_size, keys, {"scheme": s}, alpha=alpha) for s in SCHEMES]
         best = min(results, key=lambda r: r["p_value"])

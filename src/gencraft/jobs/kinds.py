@@ -26,7 +26,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from gencraft.apps._common import load_model, release_policy
+from gencraft.data.images import BUILTIN_DIGITS, check_size, parse_color, prepare_images
+from gencraft.data.music import prepare_music
+from gencraft.data.prepare import prepare
 from gencraft.errors import GuardError, NotFoundError, UsageError
+from gencraft.io import write_json
+from gencraft.jobs.uploads import upload_files_dir
+from gencraft.library import Library
 from gencraft.train.metrics import StopRequested, stop_requested
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -183,7 +190,6 @@ def _upload(home: Path, upload: str | None, builtin: str | None, builtins: tuple
             raise UsageError(f"params.source: {builtin!r} is not a built-in source; expected "
                              f"{', '.join(builtins) or 'none (upload your files)'}", param="params.source")
         return Claims()
-    from gencraft.jobs.uploads import upload_files_dir
 
     upload_files_dir(home, upload)  # NotFoundError when it is not there
     return Claims(reads_upload=upload)
@@ -221,9 +227,6 @@ def _check_text_data(p: TextDataParams, ctx: CheckContext) -> Claims:
 def _run_text_data(p: TextDataParams, ctx: JobContext) -> dict[str, Any]:
     import warnings
 
-    from gencraft.data.prepare import prepare
-    from gencraft.jobs.uploads import upload_files_dir
-
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         path = prepare([upload_files_dir(ctx.home, p.upload)], dataset_dir(ctx.home, p.out), tokenizer=p.tokenizer,
@@ -249,7 +252,6 @@ class ImageDataParams(Params):
 
 def _check_image_data(p: ImageDataParams, ctx: CheckContext) -> Claims:
     home = ctx.home
-    from gencraft.data.images import BUILTIN_DIGITS, check_size, parse_color
 
     _new_output(home, "datasets", p.out, "params.out", "dataset")
     check_size(p.size)
@@ -260,9 +262,6 @@ def _check_image_data(p: ImageDataParams, ctx: CheckContext) -> Claims:
 
 
 def _run_image_data(p: ImageDataParams, ctx: JobContext) -> dict[str, Any]:
-    from gencraft.data.images import prepare_images
-    from gencraft.jobs.uploads import upload_files_dir
-
     src = p.source or upload_files_dir(ctx.home, p.upload)
     m = prepare_images(src, size=p.size, out=dataset_dir(ctx.home, p.out), fit=p.fit, background=p.background,
                        channels=p.channels, license=p.license)
@@ -291,9 +290,6 @@ def _check_music_data(p: MusicDataParams, ctx: CheckContext) -> Claims:
 
 
 def _run_music_data(p: MusicDataParams, ctx: JobContext) -> dict[str, Any]:
-    from gencraft.data.music import prepare_music
-    from gencraft.jobs.uploads import upload_files_dir
-
     src = p.source or str(upload_files_dir(ctx.home, p.upload))
     path = prepare_music([src], out=dataset_dir(ctx.home, p.out), transpose_range=p.transpose,
                          val_fraction=p.val_fraction, seed=p.seed, license=p.license, limit=p.limit)
@@ -326,7 +322,6 @@ def _check_speech_data(p: SpeechDataParams, ctx: CheckContext) -> Claims:
 def _run_speech_data(p: SpeechDataParams, ctx: JobContext) -> dict[str, Any]:
     """``gencraft data speech`` on the upload (an LJSpeech folder: metadata.csv + wavs/, or x.wav + x.txt pairs)."""
     from gencraft.data.speech import prepare_speech
-    from gencraft.jobs.uploads import upload_files_dir
 
     src = upload_files_dir(ctx.home, p.upload)
     folders = [d for d in src.iterdir() if d.is_dir()]
@@ -491,7 +486,6 @@ def _check_eval_image(p: ImageEvalParams, ctx: CheckContext) -> Claims:
 
 
 def _run_eval_image(p: ImageEvalParams, ctx: JobContext) -> dict[str, Any]:
-    from gencraft.io import write_json
     from gencraft.train.image_eval import evaluate_run
 
     res = evaluate_run(run_dir(ctx.home, p.run), n=p.n, seed=p.seed)
@@ -525,8 +519,6 @@ def _library(home: Any) -> Any:
     """The server's library (the worker and the server agree: GENCRAFT_DB, else SQLite under home)."""
     import os
 
-    from gencraft.library import Library
-
     return Library.open(os.environ.get("GENCRAFT_DB") or f"sqlite:///{home / 'library.db'}")
 
 
@@ -557,7 +549,6 @@ def _check_tune(p: TuneParams, ctx: CheckContext) -> Claims:
 
 
 def _run_tune(p: TuneParams, ctx: JobContext) -> dict[str, Any]:
-    from gencraft.apps._common import release_policy
     from gencraft.apps.prefs import rated_items, tune
     from gencraft.backends import load
     from gencraft.guard import release, watermark_options
@@ -625,16 +616,12 @@ def _check_text_run(home: Path, name: str) -> None:
 
 
 def _kit_model(ctx: JobContext, name: str) -> Any:
-    from gencraft.apps._common import load_model
-
     return load_model(str(run_dir(ctx.home, name)))
 
 
 def _policy() -> Any:
     """The release policy of the commands: GENCRAFT_HOME's keys and library (a worker gets the
     server's home, its ``GENCRAFT_DB`` and, from a ``--no-store`` server, ``GENCRAFT_JOB_STORE=0``)."""
-    from gencraft.apps._common import release_policy
-
     return release_policy(store=os.environ.get("GENCRAFT_JOB_STORE", "1") != "0")
 
 

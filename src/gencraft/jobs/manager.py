@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from gencraft.errors import GencraftError, NotFoundError, UsageError
-from gencraft.io import append_jsonl, write_json
+from gencraft.io import append_jsonl, now_iso, write_json
 from gencraft.jobs.kinds import CheckContext, Claims, kind_of, parse_params
+from gencraft.jobs.uploads import prune_uploads, touch_upload
 
 log = logging.getLogger("gencraft.jobs")
 
@@ -63,10 +64,6 @@ class JobsUnavailable(GencraftError):
 
     status = 503
     code = "jobs_unavailable"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_job_id() -> str:
@@ -394,8 +391,6 @@ class JobManager:
 
     def _prune_uploads(self) -> None:
         """Delete uploads no job has read for ``upload_retention_s`` (none a live job will read)."""
-        from gencraft.jobs.uploads import prune_uploads
-
         self._pruned = time.monotonic()
         keep = {j["claims"]["reads_upload"] for j in self._jobs.values()
                 if j["state"] in LIVE and (j.get("claims") or {}).get("reads_upload")}
@@ -474,7 +469,6 @@ class JobManager:
     def _finish(self, job: dict[str, Any], state: str, error: str | None = None) -> None:
         job.update(state=state, finished=now_iso(), pid=None)
         if (job.get("claims") or {}).get("reads_upload"):  # its retention counts from its last use
-            from gencraft.jobs.uploads import touch_upload
 
             touch_upload(self.home, job["claims"]["reads_upload"])
         if error is not None or state == "succeeded":

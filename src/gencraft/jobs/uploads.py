@@ -35,7 +35,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
+from gencraft.data.images import IMAGE_SUFFIXES
+from gencraft.data.readers import SUPPORTED, decode_bytes
 from gencraft.errors import DataError, GencraftError, NotFoundError, UsageError
+from gencraft.music.midi import MIDI_SUFFIXES, SCORE_SUFFIXES
 
 
 class PayloadTooLarge(GencraftError):
@@ -55,10 +58,7 @@ ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
 
 
 def _suffixes() -> dict[str, str]:
-    from gencraft.data.images import IMAGE_SUFFIXES
-    from gencraft.data.readers import SUPPORTED
     from gencraft.data.speech import AUDIO_SUFFIXES
-    from gencraft.music.midi import MIDI_SUFFIXES, SCORE_SUFFIXES
 
     out = {s: "text" for s in SUPPORTED}
     out.update({s: "audio" for s in AUDIO_SUFFIXES})
@@ -182,8 +182,6 @@ def check_content(name: str, data: bytes, kind: str | None) -> None:
                         ".zip/.tar.gz of them",
                         param="file")
     if kind in ("text", "license", "score") and not name.lower().endswith(".mxl"):
-        from gencraft.data.readers import decode_bytes
-
         decode_bytes(data, name)  # DataError: "looks like a binary file..." or undecodable
     elif kind == "image":
         from PIL import Image, UnidentifiedImageError

@@ -23,6 +23,11 @@ import sys
 import traceback
 from pathlib import Path
 
+from gencraft.errors import GencraftError
+from gencraft.jobs.kinds import JobContext, kind_of, parse_params
+from gencraft.paths import home
+from gencraft.train import metrics
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -40,11 +45,6 @@ def main(argv: list[str]) -> int:
     job_dir = Path(argv[0])
     job = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
     os.nice(int(os.environ.get("GENCRAFT_JOB_NICE", "10")))
-
-    from gencraft.errors import GencraftError
-    from gencraft.jobs.kinds import JobContext, kind_of, parse_params
-    from gencraft.paths import home
-    from gencraft.train import metrics
 
     kind = kind_of(job["kind"])
     if kind.stops_gracefully:

@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from gencraft.errors import DataError, NotFoundError, UsageError
 from gencraft.library.models import Base, Item
+from gencraft.paths import home
 from gencraft.schemas import LibraryRow, validate_data
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -39,8 +40,6 @@ KINDS = ("completion", "chat", "image", "write", "game", "ads")
 
 def default_url() -> str:
     """``sqlite:///GENCRAFT_HOME/library.db``."""
-    from gencraft.paths import home
-
     return f"sqlite:///{home() / 'library.db'}"
 
 

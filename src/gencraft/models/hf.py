@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gencraft.errors import RunError
 from gencraft.models.linear import use_fast_linear
 
 PRESETS: dict[str, dict] = {}  # no size presets: the shape is the base model's
@@ -140,8 +141,6 @@ def load_pretrained(folder: str | os.PathLike[str]) -> Any:
     """A local folder's model in float32: safetensors only, no remote code, no network."""
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
-
-    from gencraft.errors import RunError
 
     hf_logging.disable_progress_bar()  # one bar per load of a tiny local file says nothing
     try:

@@ -30,6 +30,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from gencraft.config import Limit, Range
+from gencraft.errors import ConfigError
 from gencraft.models.image_common import check_img_size
 
 
@@ -145,8 +146,6 @@ class VAE(nn.Module):
     def __init__(self, cfg: VAEConfig) -> None:
         super().__init__()
         if cfg.likelihood not in ("logistic", "bernoulli"):
-            from gencraft.errors import ConfigError
-
             raise ConfigError(f"likelihood={cfg.likelihood!r}: expected logistic or bernoulli", param="likelihood")
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.n_classes, cfg.emb_dim) if cfg.n_classes else None

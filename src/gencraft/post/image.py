@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gencraft.data.images import parse_color
 from gencraft.errors import UsageError
 from gencraft.io import atomic_path
 
@@ -85,8 +86,6 @@ def background_to_alpha(img: np.ndarray, color: str | tuple[int, int, int] = "au
 
     ``auto`` takes the most common colour of the border as the background.
     """
-    from gencraft.data.images import parse_color
-
     rgb = img[:, :, :3] if img.shape[2] >= 3 else np.repeat(img[:, :, :1], 3, axis=2)
     if color == "auto":
         border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])

@@ -22,8 +22,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gencraft import __version__
+from gencraft import __version__, guard
 from gencraft.errors import GencraftError, GuardError, UsageError
+from gencraft.guard import ReleasePolicy, load_keys
+from gencraft.jobs import JobManager
+from gencraft.library import Library
+from gencraft.paths import home
 from gencraft.server.auth import KeyStore, RateLimiter
 from gencraft.server.catalog import Catalog
 from gencraft.server.errors import (
@@ -34,7 +38,13 @@ from gencraft.server.errors import (
     error_body,
     gencraft_error_body,
 )
+from gencraft.server.jobs_api import router as jobs_router
+from gencraft.server.kits_api import router as kits_router
+from gencraft.server.library_api import router as library_router
 from gencraft.server.metrics import Metrics
+from gencraft.server.openai_api import router as openai_router
+from gencraft.server.speech_api import router as speech_router
+from gencraft.server.verify_api import router as verify_router
 
 STATIC = Path(__file__).resolve().parent / "static"
 PUBLIC_PATHS = ("/", "/health", "/metrics", "/docs", "/redoc", "/openapi.json", "/favicon.ico")
@@ -107,8 +117,6 @@ class Studio:
     """What the routes share (``request.app.state.gc``)."""
 
     def __init__(self, config: ServerConfig) -> None:
-        from gencraft.paths import home
-
         self.config = config
         self.home = Path(config.home) if config.home is not None else home()
         self.catalog = Catalog(config.hf_models, home=self.home, max_batch=config.max_batch, max_queue=config.max_queue,
@@ -120,7 +128,6 @@ class Studio:
         self._library: Any = None
         self._policy: Any = None
         self.started = time.time()
-        from gencraft.jobs import JobManager
 
         self.jobs = JobManager(self.home, nice=config.job_nice, on_finished=self._job_finished,
                                slots={"train": config.max_training_jobs, "work": config.max_other_jobs},
@@ -147,8 +154,6 @@ class Studio:
     @property
     def library(self) -> Any:
         if self._library is None:
-            from gencraft.library import Library
-
             self._library = Library.open(self.config.db or f"sqlite:///{self.home / 'library.db'}")
         return self._library
 
@@ -164,8 +169,6 @@ class Studio:
         the keys of the server's home, read once at startup (keys made later need a restart), and
         this server's library unless ``--no-store``."""
         if self._policy is None:
-            from gencraft.guard import ReleasePolicy, load_keys
-
             self._policy = ReleasePolicy(store=self.config.store, library=self.library if self.config.store else None,
                                          keys=load_keys(folder=self.home / "keys"))
             if self._policy.keys is None:
@@ -175,8 +178,6 @@ class Studio:
     async def release(self, content: Any, *, request: Request | None = None, **fields: Any) -> Any:
         """:func:`gencraft.guard.release` in a worker thread under :attr:`policy`; the request's API key
         is stored with the output."""
-        from gencraft import guard
-
         key = getattr(request.state, "key_id", None) if request is not None else None
         return await asyncio.to_thread(guard.release, content, policy=self.policy, api_key=key, **fields)
 
@@ -368,13 +369,6 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
             msg, code = f"{e.detail}", "invalid_request"
         return JSONResponse(error_body(msg, e.status_code, code, None), status_code=e.status_code,
                             headers=getattr(e, "headers", None))
-
-    from gencraft.server.jobs_api import router as jobs_router
-    from gencraft.server.kits_api import router as kits_router
-    from gencraft.server.library_api import router as library_router
-    from gencraft.server.openai_api import router as openai_router
-    from gencraft.server.speech_api import router as speech_router
-    from gencraft.server.verify_api import router as verify_router
 
     app.include_router(openai_router)
     app.include_router(speech_router)

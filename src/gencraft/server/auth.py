@@ -24,6 +24,7 @@ from typing import Any
 
 from gencraft.errors import NotFoundError, UsageError
 from gencraft.io import write_json
+from gencraft.paths import home
 from gencraft.server.errors import RateLimited, Unauthenticated
 
 PREFIX = "gck"
@@ -47,8 +48,6 @@ def _hash(salt: str, key: str) -> str:
 
 
 def store_path() -> Path:
-    from gencraft.paths import home
-
     return home() / "api_keys.json"
 
 

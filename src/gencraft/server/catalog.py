@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gencraft.backends import load
 from gencraft.errors import NotFoundError, UsageError
+from gencraft.generate.image import load_image_run
+from gencraft.runs import read_info
+from gencraft.server.adapters import AdapterGroup, bankable, open_adapter
 from gencraft.server.scheduler import Scheduler
 
 TEXT_KINDS = ("gpt", "lstm")
@@ -86,7 +90,6 @@ class Catalog:
         for e in self.entries():
             if e.id == model_id:
                 if e.kind == "?":  # a gencraft.json that cannot be read: say what is wrong with it (a 400)
-                    from gencraft.runs import read_info
                     read_info(e.path)
                 return e
         raise NotFoundError(f"model {model_id!r} not found; GET /v1/models lists the runs under "
@@ -124,10 +127,6 @@ class Catalog:
                 self._loading.pop(model_id, None)
 
     def _load_text(self, e: ModelEntry) -> tuple[Any, Any]:
-        from gencraft.backends import load
-        from gencraft.runs import read_info
-        from gencraft.server.adapters import bankable
-
         if e.kind != "hf":
             path, info = read_info(e.path)
             if bankable(info):
@@ -140,8 +139,6 @@ class Catalog:
 
     def _load_adapter(self, model_id: str, path: Path, info: dict[str, Any]) -> tuple[Any, Any]:
         """An adapter joins its base's group (made with the first adapter of that base)."""
-        from gencraft.server.adapters import AdapterGroup, open_adapter
-
         ad = open_adapter(path, info)
         with self._lock:
             group = self._groups.get(ad.key)
@@ -157,8 +154,6 @@ class Catalog:
         return tm, view
 
     def _load_image(self, e: ModelEntry) -> Any:
-        from gencraft.generate.image import load_image_run
-
         run = load_image_run(e.path)
         with self._lock:
             self._images[e.id] = run

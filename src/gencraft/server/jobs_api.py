@@ -27,7 +27,11 @@ from pydantic import BaseModel, ConfigDict
 from gencraft.errors import NotFoundError, UsageError
 from gencraft.jobs.kinds import KINDS, check_name, dataset_kind
 from gencraft.jobs.manager import TERMINAL, Conflict
+from gencraft.jobs.uploads import delete_upload as remove
+from gencraft.jobs.uploads import describe, new_upload, receive, safe_relpath
 from gencraft.schemas import RunInfo, read_json
+from gencraft.train.curves import list_runs as runs
+from gencraft.train.curves import read_metrics, summarize
 
 router = APIRouter(tags=["studio jobs"])
 
@@ -98,8 +102,6 @@ OUTPUT_TYPES = {".json": "application/json", ".jsonl": "application/x-ndjson", "
 
 @router.get("/v1/gencraft/jobs/{job_id}/files/{path:path}", summary="A file a job made (a kit batch's outputs)")
 async def job_file(job_id: str, path: str, request: Request) -> FileResponse:
-    from gencraft.jobs.uploads import safe_relpath
-
     jobs = _jobs(request)
     await asyncio.to_thread(jobs.get, job_id)  # 404 for an unknown job
     rel = safe_relpath(path)
@@ -166,8 +168,6 @@ async def job_events(job_id: str, request: Request, after: int = -1) -> Streamin
 
 @router.post("/v1/gencraft/uploads", status_code=201, summary="Start an upload (then PUT its files)")
 async def create_upload(request: Request) -> dict[str, Any]:
-    from gencraft.jobs.uploads import describe, new_upload
-
     home = _gc(request).home
     return describe(home, await asyncio.to_thread(new_upload, home))
 
@@ -175,23 +175,17 @@ async def create_upload(request: Request) -> dict[str, Any]:
 @router.put("/v1/gencraft/uploads/{upload_id}/files/{path:path}",
             summary="Add one file (the request body) or an archive to an upload")
 async def put_upload_file(upload_id: str, path: str, request: Request) -> dict[str, Any]:
-    from gencraft.jobs.uploads import receive
-
     gc = _gc(request)
     return await receive(gc.home, upload_id, path, request.stream(), gc.config.max_upload_bytes)
 
 
 @router.get("/v1/gencraft/uploads/{upload_id}", summary="The files of an upload")
 async def get_upload(upload_id: str, request: Request) -> dict[str, Any]:
-    from gencraft.jobs.uploads import describe
-
     return await asyncio.to_thread(describe, _gc(request).home, upload_id)
 
 
 @router.delete("/v1/gencraft/uploads/{upload_id}", summary="Delete an upload")
 async def delete_upload(upload_id: str, request: Request) -> dict[str, Any]:
-    from gencraft.jobs.uploads import delete_upload as remove
-
     await asyncio.to_thread(remove, _gc(request).home, upload_id)
     return {"id": upload_id, "deleted": True}
 
@@ -283,15 +277,11 @@ def _run_dir(request: Request, name: str) -> Path:
 
 @router.get("/v1/gencraft/runs", summary="Every run with its figures")
 async def list_runs(request: Request) -> dict[str, Any]:
-    from gencraft.train.curves import list_runs as runs
-
     return {"object": "list", "data": await asyncio.to_thread(runs, _gc(request).home)}
 
 
 @router.get("/v1/gencraft/runs/{name}", summary="A run: figures, gencraft.json, model card, sample grids")
 async def get_run(name: str, request: Request) -> dict[str, Any]:
-    from gencraft.train.curves import summarize
-
     d = _run_dir(request, name)
 
     def read() -> dict[str, Any]:
@@ -305,8 +295,6 @@ async def get_run(name: str, request: Request) -> dict[str, Any]:
 
 @router.get("/v1/gencraft/runs/{name}/metrics", summary="A run's metrics records (as after its resumes)")
 async def run_metrics(name: str, request: Request) -> dict[str, Any]:
-    from gencraft.train.curves import read_metrics
-
     d = _run_dir(request, name)
     return {"object": "list", "run": name, "data": await asyncio.to_thread(read_metrics, d)}
 
@@ -317,8 +305,6 @@ RUN_MEDIA = {".png": "image/png", ".wav": "audio/wav"}
 @router.get("/v1/gencraft/runs/{name}/files/{path:path}",
             summary="A picture or sound of a run (curves, sample grids, music samples' piano rolls and audio)")
 async def run_file(name: str, path: str, request: Request) -> FileResponse:
-    from gencraft.jobs.uploads import safe_relpath
-
     d = _run_dir(request, name)
     rel = safe_relpath(path)
     media = RUN_MEDIA.get(rel.suffix.lower())

@@ -12,8 +12,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from gencraft.apps import ads as A
+from gencraft.apps import game as G
+from gencraft.apps import write as W
 from gencraft.errors import GencraftError, UsageError
 from gencraft.server.errors import gencraft_error_body
+from gencraft.server.openai_api import with_watermark
 
 router = APIRouter(prefix="/v1/gencraft", tags=["kits"])
 
@@ -85,9 +89,6 @@ def _sse(obj: Any) -> str:
 
 @router.post("/write", summary="Writing assistant: continue a draft (streamable) or draft a piece")
 async def write(body: WriteRequest, request: Request) -> Any:
-    from gencraft.apps import write as W
-    from gencraft.server.openai_api import with_watermark
-
     gc = request.app.state.gc
     tm, sched = await gc.catalog.text(body.model)
     seed = _seed(body.seed)
@@ -146,8 +147,6 @@ async def _release_written(gc: Any, request: Request, body: WriteRequest, text: 
 
 @router.post("/game/{kind}", summary="Game records (names, npc, quest, item, dialogue), schema-validated")
 async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]:
-    from gencraft.apps import game as G
-
     gc = request.app.state.gc
     if kind not in G.KINDS and body.json_schema is None:
         raise UsageError(f"kind {kind!r} is not one of {', '.join(G.KINDS)} (or send your own schema)",
@@ -169,8 +168,6 @@ async def game(kind: str, body: GameRequest, request: Request) -> dict[str, Any]
 
 @router.post("/ads", summary="Ad variants for a brief, checked against channel limits and terms")
 async def ads(body: AdsRequest, request: Request) -> dict[str, Any]:
-    from gencraft.apps import ads as A
-
     gc = request.app.state.gc
     tm, _ = await gc.catalog.text(body.model)
     seed = _seed(body.seed)

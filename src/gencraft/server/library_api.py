@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from gencraft.errors import NotFoundError
 from gencraft.library import Filters, item_dict
 
 router = APIRouter(prefix="/v1/gencraft/library", tags=["library"])
@@ -50,8 +51,6 @@ async def get_item(item_id: ItemId, request: Request) -> dict[str, Any]:
 
 @router.get("/{item_id}/image", summary="An image item as PNG", response_class=Response)
 async def get_image(item_id: ItemId, request: Request) -> Response:
-    from gencraft.errors import NotFoundError
-
     item = await asyncio.to_thread(request.app.state.gc.library.get, item_id)
     if item.image is None:
         raise NotFoundError(f"library item {item_id} is a {item.kind} item without an image", param="id")

@@ -20,8 +20,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from gencraft import guard
 from gencraft.errors import GencraftError, UsageError
+from gencraft.generate import constraints as C
 from gencraft.generate.config import GenerationConfig, GenerationResult, TokenLogprob
+from gencraft.generate.image import label_index, sample_images
 from gencraft.server.errors import gencraft_error_body
 from gencraft.server.scheduler import check_prompt
 
@@ -159,8 +162,6 @@ def make_config(req: Sampling, max_tokens: int, tm: Any, *, logprobs: bool, top_
 def with_watermark(cfg: GenerationConfig, tm: Any, policy: Any) -> tuple[GenerationConfig, Any]:
     """``cfg`` with the server policy's text watermark in place (none when off or without keys), and
     the watermark (what the release step records)."""
-    from gencraft import guard
-
     wm = guard.watermark_in(policy.text_watermark(tm.tokenizer.vocab_size), cfg)
     if wm is None:
         return cfg, None
@@ -172,7 +173,6 @@ def constraint_factory(fmt: ResponseFormat | None, tokenizer: Any) -> tuple[Any,
     token budget the schema may need."""
     if fmt is None or fmt.type == "text":
         return None, None
-    from gencraft.generate import constraints as C
 
     if fmt.type == "json_schema":
         if fmt.json_schema is None or not isinstance(fmt.json_schema.schema_, dict):
@@ -524,8 +524,6 @@ def render_images(run: Any, body: ImageRequest) -> tuple[list[Any], list[dict[st
     import secrets
 
     from PIL import Image
-
-    from gencraft.generate.image import label_index, sample_images
 
     size = _size(body.size)
     label = None

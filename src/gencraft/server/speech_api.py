@@ -21,7 +21,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
-from gencraft.errors import UsageError
+from gencraft import audio
+from gencraft.apps.speech import speak
+from gencraft.errors import GuardError, UsageError
+from gencraft.generate.speech import Speaker, check_text
 
 router = APIRouter()
 
@@ -48,8 +51,6 @@ _voices_lock = threading.Lock()
 
 def _speaker(gc: Any, model: str, voice: str) -> Any:
     """The loaded :class:`~gencraft.generate.speech.Speaker` for ``model``/``voice`` (cached per run)."""
-    from gencraft.generate.speech import Speaker
-
     if model == "espeak":
         name = OPENAI_VOICES.get(voice, voice)
         if name in ("default", ""):
@@ -74,8 +75,6 @@ def _speaker(gc: Any, model: str, voice: str) -> Any:
 
 
 def _encode(result: Any, fmt: str) -> bytes:
-    from gencraft import audio
-
     if fmt == "wav":
         return result.wav_bytes()
     if fmt == "pcm":
@@ -90,9 +89,6 @@ def _encode(result: Any, fmt: str) -> bytes:
 def _speak(gc: Any, request: Request, body: SpeechRequest, sp: Any, **options: Any) -> Any:
     """:func:`gencraft.apps.speech.speak` under the server's release policy (moderated, watermarked,
     signed, stored with the request's API key); a blocked text is a 400 naming ``input``."""
-    from gencraft.apps.speech import speak
-    from gencraft.errors import GuardError
-
     try:
         return speak(body.input, sp, speed=body.speed, seed=body.seed if body.seed is not None else 0,
                      policy=gc.policy, api_key=getattr(request.state, "key_id", None),
@@ -106,8 +102,6 @@ def _speak(gc: Any, request: Request, body: SpeechRequest, sp: Any, **options: A
 @router.post("/v1/audio/speech", tags=["openai"], summary="Text to speech (wav, pcm, flac)")
 async def speech(body: SpeechRequest, request: Request) -> Response:
     """Say ``input`` in a trained voice or with espeak-ng. ``pcm`` streams as each sentence is made."""
-    from gencraft.generate.speech import check_text
-
     gc = request.app.state.gc
     if body.response_format not in MEDIA_TYPES:
         raise UsageError(f"response_format {body.response_format!r}: this server writes wav, pcm or flac",

@@ -22,6 +22,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from gencraft.errors import UsageError
+from gencraft.guard.provenance import sidecar_path
+from gencraft.guard.release import verify_file
 
 router = APIRouter(prefix="/v1/gencraft", tags=["provenance"])
 
@@ -36,9 +38,6 @@ class VerifyRequest(BaseModel):
 def verify_bytes(data: bytes, filename: str = "file", manifest: dict[str, Any] | None = None) -> dict[str, Any]:
     """Verify ``data`` exactly as ``gencraft verify`` verifies a file named ``filename`` with ``manifest``
     beside it; returns the verification as a dict (``status``, ``reason``, ``key_id``, ``trusted``...)."""
-    from gencraft.guard.provenance import sidecar_path
-    from gencraft.guard.release import verify_file
-
     name = Path(filename).name.strip() or "file"
     if name in (".", "..") or "\x00" in name:
         raise UsageError(f"filename {filename!r}: give a plain file name", param="filename")

@@ -43,6 +43,7 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from gencraft.errors import DataError, NotFoundError, UsageError
 from gencraft.io import write_text
+from gencraft.music.tokenizer import MusicTokenizer
 
 EOS = "<|endoftext|>"
 EOS_CANDIDATES = (EOS, "<eos>", "</s>", "<EOS>")
@@ -272,8 +273,6 @@ def tokenizer_from_str(text: str, *, source: str = "tokenizer.json") -> Tokenize
                         "expected a gencraft char, bpe or music tokenizer, or a byte-level or "
                         "SentencePiece-style BPE from a Hugging Face model")
     if kind == "music":
-        from gencraft.music.tokenizer import MusicTokenizer
-
         return MusicTokenizer(hf)
     return Tokenizer(hf, kind)
 

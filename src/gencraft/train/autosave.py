@@ -47,6 +47,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from gencraft.config import Range, check_value
+from gencraft.errors import ConfigError
 from gencraft.io import write_json
 from gencraft.runs import MARK
 from gencraft.train.metrics import StopRequested
@@ -166,9 +168,6 @@ class Autosave:
 
 def parse_every(text: str | float | int, label: str = "--checkpoint-every") -> float:
     """``300``, ``90s``, ``5m``, ``1.5h`` or ``0``/``off`` -> seconds (a bad one is a ConfigError naming ``label``)."""
-    from gencraft.config import Range, check_value
-    from gencraft.errors import ConfigError
-
     s = str(text).strip().lower()
     if s in ("0", "off", "none", "never"):
         return 0.0

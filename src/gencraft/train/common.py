@@ -16,6 +16,8 @@ from rich.progress import Progress as RichProgress
 from gencraft.data.dataset import tokens_seen
 from gencraft.errors import GencraftError, TrainingDiverged, UsageError
 from gencraft.io import atomic_path, write_bytes
+from gencraft.limits import fmt_bytes, require_memory
+from gencraft.models import build
 from gencraft.runs import SEEN_FILE, run_status
 from gencraft.train.checkpoint import CHECKPOINT, read_checkpoint_state
 from gencraft.train.config import TrainConfig
@@ -87,9 +89,6 @@ def check_training_memory(kind: str, mcfg: Any, *, batch: int, positions: int, w
     as ``batch x positions x (24 x width x depth + 3 x vocab)`` float32 values (the per-layer tensors
     autograd keeps, and the logits with their softmax and gradient). Returns the parameter count.
     """
-    from gencraft.limits import fmt_bytes, require_memory
-    from gencraft.models import build
-
     with torch.device("meta"):
         n = sum(p.numel() for p in build(kind, mcfg).parameters())
     weights = 16 * n

@@ -21,6 +21,8 @@ from typing import Any
 
 from gencraft.errors import UsageError
 from gencraft.io import atomic_path, read_jsonl
+from gencraft.paths import existing_run
+from gencraft.paths import home as default_home
 from gencraft.runs import MARK, run_status
 
 CURVES = "curves.png"
@@ -188,8 +190,6 @@ def summarize(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def list_runs(home: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
     """Summaries of every run under ``HOME/runs`` (finished or with a checkpoint), newest first."""
-    from gencraft.paths import home as default_home
-
     runs = Path(home or default_home()) / "runs"
     out = []
     for d in runs.iterdir() if runs.is_dir() else []:
@@ -222,8 +222,6 @@ def comparison_rows(summaries: list[dict[str, Any]]) -> tuple[list[str], list[li
 
 def write_comparison(runs: list[str | os.PathLike[str]], out: str | os.PathLike[str]) -> Path:
     """Overlay the curves of ``runs`` (names or paths) in one PNG, their figures in a table under them."""
-    from gencraft.paths import existing_run
-
     if len(runs) < 2:
         raise UsageError("runs compare: give two or more runs", param="runs")
     dirs = [existing_run(r) for r in runs]

@@ -15,7 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from gencraft.data import load_dataset as open_dataset
 from gencraft.errors import DataError
+from gencraft.paths import existing_dataset
+from gencraft.train import dpo
 
 _DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
@@ -48,10 +51,6 @@ class Dataset:
 
 def load_dataset(name: str | os.PathLike[str]) -> Dataset:
     """Open a dataset by name or path (through :func:`gencraft.data.load_dataset`, which checks it)."""
-    from gencraft.data import load_dataset as open_dataset
-    from gencraft.paths import existing_dataset
-    from gencraft.train import dpo
-
     path = existing_dataset(name)
     manifest = _read_manifest(path)
     if dpo.is_preferences(manifest):  # pairs for preference tuning: splits that batch themselves

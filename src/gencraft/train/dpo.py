@@ -46,6 +46,8 @@ from torch.nn import functional as F
 
 from gencraft.errors import DataError, UsageError
 from gencraft.io import atomic_dir, write_json
+from gencraft.models import lora as L
+from gencraft.tokenize import load_tokenizer
 
 FORMAT = 1
 MAX_PAIRS_PER_PROMPT = 16
@@ -76,7 +78,6 @@ def adapters_off(model: nn.Module) -> Iterator[None]:
         with hf.disable_adapter():
             yield
         return
-    from gencraft.models import lora as L
 
     with L.disabled(model):
         yield
@@ -181,8 +182,6 @@ def is_preferences(manifest: dict[str, Any]) -> bool:
 
 def load_splits(path: Path, manifest: dict[str, Any]) -> tuple[PairSplit, PairSplit]:
     """The train and val :class:`PairSplit` of a preference dataset directory."""
-    from gencraft.tokenize import load_tokenizer
-
     tok = load_tokenizer(path / "tokenizer.json")
     f = path / "pairs.jsonl"
     if not f.is_file():

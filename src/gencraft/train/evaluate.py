@@ -13,7 +13,9 @@ from torch.nn import functional as F
 
 from gencraft.errors import DataError
 from gencraft.runs import load_text_model, read_info
+from gencraft.train.common import pick_device
 from gencraft.train.data import load_dataset
+from gencraft.train.lora import load_model
 
 
 @torch.no_grad()
@@ -54,12 +56,9 @@ def evaluate(run: str | os.PathLike[str], dataset: str | os.PathLike[str] | None
     ``dataset`` defaults to the one the run was trained on; another dataset must use the same
     tokenizer. Returns ``{"loss", "ppl", "bpc", "tokens", "dataset", "run"}``.
     """
-    from gencraft.train.common import pick_device
-
     pick_device(str(device))  # a device name torch cannot parse is a UsageError naming --device
     path, info = read_info(run)
     if info.get("adapter") or info["kind"] == "hf":  # base + adapter (merged), or a fine-tuned transformers model
-        from gencraft.train.lora import load_model
 
         model = load_model(path, info).to(device).eval()
     else:

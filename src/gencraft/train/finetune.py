@@ -29,9 +29,13 @@ import torch
 from gencraft.config import apply_overrides, from_dict, parse_overrides
 from gencraft.errors import ConfigError, DataError, NotFoundError, RunError, UsageError
 from gencraft.io import write_bytes
-from gencraft.runs import SEEN_FILE, read_info, save_weights, sha256_file
+from gencraft.models import build, config_class
+from gencraft.models.hf import HFCausalLM, HFConfig, positions_limit
+from gencraft.runs import SEEN_FILE, load_weights, read_info, save_weights, sha256_file
+from gencraft.tokenize import detect_kind, tokenizer_from_str
 from gencraft.train import lora as L
 from gencraft.train.config import TrainConfig, check, check_model
+from gencraft.train.dpo import DPOModel
 from gencraft.train.lora import LoRAConfig, hf_weight_files, weights_digest
 
 FAMILIES = ("gpt", "lstm", "hf")
@@ -180,8 +184,6 @@ def hf_tokenizer_text(folder: Path) -> str:
 
 def base_tokenizer(spec: str) -> Any:
     """The tokenizer of a base model (a run, or ``hf:PATH``), for ``data prepare --tokenizer-from``."""
-    from gencraft.tokenize import tokenizer_from_str
-
     if spec.startswith("hf:"):
         p = Path(spec[3:]).expanduser()
         if not p.is_dir():
@@ -228,7 +230,6 @@ def _canonical_tokenizer(text: str, source: str) -> str:
 
 def _tok_summary(text: str) -> str:
     spec = json.loads(text)
-    from gencraft.tokenize import detect_kind
 
     vocab = len((spec.get("model") or {}).get("vocab") or {}) + len(spec.get("added_tokens") or [])
     return f"{detect_kind(spec)}, ~{vocab} tokens"
@@ -247,9 +248,6 @@ def check_tokenizer(ds_path: Path, base: Base) -> None:
 
 def base_model_config(base: Base) -> Any:
     """The model config of the base (a gencraft config dataclass, or :class:`~gencraft.models.hf.HFConfig`)."""
-    from gencraft.models import config_class
-    from gencraft.models.hf import HFConfig, positions_limit
-
     if base.kind != "hf":
         return from_dict(config_class(base.kind), base.info.get("model", {}))
     if "model" in base.info and "hf_config" in base.info["model"]:  # a fine-tuned HF run
@@ -363,27 +361,19 @@ def build_model(kind: str, mcfg: Any, tune: Tune | None, *, fresh: bool, resume:
     not read; an adapter's checkpoint holds only the adapter, so its base is read again (``resume``: the
     run being resumed, after checking its base is the very one it started from).
     """
-    from gencraft.models import build
-
     if tune is None:
         return build(kind, mcfg)
     if fresh and resume is not None:
         L.verify_base(resume, {"base": tune.base_record})
     if kind == "hf":
-        from gencraft.models.hf import HFCausalLM
-
         model = HFCausalLM(mcfg, load_from=tune.base.path if fresh else None)
     else:
-        from gencraft.runs import load_weights
-
         model = build(kind, mcfg)
         if fresh:
             load_weights(model, tune.base.files[0])
     if tune.lora is not None:
         tune.modules = L.attach(model, kind, tune.lora, tune.modules or None)
     if tune.objective == "dpo":
-        from gencraft.train.dpo import DPOModel
-
         return DPOModel(model, tune.beta, tune.sft)
     return model
 

@@ -27,13 +27,16 @@ from typing import Any, ClassVar
 import torch
 from safetensors.torch import load_file, save_file
 
+from gencraft import __version__
 from gencraft.config import Limit, Range, apply_overrides, check_value, from_dict, validate
 from gencraft.data.images import ImageDataset, load_image_dataset, split_indices
 from gencraft.errors import ConfigError, RunError, TrainingDiverged, UsageError
 from gencraft.io import atomic_dir, now_iso, recover_dir, write_json, write_text
 from gencraft.models import IMAGE_KINDS, build, family
+from gencraft.models.dcgan import d_loss, g_loss
 from gencraft.models.image_common import diff_augment, ema_decay, to_uint8, to_unit, update_ema
 from gencraft.paths import run_path
+from gencraft.post.image import make_grid, save_png
 from gencraft.runs import load_weights, new_run_id, run_status, save_weights, sha256_file, write_info
 from gencraft.schemas import CheckpointState, read_json
 from gencraft.train.autosave import Autosave
@@ -183,7 +186,6 @@ def _gan_step(s: _Setup, x: torch.Tensor, y: torch.Tensor | None, step: int) -> 
     aug = (lambda t: diff_augment(t, s.tcfg.diffaug_policy, s.tcfg.diffaug_cutout)) if s.augment else (lambda t: t)
     b = x.shape[0]
     loss_kind = "ns" if style else cfg.loss
-    from gencraft.models.dcgan import d_loss, g_loss
 
     def gen(z: torch.Tensor, update_avg: bool = False) -> torch.Tensor:
         if style:
@@ -467,8 +469,6 @@ def _train(run: Path, ds: ImageDataset, s: _Setup, state: dict[str, Any], x_all:
 
 
 def _version() -> str:
-    from gencraft import __version__
-
     return __version__
 
 
@@ -499,8 +499,6 @@ def _vae_heldout_nelbo(model: torch.nn.Module, ds: ImageDataset, val_fraction: f
 
 
 def _write_grid(path: Path, model: torch.nn.Module, n_classes: int, seed: int) -> None:
-    from gencraft.post.image import make_grid, save_png
-
     n = max(n_classes, 1) * (8 if n_classes else 64) if n_classes <= 16 else 64
     n = min(n, 128)
     g = torch.Generator().manual_seed(seed)

@@ -35,8 +35,10 @@ from safetensors.torch import load_file, save_file
 from gencraft.config import apply_overrides, from_dict
 from gencraft.errors import ConfigError, NotFoundError, RunError, UsageError
 from gencraft.io import atomic_path
+from gencraft.models import build, config_class
 from gencraft.models import lora as L
-from gencraft.runs import sha256_file
+from gencraft.models.hf import HFCausalLM, HFConfig
+from gencraft.runs import load_weights, sha256_file
 
 
 @dataclass
@@ -256,10 +258,6 @@ def read_adapter(run_dir: Path, info: dict[str, Any]) -> dict[str, torch.Tensor]
 def load_model(run_dir: Path, info: dict[str, Any], *, merge: bool = True) -> nn.Module:
     """An adapter run (base + adapter; merged into the weights unless ``merge=False``), or a fine-tuned
     Hugging Face run, as a training-style model (``forward(idx, targets)``)."""
-    from gencraft.models import build, config_class
-    from gencraft.models.hf import HFCausalLM, HFConfig
-    from gencraft.runs import load_weights
-
     kind, ad = info["kind"], info.get("adapter")
     if kind == "hf" and not ad:
         return HFCausalLM(from_dict(HFConfig, info.get("model", {})), load_from=run_dir)

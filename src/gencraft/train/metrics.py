@@ -36,7 +36,10 @@ import weakref
 from pathlib import Path
 from typing import Any
 
-from gencraft.io import append_jsonl
+from gencraft.errors import GencraftError
+from gencraft.io import append_jsonl, atomic_path
+from gencraft.music import events, roll, synth
+from gencraft.tokenize import load_tokenizer
 
 # What a studio job's worker sets (gencraft.jobs.worker); None in a plain CLI or library call.
 _job_events: Path | None = None
@@ -161,9 +164,6 @@ class RunLog:
         """Each event-token sample as ``samples/music_STEP_I.png`` (a piano roll) and ``.wav`` (the
         synthesizer), in TensorBoard's images and audio; returns ``[{roll, audio, summary}]`` (paths
         relative to the run)."""
-        from gencraft.io import atomic_path
-        from gencraft.music import events, roll, synth
-
         folder = self.run_dir / "samples"
         folder.mkdir(parents=True, exist_ok=True)
         w = self._tb()
@@ -272,9 +272,6 @@ def text_samples(model: Any, tokenizer: Any, *, n: int = 2, max_new_tokens: int 
 def load_run_tokenizer(path: str | os.PathLike[str]) -> Any:
     """The tokenizer in ``path`` (a dataset or run folder), or None when it cannot be read (then the
     loop shows no text samples rather than stopping)."""
-    from gencraft.errors import GencraftError
-    from gencraft.tokenize import load_tokenizer
-
     try:
         return load_tokenizer(path)
     except (GencraftError, ValueError, KeyError) as e:

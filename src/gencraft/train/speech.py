@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from gencraft import audio
+from gencraft import __version__, audio
 from gencraft.config import apply_overrides, from_dict, parse_overrides
 from gencraft.data.speech import SpeechDataset, load_speech_dataset
 from gencraft.errors import ConfigError, TrainingDiverged, UsageError
@@ -517,8 +517,6 @@ def _train_vocoder(run_dir: Path, ds: SpeechDataset, cfgs: list[Any], state: dic
 def _write_run_info(run_dir: Path, ds: SpeechDataset, preset: str, part: str, mcfg: Any, tc: TrainConfig,
                     lc: VocoderLoss | None, metrics: dict[str, Any], digest: str) -> None:
     """Merge one part's record into ``gencraft.json`` and rewrite the model card."""
-    from gencraft import __version__
-
     p = run_dir / "gencraft.json"
     info = json.loads(p.read_text(encoding="utf-8")) if p.is_file() else {
         "kind": KIND, "run_id": new_run_id(), "created": now_iso(), "name": run_dir.name, "preset": preset}
