@@ -10,7 +10,9 @@ import pytest
 import torch
 
 from gencraft.errors import ConfigError, RunError
-from gencraft.generate.latent import interpolate
+from gencraft.generate.latent import interpolate, vary
+from gencraft.guard import TournamentWatermark, watermark_options
+from gencraft.guard.tournament import detect
 from gencraft.models.text_vae import TextVAE, TextVAEConfig, encode_texts
 from gencraft.tokenize import load_tokenizer
 from gencraft.train.text_vae import KLConfig, kl_weight, load_text_vae, pad_batch, sentences, train_text_vae
@@ -111,6 +113,13 @@ def test_memorized_interpolation_endpoints_and_cli(tmp_path, cli):
     assert r.code == 0 and r.out.strip().splitlines() == [lines[3]] * 3
     r = cli("vae", "vary", str(run), lines[3], "--n", "0")
     assert r.code == 2 and "--n" in r.err and len(r.err.strip().splitlines()) == 1
+
+    # sampled codes draw through the watermark's sampler (the release step's): the texts carry its key
+    wm, other = (TournamentWatermark(k * 32, tok.vocab_size) for k in (b"k", b"o"))
+    texts = vary(model, tok, lines[3], n=24, radius=2.0, seed=0, temperature=1.0, options=watermark_options(wm))
+    ids = [i for t in texts for i in tok.encode(t)]
+    mine, theirs = detect(ids, wm.rule), detect(ids, other.rule)
+    assert mine.p_value < 1e-3 < theirs.p_value
 
 
 def test_resume_config_errors_and_wrong_kind(tmp_path, cli):

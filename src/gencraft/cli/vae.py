@@ -21,16 +21,20 @@ def _load(run: str):
     return model, load_tokenizer(path / "tokenizer.json"), info, path
 
 
-def _release(texts: list[str], *, run: str, info: dict, path, prompt: str, params: dict, seed: int | None,
-             store: bool) -> list[str]:
-    """Each decoded text through the release step (moderation, copy check, signed manifest, library), as
-    every output of gencraft; the texts as released (masked where the policy masks). Greedy decoding
-    makes no draw to watermark, and sampled codes are not watermarked yet: the manifests say none."""
+def _release(decode, tok, *, run: str, info: dict, path, prompt: str, params: dict, seed: int | None,
+             store: bool, temperature: float = 0.0) -> list[str]:
+    """The texts ``decode(options)`` makes, each through the release step (moderation, copy check,
+    watermark, signed manifest, library), as every output of gencraft; the texts as released (masked
+    where the policy masks). Sampled codes draw through the watermark's sampler; greedy decoding makes
+    no draw to mark, and then the manifests say none."""
     from gencraft import guard
 
     with release_policy(store=store) as policy:
+        wm = policy.text_watermark(tok.vocab_size, temperature=temperature)
+        texts = decode(guard.watermark_options(wm))
         released = [guard.release(t, kind="text", label="vae", policy=policy, model=str(path), run_info=info,
-                                  model_name=run, params={**params, "index": i}, seed=seed, prompt=prompt)
+                                  model_name=run, params={**params, "index": i}, seed=seed, prompt=prompt,
+                                  watermark=wm)
                     for i, t in enumerate(texts)]
     say_stored(released)
     return [r.text for r in released]
@@ -50,7 +54,8 @@ def interpolate_cmd(
     if not 2 <= steps <= 100:
         raise UsageError(f"--steps {steps}: must be between 2 and 100", param="steps")
     model, tok, info, path = _load(run)
-    texts = _release(interpolate(model, tok, text_a, text_b, steps), run=run, info=info, path=path,
+    texts = _release(lambda options: interpolate(model, tok, text_a, text_b, steps), tok, run=run, info=info,
+                     path=path,
                      prompt=f"{text_a}\n{text_b}", params={"mode": "interpolate", "steps": steps}, seed=None,
                      store=not no_store)
     for i, text in enumerate(texts):
@@ -77,9 +82,10 @@ def vary_cmd(
     if temperature < 0:
         raise UsageError(f"--temperature {temperature}: must not be negative", param="temperature")
     model, tok, info, path = _load(run)
-    for line in _release(vary(model, tok, text, n, radius, seed, temperature), run=run, info=info, path=path,
-                         prompt=text, params={"mode": "vary", "n": n, "radius": radius, "temperature": temperature},
-                         seed=seed, store=not no_store):
+    for line in _release(lambda options: vary(model, tok, text, n, radius, seed, temperature, options), tok,
+                         run=run, info=info, path=path, prompt=text,
+                         params={"mode": "vary", "n": n, "radius": radius, "temperature": temperature},
+                         seed=seed, store=not no_store, temperature=temperature):
         typer.echo(line)
 
 

@@ -12,13 +12,15 @@ from gencraft.models.text_vae import TextVAE, VAEState, encode_texts
 
 
 def decode_latents(model: TextVAE, tokenizer, z: torch.Tensor, max_new_tokens: int | None = None,
-                   temperature: float = 0.0, generator: torch.Generator | None = None) -> list[str]:
+                   temperature: float = 0.0, generator: torch.Generator | None = None,
+                   options: dict | None = None) -> list[str]:
     """Text of each latent in ``z`` ``[N, Z]``, decoded by the engine (the sampling core, as every
     text model): greedy at ``temperature=0``, sampled otherwise (the seed drawn from ``generator``);
-    each stops at the end-of-text token."""
+    each stops at the end-of-text token. ``options``: more generation options (the watermark's
+    sampler, from ``guard.watermark_options``)."""
     seed = None if generator is None else int(torch.randint(0, 1 << 62, (1,), generator=generator))
-    cfg = GenerationConfig(max_new_tokens=max_new_tokens or model.config.block_size, temperature=temperature,
-                           seed=seed)
+    cfg = GenerationConfig.from_options(None, max_new_tokens=max_new_tokens or model.config.block_size,
+                                        temperature=temperature, seed=seed, **(options or {}))
     prompts = [[model.config.eos_id]] * z.shape[0]  # the engine's start for an empty prompt: stands for BOS
     return [r[0].text for r in Decoder(_WithLatents(model, z), tokenizer, prompts, cfg).run()]
 
@@ -53,10 +55,11 @@ def interpolate(model: TextVAE, tokenizer, text_a: str, text_b: str, steps: int 
 
 
 def vary(model: TextVAE, tokenizer, text: str, n: int = 5, radius: float = 0.5, seed: int = 0,
-         temperature: float = 0.0) -> list[str]:
+         temperature: float = 0.0, options: dict | None = None) -> list[str]:
     """``n`` variations of ``text``: greedy decodings of ``z = mu + radius * eps``, ``eps ~ N(0, I)``
     (``radius`` in the prior's units: 0 gives the reconstruction, ~1 roams far)."""
     mu, _ = encode_texts(model, tokenizer, [text])
     g = torch.Generator().manual_seed(seed)
     eps = torch.randn(n, mu.shape[1], generator=g).to(mu.device)
-    return decode_latents(model, tokenizer, mu + radius * eps, temperature=temperature, generator=g)
+    return decode_latents(model, tokenizer, mu + radius * eps, temperature=temperature, generator=g,
+                          options=options)
