@@ -206,20 +206,28 @@ def scheduler_only(home: Path, clients: int, duration: float, prompt: str, eos: 
     return summary(res, t0, wall, (stagger, stagger + duration))
 
 
+def wait_healthy(proc: subprocess.Popen, port: int, name: str, timeout: float = 120) -> str:
+    """The server's URL once ``GET /health`` answers 200; a server that exits or never answers is an error."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return url
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited ({proc.returncode})")
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{name} did not start")
+
+
 def serve(home: Path, continuous: bool) -> tuple[subprocess.Popen, str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(home), str(port), "1" if continuous else "0"],
                             env=dict(os.environ, GENCRAFT_HOME=str(home)))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("server did not start")
+    return proc, wait_healthy(proc, port, "gencraft serve")
 
 
 def llama_server(llama_dir: Path, gguf: Path, slots: int, threads: int) -> tuple[subprocess.Popen, str]:
@@ -231,19 +239,7 @@ def llama_server(llama_dir: Path, gguf: Path, slots: int, threads: int) -> tuple
     proc = subprocess.Popen([str(exe), "-m", str(gguf), "--port", str(port), "-np", str(slots), "-c",
                              str(slots * 256), "-t", str(threads), "--log-disable"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None:
-            raise RuntimeError(f"llama-server exited ({proc.returncode})")
-        time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("llama-server did not start")
+    return proc, wait_healthy(proc, port, "llama-server")
 
 
 async def one_request_llama(http: httpx.AsyncClient, body: dict) -> tuple[float, int, float]:

@@ -281,8 +281,8 @@ def test_policy_gives_no_tournament_to_greedy_decoding(home: Path) -> None:
 
 
 def test_tonal_audio_is_marked_and_never_claimed_unread(home: Path, tmp_path: Path) -> None:
-    """A synthesized chorale (pure tones) is released with a mark that reads back (over a faint keyed
-    noise bed when the plain mark does not read as written); audio that cannot carry it (half a second)
+    """A synthesized chorale (pure tones) is released with a mark that reads back as written; audio
+    that cannot carry it (half a second)
     is written as it came, manifest null: a mark is never claimed that detection does not find."""
     import numpy as np
     from music21 import corpus

@@ -170,28 +170,6 @@ def embed_audio(samples: np.ndarray, key: bytes, alpha_db: float = ALPHA_DB, *, 
     return np.clip(y.numpy(), -1.0, 1.0).astype(np.float32)
 
 
-def add_bed(samples: np.ndarray, key: bytes, bed_db: float = 40.0) -> np.ndarray:
-    """A faint keyed noise bed for audio whose band is mostly empty (the music kit's pure tones): in
-    every frame, noise ``bed_db`` below the frame's strongest bin of 300-4,000 Hz fills the bins where
-    ``key``'s pattern is +1, so :func:`embed_audio`'s mark has something to shape there. It follows the
-    music's level frame by frame (silence stays silent); -40 dB adds noise ~35 dB below the signal,
-    far less than the mark itself changes (~16 dB). Same length, float32."""
-    x = np.asarray(samples, dtype=np.float32)
-    if len(x) < _N_FFT:
-        return x.copy()
-    spec = _stft(torch.from_numpy(x))
-    bins = torch.from_numpy(_bins())
-    band = spec[bins]
-    gen = torch.Generator().manual_seed(int.from_bytes(hmac.new(key, b"audio-bed", hashlib.sha256).digest()[:7],
-                                                       "little"))
-    phase = torch.rand(band.shape, generator=gen, dtype=torch.float64).float() * (2 * math.pi)
-    on = torch.from_numpy(_pattern(key) > 0)[:, None]
-    level = band.abs().amax(dim=0, keepdim=True) * 10.0 ** (-bed_db / 20.0)
-    spec[bins] = band + torch.polar(level.expand(band.shape), phase) * on
-    y = torch.istft(spec, _N_FFT, _HOP, _N_FFT, torch.hann_window(_N_FFT), center=True, length=len(x))
-    return np.clip(y.numpy(), -1.0, 1.0).astype(np.float32)
-
-
 @dataclass
 class AudioDetection:
     """Outcome of :func:`detect_audio`: z-score against 512 random patterns, its p-value, frames read."""

@@ -43,7 +43,6 @@ from gencraft.backends import load_tokenizer_of
 from gencraft.errors import GencraftError, GuardError, UsageError
 from gencraft.guard.audio import SCHEME as AUDIO_SCHEME
 from gencraft.guard.audio import (
-    add_bed,
     audio_sha256,
     detect_audio,
     detect_audio_file,
@@ -89,7 +88,6 @@ log = logging.getLogger("gencraft.guard")
 MAX_STORED_BYTES = 64 << 20  # a streamed output larger than this is stored in the library as its manifest only
 
 UNSIGNED_NOTICE = "unsigned: no keys (run `gencraft keys init`)"
-AUDIO_BEDS_DB = (40.0, 30.0)  # noise beds tried under tonal audio, dB below each frame's strongest bin
 AUDIO_CLAIM_P = 1e-4  # an audio mark is claimed when the written file reads p below this (detection: 1e-3)
 
 
@@ -215,20 +213,17 @@ def _wav_sha256(data: bytes) -> str:
 
 def _audio_watermark(data: bytes, keys: Keys) -> tuple[bytes, dict | None]:
     """The spectral mark, claimed only when :func:`~gencraft.guard.audio.detect_audio` finds it in the
-    file as written (16-bit samples). Audio whose band is mostly empty -- the music kit's synthesized
-    tones, where the plain mark reads z ~ 1-2 -- gets a faint keyed noise bed first
-    (:func:`~gencraft.guard.audio.add_bed`, 40 dB down, then 30) for the mark to shape; audio that
-    carries none (too short, silent) is written as it came and its manifest says no watermark."""
+    file as written (16-bit samples); audio that carries none (too short, silent) is written as it came
+    and its manifest says no watermark."""
     samples, rate = wav_samples(bytes(data))
     if rate != audio.SAMPLE_RATE:  # the spectral mark is laid out for the speech rate: say none
         return data, None
     key = derive_key(keys.watermark_secret, "audio")
     x = samples.astype(np.float32) / 32768.0
-    for bed_db in (None, *AUDIO_BEDS_DB):
-        marked = audio.wav_bytes(embed_audio(x if bed_db is None else add_bed(x, key, bed_db), key), rate)
-        written, _ = wav_samples(marked)
-        if detect_audio(written.astype(np.float32) / 32768.0, key).p_value <= AUDIO_CLAIM_P:
-            return marked, {"key_id": keys.key_id, **AUDIO_SCHEME, **({} if bed_db is None else {"bed_db": bed_db})}
+    marked = audio.wav_bytes(embed_audio(x, key), rate)
+    written, _ = wav_samples(marked)
+    if detect_audio(written.astype(np.float32) / 32768.0, key).p_value <= AUDIO_CLAIM_P:
+        return marked, {"key_id": keys.key_id, **AUDIO_SCHEME}
     return data, None
 
 
