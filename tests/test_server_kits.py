@@ -141,3 +141,30 @@ def test_kit_batch_kinds_release_every_output(gencraft_home: Path, monkeypatch: 
     with pytest.raises(metrics.StopRequested):
         run("kits.game", "job-g", model="tiny", record="names", n=2)
     assert not (gencraft_home / "jobs" / "job-g" / "outputs" / "names.json").exists()
+
+
+def test_game_batch_job_gives_the_records_of_one_call(gencraft_home: Path) -> None:
+    """A kits.game job samples in chunks of 8, yet its records are those of one ``gencraft game -n N
+    --seed S`` call: chunk rows carry on the request's row index (``first_index``), watermark keyed alike."""
+    from gencraft.apps import game
+    from gencraft.apps._common import load_model, release_policy
+    from gencraft.guard import init_keys
+    from gencraft.jobs.kinds import GAME_CHUNK, CheckContext, JobContext, kind_of, parse_params
+
+    init_keys()
+    make_text_run(gencraft_home, "tiny", block_size=256)
+    n = GAME_CHUNK + 3
+    k = kind_of("kits.game")
+    p = parse_params(k, {"model": "tiny", "record": "npc", "n": n, "seed": 3, "temperature": 1.0})
+    k.check(p, CheckContext(home=gencraft_home))
+    ctx = JobContext(job_id="job-g", home=gencraft_home, attempt=1, say=lambda text: None, event=lambda e: None)
+    res = k.run(p, ctx)
+    batch = json.loads((ctx.out_dir / "npc.json").read_text(encoding="utf-8"))
+    tm = load_model(str(gencraft_home / "runs" / "tiny"))
+    with release_policy(store=False) as policy:
+        wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=1.0)
+        assert wm is not None
+        one = game.generate(tm, "npc", n=n, seed=3, temperature=1.0, watermark=wm)
+    assert res["records"] == n and len(batch) == n
+    assert batch == [r.value for r in one]
+    assert len({json.dumps(v, sort_keys=True) for v in batch}) > 1  # sampled: the rows differ

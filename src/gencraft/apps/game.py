@@ -161,13 +161,15 @@ def _repair_dialogue(tree: dict[str, Any]) -> str | None:
 
 def generate(model: Any, kind: str, *, n: int = 1, seed: int = 0, schema: Any = None,
              prompt: str | None = None, temperature: float = 1.0, top_p: float = 1.0,
-             nodes: int = 4, max_string: int = C.DEFAULT_MAX_STRING, watermark: Any = None) -> list[Record]:
+             nodes: int = 4, max_string: int = C.DEFAULT_MAX_STRING, watermark: Any = None,
+             first_index: int = 0) -> list[Record]:
     """``n`` records of ``kind`` from ``model`` (a TextModel, run name/path or ``hf:PATH``).
 
     Every record validates against the schema (the built-in one, or ``schema``: a dict or a JSON
     file); dialogue trees are graph-checked and repaired (see :func:`check_dialogue`). The same
     ``seed`` gives the same batch. ``watermark``: the text watermark to sample with
-    (:meth:`gencraft.guard.ReleasePolicy.text_watermark`; None: unmarked).
+    (:meth:`gencraft.guard.ReleasePolicy.text_watermark`; None: unmarked). ``first_index``: the index of
+    the first record in a batch made in parts: records ``first_index..`` of one ``n``-record call.
     """
     if n < 1:
         raise UsageError(f"n={n}: must be at least 1", param="n")
@@ -183,7 +185,7 @@ def generate(model: Any, kind: str, *, n: int = 1, seed: int = 0, schema: Any = 
     if kind == "names" and prompt is None:
         text_prompt = _names_prompt(seed) or text_prompt
     outs = C.generate_many(tm, text_prompt, grammar, n=n, seed=seed, temperature=temperature, top_p=top_p,
-                           **watermark_options(watermark))
+                           first_index=first_index, **watermark_options(watermark))
     records = []
     for i, o in enumerate(outs):
         value = o.value

@@ -47,6 +47,9 @@ class GenerationConfig:
     stop: list[str] = field(default_factory=list)
     max_time: float | None = None
     seed: int | None = None
+    # the index of the first sequence: row ``r`` samples with ``sample_seed(seed, first_index + r)``, so a
+    # batch made in parts (a server request's later prompts, a job's later chunks) samples as one request
+    first_index: int = 0
     logprobs: bool = False
     top_logprobs: int = 0
     processors: list[Processor] = field(default_factory=list)
@@ -115,6 +118,8 @@ class GenerationConfig:
         if num("diversity_penalty", self.diversity_penalty) < 0:
             raise _bad("diversity_penalty", "must be >= 0")
         num("length_penalty", self.length_penalty)
+        if num("first_index", self.first_index, True) < 0:
+            raise _bad("first_index", "expected an integer >= 0")
         if num("n", self.n, True) < 1:
             raise _bad("n", f"must be >= 1, got {self.n}")
         if self.num_beams > 1 and self.n > self.num_beams:

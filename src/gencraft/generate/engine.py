@@ -9,7 +9,7 @@ the batch (``cache.select``), so it costs nothing more.
 Per step: the sampling core (:mod:`gencraft.generate.core`: processors, then the argmax or each
 row's sampler; one window shift per row at the context limit) -> stop checks on the host (EOS,
 stop strings across token boundaries, max_new_tokens, max_time). Row ``r`` (prompt ``p``, sample
-``s``, ``r = p * n + s``) samples with seed ``sample_seed(seed, r)``, as the server's choice ``r``.
+``s``, ``r = p * n + s``) samples with seed ``sample_seed(seed, first_index + r)``, as the server's choice ``r``.
 """
 
 from __future__ import annotations
@@ -141,7 +141,7 @@ class Decoder:
             ids = torch.empty((len(self.rows), total), dtype=torch.long, device=dev)
             ids[:, :P] = prompt_ids
             rule = core.Rule.build(cfg, tok, P, V)
-            samplers = core.samplers_for(cfg, [core.sample_seed(seed, i) for i in range(len(self.rows))], dev) \
+            samplers = core.samplers_for(cfg, [core.sample_seed(seed, cfg.first_index + i) for i in range(len(self.rows))], dev) \
                 if rule.sampling else []
         active = list(range(len(self.rows)))  # row index of each batch position
         want_lp = cfg.logprobs or cfg.top_logprobs

@@ -714,8 +714,8 @@ def _check_game_batch(p: GameBatchParams, ctx: CheckContext) -> Claims:
 
 
 def _run_game_batch(p: GameBatchParams, ctx: JobContext) -> dict[str, Any]:
-    """Records sampled 8 at a time (chunk ``k`` with seed ``seed + k``), each released and stored in the
-    library as ``gencraft game`` stores them, then all of them as ``outputs/KIND.FORMAT`` (+ manifest)."""
+    """Records sampled 8 at a time (the records one ``gencraft game KIND -n N --seed S`` gives), each released
+    and stored in the library as ``gencraft game`` stores them, then all of them as ``outputs/KIND.FORMAT``."""
     from gencraft.apps import game
 
     tm = _kit_model(ctx, p.model)
@@ -725,9 +725,10 @@ def _run_game_batch(p: GameBatchParams, ctx: JobContext) -> dict[str, Any]:
     with _policy() as policy:
         wm = policy.text_watermark(tm.tokenizer.vocab_size, temperature=p.temperature)
         ctx.progress(0, p.n, "records/s")
-        for k, start in enumerate(range(0, p.n, GAME_CHUNK)):
-            chunk = game.generate(tm, p.record, n=min(GAME_CHUNK, p.n - start), seed=p.seed + k, prompt=p.prompt,
-                                  temperature=p.temperature, top_p=p.top_p, nodes=p.nodes, watermark=wm)
+        for start in range(0, p.n, GAME_CHUNK):
+            chunk = game.generate(tm, p.record, n=min(GAME_CHUNK, p.n - start), seed=p.seed, prompt=p.prompt,
+                                  temperature=p.temperature, top_p=p.top_p, nodes=p.nodes, watermark=wm,
+                                  first_index=start)
             released = game.release_records(chunk, policy=policy, model=tm, model_name=p.model, prompt=p.prompt,
                                             parameters=params, watermark=wm, first_index=start)
             records += chunk

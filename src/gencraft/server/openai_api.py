@@ -314,9 +314,9 @@ async def completions(body: CompletionRequest, request: Request) -> Any:
         cfg = GenerationConfig.from_options(cfg, n=best_of)
     for ids in encoded:
         check_prompt(ids, max_tokens, gc.config.max_prompt_tokens, gc.config.max_tokens, "prompt")
-    tickets = [sched.submit(ids, cfg, timeout=gc.config.request_timeout, make_processors=factory,
-                            first_index=pi * cfg.n)  # choice pi * n + i samples as the engine's row
-               for pi, ids in enumerate(encoded)]
+    tickets = [sched.submit(ids, GenerationConfig.from_options(cfg, first_index=pi * cfg.n),
+                            timeout=gc.config.request_timeout, make_processors=factory)
+               for pi, ids in enumerate(encoded)]  # choice pi * n + i samples as the engine's row
     rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
     gc.metrics.prompt_tokens(body.model, sum(len(e) for e in encoded))
     texts = [p if isinstance(p, str) else tm.tokenizer.decode(p) for p in prompts]

@@ -206,13 +206,13 @@ class Scheduler:
     # -- called on the event loop
 
     def submit(self, prompt_ids: list[int], cfg: GenerationConfig, *, timeout: float | None = None,
-               make_processors: Callable[[], list] | None = None, first_index: int = 0, adapter: int = 0) -> Ticket:
+               make_processors: Callable[[], list] | None = None, adapter: int = 0) -> Ticket:
         """Queue one request (``cfg.n`` sequences); raise QueueFull when the queue is at its bound.
 
         ``make_processors`` builds extra (stateful) processors, a fresh set per sequence -- e.g. a
-        JSON-schema constraint; they run after ``cfg.processors``. ``first_index``: the choice index
-        of the first sequence (a request of several prompts: prompt ``p`` starts at ``p * n``); the
-        sequence of choice ``i`` samples with seed ``sample_seed(seed, i)``, as the engine's row ``i``.
+        JSON-schema constraint; they run after ``cfg.processors``. Sequence ``i`` samples with seed
+        ``sample_seed(seed, cfg.first_index + i)``, as the engine's row ``i`` (a request of several
+        prompts gives prompt ``p`` ``first_index = p * n``).
         ``adapter``: the index of the LoRA adapter (in the model's bank) the request runs through.
         """
         cfg.validate()
@@ -226,7 +226,7 @@ class Scheduler:
         deadline = time.monotonic() + timeout if timeout else None
         if cfg.max_time is not None:
             deadline = min(deadline or float("inf"), time.monotonic() + cfg.max_time)
-        seqs = [Sequence(list(prompt_ids), cfg, i, emit, deadline, core.sample_seed(seed, first_index + i), adapter)
+        seqs = [Sequence(list(prompt_ids), cfg, i, emit, deadline, core.sample_seed(seed, cfg.first_index + i), adapter)
                 for i in range(cfg.n)]
         for s in seqs:  # processors are per sequence (constraints keep per-row state); errors surface now
             c = cfg
