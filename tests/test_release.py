@@ -167,7 +167,9 @@ def speech_endpoint(body: dict):
             return served_wav(out, r.content, json.loads(base64.b64decode(r.headers["x-gencraft-manifest"])))
         item = httpx.get(server.url + "/v1/gencraft/library", params={"limit": 1}).json()["data"][0]
         assert item["media_type"] == "audio/wav" and item["kind"] == "speech" and item["prompt"] == body["input"]
-        return served_wav(out, base64.b64decode(item["image_b64"]), item["manifest"])
+        content = httpx.get(server.url + item["content_url"])  # a listing holds no bytes: the item's content URL
+        assert content.headers["content-type"] == "audio/wav" and len(content.content) == item["content_bytes"]
+        return served_wav(out, content.content, item["manifest"])
     return make
 
 

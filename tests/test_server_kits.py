@@ -86,6 +86,16 @@ def test_library_endpoints(server: LiveServer) -> None:
     bad = httpx.post(f"{server.url}/v1/gencraft/library/{item_id}/rating", json={"rating": 3})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "rating"
     assert httpx.get(f"{server.url}/v1/gencraft/library/{item_id}/image").status_code == 404
+    assert found["data"][0]["content_url"] is None and found["data"][0]["content_bytes"] is None  # a text item
+    no_bytes = httpx.get(f"{server.url}/v1/gencraft/library/{item_id}/content")
+    assert no_bytes.status_code == 404 and no_bytes.json()["error"]["param"] == "id"
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 40  # binary content: listed by size, served by its URL
+    pic = server.gc.library.add(kind="image", model="pixels", prompt="zebra picture", image=png, media_type="image/png")
+    listed = httpx.get(server.url + "/v1/gencraft/library", params={"q": "zebra picture"}).json()["data"][0]
+    assert "image_b64" not in listed and listed["content_bytes"] == len(png)
+    got = httpx.get(server.url + listed["content_url"])
+    assert got.headers["content-type"] == "image/png" and got.content == png
+    assert httpx.get(f"{server.url}/v1/gencraft/library/{pic}").json()["image_b64"]  # one item: with its bytes
     assert httpx.delete(f"{server.url}/v1/gencraft/library/{item_id}").json()["deleted"] is True
     gone = httpx.get(f"{server.url}/v1/gencraft/library/{item_id}")
     assert gone.status_code == 404 and gone.json()["error"]["param"] == "id"

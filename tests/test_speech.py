@@ -61,6 +61,38 @@ def test_speak_verify_tamper_and_detect_through_the_cli(voice_run, tmp_path, cli
     assert r.code == 1 and "tampered" in r.out
 
 
+def test_a_voice_speaks_a_sentence_in_pieces_that_join_into_the_whole(voice_run, tmp_path):
+    """A trained voice is loaded once per process; a sentence is vocoded in pieces (a short first one,
+    released while the rest is made) whose samples are those of vocoding it whole, at -20 dBFS."""
+    import torch
+
+    from gencraft import audio
+    from gencraft.generate.speech import FIRST_FRAMES, Speaker
+    from gencraft.tokenize.phonemes import text_to_symbols
+
+    sp = Speaker.load(str(voice_run))
+    assert Speaker.load(str(voice_run)).voice is sp.voice
+    text = ("The harbour master counted the boats twice, then walked slowly along the wall to the lighthouse, "
+            "where the keeper was already lighting the lamp for the long night ahead.")
+    pieces = list(sp.pieces(text))
+    assert len(pieces) >= 2 and len(pieces[0]) == FIRST_FRAMES * audio.HOP
+    v = sp.voice
+    ids, _ = v.tokenizer.encode(text_to_symbols(text, "en")[1])
+    with torch.inference_mode():
+        whole = v.to_audio(v.acoustic.synthesize(torch.tensor([ids]))[0][0])
+    joined = np.concatenate(pieces)
+    assert len(joined) == len(whole)
+    gain = float(joined @ whole / (whole @ whole))
+    np.testing.assert_allclose(joined, gain * whole, atol=1e-4 * gain)
+    # the level comes from the mel, calibrated on the first piece: a 6-step vocoder's noise follows its mel
+    # loosely (~2 dB here; a voice of bench/speech.py: 0.4 dB)
+    assert abs(audio.active_level_db(audio.frame_rms_db(joined)) + 20) < 3
+    released = []
+    r = speak(text, sp, out=tmp_path / "s.wav", on_chunk=released.append)
+    assert len(released) >= 2 and sum(map(len, released)) == 2 * len(joined) == 2 * len(r.audio)
+    assert r.sentences == [text]
+
+
 def test_espeak_voice_overs_in_english_and_chinese_and_clean_audio_has_no_mark(tmp_path, cli):
     assert cli("keys", "init").code == 0
     en = speak("Welcome to Harlow Bend. The bridge opens at 9:30 am.", "espeak", out=tmp_path / "en.wav")
@@ -145,22 +177,27 @@ def test_a_hundred_thousand_characters_through_the_cli(tmp_path, cli):
     assert cli("guard", "watermark", "detect", str(tmp_path / "book.wav")).code == 0
 
 
-def test_audio_mark_runs_on_across_sentences_and_crops_and_old_files_still_read(tmp_path):
-    """Sentences marked where they lie in their stream read back like one marked whole; a crop at any
-    sample is found; a file marked by the first scheme (its manifest names no blocks) is read by it."""
+def test_audio_mark_runs_on_across_pieces_and_crops_and_old_files_still_read(tmp_path):
+    """Audio marked piece by piece as it streams (a Marker) is the audio marked whole, sample for
+    sample, wherever the pieces end; a crop at any sample is found; a file marked by the first scheme
+    (its manifest names no blocks) is read by it."""
     from gencraft.generate.speech import stream_speech
-    from gencraft.guard.audio import detect_audio, detect_audio_file, embed_audio
+    from gencraft.guard.audio import Marker, detect_audio, detect_audio_file, embed_audio
 
     key = bytes(range(32))
     parts = [x for _, x in stream_speech("The tide came in. Gulls rose over the harbour wall. Then rain.",
                                          "espeak:en-us+m7")]
-    starts = np.cumsum([0] + [len(x) for x in parts[:-1]])
-    streamed = np.concatenate([embed_audio(x, key, start=int(s)) for x, s in zip(parts, starts, strict=True)])
     whole = embed_audio(np.concatenate(parts), key)
-    assert np.mean(np.abs(streamed - whole) < 1e-3) > 0.75  # the chunks' edges differ, not their blocks
-    assert detect_audio(streamed, key).score > 0.9 * detect_audio(whole, key).score  # (restarting: ~0.67)
+    rng = np.random.default_rng(0)
+    for pieces in (parts, np.split(np.concatenate(parts), sorted(rng.integers(0, len(whole), 6))),
+                   [np.concatenate(parts)[i:i + 700] for i in range(0, len(whole), 700)]):
+        m = Marker(key)
+        streamed = np.concatenate([m.feed(x) for x in pieces] + [m.flush()])
+        np.testing.assert_allclose(streamed, whole, atol=1e-5)
+    assert len(embed_audio(whole[:1000], key)) == 1000  # shorter than a frame: unmarked, as it came
+    np.testing.assert_array_equal(embed_audio(whole[:1000], key), whole[:1000])
     for cut in (1234, 5000):
-        d = detect_audio(streamed[cut:], key)
+        d = detect_audio(whole[cut:], key)
         assert d.detected and d.p_value < 1e-8, (cut, d)
     assert not detect_audio(np.concatenate(parts), key).detected
     first = embed_audio(np.concatenate(parts), key, block_frames=0)

@@ -101,6 +101,11 @@ def test_studio_write_game_ads_images_library(browser, server: LiveServer) -> No
     page.select_option("#lib-kind", "image")
     page.click("#lib-go")
     page.wait_for_function("document.getElementById('lib-count').textContent === '4 items'")
+    # the listing carries no bytes: each picture is fetched from its content URL as its card comes into view
+    listed = page.evaluate("fetch('/v1/gencraft/library?kind=image').then((r) => r.json())")["data"]
+    assert listed and all("image_b64" not in d and d["content_url"] and d["content_bytes"] > 0 for d in listed)
+    page.wait_for_function("document.querySelector('.lib-item img').naturalWidth > 0")
+    assert page.evaluate("document.querySelector('.lib-item img').src").startswith("blob:")
     page.select_option("#lib-kind", "")
     page.fill("#lib-q", "The cat sat")
     page.click("#lib-go")

@@ -117,18 +117,45 @@ def trim_silence(x: np.ndarray, top_db: float = 40.0, margin_s: float = 0.05,
     return x[a:b]
 
 
+def active_level_db(frame_db: np.ndarray) -> float:
+    """The active speech level of frame levels in dB: the mean power of the frames within 30 dB of the
+    loudest (-100 for none)."""
+    active = frame_db[frame_db > frame_db.max() - 30] if len(frame_db) else frame_db
+    return float(10 * np.log10(np.mean(10 ** (active / 10)))) if len(active) else -100.0
+
+
+def mel_frame_db(mel: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Each frame's level in dB full scale as a log-mel ``[80, T]`` says it: the linear magnitudes the
+    filterbank's pseudo-inverse gives back, summed by Parseval over a Hann-windowed frame (within
+    ~0.2 dB of :func:`frame_rms_db` on speech) -- the level of audio before it is vocoded."""
+    m = mel.detach().float().numpy() if torch.is_tensor(mel) else np.asarray(mel, dtype=np.float32)
+    mag = np.clip(_mel_pinv() @ np.exp(m), 0.0, None)
+    power = 2 * (mag ** 2).sum(0) - mag[0] ** 2 - mag[-1] ** 2
+    return 10 * np.log10(power / (N_FFT * _HANN_POWER) + 1e-12)
+
+
+_HANN_POWER = float((np.hanning(N_FFT + 1)[:-1] ** 2).sum())
+
+
+@lru_cache(maxsize=1)
+def _mel_pinv() -> np.ndarray:
+    return np.linalg.pinv(mel_filterbank()).astype(np.float32)
+
+
 def normalize_loudness(x: np.ndarray, target_db: float = -20.0, peak_db: float = -1.0) -> np.ndarray:
     """Scale so the active speech level (RMS of frames within 30 dB of the loudest) is ``target_db``
     dBFS, without letting the peak exceed ``peak_db``. Recordings made at different distances from
     the microphone then train one consistent voice."""
-    db = frame_rms_db(x)
-    active = db[db > db.max() - 30]
-    level = 10 * np.log10(np.mean(10 ** (active / 10))) if len(active) else -100.0
-    gain = 10 ** ((target_db - level) / 20)
-    peak = float(np.abs(x).max()) * gain
+    return (x * loudness_gain(x, active_level_db(frame_rms_db(x)), target_db, peak_db)).astype(np.float32)
+
+
+def loudness_gain(x: np.ndarray, level_db: float, target_db: float = -20.0, peak_db: float = -1.0) -> float:
+    """The gain that brings audio at ``level_db`` to ``target_db`` without ``x``'s peak exceeding ``peak_db``."""
+    gain = 10 ** ((target_db - level_db) / 20)
+    peak = float(np.abs(x).max()) * gain if len(x) else 0.0
     if peak > 10 ** (peak_db / 20):
         gain *= 10 ** (peak_db / 20) / peak
-    return (x * gain).astype(np.float32)
+    return float(gain)
 
 
 def to_pcm16(x: np.ndarray) -> np.ndarray:

@@ -38,8 +38,8 @@ def speak(text: str, voice: Speaker | str | None = "espeak", *, out: str | os.Pa
     ``out``: the WAV to write (with its manifest sidecar). ``policy``: the caller's release policy
     (a command's or the server's); without one, a policy of this call (``watermark``, ``store`` in
     the default library). ``keep_audio=False`` keeps no samples (``result.audio`` is empty): text of
-    any length in bounded memory. ``on_sentence(sentence, seconds)`` and ``on_chunk(pcm16 bytes)``
-    see each sentence as it is released. ``seed`` seeds torch (synthesis is deterministic;
+    any length in bounded memory. ``on_sentence(sentence, seconds)`` sees each sentence once it is
+    spoken, ``on_chunk(pcm16 bytes)`` each piece of audio as it is released (a sentence comes in pieces). ``seed`` seeds torch (synthesis is deterministic;
     Griffin-Lim's initial phase uses it). Raises :class:`~gencraft.errors.GuardError` when the
     policy blocks the text (nothing spoken, nothing written).
     """
@@ -52,12 +52,18 @@ def speak(text: str, voice: Speaker | str | None = "espeak", *, out: str | os.Pa
     sentences: list[str] = []
 
     def chunks() -> Iterator[np.ndarray]:
+        said, samples = None, 0  # the sentence being spoken (its pieces come one by one) and its length
         for sent, x in timed:
-            if keep_audio:
-                sentences.append(sent)
-            if on_sentence is not None:
-                on_sentence(sent, len(x) / audio.SAMPLE_RATE)
+            if sent:
+                if said is not None and on_sentence is not None:
+                    on_sentence(said, samples / audio.SAMPLE_RATE)
+                said, samples = sent, 0
+                if keep_audio:
+                    sentences.append(sent)
+            samples += len(x)
             yield x
+        if said is not None and on_sentence is not None:
+            on_sentence(said, samples / audio.SAMPLE_RATE)
 
     def released(pcm: bytes) -> None:
         if keep_audio:

@@ -79,7 +79,7 @@ def _listing(text: str | None, kind: str | None, model: str | None, since: str |
                 rating=_rating(rating))
     lib = _open(db)
     try:
-        rows, total = lib.search(f, limit=limit, offset=offset)
+        rows, total = lib.search(f, limit=limit, offset=offset, content=False)
     finally:
         lib.close()
     if as_json:
@@ -89,7 +89,7 @@ def _listing(text: str | None, kind: str | None, model: str | None, since: str |
     thumbs = {1: "+1", -1: "-1", 0: ""}
     for r in rows:
         d = item_dict(r, with_image=False)
-        body = r.text if r.text is not None else f"[image, {len(r.image or b'')} bytes]"
+        body = r.text if r.text is not None else f"[{r.media_type}, {d['content_bytes'] or 0} bytes]"
         sys.stdout.write(f"#{r.id}\t{d['created'][:19]}\t{r.kind}\t{_one_line(r.model, 24) or '-'}\t"
                          f"{thumbs.get(r.rating, '')}\t{_one_line(body, 70)}\n")
     typer.echo(f"{len(rows)} shown of {total} matching" + (f" (from #{offset + 1})" if offset else ""), err=True)

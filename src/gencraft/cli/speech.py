@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+import gencraft
 from gencraft.apps._common import release_policy
 from gencraft.cli.data import data_app
 from gencraft.errors import NotFoundError, UsageError
@@ -75,6 +76,7 @@ def speak_cmd(
     no_store: bool = typer.Option(False, "--no-store", help="Do not keep the audio in the content library."),
 ) -> None:
     """Say TEXT in a trained voice or with espeak-ng; writes a watermarked WAV and its signed manifest."""
+    gencraft.use_thread_policy("decode")  # before torch loads: a voice decodes, as `gencraft generate` does
     import sys
 
     from gencraft.apps.speech import speak

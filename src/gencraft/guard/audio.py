@@ -9,8 +9,8 @@ by ``10^(±alpha * s_k / 20)`` (``alpha`` = 2 dB): a faint comb across the band 
 energy, below the 8 kHz that resampling to 16 kHz keeps, and multiplicative, so a change of gain is a
 constant in the log spectrum, removed with each frame's spectral envelope. The comb's sign alternates
 every ``block_frames`` (8) frames of 256 samples (~93 ms) on the audio's own timeline, counted from its
-first sample: a sentence marked as it is streamed continues its predecessor's blocks, so marking chunk
-by chunk reads back like marking the whole.
+first sample. Audio streamed as it is made is marked by a :class:`Marker` fed piece by piece: the same
+samples as marking the whole at once, each piece out as soon as the STFT frames over it are made.
 
 Why alternate. A comb that is the same in every frame (the first scheme, ``block_frames`` 0) is hidden
 by any spectral fine structure that is also the same in every frame: a voice whose vocoder is still
@@ -86,8 +86,8 @@ class AudioStream:
     ``kind="audio"`` instead of a WAV's bytes. ``chunks`` yields mono float32 samples at 22,050 Hz (the
     release step pulls the first one only after the text is moderated); each is watermarked, written,
     hashed and then handed to ``on_chunk`` as 16-bit little-endian PCM (a server sends it on). One chunk
-    is in memory at a time. Each chunk is marked where it lies on the stream's timeline (``start``), so
-    marking chunk by chunk reads back like marking the whole."""
+    is in memory at a time. The stream is marked as one whole (:class:`Marker`): chunk by chunk, the same
+    samples as marking all of it at once."""
 
     chunks: Iterable[np.ndarray]
     on_chunk: Callable[[bytes], None] | None = None
@@ -95,20 +95,29 @@ class AudioStream:
 
 
 def write_stream(stream: AudioStream, key: bytes | None, path: str | os.PathLike[str]) -> str:
-    """Write ``stream`` as a mono 16-bit WAV at ``path``, each chunk marked with ``key`` (``None``: not
-    marked); returns the samples' :func:`audio_sha256`."""
+    """Write ``stream`` as a mono 16-bit WAV at ``path``, marked with ``key`` as one whole (a
+    :class:`Marker`; ``None``: not marked); returns the samples' :func:`audio_sha256`."""
     import soundfile as sf
 
     hasher = AudioHasher()
+    marker = Marker(key) if key is not None else None
     with sf.SoundFile(os.fspath(path), "w", samplerate=audio.SAMPLE_RATE, channels=1, subtype="PCM_16",
                       format="WAV") as f:
-        for x in stream.chunks:
-            pcm = audio.to_pcm16(embed_audio(x, key, start=stream.samples) if key is not None else x)
+
+        def out(x: np.ndarray) -> None:
+            if not len(x):
+                return
+            pcm = audio.to_pcm16(x)
             f.write(pcm)
             hasher.update(pcm)
             stream.samples += len(pcm)
             if stream.on_chunk is not None:
                 stream.on_chunk(pcm.tobytes())
+
+        for x in stream.chunks:
+            out(marker.feed(x) if marker is not None else x)
+        if marker is not None:
+            out(marker.flush())
     return hasher.hexdigest()
 
 
@@ -159,15 +168,97 @@ def embed_audio(samples: np.ndarray, key: bytes, alpha_db: float = ALPHA_DB, *, 
                 block_frames: int = BLOCK_FRAMES) -> np.ndarray:
     """Mark mono float samples at 22,050 Hz with ``key``'s pattern; same length, float32. ``start``:
     where the samples begin in their stream (a sentence after others), so the blocks run on."""
-    x = np.asarray(samples, dtype=np.float32)
-    if len(x) < _N_FFT:
-        return x.copy()
-    spec = _stft(torch.from_numpy(x))
-    gain_db = np.zeros(spec.shape, dtype=np.float32)
-    gain_db[_bins()] = alpha_db * np.outer(_pattern(key), _block_signs(spec.shape[1], start, block_frames))
-    y = torch.istft(spec * torch.from_numpy(10.0 ** (gain_db / 20.0)), _N_FFT, _HOP, _N_FFT,
-                    torch.hann_window(_N_FFT), center=True, length=len(x))
-    return np.clip(y.numpy(), -1.0, 1.0).astype(np.float32)
+    m = Marker(key, alpha_db, start=start, block_frames=block_frames)
+    return np.concatenate([m.feed(samples), m.flush()])
+
+
+class Marker:
+    """The mark laid on audio that comes in pieces (speech streamed as it is vocoded): the samples are
+    those of marking the whole at once -- a centred STFT (reflected at the two ends), each frame's band
+    scaled by ``10^(±alpha * s_k / 20)``, overlap-added back -- computed as the pieces arrive. A sample
+    leaves once every frame over it is made, so ``feed`` returns the marked audio up to ~1,000 samples
+    (46 ms) before the end of what it was given; ``flush`` returns the rest. Audio shorter than one
+    frame (1,024 samples) in all comes back unmarked, as it went in."""
+
+    def __init__(self, key: bytes, alpha_db: float = ALPHA_DB, *, start: int = 0,
+                 block_frames: int = BLOCK_FRAMES) -> None:
+        self.start, self.block_frames = start, block_frames
+        gain = np.ones((2, _N_FFT // 2 + 1))
+        gain[0, _bins()] = 10.0 ** (alpha_db * _pattern(key) / 20.0)  # + blocks
+        gain[1, _bins()] = 10.0 ** (-alpha_db * _pattern(key) / 20.0)  # - blocks
+        self.gain = gain
+        self.window = np.hanning(_N_FFT + 1)[:-1]  # periodic Hann, torch.hann_window's
+        self.raw: list[np.ndarray] = []  # input not yet padded (until one frame's worth has come)
+        self.padded: np.ndarray | None = None  # the reflected-start signal from padded index ``j0`` on
+        self.j0 = 0  # padded index of padded[0] (= 256 * the next frame)
+        self.acc = np.zeros(_N_FFT - _HOP)  # overlap-add of the frames made, from padded index j0
+        self.env = np.zeros(_N_FFT - _HOP)  # and the sum of their squared windows
+        self.n = 0  # samples fed
+        self.frames = 0  # frames made
+
+    def feed(self, samples: np.ndarray) -> np.ndarray:
+        x = np.asarray(samples, dtype=np.float64).ravel()
+        self.n += len(x)
+        if self.padded is None:
+            self.raw.append(x)
+            if self.n < _N_FFT:
+                return np.zeros(0, dtype=np.float32)
+            head = np.concatenate(self.raw)
+            self.raw = []
+            x = np.concatenate([head[_N_FFT // 2:0:-1], head])  # reflected as torch.stft(center=True) does
+            self.padded = np.zeros(0)
+        self.padded = np.concatenate([self.padded, x])
+        return self._frames(last=False)
+
+    def flush(self) -> np.ndarray:
+        if self.padded is None:  # shorter than a frame: nothing to mark
+            x = np.concatenate(self.raw) if self.raw else np.zeros(0)
+            self.raw = []
+            return x.astype(np.float32)
+        # the end reflected (the buffer keeps at least 768 samples after a feed: more than the 513 needed)
+        self.padded = np.concatenate([self.padded, self.padded[-_N_FFT // 2 - 1:-1][::-1]])
+        return self._frames(last=True)
+
+    BATCH = 64  # frames transformed at once: memory stays ~1 MB however long a piece
+
+    def _frames(self, last: bool) -> np.ndarray:
+        p = self.padded
+        k = (len(p) - _N_FFT) // _HOP + 1 if len(p) >= _N_FFT else 0  # whole frames in the buffer
+        if last:  # a centred STFT of n samples has 1 + n // hop frames
+            k = min(k, 1 + self.n // _HOP - self.frames)
+        out = [self._batch(min(self.BATCH, k - i), last and i + self.BATCH >= k) for i in range(0, k, self.BATCH)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def _batch(self, k: int, last: bool) -> np.ndarray:
+        """The next ``k`` frames made and overlap-added; the samples they complete (``last``: all)."""
+        p = self.padded
+        idx = np.arange(_N_FFT)[None, :] + _HOP * np.arange(k)[:, None]
+        t = self.frames + np.arange(k)
+        if self.block_frames > 0:
+            minus = ((self.start + t * _HOP) // (self.block_frames * _HOP)) % 2 == 1
+        else:
+            minus = np.zeros(k, dtype=bool)
+        spec = np.fft.rfft(p[idx] * self.window, axis=1) * self.gain[minus.astype(int)]
+        y = np.fft.irfft(spec, n=_N_FFT, axis=1) * self.window
+        # overlap-add: frame i starts at i * hop from j0; four hops per frame
+        out = np.zeros((k + 3) * _HOP)
+        env = np.zeros((k + 3) * _HOP)
+        out[: len(self.acc)] += self.acc
+        env[: len(self.env)] += self.env
+        for q in range(_N_FFT // _HOP):
+            seg = slice(q * _HOP, (q + k) * _HOP)
+            out[seg] += y[:, q * _HOP:(q + 1) * _HOP].ravel()
+            env[seg] += np.tile(self.window[q * _HOP:(q + 1) * _HOP] ** 2, k)
+        self.frames += k
+        done = len(out) if last else k * _HOP  # padded positions before the next frame are final
+        ready = out[:done] / np.maximum(env[:done], 1e-11)
+        j0 = self.j0
+        self.acc, self.env = out[done:], env[done:]
+        self.padded = p[k * _HOP:]
+        self.j0 += k * _HOP
+        # padded index j is sample j - 512 of the audio; the start's reflection and the end's are dropped
+        lo, hi = max(0, _N_FFT // 2 - j0), min(done, self.n + _N_FFT // 2 - j0)
+        return np.clip(ready[lo:hi] if hi > lo else ready[:0], -1.0, 1.0).astype(np.float32)
 
 
 @dataclass

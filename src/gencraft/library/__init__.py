@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, func, or_, select, text
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, defer, sessionmaker
 
 from gencraft.errors import DataError, NotFoundError, UsageError
 from gencraft.library.models import Base, Item
@@ -167,7 +167,9 @@ class Filters:
 
 
 def item_dict(item: Item, *, with_image: bool = True) -> dict[str, Any]:
-    """An item as JSON-able data (the image as base64 PNG)."""
+    """An item as JSON-able data: its binary content (a PNG, WAV, MIDI...) as base64 (``image_b64``),
+    or with ``with_image=False`` only its size (a listing: :meth:`Library.search` with ``content=False``
+    does not read the bytes). ``content_bytes``: the size, None for an item without binary content."""
     d = {
         "id": item.id, "created": _iso(item.created), "kind": item.kind, "model": item.model,
         "prompt": item.prompt, "text": item.text, "media_type": item.media_type,
@@ -176,9 +178,15 @@ def item_dict(item: Item, *, with_image: bool = True) -> dict[str, Any]:
     }
     # a row edited by hand or by another program: one line naming the item and the field
     validate_data(d, LibraryRow, f"library item {item.id}", DataError)
-    if item.image is not None:
-        d["image_b64"] = base64.b64encode(item.image).decode("ascii") if with_image else None
+    state = vars(item)  # what was read: a listing's rows hold the size, not the (deferred) bytes
+    data = state.get("image")
+    d["content_bytes"] = state.get(CONTENT_BYTES, len(data) if data is not None else None)
+    if with_image and data is not None:
+        d["image_b64"] = base64.b64encode(data).decode("ascii")
     return d
+
+
+CONTENT_BYTES = "content_bytes"  # set on the items of search(content=False): the size of the bytes not read
 
 
 def _iso(dt: datetime) -> str:
@@ -280,9 +288,11 @@ class Library:
                 item.note = _clean(note)
         return item
 
-    def search(self, filters: Filters | None = None, *, limit: int = 50, offset: int = 0,
+    def search(self, filters: Filters | None = None, *, limit: int = 50, offset: int = 0, content: bool = True,
                **kw: Any) -> tuple[list[Item], int]:
-        """Items matching ``filters`` (newest first) and how many match in all."""
+        """Items matching ``filters`` (newest first) and how many match in all. ``content=False``: the
+        binary content is not read (a listing), only its size (:func:`item_dict`'s ``content_bytes``);
+        reading ``item.image`` of such a row is an error."""
         f = filters or Filters(**kw)
         if f.kind is not None and not f.kind:
             f.kind = None
@@ -305,7 +315,15 @@ class Library:
             q = q.where(Item.rating == f.rating)
         with self.session() as s, _readable():
             total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
-            rows = list(s.scalars(q.order_by(Item.id.desc()).limit(limit).offset(offset)))
+            page = q.order_by(Item.id.desc()).limit(limit).offset(offset)
+            if content:
+                rows = list(s.scalars(page))
+            else:
+                rows = []
+                for item, size in s.execute(page.add_columns(func.length(Item.image))
+                                            .options(defer(Item.image, raiseload=True))):
+                    setattr(item, CONTENT_BYTES, size)
+                    rows.append(item)
         return rows, int(total)
 
     def count(self) -> int:

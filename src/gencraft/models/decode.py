@@ -168,7 +168,8 @@ class DecodeSession:
 
     def tuner(self, kind: str) -> ThreadTuner:
         """The session's tuner for ``kind``: "blas" (numpy's products), "torch" (oneDNN's),
-        "attention" (a batch's attention), "native" (a whole C step a call)."""
+        "attention" (a batch's attention), "native" (a whole C step a call), "speech" (a voice's acoustic
+        model or vocoder on one sentence's frames)."""
         t = self._tuners.get(kind)
         if t is None:
             busy = _other_process_running()
@@ -176,6 +177,9 @@ class DecodeSession:
                 # a probe costs at most two steps (a losing one stops there), so a machine that looked
                 # busy at one instant only decides where to start, not how long before trying the other
                 t = ThreadTuner(self.cores, self._set_native_threads, fixed=self.threads, window=8,
+                                start=1 if busy else self.cores)
+            elif kind == "speech":  # whole model calls on a sentence's frames (a voice): windows of 4 calls
+                t = ThreadTuner(self.cores, _omp.set, fixed=self.threads, busy=busy, restore=True, window=4,
                                 start=1 if busy else self.cores)
             elif kind == "blas":
                 t = ThreadTuner(self.cores, _blas.set, fixed=self.threads, busy=busy)

@@ -1,4 +1,8 @@
-"""Library routes: list/search, get, delete, rate, and an item's image."""
+"""Library routes: list/search, get, delete, rate, and an item's content.
+
+A listing carries each item's metadata, never its bytes: an item with binary content (a PNG, a WAV, a
+MIDI file) has its size (``content_bytes``) and ``content_url``, ``GET /v1/gencraft/library/ID/content``,
+which serves the bytes with the item's media type -- fetched when they are shown, one at a time."""
 
 from __future__ import annotations
 
@@ -36,17 +40,32 @@ async def list_items(
     limit: int = Query(50, ge=1, le=500),
     offset: int = Query(0, ge=0, le=10_000_000),
 ) -> dict[str, Any]:
-    """Newest first; images come as base64 PNG (``image_b64``)."""
+    """Newest first; metadata only: an item's bytes are at its ``content_url`` (null: a text item)."""
     lib = request.app.state.gc.library
     f = Filters(text=q, kind=kind, model=model, since=since, until=until, rating=rating)
-    rows, total = await asyncio.to_thread(lib.search, f, limit=limit, offset=offset)
-    return {"object": "list", "total": total, "data": [item_dict(r) for r in rows]}
+    rows, total = await asyncio.to_thread(lib.search, f, limit=limit, offset=offset, content=False)
+    return {"object": "list", "total": total, "data": [_listed(item_dict(r, with_image=False)) for r in rows]}
 
 
-@router.get("/{item_id}", summary="One library item")
+def _listed(d: dict[str, Any]) -> dict[str, Any]:
+    d["content_url"] = f"{router.prefix}/{d['id']}/content" if d["content_bytes"] is not None else None
+    return d
+
+
+@router.get("/{item_id}", summary="One library item (with its content as base64, image_b64)")
 async def get_item(item_id: ItemId, request: Request) -> dict[str, Any]:
     lib = request.app.state.gc.library
-    return item_dict(await asyncio.to_thread(lib.get, item_id))
+    return _listed(item_dict(await asyncio.to_thread(lib.get, item_id)))
+
+
+@router.get("/{item_id}/content", summary="An item's content (PNG, WAV, MIDI...) in its media type",
+            response_class=Response)
+async def get_content(item_id: ItemId, request: Request) -> Response:
+    item = await asyncio.to_thread(request.app.state.gc.library.get, item_id)
+    if item.image is None:
+        raise NotFoundError(f"library item {item_id} is a {item.kind} item without binary content (its text is "
+                            "in the item)", param="id")
+    return Response(item.image, media_type=item.media_type or "application/octet-stream")
 
 
 @router.get("/{item_id}/image", summary="An image item as PNG", response_class=Response)

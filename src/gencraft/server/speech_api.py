@@ -4,7 +4,8 @@
 run's name or its speaker's name (a run has one speaker); for ``espeak``, an espeak-ng voice (``en-us``,
 ``en+f4``, ``cmn``...) or one of OpenAI's six names, each mapped to a distinct espeak-ng voice.
 ``response_format`` ``wav`` (signed manifest in the ``x-gencraft-manifest`` header, base64 JSON),
-``pcm`` (raw 16-bit little-endian mono at 22,050 Hz, streamed sentence by sentence) or ``flac``;
+``pcm`` (raw 16-bit little-endian mono at 22,050 Hz, streamed: the first ~0.4 s of a sentence is sent
+while the rest is vocoded; the manifest is in the library, stored after the last byte) or ``flac``;
 ``speed`` 0.25-4. Every response is watermarked (with keys), and stored in the library.
 """
 
@@ -45,12 +46,8 @@ class SpeechRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**62)
 
 
-_voices: dict[str, Any] = {}
-_voices_lock = threading.Lock()
-
-
 def _speaker(gc: Any, model: str, voice: str) -> Any:
-    """The loaded :class:`~gencraft.generate.speech.Speaker` for ``model``/``voice`` (cached per run)."""
+    """The loaded :class:`~gencraft.generate.speech.Speaker` for ``model``/``voice``."""
     if model == "espeak":
         name = OPENAI_VOICES.get(voice, voice)
         if name in ("default", ""):
@@ -63,10 +60,7 @@ def _speaker(gc: Any, model: str, voice: str) -> Any:
     if entry.kind != "tts":
         raise UsageError(f"model {model!r} is a {entry.kind} run, not a voice; use a tts run or espeak",
                          param="model")
-    with _voices_lock:
-        sp = _voices.get(entry.path)
-        if sp is None:
-            sp = _voices[entry.path] = Speaker.load(entry.path)
+    sp = Speaker.load(entry.path)  # loaded once per process (Speaker.load keeps it while its files are unchanged)
     speaker = str(sp.info.get("speaker") or "")
     if voice not in ("default", model, speaker) and voice.lower() != speaker.lower():
         raise UsageError(f"voice {voice!r}: model {model!r} speaks only with voice 'default' "
@@ -101,7 +95,7 @@ def _speak(gc: Any, request: Request, body: SpeechRequest, sp: Any, **options: A
 
 @router.post("/v1/audio/speech", tags=["openai"], summary="Text to speech (wav, pcm, flac)")
 async def speech(body: SpeechRequest, request: Request) -> Response:
-    """Say ``input`` in a trained voice or with espeak-ng. ``pcm`` streams as each sentence is made."""
+    """Say ``input`` in a trained voice or with espeak-ng. ``pcm`` streams as the speech is made."""
     gc = request.app.state.gc
     if body.response_format not in MEDIA_TYPES:
         raise UsageError(f"response_format {body.response_format!r}: this server writes wav, pcm or flac",
@@ -111,7 +105,7 @@ async def speech(body: SpeechRequest, request: Request) -> Response:
                          param="stream_format")
     check_text(body.input)
     sp = await asyncio.to_thread(_speaker, gc, body.model, body.voice)
-    if body.response_format == "pcm" and len(body.input) > 400:  # long text: stream sentence by sentence
+    if body.response_format == "pcm":  # streamed: the first piece of speech is sent while the rest is made
         return await _pcm_stream(gc, request, body, sp)
     result = await asyncio.to_thread(_speak, gc, request, body, sp)
     data = _encode(result, body.response_format)
@@ -126,7 +120,7 @@ _DONE = object()
 
 
 async def _pcm_stream(gc: Any, request: Request, body: SpeechRequest, sp: Any) -> Response:
-    """Raw PCM sentence by sentence as the release step lets each one out (watermarked); the first is
+    """Raw PCM piece by piece as the release step lets each one out (watermarked); the first is
     sent while the rest is made, the signed manifest and library item follow the last. A text the
     policy blocks is a 400 before anything is sent; a client that goes away stops the synthesis."""
     loop = asyncio.get_running_loop()

@@ -310,15 +310,57 @@ function rater(id, rating, note) {
   return box;
 }
 
-// a stored output by its media type: pictures shown, speech played, other files (MIDI) downloaded
+// a stored output by its media type: pictures shown, speech played, other files (MIDI) downloaded. The
+// listing has no bytes: each item's content is fetched (with the key) once its card scrolls into view.
 function libMedia(it) {
-  const type = it.media_type || "image/png", src = `data:${type};base64,${it.image_b64}`;
-  if (type.startsWith("image/")) return el("img", { src, alt: "item " + it.id });
+  const type = it.media_type || "image/png";
   const said = el("pre", {}, (it.prompt || "").slice(0, 400));
-  if (["audio/wav", "audio/flac", "audio/ogg"].includes(type)) {
-    return el("div", { class: "media" }, el("audio", { controls: "", preload: "metadata", src }), said);
+  let box, fill;
+  if (type.startsWith("image/")) {
+    box = el("img", { alt: "item " + it.id, class: "lib-content" });
+    fill = (url) => { box.src = url; };
+  } else if (["audio/wav", "audio/flac", "audio/ogg"].includes(type)) {
+    const player = el("audio", { controls: "", preload: "metadata", class: "lib-content" });
+    box = el("div", { class: "media" }, player, said);
+    fill = (url) => { player.src = url; };
+  } else {
+    const link = el("a", { download: `item-${it.id}`, class: "lib-content" }, `download (${type}, ${it.content_bytes} bytes)`);
+    box = el("div", { class: "media" }, link, said);
+    fill = (url) => { link.href = url; };
   }
-  return el("div", { class: "media" }, el("a", { href: src, download: `item-${it.id}` }, `download (${type})`), said);
+  box.dataset.contentUrl = it.content_url;
+  libContent.pending.set(box, fill);
+  libContent.observer ? libContent.observer.observe(box) : libContent.load(box);
+  return box;
+}
+
+const libContent = {
+  pending: new Map(),  // element -> how to show its content's object URL
+  urls: [],  // object URLs of the shown listing (released when it is replaced)
+  async load(box) {
+    const fill = this.pending.get(box);
+    if (!fill) return;
+    this.pending.delete(box);
+    if (this.observer) this.observer.unobserve(box);
+    try {
+      const r = await fetch(box.dataset.contentUrl, { headers: authHeaders() });
+      if (!r.ok) throw new Error(r.statusText);
+      const url = URL.createObjectURL(await r.blob());
+      this.urls.push(url);
+      fill(url);
+    } catch (e) { status(`item content: ${e.message}`, true); }
+  },
+  reset() {
+    for (const u of this.urls) URL.revokeObjectURL(u);
+    this.urls = [];
+    this.pending.clear();
+    if (this.observer) this.observer.disconnect();
+  },
+};
+if ("IntersectionObserver" in window) {
+  libContent.observer = new IntersectionObserver((entries) => {
+    for (const e of entries) if (e.isIntersecting) libContent.load(e.target);
+  }, { rootMargin: "200px" });
 }
 
 async function searchLibrary() {
@@ -333,8 +375,9 @@ async function searchLibrary() {
     $("lib-count").textContent = `${data.total} items`;
     const out = $("lib-out");
     out.replaceChildren();
+    libContent.reset();
     for (const it of data.data) {
-      const body = it.image_b64 ? libMedia(it) : el("pre", {}, (it.text || "").slice(0, 400));
+      const body = it.content_url ? libMedia(it) : el("pre", {}, (it.text || "").slice(0, 400));
       const card = el("div", { class: "card lib-item", "data-id": it.id },
         el("div", { class: "meta" }, `#${it.id} · ${it.kind} · ${it.model} · ${new Date(it.created).toLocaleString()}`),
         body, rater(it.id, it.rating, it.note));
