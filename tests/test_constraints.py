@@ -196,3 +196,36 @@ def test_beam_search_reorders_rows_and_stays_valid(tok):
     t = C.generate(model, "x", C.text_field(max_chars=30, required=["Acme"], banned=["free"]),
                    tokenizer=tok, num_beams=3)
     assert "Acme" in t.text and len(t.text) <= 30
+
+
+WORDS = {"type": "object", "properties": {"w": {"type": "array", "items": {
+    "type": "string", "pattern": "^[a-z]+$", "minLength": 3, "maxLength": 14}, "minItems": 3, "maxItems": 3}},
+    "required": ["w"]}
+
+
+def test_a_word_the_model_ends_closes_the_string():
+    """A model that wants a space after every letter (as prose would end a word) ends each ``^[a-z]+$``
+    string as soon as the schema lets it: the refused word endings' probability goes to the closing
+    quote, instead of the letters running on to maxLength (characters: each token one letter)."""
+    tok = train_tokenizer("char", [PROSE])
+    space = tok.encode(" ")[-1]
+    out = C.generate(Skewed(tiny_gpt(tok.vocab_size), space), tok.encode("words: "), C.json_schema(WORDS),
+                     tokenizer=tok, seed=0, temperature=0.0)
+    assert [len(w) for w in out.value["w"]] == [3, 3, 3]
+
+
+def test_a_string_starts_with_the_word_the_model_spells_with_a_space():
+    """Byte-level BPE spells a word in prose with its leading space (`` ship``), which the pattern
+    refuses; right after the opening quote that token's probability goes to the bare ``ship``."""
+    tok = train_tokenizer("bpe", ["ship\n ship ship\nship and the ship\n"] * 40, vocab_size=300)
+    table = C.token_table(tok)
+    spaced, bare = table.index(b" ship"), table.index(b"ship")
+    g = C.json_schema({"type": "string", "pattern": "^[a-z]+$", "maxLength": 8})
+    proc = C.ConstraintProcessor(g, tok)
+    ids = torch.tensor([tok.encode("x: ")])
+    logits = torch.zeros(1, tok.vocab_size)
+    proc(ids, logits)  # remembers where the prompt ends
+    ids = torch.cat([ids, torch.tensor([tok.encode('"')])], dim=1)  # the opening quote
+    logits[0, spaced] = 30.0
+    masked = proc(ids, logits)
+    assert not torch.isfinite(masked[0, spaced]) and int(masked.argmax()) == bare

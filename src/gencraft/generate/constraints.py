@@ -587,6 +587,10 @@ def _validate_spec(spec: str, param: str) -> None:
 _LL_CACHE: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
+# first bytes of the tokens that end a word in prose (see ConstraintProcessor._word_bounds)
+WORD_ENDS = {b" ", b"\n", b"\r", b"\t", b",", b".", b";", b":", b"!", b"?", b")"}
+
+
 def token_table(tokenizer: Any) -> list[bytes]:
     """``token_bytes`` of every id (the tokenizer's own table when it has one)."""
     if hasattr(tokenizer, "token_bytes_table"):
@@ -686,6 +690,7 @@ class ConstraintProcessor:
         self._by_hist: dict[tuple[int, ...], Any] = {}  # generated tokens -> matcher in that state
         self._last: list[Any] = []
         self._bitmask: np.ndarray | None = None
+        self._bounds: tuple[torch.Tensor, ...] | None = None
 
     def _new_matcher(self) -> Any:
         if self.grammar.kind == "text":
@@ -764,7 +769,55 @@ class ConstraintProcessor:
             if matcher.is_stopped() or not allowed[b].any():
                 allowed[b] = False
                 allowed[b, self.eos_id] = True
-        return logits.masked_fill(~allowed, float("-inf"))
+        if text:
+            return logits.masked_fill(~allowed, float("-inf"))
+        return self._word_bounds(ids, logits, allowed).masked_fill(~allowed, float("-inf"))
+
+    def _word_bounds(self, ids: torch.Tensor, logits: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Carry the model's sense of word boundaries into JSON strings, which prose never showed it.
+
+        - A string's first word: a byte-level BPE spells a word in prose with a leading space
+          (`` dragon``), which a pattern like ``^[a-z]+$`` forbids; that token's probability goes to
+          the same word without the space (``dragon``) when the grammar allows it, so the string
+          starts with a word rather than whatever fragment is left.
+        - A word's end: where a string may close but the model's word ends in a way the grammar
+          forbids here (a space inside ``^[a-z]+$``, a newline inside any JSON string), those
+          tokens' probability goes to the closing quote: the model says "this word is done", the
+          quote is the grammar's way to say it.
+
+        Without this a small model puts almost no mass on ``"`` after letters, so pattern strings
+        ran to their maxLength ("ednesdayimeeen"). Only probability the grammar would discard moves.
+        """
+        if self._bounds is None:
+            table = token_table(self.tokenizer)
+            V = logits.shape[-1]
+            table = table[:V] + [b""] * max(0, V - len(table))
+            index = {b: i for i, b in enumerate(table) if b}
+            pairs = [(i, index[b[1:]]) for i, b in enumerate(table) if b[:1] == b" " and b[1:] in index]
+            dev = logits.device
+            self._bounds = (torch.tensor([b[:1] in WORD_ENDS for b in table], device=dev),
+                            torch.tensor([b[:1] == b'"' for b in table], device=dev),
+                            torch.tensor([b[-1:] == b'"' for b in table], device=dev),
+                            torch.tensor([t for t, _ in pairs], dtype=torch.long, device=dev),
+                            torch.tensor([u for _, u in pairs], dtype=torch.long, device=dev))
+        ends, opens, closes_quote, spaced, bare = self._bounds
+        out = logits.clone()
+        ninf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
+        gen = ids.shape[1] > self._start
+        fresh = closes_quote[ids[:, -1]] if gen else torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        if len(spaced) and bool(fresh.any()):  # just after an opening quote: a word may start
+            move = fresh[:, None] & ~allowed[:, spaced] & allowed[:, bare]
+            out[:, bare] = torch.where(move, torch.logaddexp(logits[:, bare], logits[:, spaced]), logits[:, bare])
+        lost = ends & ~allowed  # word endings the grammar refuses here
+        close = opens & allowed  # ways to close the string
+        rows = ~fresh & lost.any(1) & close.any(1)
+        if bool(rows.any()):
+            lg = out[rows]
+            extra = torch.where(lost[rows], logits[rows], ninf).logsumexp(-1, keepdim=True)
+            q = torch.where(close[rows], lg, ninf)
+            share = q - q.logsumexp(-1, keepdim=True)  # each quote token's part of the closing mass
+            out[rows] = torch.where(close[rows], torch.logaddexp(lg, extra + share), lg)
+        return out
 
     def accepting(self, row: int = 0) -> bool:
         """True when the output of ``row`` so far is a complete document of the grammar."""
