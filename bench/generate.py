@@ -11,7 +11,11 @@ this kind of machine, uncontended) are printed beside ours.
     .venv/bin/python bench/generate.py --quick      # fewer repeats
     .venv/bin/python bench/generate.py --llama-cpp ~/llama.cpp   # and llama.cpp on the same weights
     .venv/bin/python bench/generate.py --weights --llama-cpp ~/llama.cpp   # 124M only: f32, bf16 and int8
-        # decoding beside llama.cpp's f32, f16 and q8_0 on the same weights, and the quality costs
+        # decoding beside llama.cpp's f32, f16 and q8_0 on the same weights
+    .venv/bin/python bench/generate.py --prefill --llama-cpp ~/llama.cpp   # prompt processing only (13.8M,
+        # 124M, float32): gencraft's prefill and llama-bench's pp64 on the same weights, taking turns
+    .venv/bin/python bench/generate.py --quality   # what bf16 and int8 weights cost a model trained briefly on
+        # tinyshakespeare: validation loss, every held-out token through the decode step (a few minutes)
 """
 
 from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
@@ -34,7 +38,7 @@ import llamacpp  # bench/llamacpp.py, beside this file
 import torch
 
 from gencraft.export.hf import gpt2_state_dict
-from gencraft.generate import GenerationConfig, generate
+from gencraft.generate import GenerationConfig, core, generate
 from gencraft.models import decode
 from gencraft.models import native as native_mod
 from gencraft.models.gpt import GPT, GPTConfig
@@ -120,13 +124,15 @@ def no_cache_loop(m: GPT, prompt: list[int], steps: int) -> None:
             x = torch.cat([x, logits[:, -1].argmax(-1, keepdim=True)], 1)
 
 
-def prefill_tps(m: GPT, prompt: list[int], repeats: int) -> float:
+def prefill_tps(m: GPT, prompt: list[int], repeats: int, warm: bool = True) -> float:
+    """Prompt tokens/s of the engine's own prefill (``generate/core.py``: a fresh cache, the prompt in
+    one step), best of ``repeats``."""
     x = torch.tensor([prompt])
 
     def run():
-        with decode.session(m), torch.inference_mode():
-            m.step(x, m.new_cache(1, PROMPT + NEW))
-    return PROMPT / best_of(run, repeats)
+        with decode.session(m):
+            core.prefill(m, x, m.max_context, PROMPT + NEW)
+    return PROMPT / best_of(run, repeats, warm)
 
 
 def hf_prefill_tps(hf, prompt: list[int], repeats: int) -> float:
@@ -146,8 +152,21 @@ def main() -> None:
                     help="a llama.cpp source tree with build/bin/llama-bench: time it on the same weights")
     ap.add_argument("--weights", action="store_true",
                     help="only 124M decoding with f32, bf16 and int8 weights (beside llama.cpp's f32, f16 and q8_0 "
-                         "with --llama-cpp) and the quality cost of bf16 and int8")
+                         "with --llama-cpp)")
+    ap.add_argument("--prefill", action="store_true",
+                    help="only prompt processing (--shapes, default 13.8M,124M; float32), beside llama.cpp's pp64 "
+                         "with --llama-cpp")
+    ap.add_argument("--rounds", type=int, default=5, help="--prefill: rounds taking turns with llama.cpp")
+    ap.add_argument("--quality", action="store_true",
+                    help="only the quality cost of bf16 and int8 weights, on a model trained briefly on tinyshakespeare")
+    ap.add_argument("--train-steps", type=int, default=600, help="--quality: training steps")
     args = ap.parse_args()
+    if args.quality:
+        if not os.path.exists(SHAKESPEARE):
+            raise SystemExit(f"--quality needs {SHAKESPEARE}")
+        text = open(SHAKESPEARE).read()
+        weight_quality(train_tokenizer("bpe", [text[:100_000]], vocab_size=500), text, args.train_steps)
+        return
     reps = 2 if args.quick else 3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; CPU shared with other engineers "
           f"(load average {open('/proc/loadavg').read().split()[0]}): figures are pessimistic, compare A/B.")
@@ -162,13 +181,15 @@ def main() -> None:
     topk = GenerationConfig(max_new_tokens=NEW, top_k=50, seed=0, stop_at_eos=False)
     if args.weights:
         weight_types(tok, prompt, greedy, reps, bw, args.llama_cpp)
-        if os.path.exists(SHAKESPEARE):
-            bf16_quality(tok, open(SHAKESPEARE).read())
+        print("(the quality cost of bf16 and int8 weights: bench/generate.py --quality)")
+        return
+    if args.prefill:
+        shapes = args.shapes if args.shapes != ap.get_default("shapes") else "13.8M,124M"
+        for name in shapes.split(","):
+            prompt_side_by_side(name, prompt, args.llama_cpp, args.rounds)
         return
     for name in args.shapes.split(","):
         run_shape(name, tok, prompt, greedy, topk, reps, bw, g, args.llama_cpp)
-    if "124M" in args.shapes and os.path.exists(SHAKESPEARE):
-        bf16_quality(tok, open(SHAKESPEARE).read())
 
 
 def run_shape(name: str, tok, prompt: list[int], greedy, topk, reps: int, bw: float, g,
@@ -306,7 +327,7 @@ def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dty
     step; ``session``: the decode session to run in, e.g. the int8 one), taking turns ``rounds`` times
     (the read bandwidth moves within minutes); the best of each."""
     greedy = GenerationConfig(max_new_tokens=NEW, temperature=0, stop_at_eos=False)
-    best_pp = best_tg = best_full = best_ours = best_bw = 0.0
+    best_pp = best_tg = best_full = best_ours = best_bw = best_ours_pp = 0.0
     pairs = []
     with tempfile.TemporaryDirectory() as d:
         path = llamacpp.write_gguf(m, Path(d) / f"model-{dtype}.gguf", dtype, llama_dir)
@@ -316,6 +337,8 @@ def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dty
             with session or decode.session(ours):
                 full = NEW / best_of(lambda: generate(ours, tok, [prompt], greedy), 1, warm=False)
                 dec = decode_rate(ours, tok, prompt, full, 1)
+                # the prompt as llama-bench times it: one run a round (prompts keep the model's weights)
+                best_ours_pp = max(best_ours_pp, prefill_tps(ours, prompt, 1, warm=False))
             best_full = max(best_full, full)
             best_ours = max(best_ours, dec)
             pairs.append(f"{got['tg']:.0f}/{dec:.0f}")
@@ -327,6 +350,49 @@ def side_by_side(m: GPT, ours: GPT, tok, prompt: list[int], llama_dir: Path, dty
           f"{best_ours / best_tg:.0%} of llama.cpp, end to end {best_full:.1f} tok/s | read bandwidth "
           f"{best_bw:.1f} GB/s, limit {limit:.0f} tok/s | each round, llama.cpp/gencraft: {' '.join(pairs)}",
           flush=True)
+    print(f"  prompt ({PROMPT} tokens, one run a round, best of {rounds}): llama.cpp pp{PROMPT} {best_pp:.0f} tok/s | "
+          f"gencraft prefill {best_ours_pp:.0f} tok/s = {best_ours_pp / best_pp:.0%}", flush=True)
+
+
+def prompt_side_by_side(name: str, prompt: list[int], llama_dir: Path | None, rounds: int, reps: int = 5) -> None:
+    """Prompt processing of shape ``name`` (float32 weights, a ``PROMPT``-token prompt into a fresh
+    cache): gencraft's prefill (``generate/core.py``, the engine's) and, with ``llama_dir``, llama-bench's
+    pp on the same weights as GGUF f32, taking turns ``rounds`` times, ``reps`` runs of each a round
+    (after a warm-up each); the best run and the mean of each round's runs for both."""
+    m = build(name)
+    V = m.config.vocab_size
+    ids = [t % V for t in prompt]
+    ours_best, ours_mean, theirs_best, theirs_mean, pairs = 0.0, [], 0.0, [], []
+    with tempfile.TemporaryDirectory() as d:
+        path = None if llama_dir is None else llamacpp.write_gguf(m, Path(d) / "model-f32.gguf", "f32", llama_dir)
+        prefill_tps(m, ids, 3)  # the session's tuner sees a few prompts first, as in a process that has run
+        for _ in range(rounds):
+            x = torch.tensor([ids])
+            times = []
+            with decode.session(m):
+                core.prefill(m, x, m.max_context, PROMPT + NEW)
+                for _ in range(reps):
+                    t = time.perf_counter()
+                    core.prefill(m, x, m.max_context, PROMPT + NEW)
+                    times.append(time.perf_counter() - t)
+            rates = [PROMPT / t for t in times]
+            ours_best, ours_mean = max(ours_best, max(rates)), ours_mean + [sum(rates) / reps]
+            if path is not None:
+                got = llamacpp.llama_bench(llama_dir, path, PROMPT, 0, torch.get_num_threads(), reps)
+                theirs_best, theirs_mean = max(theirs_best, got["pp_best"]), theirs_mean + [got["pp"]]
+                pairs.append(f"{got['pp']:.0f}/{ours_mean[-1]:.0f}")
+    mean = sum(ours_mean) / rounds
+    line = (f"{name} float32 prompt ({PROMPT} tokens) tok/s, {rounds} rounds x {reps} runs: gencraft prefill best "
+            f"{ours_best:.0f}, round means {min(ours_mean):.0f}-{max(ours_mean):.0f} (mean {mean:.0f})")
+    if path is not None:
+        tmean = sum(theirs_mean) / rounds
+        line += (f" | llama.cpp pp{PROMPT} (same weights, GGUF f32) best {theirs_best:.0f}, round means "
+                 f"{min(theirs_mean):.0f}-{max(theirs_mean):.0f} (mean {tmean:.0f}) | gencraft/llama.cpp: best "
+                 f"{ours_best / theirs_best:.2f}x, mean {mean / tmean:.2f}x | each round's means, llama.cpp/gencraft: "
+                 f"{' '.join(pairs)}")
+    else:
+        line += f" | ref: llama.cpp {REF_PP_LLAMA[name]}"
+    print(line, flush=True)
 
 
 def decode_rate(m: GPT, tok, prompt: list[int], end_to_end: float, repeats: int) -> float:
@@ -363,26 +429,29 @@ def decode_drift(m: GPT, mb: GPT, prompt: list[int], steps: int,
     return drift[0], drift[1]
 
 
-def stepwise_loss(m: GPT, val: torch.Tensor, session: decode.DecodeSession, window: int = 128,
-                  windows: int = 48) -> float:
-    """Mean next-token loss over ``windows`` held-out windows, every token through ``session``'s one-token
-    decode step (the path decoding takes: the C step, in 8 bits when the session says so)."""
-    total, n = 0.0, 0
+def stepwise_logits(m: GPT, val: torch.Tensor, session: decode.DecodeSession, window: int, windows: int
+                    ) -> torch.Tensor:
+    """Next-token logits ``[windows * window, V]`` over ``windows`` held-out windows, every token through
+    ``session``'s one-token decode step (the path decoding takes: the C step, in 8 bits when the session
+    says so); window ``k`` predicts ``val[k * window + 1:(k + 1) * window + 1]``."""
+    out = []
     with session, torch.inference_mode():
         for k in range(windows):
-            ids = val[k * window:(k + 1) * window + 1]
+            ids = val[k * window:(k + 1) * window]
             logits, cache = m.step(ids[None, :1], m.new_cache(1, window))
-            for t in range(1, window + 1):
-                total -= torch.log_softmax(logits[0].float(), -1)[ids[t]].item()
-                n += 1
-                if t < window:
-                    logits, cache = m.step(ids[None, t:t + 1], cache)
-    return total / n
+            out.append(logits)
+            for t in range(1, window):
+                logits, cache = m.step(ids[None, t:t + 1], cache)
+                out.append(logits)
+    return torch.cat(out).float()
 
 
-def bf16_quality(tok, text: str, steps: int = 600) -> None:
-    """Validation loss of a small GPT trained on tinyshakespeare, with f32 and with bf16 weights, and
-    decoded step by step in float32 and with 8-bit matrices."""
+def weight_quality(tok, text: str, steps: int = 600, window: int = 128, windows: int = 48) -> None:
+    """What bf16 and int8 weights cost a small GPT trained ``steps`` steps on tinyshakespeare (first 90%;
+    the last 10% held out): validation loss with float32 and bf16 weights over the whole held-out text,
+    and, over ``windows`` x ``window`` held-out tokens, every token decoded one at a time through the C
+    step with float32 and with 8-bit matrices (the int8 path is the decode step's only: prompts keep
+    float32), with the mean KL between the two next-token distributions and how often their argmax agrees."""
     ids = torch.tensor(tok.encode(text), dtype=torch.long)
     n = int(len(ids) * 0.9)
     train, val = ids[:n], ids[n:]
@@ -400,18 +469,30 @@ def bf16_quality(tok, text: str, steps: int = 600) -> None:
         loss.backward()
         opt.step()
     m.eval()
+    trained = time.perf_counter() - t0
     chunks = val[:(len(val) - 1) // 128 * 128 + 1]
     x = chunks[:-1].view(-1, 128)
     y = chunks[1:].view(-1, 128)
     with torch.inference_mode():
         l32 = m(x, y)[1].item()
-        s32, s8 = stepwise_loss(m, val, decode.DecodeSession(m)), stepwise_loss(m, val, decode.DecodeSession(m, int8=True))
-        l16 = m.to(torch.bfloat16)(x, y)[1].item()
-    print(f"\nbf16 quality cost, trained model (4L/4H/128, BPE {tok.vocab_size}, {steps} steps in "
-          f"{time.perf_counter() - t0:.0f} s, {x.numel()} held-out tokens): val loss f32 {l32:.4f} | "
-          f"bf16 weights {l16:.4f} | difference {l16 - l32:+.4f} nats/token")
-    print(f"int8 quality cost, the same model decoded token by token ({48 * 128} held-out tokens, C step): "
-          f"float32 {s32:.4f} | int8 matrices {s8:.4f} | difference {s8 - s32:+.4f} nats/token (aim < 0.01)")
+        l16 = copy.deepcopy(m).to(torch.bfloat16)(x, y)[1].item()
+    t1 = time.perf_counter()
+    targets = torch.cat([val[k * window + 1:(k + 1) * window + 1] for k in range(windows)])
+    f32 = stepwise_logits(m, val, decode.DecodeSession(m), window, windows)
+    q8 = stepwise_logits(m, val, decode.DecodeSession(m, int8=True), window, windows)
+    lp, lq = torch.log_softmax(f32, -1), torch.log_softmax(q8, -1)
+    s32 = -lp.gather(1, targets[:, None]).mean().item()
+    s8 = -lq.gather(1, targets[:, None]).mean().item()
+    kl = (lp.exp() * (lp - lq)).sum(-1).mean().item()
+    agree = (f32.argmax(-1) == q8.argmax(-1)).float().mean().item()
+    print(f"\nquality of the weight types, a model trained on tinyshakespeare (4L/4H/128, BPE {tok.vocab_size}, "
+          f"{steps} steps in {trained:.0f} s):")
+    print(f"  bf16 weights, whole held-out text ({x.numel()} tokens, forward): val loss f32 {l32:.4f} | bf16 "
+          f"{l16:.4f} | difference {l16 - l32:+.4f} nats/token")
+    print(f"  int8 matrices, {targets.numel()} held-out tokens decoded one at a time through the C step "
+          f"({time.perf_counter() - t1:.0f} s): val loss float32 {s32:.4f} | int8 {s8:.4f} | difference "
+          f"{s8 - s32:+.4f} nats/token (aim < 0.01) | KL(f32 || int8) {kl:.2e} nats/token | argmax agrees "
+          f"{agree:.2%}", flush=True)
 
 
 if __name__ == "__main__":

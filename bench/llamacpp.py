@@ -110,7 +110,9 @@ def write_gguf(model: Any, path: Path, dtype: str, llama_dir: Path) -> Path:
 
 def llama_bench(llama_dir: Path, gguf_path: Path, prompt: int, new: int, threads: int,
                 repeats: int) -> dict[str, float]:
-    """``{"pp": prompt tokens/s, "tg": generated tokens/s}`` from one ``llama-bench`` run."""
+    """``{"pp": prompt tokens/s, "tg": generated tokens/s}`` (the mean of ``repeats``, as llama-bench
+    prints it) and ``pp_best``/``tg_best`` (the fastest repetition) from one ``llama-bench`` run;
+    ``new`` 0: the prompt only."""
     exe = llama_dir / "build" / "bin" / "llama-bench"
     # OpenMP's own defaults, as llama.cpp runs in a shell: gencraft's import asks for sleeping threads
     # (OMP_WAIT_POLICY=PASSIVE, for training), which made llama.cpp's tg 3-4x slower (measured)
@@ -121,5 +123,7 @@ def llama_bench(llama_dir: Path, gguf_path: Path, prompt: int, new: int, threads
         raise RuntimeError(f"llama-bench failed: {(proc.stderr or proc.stdout).strip()[-300:]}")
     out = {}
     for test in json.loads(proc.stdout):
-        out["pp" if test["n_prompt"] and not test["n_gen"] else "tg"] = float(test["avg_ts"])
+        kind = "pp" if test["n_prompt"] and not test["n_gen"] else "tg"
+        out[kind] = float(test["avg_ts"])
+        out[kind + "_best"] = max(float(v) for v in test.get("samples_ts") or [test["avg_ts"]])
     return out

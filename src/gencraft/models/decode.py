@@ -51,10 +51,12 @@ from gencraft.models import native
 
 log = logging.getLogger(__name__)
 
-# float32 products of 2..BATCH_ROWS rows (batched decoding) go through oneDNN with weights packed
-# once: a BLAS GEMM packs the weight matrix on every call, which for a few rows costs more than the
-# product (docs/performance.md). The packed copy doubles the weights' memory, so it is made only when
-# a batch is decoded; one row (BLAS's GEMV) and prompts (many rows, compute-bound) stay on BLAS.
+# float32 products of 2 rows and more (batched decoding, prompts) go through oneDNN with weights
+# packed once: a BLAS GEMM packs the weight matrix on every call, which for a few rows costs more than
+# the product, and for a prompt's rows oneDNN's kernel runs ~1.45x OpenBLAS's (docs/performance.md).
+# The packed copy (for BATCH_ROWS rows, which serves any count) doubles those matrices' memory, so it
+# is made only when a batch or a prompt is multiplied; one row (BLAS's GEMV) stays on BLAS. Products
+# of up to BATCH_ROWS rows are a batch's (bound by reading the weights), more are a prompt's.
 BATCH_ROWS = 32
 
 _ACTIVE: contextvars.ContextVar[DecodeSession | None] = contextvars.ContextVar("gencraft_decode", default=None)
@@ -167,9 +169,10 @@ class DecodeSession:
     # -- what the fast paths keep
 
     def tuner(self, kind: str) -> ThreadTuner:
-        """The session's tuner for ``kind``: "blas" (numpy's products), "torch" (oneDNN's),
-        "attention" (a batch's attention), "native" (a whole C step a call), "speech" (a voice's acoustic
-        model or vocoder on one sentence's frames)."""
+        """The session's tuner for ``kind``: "blas" (numpy's products), "torch" (oneDNN's, a batch),
+        "prompt" (oneDNN's, a prompt's rows, and its attention), "attention" (a batch's attention),
+        "native" (a whole C step a call), "speech" (a voice's acoustic model or vocoder on one
+        sentence's frames)."""
         t = self._tuners.get(kind)
         if t is None:
             busy = _other_process_running()
@@ -204,9 +207,10 @@ class DecodeSession:
 
     # -- the products
 
-    def linear(self, m: Any, x: torch.Tensor, out_in: bool = True) -> torch.Tensor:
+    def linear(self, m: Any, x: torch.Tensor, out_in: bool = True, gelu: bool = False) -> torch.Tensor:
         """``m``'s product ``x @ W.T + b`` on the fast path for its dtype and row count (``out_in``:
-        W is ``[out, in]`` as in ``nn.Linear``; False: ``[in, out]``, ``transformers``' float32 Conv1D)."""
+        W is ``[out, in]`` as in ``nn.Linear``; False: ``[in, out]``, ``transformers``' float32 Conv1D);
+        ``gelu``: then the tanh GELU (fused into oneDNN's product where it runs there)."""
         params = m._parameters  # not through nn.Module.__getattr__, which is slow (docs/performance.md)
         if "weight" in params and "bias" in params:
             w, b = params["weight"], params["bias"]
@@ -214,12 +218,14 @@ class DecodeSession:
             w, b = m.weight, m.bias
         if x.dtype == torch.float32 and w.dtype == torch.float32:
             rows = x.numel() // x.shape[-1]
-            if out_in and 1 < rows <= BATCH_ROWS:  # batched decoding: BLAS would re-pack the weights every call
-                return self._onednn(m, x, w, b, BATCH_ROWS)
-            return self._blas(m, x, w, b, out_in)
-        if x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16:
-            return self._onednn(m, x, w, b, 1)
-        return F.linear(x, w, b)
+            if out_in and rows > 1:  # batches and prompts: BLAS would re-pack the weights every call
+                return self._onednn(m, x, w, b, BATCH_ROWS, rows, gelu)
+            y = self._blas(m, x, w, b, out_in)
+        elif x.dtype == torch.bfloat16 and w.dtype == torch.bfloat16:
+            return self._onednn(m, x, w, b, 1, x.numel() // x.shape[-1], gelu)
+        else:
+            y = F.linear(x, w, b)
+        return F.gelu(y, approximate="tanh") if gelu else y
 
     def _blas(self, m: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, out_in: bool) -> torch.Tensor:
         # numpy views share the parameters' memory: only a new tensor needs a new view
@@ -234,14 +240,22 @@ class DecodeSession:
             out += bias
         return torch.from_numpy(out.reshape(*a.shape[:-1], out.shape[-1]) if a.ndim != 2 else out)
 
-    def _onednn(self, m: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, batch: int) -> torch.Tensor:
+    def _onednn(self, m: Any, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, batch: int, rows: int,
+                gelu: bool = False) -> torch.Tensor:
         key = (w.data_ptr(), w.dtype, None if w.is_inference() else w._version)
         packed = self.derived(m, f"onednn{batch}", key,
                               lambda: torch.ops.mkldnn._reorder_linear_weight(w.detach(), batch_size=batch))
         bias = None if b is None else b.detach()
         nbytes = w.numel() * w.element_size()
-        return self.tuner("torch").run(nbytes, lambda: torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [],
-                                                                                           ""))
+        post = ("gelu", "tanh") if gelu else ("none", "")
+
+        def product() -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(x, packed, bias, post[0], [], post[1])
+
+        if rows <= BATCH_ROWS:  # decoding a batch: bound by reading the weights
+            return self.tuner("torch").run(nbytes, product)
+        # a prompt: compute-bound, its cost grows with the rows (prompts of any length share a tuner)
+        return self.tuner("prompt").run(nbytes * rows, product, key=nbytes)
 
     # -- the C step
 

@@ -142,8 +142,13 @@ class CausalSelfAttention(nn.Module):
             cache.k[layer, :, :, start:end] = k
             cache.v[layer, :, :, start:end] = v
             k, v = cache.k[layer, :, :, :end], cache.v[layer, :, :, :end]
-            mask = cache.mask(T, x.device) if (T > 1 or cache.pad is not None) else None
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            if start == 0 and cache.pad is None:  # a prompt into a fresh cache: plain causal attention
+                # on the prompt's thread count (its products' tuner): ~7% of a 13.8M prompt on one thread
+                y = decode.tuned("prompt", B * T * T * C * 8,
+                                 lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True))
+            else:
+                mask = cache.mask(T, x.device) if (T > 1 or cache.pad is not None) else None
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -186,8 +191,18 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # tanh-approximated GELU: GPT-2's activation, so exported weights match HF's gelu_new
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(self.hidden(x)))
+
+    def hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """``gelu(c_fc(x))``: tanh-approximated GELU, GPT-2's activation, so exported weights match HF's
+        gelu_new. In a decode session the GELU runs inside the product (oneDNN's post-op: a prompt's
+        separate GELU cost ~15% of its up-projection, docs/performance.md)."""
+        fc = self.c_fc
+        if type(fc) is Linear and not torch.is_grad_enabled() and x.is_cpu:  # not an adapter (LoRALinear)
+            s = decode.active()
+            if s is not None and s.fast_linear:
+                return s.linear(fc, x, gelu=True)
+        return F.gelu(fc(x), approximate="tanh")
 
 
 class Block(nn.Module):
@@ -324,7 +339,7 @@ class GPT(nn.Module):
             h = F.layer_norm(x, ln_1.normalized_shape, p1["weight"], p1.get("bias"), ln_1.eps)
             x = x + mods["attn"]._decode_one(h, cache, i, lo)
             h = F.layer_norm(x, ln_2.normalized_shape, p2["weight"], p2.get("bias"), ln_2.eps)
-            x = x + mm["c_proj"].forward(F.gelu(mm["c_fc"].forward(h), approximate="tanh"))
+            x = x + mm["c_proj"].forward(mlp.hidden(h))
         cache.length += 1
         ln_f = self.ln_f
         x = F.layer_norm(x[:, -1], ln_f.normalized_shape, ln_f.weight, ln_f.bias, ln_f.eps)
