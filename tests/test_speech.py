@@ -76,6 +76,10 @@ def test_a_voice_speaks_a_sentence_in_pieces_that_join_into_the_whole(voice_run,
             "where the keeper was already lighting the lamp for the long night ahead.")
     pieces = list(sp.pieces(text))
     assert len(pieces) >= 2 and len(pieces[0]) == FIRST_FRAMES * audio.HOP
+    out = sp.pieces(text)
+    np.testing.assert_array_equal(next(out), pieces[0])
+    assert len(sp.sentence("Hello.")), "a piece handed out must not hold the voice (a slow client would block it)"
+    out.close()
     v = sp.voice
     ids, _ = v.tokenizer.encode(text_to_symbols(text, "en")[1])
     with torch.inference_mode():

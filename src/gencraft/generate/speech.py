@@ -122,30 +122,36 @@ class Speaker:
         ids, _unknown = v.tokenizer.encode(syms)
         if not any(v.tokenizer.symbols[i] not in ",.!?;:-… " for i in ids):
             return
-        # one synthesis at a time per loaded voice (server threads); torch's ops run under the decode
-        # session's thread policy (one thread, or all cores where its tuner measures that faster)
-        with self._lock, torch.inference_mode(), decode.session(v.acoustic):
-            nbytes = sum(p.numel() for p in v.acoustic.parameters()) * 4 * len(ids)
-            mel = decode.tuned("speech", nbytes, lambda: v.acoustic.synthesize(torch.tensor([ids]), speed=speed))[0][0]
-            if v.vocoder is None:
-                yield from _audible(v.to_audio(mel))
-                return
-            frame_db = audio.mel_frame_db(mel)
-            if frame_db.max() < -90:  # the model says silence
-                return
-            gain = None
-            for a, b in _spans(mel.shape[1]):
-                lo, hi = max(0, a - CONTEXT_FRAMES), min(mel.shape[1], b + CONTEXT_FRAMES)
-                part = mel[:, lo:hi]
-                nb = sum(p.numel() for p in v.vocoder.G.parameters()) * 4 * part.shape[1]
-                x = decode.tuned("speech", nb, lambda part=part: v.to_audio(part))
-                x = x[(a - lo) * audio.HOP:(b - lo) * audio.HOP]  # the vocoder makes (frames - 1) * hop samples
-                if gain is None:  # the sentence's level from its mel, calibrated on the first piece as vocoded
-                    est = audio.active_level_db(frame_db[a:b])
-                    real = audio.active_level_db(audio.frame_rms_db(x))
-                    offset = real - est if est > audio.active_level_db(frame_db) - 30 else 0.0
-                    gain = audio.loudness_gain(x, audio.active_level_db(frame_db) + offset)
-                yield (x * gain).astype(np.float32)
+        mel = self._run(v.acoustic, len(ids), lambda: v.acoustic.synthesize(torch.tensor([ids]), speed=speed)[0][0])
+        if v.vocoder is None:
+            with self._lock, torch.inference_mode():  # Griffin-Lim: no model to tune threads for
+                x = v.to_audio(mel)
+            yield from _audible(x)
+            return
+        frame_db = audio.mel_frame_db(mel)
+        if frame_db.max() < -90:  # the model says silence
+            return
+        gain = None
+        for a, b in _spans(mel.shape[1]):
+            lo, hi = max(0, a - CONTEXT_FRAMES), min(mel.shape[1], b + CONTEXT_FRAMES)
+            part = mel[:, lo:hi]
+            x = self._run(v.vocoder.G, hi - lo, lambda part=part: v.to_audio(part))
+            x = x[(a - lo) * audio.HOP:(b - lo) * audio.HOP]  # the vocoder makes (frames - 1) * hop samples
+            if gain is None:  # the sentence's level from its mel, calibrated on the first piece as vocoded
+                est = audio.active_level_db(frame_db[a:b])
+                real = audio.active_level_db(audio.frame_rms_db(x))
+                offset = real - est if est > audio.active_level_db(frame_db) - 30 else 0.0
+                gain = audio.loudness_gain(x, audio.active_level_db(frame_db) + offset)
+            yield (x * gain).astype(np.float32)
+
+    def _run(self, model: torch.nn.Module, frames: int, fn: Any) -> Any:
+        """``fn()`` -- one model call on ``frames`` positions -- with the voice to itself (one synthesis at a
+        time per loaded voice: server threads), held only while it computes, never across a piece handed
+        out; torch's ops run under the voice's decode session (one thread, or all cores where its "speech"
+        tuner measures that faster)."""
+        nbytes = sum(p.numel() for p in model.parameters()) * 4 * max(frames, 1)
+        with self._lock, torch.inference_mode(), decode.session(self.voice.acoustic):
+            return decode.tuned("speech", nbytes, fn)
 
 
 def _spans(frames: int) -> list[tuple[int, int]]:
