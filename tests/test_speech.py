@@ -270,3 +270,27 @@ def test_speak_bad_inputs(voice_run, tmp_path, cli):
     assert r.code == 2 and "nothing" in r.err and not (tmp_path / "b.wav").exists()
     r = cli("speak", "espeak", "hello", "--speed", "9")
     assert r.code == 2 and "speed" in r.err
+
+
+@pytest.mark.parametrize("part", ["model", "vocoder"])
+def test_voice_weights_are_checked_against_their_digests(voice_run, tmp_path, cli, part):
+    import shutil
+
+    from gencraft.errors import RunError
+    from gencraft.runs import load_voice
+
+    run = tmp_path / "v"
+    shutil.copytree(voice_run, run)
+    info = json.loads((run / "gencraft.json").read_text())
+    assert info["model_digest"] and info["vocoder_digest"]
+    load_voice(run)  # intact: loads
+    w = run / f"{part}.safetensors"
+    data = bytearray(w.read_bytes())
+    for i in range(400):  # flip 400 bytes inside the tensors (the header stays valid JSON)
+        data[-1 - 13 * i] ^= 0xFF
+    w.write_bytes(bytes(data))
+    with pytest.raises(RunError, match=f"{part}.safetensors: its sha256 differs from the {part}_digest"):
+        load_voice(run)
+    r = cli("speak", str(run), "Hello there.", "--out", str(tmp_path / "x.wav"))
+    assert r.code == 2 and f"{part}.safetensors" in r.err and "Traceback" not in r.err, r.err
+    assert not (tmp_path / "x.wav").exists()

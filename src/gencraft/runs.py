@@ -84,7 +84,8 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike[str], digest: s
             why = ("the run was stopped while saving its best weights: continue it with --resume"
                    if (Path(path).parent / "training.json").is_file() else
                    "the weights are corrupted or were changed (copy the run again, or retrain)")
-            raise RunError(f"{path}: its sha256 differs from the model_digest its gencraft.json records; {why}")
+            raise RunError(f"{path}: its sha256 differs from the {Path(path).stem}_digest its gencraft.json "
+                           f"records; {why}")
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise RunError(f"{path}: cannot read weights ({e}); the file is corrupted or not a safetensors file") from None
@@ -111,12 +112,13 @@ def run_model_config(path: Path, info: dict[str, Any], cls: type) -> Any:
     return from_dict(cls, info.get("model", {}), where=f"{path / 'gencraft.json'}: field model")
 
 
-def load_run_weights(model: torch.nn.Module, path: Path, info: dict[str, Any]) -> None:
-    """Load the run's ``model.safetensors`` into ``model``, checked against the recorded digest."""
-    weights = path / "model.safetensors"
+def load_run_weights(model: torch.nn.Module, path: Path, info: dict[str, Any], part: str = "model") -> None:
+    """Load the run's ``PART.safetensors`` (``model``; a voice also has ``vocoder``) into ``model``,
+    checked against the digest its gencraft.json records as ``PART_digest``."""
+    weights = path / f"{part}.safetensors"
     if not weights.is_file():
         raise RunError(f"{weights}: missing; the run is incomplete (train it again or --resume)")
-    load_weights(model, weights, digest=info.get("model_digest") or None)
+    load_weights(model, weights, digest=info.get(f"{part}_digest") or None)
 
 
 def write_info(run_dir: str | os.PathLike[str], info: dict[str, Any]) -> None:
@@ -175,12 +177,13 @@ def load_voice(run: str | os.PathLike[str]) -> Voice:
     weights = path / "model.safetensors"
     if not weights.is_file() or "acoustic" not in info.get("model", {}):
         raise RunError(f"{weights}: missing; the voice's acoustic model is not trained yet (--part acoustic)")
-    acoustic = TTS(from_dict(TTSConfig, info["model"]["acoustic"]))
-    load_weights(acoustic, weights)
+    acoustic = TTS(from_dict(TTSConfig, info["model"]["acoustic"], where=f"{path / 'gencraft.json'}: field model.acoustic"))
+    load_run_weights(acoustic, path, info)
     vocoder = None
     if (path / "vocoder.safetensors").is_file() and "vocoder" in info.get("model", {}):
-        vocoder = Vocoder(from_dict(VocoderConfig, info["model"]["vocoder"]), with_discriminators=False)
-        load_weights(vocoder.G, path / "vocoder.safetensors")
+        vocoder = Vocoder(from_dict(VocoderConfig, info["model"]["vocoder"],
+                                   where=f"{path / 'gencraft.json'}: field model.vocoder"), with_discriminators=False)
+        load_run_weights(vocoder.G, path, info, "vocoder")
         vocoder.eval()
     return Voice(acoustic.eval(), vocoder, PhonemeTokenizer.load(path / "phonemes.json"), info, path)
 
