@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 from pathlib import Path
 
@@ -141,6 +142,48 @@ def test_hf_folders_with_only_pickle_weights_are_refused(tmp_path: Path):
     (tmp_path / "pytorch_model.bin").write_bytes(b"not loaded, ever")
     with pytest.raises(RunError, match="pytorch_model.bin.*never loads pickle.*safe_serialization=True"):
         load(f"hf:{tmp_path}")
+
+
+def test_training_from_an_hf_base_is_bounded_by_memory(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch):
+    """An HF base is sized from its config.json like every family, before its weights are read."""
+    transformers = pytest.importorskip("transformers")
+    import torch
+
+    from gencraft.data import prepare
+    from gencraft.tokenize import train_tokenizer
+    from gencraft.train.finetune import base_tokenizer
+
+    tok = train_tokenizer("bpe", corpus(), vocab_size=300)
+    cfg = transformers.GPT2Config(n_positions=64, n_embd=32, n_layer=2, n_head=2, vocab_size=tok.vocab_size,
+                                  bos_token_id=tok.eos_id, eos_token_id=tok.eos_id)
+    torch.manual_seed(0)
+    hf = tmp_path / "hf"
+    transformers.AutoModelForCausalLM.from_config(cfg).save_pretrained(hf)
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok.hf, eos_token=tok.eos_token, bos_token=tok.eos_token,
+                                         clean_up_tokenization_spaces=False).save_pretrained(hf)
+    spec = f"hf:{hf}"
+    (tmp_path / "c.txt").write_text("\n".join(corpus()), encoding="utf-8")
+    ds = prepare([tmp_path / "c.txt"], tmp_path / "ds", license="CC0-1.0", unit="line", tokenizer_from=spec,
+                 base_tokenizer=base_tokenizer(spec))
+    runs = Path(os.environ["GENCRAFT_HOME"]) / "runs"
+    args = ["train", str(ds), "--from", spec, "--out", "h", "--set", "block_size=32", "--set", "batch_size=64",
+            "--set", "max_iters=2", "--set", "eval_iters=1", "--set", "num_threads=1"]
+    monkeypatch.setenv("GENCRAFT_MEMORY_LIMIT", str(3 << 20))  # the batches' activations (~20 MB) do not fit
+    line = one_line(cli(*args))
+    assert "training a hf of 0.0M parameters" in line and "batch_size/block_size" in line, line
+    assert not (runs / "h").exists()
+    # a config.json promising a 100k-wide, 1000-layer model is refused from its shapes, before the
+    # (tiny, mismatched) weights are read; a LoRA on it is counted with its base frozen
+    huge = tmp_path / "huge"
+    shutil.copytree(hf, huge)
+    conf = json.loads((huge / "config.json").read_text())
+    (huge / "config.json").write_text(json.dumps({**conf, "n_embd": 102400, "n_layer": 1000, "n_head": 100}))
+    monkeypatch.delenv("GENCRAFT_MEMORY_LIMIT")
+    for extra, says in (([], "--lora"), (["--lora"], "a smaller base model")):
+        line = one_line(cli("train", str(ds), "--from", f"hf:{huge}", "--out", "h", *extra, "--set", "block_size=32"))
+        assert "parameters" in line and "memory" in line and says in line, line
+        assert not (runs / "h").exists()
+    assert cli(*args).code == 0 and (runs / "h" / "gencraft.json").is_file()  # with the memory it has: trains
 
 
 def test_user_content_is_owner_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

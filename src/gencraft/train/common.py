@@ -14,7 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as RichProgress
 
 from gencraft.data.dataset import tokens_seen
-from gencraft.errors import GencraftError, TrainingDiverged, UsageError
+from gencraft.errors import ConfigError, GencraftError, TrainingDiverged, UsageError
 from gencraft.io import atomic_path, write_bytes
 from gencraft.limits import fmt_bytes, require_memory
 from gencraft.models import build
@@ -81,19 +81,28 @@ def dataset_record(ds: Dataset) -> dict[str, Any]:
 
 
 def check_training_memory(kind: str, mcfg: Any, *, batch: int, positions: int, width: int, depth: int,
-                          vocab: int = 0) -> int:
+                          vocab: int = 0, frozen: bool = False) -> int:
     """Refuse, before anything is allocated, a model and batch that cannot fit in this machine's memory.
 
     The parameters are counted on PyTorch's ``meta`` device (shapes only, no storage); training holds
-    them four times (weights, gradients, AdamW's two moments), and a batch's activations are estimated
-    as ``batch x positions x (24 x width x depth + 3 x vocab)`` float32 values (the per-layer tensors
-    autograd keeps, and the logits with their softmax and gradient). Returns the parameter count.
+    them four times (weights, gradients, AdamW's two moments), a frozen base under adapters
+    (``frozen``: LoRA) once, and a batch's activations are estimated as
+    ``batch x positions x (24 x width x depth + 3 x vocab)`` float32 values (the per-layer tensors
+    autograd keeps, and the logits with their softmax and gradient). A Hugging Face base (``hf``) is
+    counted the same way, from its ``config.json``, before its weights are read. Returns the
+    parameter count.
     """
-    with torch.device("meta"):
-        n = sum(p.numel() for p in build(kind, mcfg).parameters())
-    weights = 16 * n
+    try:
+        with torch.device("meta"):
+            n = sum(p.numel() for p in build(kind, mcfg).parameters())
+    except (ValueError, TypeError, KeyError, AttributeError, RuntimeError) as e:  # a base's config.json
+        raise ConfigError(f"the {kind} model cannot be built from its config ({str(e).splitlines()[0][:200]})",
+                          param="model") from None
+    weights = (4 if frozen else 16) * n
     activations = 4 * batch * positions * (24 * width * depth + 3 * vocab)
-    param = "--set n_layer/n_embd (the model's size)" if weights >= activations else "--set batch_size/block_size"
+    size = ("--from (a smaller base model), or --lora" if kind == "hf" and not frozen else
+            "--from (a smaller base model)" if kind == "hf" else "--set n_layer/n_embd (the model's size)")
+    param = size if weights >= activations else "--set batch_size/block_size"
     require_memory(weights + activations, f"training a {kind} of {n / 1e6:,.1f}M parameters "
                    f"({fmt_bytes(weights)} with its optimizer) on batches of {batch} x {positions}", param)
     return n

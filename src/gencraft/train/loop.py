@@ -25,6 +25,7 @@ from gencraft.config import apply_overrides, check_value, from_dict
 from gencraft.errors import ConfigError, DataError, TrainingDiverged, UsageError
 from gencraft.io import now_iso, write_text
 from gencraft.models import config_class
+from gencraft.models.hf import transformers_config
 from gencraft.paths import run_path
 from gencraft.runs import new_run_id, sha256_file, write_info
 from gencraft.train import dist as D
@@ -164,10 +165,16 @@ def train(
         tc.device = device
     check(tc)
     check_model(kind, mcfg)
-    if kind != "hf":  # a Hugging Face base's size is the base's own: loading it is the check
-        check_training_memory(kind, mcfg, batch=tc.batch_size, positions=mcfg.block_size,
-                              width=max(mcfg.n_embd, getattr(mcfg, "n_hidden", 0)), depth=mcfg.n_layer,
-                              vocab=mcfg.vocab_size)
+    if kind == "hf":  # a Hugging Face base: its shape is its config.json's
+        try:
+            hc = transformers_config(mcfg.hf_config)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ConfigError(f"the base's config.json is not a config transformers knows ({e})", param="from") from None
+        width, depth = int(getattr(hc, "hidden_size", 0) or 0), int(getattr(hc, "num_hidden_layers", 1) or 1)
+    else:
+        width, depth = max(mcfg.n_embd, getattr(mcfg, "n_hidden", 0)), mcfg.n_layer
+    check_training_memory(kind, mcfg, batch=tc.batch_size, positions=mcfg.block_size, width=width, depth=depth,
+                          vocab=mcfg.vocab_size, frozen=tune is not None and tune.lora is not None)
     if mcfg.vocab_size < ds.vocab_size:
         raise ConfigError(f"--set vocab_size={mcfg.vocab_size}: smaller than the dataset's tokenizer "
                           f"({ds.vocab_size}); leave it unset", param="vocab_size")
