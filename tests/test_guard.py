@@ -536,3 +536,133 @@ def test_strided_index_still_finds_long_copies(tmp_path) -> None:
         end = next(e for e in range(start, len(DOCS[2])) if len(fold(DOCS[2][start:e])) == 12 + 4 - 1)
         piece = DOCS[2][start:end]  # n + stride - 1 folded characters: always found
         assert strided.check(piece).longest_chars == len(piece.strip(" ,."))
+
+
+# --- the copy check on long inputs: streamed, with the findings of one pass ------------------------
+
+
+@pytest.fixture(scope="module")
+def long_index(tmp_path_factory):
+    """Shakespeare (40-line documents) and Tang poems, indexed by character and by BPE token."""
+    from conftest import SHARED_DATA
+
+    from gencraft.tokenize import train_tokenizer
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    lines = (SHARED_DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[:60_000].split("\n")
+    poems = json.loads((SHARED_DATA / "tang300.json").read_text(encoding="utf-8"))[:30]
+    docs = ["\n".join(lines[i:i + 40]) for i in range(0, len(lines) - 40, 40)] + ["".join(p["paragraphs"])
+                                                                                 for p in poems]
+    docs.append(docs[3][:500])  # a passage the corpus holds twice: equal matches, the first one wins
+    tok = train_tokenizer("bpe", docs, vocab_size=400)
+    folder = tmp_path_factory.mktemp("long") / "idx"
+    build_copy_index(folder, [{"id": i, "source": 0, "text": t} for i, t in enumerate(docs)],
+                     [{"path": "mixed", "license": "public-domain"}], tokens=tok.encode_documents(docs),
+                     eos_id=tok.eos_id)
+    return CopyIndex(folder, tok), docs
+
+
+def _texts(docs: list[str], count: int, seed: int, longest: int) -> list[str]:
+    """Outputs stitched from copied passages (up to ``longest`` characters) and made-up runs, some
+    reformatted (upper case, lines joined)."""
+    import random
+
+    rng = random.Random(seed)
+    full = "\n".join(docs)
+    out = []
+    for _ in range(count):
+        parts = []
+        for _ in range(rng.randint(1, 40)):
+            if rng.random() < 0.5:
+                a = rng.randrange(len(full))
+                parts.append(full[a:a + rng.choice([rng.randint(1, 60), rng.randint(60, longest)])])
+            else:
+                parts.append("".join(rng.choice("abcdefg hijk,.的是") for _ in range(rng.randint(0, 80))))
+        t = " ".join(parts)
+        out.append(t.upper().replace("\n", " ") if rng.random() < 0.3 else t)
+    return out
+
+
+def _one_pass_reference(q: np.ndarray, corpus: np.ndarray, n: int, max_candidates: int = 32) -> np.ndarray:
+    """The match lengths of the documented rule, computed naively: at a start no earlier match carries
+    to, the longest verbatim match among the first ``max_candidates`` corpus positions holding its
+    n-gram (a full index: stride 1); a match carries to the next start one shorter while >= n, and
+    reaches back over the starts before it that it is longer at."""
+    grams: dict[bytes, list[int]] = {}
+    c = corpus.astype(np.int64)
+    sep = int(np.iinfo(corpus.dtype).max)
+    for p in range(len(c) - n + 1):
+        if not (c[p:p + n] == sep).any():
+            grams.setdefault(c[p:p + n].tobytes(), []).append(p)
+    w = max(len(q) - n + 1, 0)
+    out = np.zeros(w, dtype=np.int64)
+    prev = 0
+    for i in range(w):
+        if prev - 1 >= n:
+            out[i] = prev = prev - 1
+            continue
+        best, at = 0, -1
+        for p in grams.get(q[i:i + n].tobytes(), [])[:max_candidates]:
+            m = 0
+            while i + m < len(q) and p + m < len(c) and q[i + m] == c[p + m]:
+                m += 1
+            if m > best:
+                best, at = m, p
+        out[i] = prev = best if best >= n else 0
+        j = 1  # a match also reaches back over starts where a shorter one was carried
+        while prev and i - j >= 0 and at - j >= 0 and q[i - j] == c[at - j]:
+            out[i - j] = max(out[i - j], best + j)
+            j += 1
+    return out
+
+
+def test_copy_check_streams_long_inputs_with_the_findings_of_one_pass(long_index) -> None:
+    from gencraft.guard.copies import fold, match_blocks, match_statistics
+
+    idx, docs = long_index
+    n, sep = int(idx.meta["char_n"]), int(idx.meta["char_sep"])
+    texts = _texts(docs, 16, seed=1, longest=400)
+    for t in texts[:6]:  # one pass gives the rule's lengths; cut into blocks of any size, the same
+        q = np.frombuffer(fold(t).encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        q[q >= sep] = -1
+        ref = _one_pass_reference(q, np.asarray(idx.chars), n)
+        lengths, _ = match_statistics(q, idx.chars, idx.char_keys, n)
+        assert np.array_equal(lengths, ref)
+        cuts = sorted({0, len(q), *np.random.default_rng(len(q)).integers(0, len(q) + 1, 6).tolist()})
+        blocks = [q[a:b] for a, b in zip(cuts, cuts[1:], strict=False)]
+        streamed = [x for _, x, _ in match_blocks(blocks, idx.chars, idx.char_keys, n, window=500)]
+        assert np.array_equal(np.concatenate(streamed) if streamed else np.zeros(0, np.int64), ref)
+    risky = 0
+    for t in texts:  # windows of a tenth of the text: spans across their edges are found, the same report
+        whole = idx.check(t)
+        assert idx.check(t, window=max(len(t) // 10, 500)) == whole, t[:60]
+        risky += whole.copy_risk
+    assert risky >= 4
+    # a copy far longer than the window: measured a window at a time, its pieces joined into one span
+    full = "\n".join(docs)
+    for start, length in ((1000, 3000), (20_000, 9000)):  # whole documents (40 lines, > 1000 characters) in them
+        t = "made up words " + full[start:start + length] + " more words of mine"
+        whole = idx.check(t)
+        for window in (13, 97, 1000):
+            r = idx.check(t, window=window)
+            assert r.spans[0] == whole.spans[0] and r.longest_chars == whole.longest_chars > 1000
+            assert r.longest_tokens == whole.longest_tokens and r.copy_risk
+            assert r.char_ngram_fraction == whole.char_ngram_fraction
+            assert r.token_ngram_fraction == whole.token_ngram_fraction
+
+
+def test_copy_check_memory_does_not_grow_with_the_input(long_index) -> None:
+    import tracemalloc
+
+    idx, docs = long_index
+    base = "\n".join(docs)
+    peaks = {}
+    for size in (100_000, 1_000_000):
+        text = ((base + " made up words of mine ") * (size // len(base) + 1))[:size]
+        tracemalloc.start()
+        r = idx.check(text, window=8192)
+        peaks[size] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert r.copy_risk and r.longest_chars > 1000 and r.char_ngram_fraction > 0.9  # the corpus, copied
+    assert peaks[1_000_000] < 1.5 * peaks[100_000], peaks  # ten times the input, about the same memory

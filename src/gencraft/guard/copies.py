@@ -33,9 +33,12 @@ model saw.
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
+import re
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -53,6 +56,7 @@ FORMAT = 2  # 2: the character index holds the folded corpus
 BASE = np.uint64(0x100000001B3)  # FNV prime: the polynomial base of the rolling hash
 LOW32 = np.uint64(0xFFFFFFFF)
 CHUNK = 1 << 22
+WINDOW = 1 << 16  # query units matched at a time, and how far ahead (and back) one match is measured
 
 
 _DROP = ("P", "Z", "C")  # punctuation, separators, controls: formatting, not content
@@ -84,13 +88,15 @@ def fold(text: str) -> str:
 def fold_with_offsets(text: str) -> tuple[str, np.ndarray]:
     """:func:`fold` plus, for every folded character, the offset of the character of ``text`` it
     came from (``int64``), so spans on the folded text map back to the original."""
-    parts, offsets = [], []
-    for i, c in enumerate(text):
-        f = _fold_char(c)
-        if f:
-            parts.append(f)
-            offsets.extend([i] * len(f))
-    return "".join(parts), np.asarray(offsets, dtype=np.int64)
+    if not text:
+        return "", np.zeros(0, dtype=np.int64)
+    table = {ord(c): _fold_char(c) for c in set(text)}
+    chars = np.fromiter(table, dtype=np.int64, count=len(table))
+    widths = np.fromiter((len(f) for f in table.values()), dtype=np.int64, count=len(table))
+    order = np.argsort(chars)
+    cps = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    per_char = widths[order][np.searchsorted(chars[order], cps)]  # what each character folds to: 0, 1, 2.. chars
+    return text.translate(table), np.repeat(np.arange(len(text), dtype=np.int64), per_char)
 
 
 def window_hashes(x: np.ndarray, n: int) -> np.ndarray:
@@ -162,43 +168,169 @@ def _extend_back(q: np.ndarray, i: int, corpus: np.ndarray, p: int) -> int:
         step *= 2
 
 
-def match_statistics(q: np.ndarray, corpus: np.ndarray, keys: np.ndarray, n: int,
-                     max_candidates: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """For each window start ``i`` of ``q``: the verified verbatim match length (0 if < n) and its
-    corpus position. A match found at ``i`` is extended backwards (strided indexes) and carries to
-    ``i + 1`` (one shorter) while it stays ≥ n."""
-    w = len(q) - n + 1
-    lengths = np.zeros(max(w, 0), dtype=np.int64)
-    where = np.full(max(w, 0), -1, dtype=np.int64)
-    if w <= 0 or len(keys) == 0:
-        return lengths, where
-    valid = np.concatenate([[0], np.cumsum(q < 0, dtype=np.int64)])
-    ok = (valid[n:n + w] - valid[:w]) == 0
-    h = window_hashes(np.where(q < 0, 0, q), n) >> np.uint64(32) << np.uint64(32)
+def match_blocks(blocks: Iterable[np.ndarray], corpus: np.ndarray, keys: np.ndarray, n: int,
+                 max_candidates: int = 32, window: int = WINDOW) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Match statistics of a query that arrives in consecutive ``blocks`` (folded characters or token
+    ids; ``-1`` matches nothing), in bounded memory: yields ``(first, lengths, where)`` for
+    consecutive runs of window starts: for each, the verified verbatim match length (0 if < n) and its
+    corpus position.
+
+    A match found at ``i`` is extended backwards (strided indexes) and carries to ``i + 1`` (one
+    shorter) while it stays >= n. A match is measured up to ``window`` units ahead (and back): a longer
+    one is found again where its measured part ends, and the span walk joins the pieces. Only
+    ``window`` units behind and ``2 x window`` ahead of the position being matched are kept, and the
+    values do not depend on how the query is cut into blocks: one block gives what many give.
+    """
+    window = max(int(window), n)
+    buf = np.zeros(0, dtype=np.int64)  # query units from `base` on
+    lengths = np.zeros(0, dtype=np.int64)  # match lengths and positions of the window starts base..cur-1
+    where = np.zeros(0, dtype=np.int64)
+    base = cur = 0
+    state = (0, -1, False)  # the match at cur - 1: (length, corpus position, measured up to the window)
+    source, done = iter(blocks), False
+    while True:
+        while not done and base + len(buf) < cur + 2 * window:
+            b = next(source, None)
+            if b is None:
+                done = True
+            elif len(b):
+                buf = np.concatenate([buf, np.asarray(b, dtype=np.int64)])
+        end = base + len(buf)
+        last = end - n + 1 if done else end - window + 1  # starts whose window ahead is all read
+        stop = max(cur, min(last, cur + window))
+        if stop > cur:
+            lengths = np.concatenate([lengths, np.zeros(stop - cur, dtype=np.int64)])
+            where = np.concatenate([where, np.full(stop - cur, -1, dtype=np.int64)])
+            state = _match_range(buf, cur - base, stop - base, corpus, keys, n, max_candidates, window, lengths,
+                                 where, state)
+            cur = stop
+        finished = done and cur >= end - n + 1
+        fin = cur if finished else cur - window  # starts no backward extension can reach any more
+        if fin > base:
+            yield base, lengths[:fin - base], where[:fin - base]
+            buf, lengths, where, base = buf[fin - base:], lengths[fin - base:], where[fin - base:], fin
+        if finished:
+            return
+
+
+def _match_range(q: np.ndarray, a: int, b: int, corpus: np.ndarray, keys: np.ndarray, n: int, max_candidates: int,
+                 window: int, lengths: np.ndarray, where: np.ndarray, state: tuple[int, int, bool]
+                 ) -> tuple[int, int, bool]:
+    """Fill ``lengths``/``where`` for the window starts ``a..b-1`` of ``q`` (local indices) from the
+    match ``state`` at ``a - 1``; returns the state at ``b - 1``."""
+    part = q[a:b + n - 1]
+    bad = np.concatenate([[0], np.cumsum(part < 0, dtype=np.int64)])
+    ok = (bad[n:] - bad[:-n]) == 0
+    h = window_hashes(np.where(part < 0, 0, part), n) >> np.uint64(32) << np.uint64(32)
     lo = np.searchsorted(keys, h, side="left")
     hi = np.searchsorted(keys, h | LOW32, side="right")
-    prev_len, prev_pos = 0, -1
-    for i in range(w):
-        if prev_len - 1 >= n:
-            prev_len, prev_pos = prev_len - 1, prev_pos + 1
-            lengths[i], where[i] = prev_len, prev_pos
+    cands = np.flatnonzero(ok & (hi > lo)) + a  # starts with a hash hit: the only ones a search can match
+    prev_len, prev_pos, capped = state
+    i = a
+    while i < b:
+        if prev_len - 1 >= n:  # the match of the start before carries on, one shorter
+            m = min(prev_len - n, b - i)
+            steps = np.arange(1, m + 1)
+            lengths[i:i + m], where[i:i + m] = prev_len - steps, prev_pos + steps
+            prev_len, prev_pos, i = prev_len - m, prev_pos + m, i + m
+            continue
+        ahead = q[:i + window]
+        if capped:  # a match measured up to the window: measure on where it goes on
+            length = _extend(ahead, i, corpus, prev_pos + 1)
+            if length >= n:
+                lengths[i], where[i] = length, prev_pos + 1
+                prev_len, prev_pos, capped, i = length, prev_pos + 1, length >= window, i + 1
+                continue
+            capped = False
+        k = int(np.searchsorted(cands, i))
+        if k == len(cands):
+            return 0, -1, False
+        if cands[k] > i:  # no hit in between: no match there
+            i, prev_len, prev_pos = int(cands[k]), 0, -1
             continue
         best, best_pos = 0, -1
-        if ok[i]:
-            for k in range(int(lo[i]), min(int(hi[i]), int(lo[i]) + max_candidates)):
-                p = int(keys[k] & LOW32)
-                length = _extend(q, i, corpus, p)
-                if length > best:
-                    best, best_pos = length, p
+        for j in range(int(lo[i - a]), min(int(hi[i - a]), int(lo[i - a]) + max_candidates)):
+            p = int(keys[j] & LOW32)
+            length = _extend(ahead, i, corpus, p)
+            if length > best:
+                best, best_pos = length, p
         if best >= n:
             lengths[i], where[i] = best, best_pos
             # with stride > 1 the match may start before the first indexed window: extend it back
-            back = _extend_back(q, i, corpus, best_pos)
-            for j in range(1, back + 1):
-                if best + j > lengths[i - j]:
-                    lengths[i - j], where[i - j] = best + j, best_pos - j
-        prev_len, prev_pos = best, best_pos
-    return lengths, where
+            first = max(i - window, 0)
+            back = _extend_back(q[first:], i - first, corpus, best_pos)
+            if back:
+                steps = np.arange(1, back + 1)
+                longer = best + steps > lengths[i - steps]
+                lengths[i - steps[longer]], where[i - steps[longer]] = best + steps[longer], best_pos - steps[longer]
+        else:
+            best, best_pos = 0, -1
+        prev_len, prev_pos, capped, i = best, best_pos, best >= window, i + 1
+    return prev_len, prev_pos, capped
+
+
+def match_statistics(q: np.ndarray, corpus: np.ndarray, keys: np.ndarray, n: int, max_candidates: int = 32,
+                     window: int = WINDOW) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`match_blocks` of a query held whole: ``(lengths, where)`` of its ``len(q) - n + 1`` window starts."""
+    parts = list(match_blocks([q], corpus, keys, n, max_candidates, window))
+    w = max(len(q) - n + 1, 0)
+    if not parts:
+        return np.zeros(w, dtype=np.int64), np.full(w, -1, dtype=np.int64)
+    return np.concatenate([p[1] for p in parts]), np.concatenate([p[2] for p in parts])
+
+
+class _Units:
+    """The query units read so far that a span may still need (by position: the unit, and for
+    characters the offset in the text it came from), dropped once the span walk has passed them."""
+
+    def __init__(self) -> None:
+        self.firsts: list[int] = []
+        self.units: list[np.ndarray] = []
+        self.offsets: list[np.ndarray | None] = []
+        self.end = 0
+
+    def add(self, units: np.ndarray, offsets: np.ndarray | None = None) -> None:
+        if len(units):
+            self.firsts.append(self.end)
+            self.units.append(units)
+            self.offsets.append(offsets)
+            self.end += len(units)
+
+    def offset(self, pos: int) -> int:
+        k = bisect.bisect_right(self.firsts, pos) - 1
+        return int(self.offsets[k][pos - self.firsts[k]])  # type: ignore[index]
+
+    def take(self, a: int, b: int) -> np.ndarray:
+        k = bisect.bisect_right(self.firsts, a) - 1
+        out = []
+        while a < b and k < len(self.firsts):
+            piece = self.units[k][a - self.firsts[k]:b - self.firsts[k]]
+            out.append(piece)
+            a += len(piece)
+            k += 1
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def drop_before(self, pos: int) -> None:
+        while len(self.firsts) > 1 and self.firsts[1] <= pos:
+            del self.firsts[0], self.units[0], self.offsets[0]
+
+
+def _pieces(text: str, size: int) -> Iterator[str]:
+    """``text`` in pieces of about ``size`` characters, each cut before a space that starts a word
+    (where byte-level, SentencePiece-style and character tokenizers split anyway, so encoding the
+    pieces gives the ids of encoding the whole); a stretch with no space is cut where it reaches
+    ``2 x size``."""
+    a = 0
+    while a < len(text):
+        b = a + size
+        if b < len(text):
+            m = _WORD_START.search(text, b, a + 2 * size)
+            b = m.start() if m else a + 2 * size
+        yield text[a:b]
+        a = b
+
+
+_WORD_START = re.compile(r" (?=\S)")
 
 
 @dataclass
@@ -277,37 +409,60 @@ class CopyIndex:
         return int(self.doc_ids[doc]), src, info.get("path"), info.get("license", "unknown")
 
     def check(self, text: str, *, max_tokens: int = 50, max_chars: int = 100, max_fraction: float = 0.5,
-              min_windows: int = 24, min_document: int = 40, top: int = 5) -> CopyReport:
+              min_windows: int = 24, min_document: int = 40, top: int = 5, window: int = WINDOW) -> CopyReport:
         """Longest copied spans (on the folded text, in the output's characters), the share of
         copied n-grams, and the source documents of ``text``. A copy of a whole training document
         of at least ``min_document`` folded characters, CJK ones counting double (a 20-character
-        quatrain, a slogan; not a 30-letter line of dialogue), is a copy risk too."""
+        quatrain, a slogan; not a 30-letter line of dialogue), is a copy risk too.
+
+        Long texts stream: ``window`` characters are folded, and ``window`` tokens encoded, at a
+        time, and matched with :func:`match_blocks`, so the memory the check needs beyond ``text``
+        itself does not grow with it."""
         n = int(self.meta["char_n"])
         sep = int(self.meta["char_sep"])
-        folded, offsets = fold_with_offsets(text)
-        q = np.frombuffer(folded.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        q[q >= sep] = -1  # characters the corpus never holds cannot match
-        lengths, where = match_statistics(q, self.chars, self.char_keys, n)
-        spans = self._spans(lengths, where, self.char_starts, "char", text, top, offsets=offsets)
+        units = _Units()
+
+        def folded_blocks() -> Iterator[np.ndarray]:
+            for lo in range(0, len(text), window):
+                folded, offsets = fold_with_offsets(text[lo:lo + window])
+                q = np.frombuffer(folded.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+                q[q >= sep] = -1  # characters the corpus never holds cannot match
+                units.add(q, offsets + lo)
+                yield q
+
+        chars = _SpanWalk(self, "char", units, top, text)
+        for first, lengths, where in match_blocks(folded_blocks(), self.chars, self.char_keys, n, window=window):
+            chars.feed(first, lengths, where)
+        spans = chars.finish()
         longest_chars = max((s.length for s in spans), default=0)
-        char_frac = float((lengths >= n).mean()) if len(lengths) else 0.0
+        char_frac = chars.found / chars.starts if chars.starts else 0.0
 
         longest_tokens = token_frac = token_n = None
         if self.has_tokens and self.tokenizer is not None:
             token_n = int(self.meta["token_n"])
-            ids = np.asarray(self.tokenizer.encode(text), dtype=np.int64)
-            ids[ids == int(self.meta["eos_id"])] = -1
-            tl, tw = match_statistics(ids, self.tokens, self.token_keys, token_n)
-            longest_tokens = int(tl.max()) if len(tl) else 0
-            token_frac = float((tl >= token_n).mean()) if len(tl) else 0.0
-            tok_spans = self._spans(tl, tw, self.token_starts, "token", None, top, ids=ids)
-            spans = sorted(spans + tok_spans, key=lambda s: -s.length)
+            eos = int(self.meta["eos_id"])
+            tok_units = _Units()
+
+            def token_blocks() -> Iterator[np.ndarray]:
+                for piece in _pieces(text, max(window, WINDOW)):  # pieces a window or more long
+                    ids = np.asarray(self.tokenizer.encode(piece), dtype=np.int64)
+                    ids[ids == eos] = -1
+                    tok_units.add(ids)
+                    yield ids
+
+            toks = _SpanWalk(self, "token", tok_units, top)
+            for first, lengths, where in match_blocks(token_blocks(), self.tokens, self.token_keys, token_n,
+                                                      window=window):
+                toks.feed(first, lengths, where)
+            spans = sorted(spans + toks.finish(), key=lambda s: -s.length)
+            longest_tokens = toks.longest
+            token_frac = toks.found / toks.starts if toks.starts else 0.0
         reasons = []
         if longest_chars >= max_chars:
             reasons.append(f"a {longest_chars}-character span")
         if longest_tokens is not None and longest_tokens >= max_tokens:
             reasons.append(f"a {longest_tokens}-token span")
-        if len(lengths) >= min_windows and char_frac >= max_fraction:
+        if chars.starts >= min_windows and char_frac >= max_fraction:
             reasons.append(f"{char_frac:.0%} of its {n}-character n-grams")
         whole = max((_weight(s.excerpt) for s in spans if s.unit == "char" and s.whole_document), default=0)
         if whole >= min_document:
@@ -319,32 +474,97 @@ class CopyIndex:
         return CopyReport(bool(reasons), longest_chars, longest_tokens, char_frac, token_frac, n, token_n,
                           max_chars, max_tokens, max_fraction, "; ".join(reasons), spans, list(seen.values()))
 
-    def _spans(self, lengths: np.ndarray, where: np.ndarray, starts: np.ndarray, unit: str,
-               text: str | None, top: int, ids: np.ndarray | None = None,
-               offsets: np.ndarray | None = None) -> list[CopySpan]:
-        out: list[CopySpan] = []
-        i = 0
-        while i < len(lengths):  # maximal spans: a match and the positions it carries to
-            if lengths[i] == 0:
-                i += 1
+
+EXCERPT = 200  # characters of a span shown in a report
+EXCERPT_TOKENS = 4 * (EXCERPT + 2)  # tokens decoded for an excerpt: each gives a byte or more, a character 4 at most
+
+
+class _SpanWalk:
+    """The maximal copied spans of a stream of match statistics (a match and the starts it carries
+    to; pieces of one match longer than the window joined), the ``top`` longest kept as
+    :class:`CopySpan` s, with the count of starts that matched and the longest match."""
+
+    def __init__(self, index: CopyIndex, unit: str, units: _Units, top: int, text: str | None = None) -> None:
+        self.index, self.unit, self.units, self.top, self.text = index, unit, units, top, text
+        self.table = index.char_starts if unit == "char" else index.token_starts
+        self.size = len(index.chars if unit == "char" else index.tokens)
+        self.found = self.starts = self.longest = 0
+        self.open: list[Any] | None = None  # the last span: [start, length, corpus position, offsets, excerpt ids]
+        self.spans: list[CopySpan] = []
+
+    def feed(self, first: int, lengths: np.ndarray, where: np.ndarray) -> None:
+        hit = np.flatnonzero(lengths)
+        self.found += len(hit)
+        self.starts += len(lengths)
+        if len(hit):
+            self.longest = max(self.longest, int(lengths.max()))
+        k = 0
+        while k < len(hit):
+            i = first + int(hit[k])
+            o = self.open
+            if o is not None and i < o[0] + o[1]:
+                # inside the last span: only a match on its diagonal (measured on past the window) extends it
+                end = o[0] + o[1]
+                j = int(np.searchsorted(hit, end - first))
+                seg = hit[k:j]
+                same = (where[seg] - seg) == o[2] - o[0] + first
+                reach = int((seg[same] + lengths[seg[same]]).max()) + first if same.any() else 0
+                if reach > end:
+                    self._extend(reach)
+                k = j
                 continue
-            length, pos = int(lengths[i]), int(where[i])
-            d = self._doc(pos, starts)
-            doc, src, path, lic = self._source(d)
-            doc_end = (int(starts[d + 1]) if d + 1 < len(starts) else len(self.chars if unit == "char" else
-                                                                         self.tokens)) - 1
-            whole = doc_end - pos if unit == "char" and pos == int(starts[d]) and pos + length == doc_end else 0
-            if text is not None and offsets is not None:  # folded positions -> the output's characters
-                start, end = int(offsets[i]), int(offsets[i + length - 1]) + 1
-                excerpt = text[start:end]
+            length, pos = int(lengths[hit[k]]), int(where[hit[k]])
+            if o is not None and i == o[0] + o[1] and pos == o[2] + o[1]:  # the same match, measured on
+                self._extend(i + length)
             else:
-                start, end = i, i + length
-                excerpt = self.tokenizer.decode([int(t) for t in ids[i:i + length]])
-            excerpt = excerpt if len(excerpt) <= 200 else excerpt[:197] + "..."
-            out.append(CopySpan(start, end, end - start, unit, doc, src, path, lic, excerpt, whole))
-            i += length
-        out.sort(key=lambda s: -s.length)
-        return out[:top]
+                self._close()
+                self.open = [i, length, pos, None, None]
+                if self.unit == "char":
+                    self.open[3] = (self.units.offset(i), self.units.offset(i + length - 1) + 1)
+                else:
+                    self.open[4] = self.units.take(i, i + min(length, EXCERPT_TOKENS))
+            k += 1
+        if self.open is not None and self.open[0] + self.open[1] < first + len(lengths):
+            self._close()  # no later start can join it
+        self.units.drop_before(first + len(lengths))
+
+    def _extend(self, end: int) -> None:
+        """Extend the last span to ``end`` (a position past its end, on its diagonal)."""
+        o = self.open
+        assert o is not None
+        old = o[0] + o[1]
+        o[1] = end - o[0]
+        if self.unit == "char":
+            o[3] = (o[3][0], self.units.offset(end - 1) + 1)
+        elif len(o[4]) < EXCERPT_TOKENS:
+            o[4] = np.concatenate([o[4], self.units.take(old, min(end, o[0] + EXCERPT_TOKENS))])
+
+    def _close(self) -> None:
+        if self.open is None:
+            return
+        i, length, pos, offsets, ids = self.open
+        self.open = None
+        self.longest = max(self.longest, length)
+        d = self.index._doc(pos, self.table)
+        doc, src, path, lic = self.index._source(d)
+        doc_end = (int(self.table[d + 1]) if d + 1 < len(self.table) else self.size) - 1
+        whole = doc_end - pos if self.unit == "char" and pos == int(self.table[d]) and pos + length == doc_end else 0
+        if offsets is not None:  # folded positions -> the output's characters
+            start, end = offsets
+            excerpt = self.text[start:min(end, start + EXCERPT + 1)]  # type: ignore[index]
+        else:
+            start, end = i, i + length
+            excerpt = self.index.tokenizer.decode([int(t) for t in ids])
+        excerpt = excerpt if len(excerpt) <= EXCERPT else excerpt[:EXCERPT - 3] + "..."
+        self.spans.append(CopySpan(start, end, end - start, self.unit, doc, src, path, lic, excerpt, whole))
+        if len(self.spans) > 4 * self.top + 16:  # keep the longest (a stable sort: the earlier of equal ones)
+            self.spans = sorted(self.spans, key=lambda s: -s.length)[:self.top]
+
+    def finish(self) -> list[CopySpan]:
+        """The ``top`` longest spans, longest first (the earlier of equal ones first)."""
+        self._close()
+        self.spans.sort(key=lambda s: -s.length)
+        return self.spans[:self.top]
 
 
 def _codepoints(texts: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
