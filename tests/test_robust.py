@@ -70,6 +70,8 @@ def test_out_paths_of_the_wrong_kind_are_one_line_errors(run: Path, dataset: Pat
     folder = tmp_path / "a folder"
     folder.mkdir()
     assert "is a folder" in one_line(cli("generate", str(run), "--prompt", "the", "-m", "3", "--out", str(folder)))
+    pixels = make_image_run(tmp_path, "pixels")
+    assert "is a folder" in one_line(cli("imagine", str(pixels), "--out", str(folder)))
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
     assert "is a file" in one_line(cli("train", str(dataset), "--out", str(a_file)))

@@ -305,6 +305,7 @@ class JobManager:
                     self._finish(job, "interrupted", error="the server stopped while the job ran"
                                  + (f" (last report: step {step})" if step is not None else "")
                                  + "; resume it to continue from its last checkpoint")
+        self._stop.clear()  # a manager closed before (a server's lifespan run again) supervises anew
         self._thread = threading.Thread(target=self._loop, name="gencraft-jobs", daemon=True)
         self._thread.start()
         return True

@@ -394,7 +394,59 @@ def create_app(config: ServerConfig | None = None) -> FastAPI:
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_middleware(Guardrails, studio=studio)
+    plain_openapi = app.openapi
+
+    def openapi_with_links() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            add_links(plain_openapi())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi_with_links  # type: ignore[method-assign]
     return app
+
+
+# OpenAPI links: which id of a response the next request takes (a listed library item is shown, rated,
+# deleted; a submitted job shown, cancelled, resumed; an upload filled and deleted; a listed dataset or
+# run shown). Clients may follow them; schemathesis' stateful tests do (tests/test_server_schema.py).
+_FIRST, _OWN = "$response.body#/data/0/", "$response.body#/"
+LINKS: list[tuple[str, str, str, str, str, str]] = [  # (path, method, status, target path, target method, value)
+    *[("/v1/gencraft/library", "get", "200", t, m, _FIRST + "id") for t, m in (
+        ("/v1/gencraft/library/{item_id}", "get"), ("/v1/gencraft/library/{item_id}/rating", "post"),
+        ("/v1/gencraft/library/{item_id}/image", "get"), ("/v1/gencraft/library/{item_id}", "delete"))],
+    *[("/v1/gencraft/library/{item_id}", "get", "200", t, m, _OWN + "id") for t, m in (
+        ("/v1/gencraft/library/{item_id}/rating", "post"), ("/v1/gencraft/library/{item_id}", "delete"))],
+    ("/v1/gencraft/library/{item_id}/rating", "post", "200", "/v1/gencraft/library/{item_id}", "get", _OWN + "id"),
+    *[(src, m0, st, t, m, val) for src, m0, st, val in (
+        ("/v1/gencraft/jobs", "post", "201", _OWN + "id"), ("/v1/gencraft/jobs", "get", "200", _FIRST + "id"),
+        ("/v1/gencraft/jobs/{job_id}", "get", "200", _OWN + "id"),
+        ("/v1/gencraft/jobs/{job_id}", "delete", "200", _OWN + "id"))
+      for t, m in (("/v1/gencraft/jobs/{job_id}", "get"), ("/v1/gencraft/jobs/{job_id}", "delete"),
+                   ("/v1/gencraft/jobs/{job_id}/resume", "post"), ("/v1/gencraft/jobs/{job_id}/log", "get"))
+      if (t, m) != (src, m0)],
+    *[(src, m0, st, t, m, _OWN + "id") for src, m0, st in (
+        ("/v1/gencraft/uploads", "post", "201"), ("/v1/gencraft/uploads/{upload_id}", "get", "200"))
+      for t, m in (("/v1/gencraft/uploads/{upload_id}/files/{path}", "put"), ("/v1/gencraft/uploads/{upload_id}", "get"),
+                   ("/v1/gencraft/uploads/{upload_id}", "delete")) if (t, m) != (src, m0)],
+    ("/v1/gencraft/datasets", "get", "200", "/v1/gencraft/datasets/{name}", "get", _FIRST + "name"),
+    ("/v1/gencraft/runs", "get", "200", "/v1/gencraft/runs/{name}", "get", _FIRST + "name"),
+    ("/v1/gencraft/runs", "get", "200", "/v1/gencraft/runs/{name}/metrics", "get", _FIRST + "name"),
+]
+
+
+def add_links(schema: dict[str, Any]) -> dict[str, Any]:
+    """Add :data:`LINKS` to a generated OpenAPI schema (in place; returns it). A route that is gone
+    is skipped, so the table cannot break the schema."""
+    paths = schema.get("paths", {})
+    for path, method, status, target, tmethod, value in LINKS:
+        op, top = paths.get(path, {}).get(method), paths.get(target, {}).get(tmethod)
+        if op is None or top is None:
+            continue
+        param = target[target.index("{") + 1:target.index("}")]
+        ref = "#/paths/" + target.replace("~", "~0").replace("/", "~1") + "/" + tmethod
+        name = f"{tmethod}_{target.rstrip('}').rsplit('/', 1)[-1].strip('{')}"
+        response = op.setdefault("responses", {}).setdefault(status, {"description": "Successful Response"})
+        response.setdefault("links", {})[name] = {"operationRef": ref, "parameters": {param: value}}
+    return schema
 
 
 __all__ = ["ServerConfig", "Studio", "create_app", "is_loopback"]
