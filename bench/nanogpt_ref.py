@@ -10,13 +10,17 @@ output layer tied to the embedding, N(0, 0.02) init with the residual projection
 on matrices and embeddings only, PyTorch's default non-fused implementation off CUDA); learning rate
 1e-3, 100 warm-up steps, cosine to 1e-4 at step 2000; gradient clipping at 1.0; random windows of the
 memory-mapped train tokens; an evaluation of 20 batches of both splits every 250 steps and at the
-start; the loss read every step (``loss.item()``, as its log line does). Nothing of gencraft is
+start; the loss read every 10 steps (``loss.item()``, as its log line does). Nothing of gencraft is
 imported: it runs in a fresh process with the environment a user of nanoGPT would have.
 
-    python bench/nanogpt_ref.py TRAIN.bin VAL.bin VOCAB [--iters 2000] [--seed 1337]
+    python bench/nanogpt_ref.py TRAIN.bin VAL.bin VOCAB [--iters 2000] [--seed 1337] [--save W.pt]
+                                [--fused] [--bf16]
 
 prints one JSON line: ``{"val", "train", "time_s", "tok_s", "steps"}`` (the last evaluation's losses,
-the wall time of the whole loop evaluations included, its tokens per second).
+the wall time of the whole loop evaluations included, its tokens per second). ``--save`` writes the
+final weights (after the timed loop) for a whole-split evaluation by the caller. ``--fused`` (fused AdamW)
+and ``--bf16`` (bf16 autocast) are not nanoGPT's CPU recipe: they are the speed steps
+bench/train_shakespeare.py adds to it one at a time, to show what each one buys.
 """
 
 from __future__ import annotations
@@ -66,12 +70,16 @@ class GPT(nn.Module):
                 std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("proj.weight") else 0.02
                 nn.init.normal_(p, 0.0, std)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(logits, loss), as nanoGPT's model returns them (loss None without targets)."""
         x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
         for b in self.h:
             x = b(x)
         logits = self.lm_head(self.ln_f(x))
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        if targets is None:
+            return logits, None
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
 
 
 def main() -> None:
@@ -82,6 +90,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--dtype", default="uint16")
+    ap.add_argument("--save", default=None, help="write the final weights here (torch.save of the state dict)")
+    ap.add_argument("--fused", action="store_true", help="fused AdamW (nanoGPT uses it on CUDA only)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (nanoGPT autocasts on CUDA only)")
     a = ap.parse_args()
     B, T, warmup, lr_max, lr_min, eval_every, eval_iters = 12, 64, 100, 1e-3, 1e-4, 250, 20
     torch.manual_seed(a.seed)
@@ -98,7 +109,8 @@ def main() -> None:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
-                            lr=lr_max, betas=(0.9, 0.99))
+                            lr=lr_max, betas=(0.9, 0.99), fused=a.fused)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16)
 
     def lr_at(it: int) -> float:
         if it < warmup:
@@ -109,7 +121,8 @@ def main() -> None:
     @torch.no_grad()
     def estimate() -> dict[str, float]:
         model.eval()
-        out = {s: float(np.mean([model(*batch(s)).item() for _ in range(eval_iters)])) for s in ("train", "val")}
+        with autocast:
+            out = {s: float(np.mean([model(*batch(s))[1].item() for _ in range(eval_iters)])) for s in ("train", "val")}
         model.train()
         return out
 
@@ -122,13 +135,17 @@ def main() -> None:
             losses = estimate()
         if it == a.iters:
             break
-        loss = model(*batch("train"))
+        with autocast:
+            _, loss = model(*batch("train"))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        loss.item()
+        if it % 10 == 0:  # nanoGPT's log_interval
+            loss.item()
     wall = time.time() - t0
+    if a.save:
+        torch.save(model.state_dict(), a.save)
     print(json.dumps({"val": losses["val"], "train": losses["train"], "time_s": wall,
                       "tok_s": a.iters * B * T / wall, "steps": a.iters}))
 

@@ -20,9 +20,11 @@ Reported, for both schedulers side by side with the issue's targets:
     .venv/bin/python bench/serve.py --llama-cpp DIR   # gencraft serve beside llama.cpp's llama-server
 
 ``--llama-cpp DIR`` (a llama.cpp tree with ``build/bin/llama-server``): the same weights written as GGUF
-(bench/llamacpp.py), served by ``llama-server -np 16`` (16 slots, continuous batching) beside
-``gencraft serve`` (continuous batching), the same clients sending the same 64 prompt token ids, 128 new
-tokens each (end-of-text ignored), the two servers taking turns level by level.
+(bench/llamacpp.py), served by ``llama-server -np 16`` (16 slots, continuous batching; ``-c`` 16 x 256, as
+llama-server divides its context among the slots) beside ``gencraft serve`` (continuous batching, at most 16
+rows: ``--slots``), the same clients sending the same 64 prompt token ids, exactly 128 new tokens each
+(end-of-text banned / ignored, and every response's count checked), temperature 0.8 over the whole
+vocabulary on both sides, the two servers taking turns level by level.
 """
 
 from __future__ import annotations  # noqa: I001 (gencraft is imported first on purpose)
@@ -83,9 +85,9 @@ SERVER = """
 import sys, uvicorn
 from pathlib import Path
 from gencraft.server import ServerConfig, create_app
-home, port, continuous = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+home, port, continuous, batch = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1", int(sys.argv[4])
 app = create_app(ServerConfig(auth=False, home=home, port=port, rate_per_minute=0, continuous=continuous,
-                              max_batch=64, max_queue=1024, queue_timeout=600, store=False))
+                              max_batch=batch, max_queue=1024, queue_timeout=600, store=False))
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 """
 
@@ -157,6 +159,9 @@ async def level(url: str, clients: int, duration: float, stagger: float, body: d
 
         res = [r for rs in await asyncio.gather(*(client(c) for c in range(clients))) for r in rs]
         wall = time.perf_counter() - t0
+    short = [r[1] for r in res if r[1] != NEW_TOKENS]
+    if short:  # every request must be the same work: exactly NEW_TOKENS new tokens
+        raise RuntimeError(f"{url}: {len(short)} of {len(res)} requests made {short[:5]} tokens, not {NEW_TOKENS}")
     return {"clients": clients, **summary(res, t0, wall, (stagger, stagger + duration))}
 
 
@@ -223,80 +228,118 @@ def wait_healthy(proc: subprocess.Popen, port: int, name: str, timeout: float = 
     raise RuntimeError(f"{name} did not start")
 
 
-def serve(home: Path, continuous: bool) -> tuple[subprocess.Popen, str]:
+def serve(home: Path, continuous: bool, max_batch: int = 64) -> tuple[subprocess.Popen, str]:
+    """``gencraft serve``'s app (uvicorn) in a subprocess; ``max_batch``: the most sequences decoded together."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(home), str(port), "1" if continuous else "0"],
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(home), str(port), "1" if continuous else "0",
+                             str(max_batch)],
                             env=dict(os.environ, GENCRAFT_HOME=str(home)))
     return proc, wait_healthy(proc, port, "gencraft serve")
 
 
-def llama_server(llama_dir: Path, gguf: Path, slots: int, threads: int) -> tuple[subprocess.Popen, str]:
-    """``llama-server`` on ``gguf`` with ``slots`` parallel sequences (continuous batching), each with
-    the model's whole context; returns the process and its URL once it answers /health."""
+def llama_server(llama_dir: Path, gguf: Path, slots: int, threads: int, log: Path) -> tuple[subprocess.Popen, str]:
+    """``llama-server`` on ``gguf`` with ``slots`` parallel sequences (continuous batching); ``-c`` is the
+    whole KV cache, which llama-server divides among the slots, so it is ``slots`` times the model's context
+    (each slot holds a 64 + 128-token request: 192 of 256 positions). Its log goes to ``log`` (printed
+    when it fails); returns the process and its URL once it answers /health."""
     port = free_port()
     exe = llama_dir / "build" / "bin" / "llama-server"
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}  # its own defaults
-    proc = subprocess.Popen([str(exe), "-m", str(gguf), "--port", str(port), "-np", str(slots), "-c",
-                             str(slots * 256), "-t", str(threads), "--log-disable"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return proc, wait_healthy(proc, port, "llama-server")
+    with open(log, "wb") as f:
+        proc = subprocess.Popen([str(exe), "-m", str(gguf), "--port", str(port), "-np", str(slots), "-c",
+                                 str(slots * 256), "-t", str(threads), "--no-webui"], env=env,
+                                stdout=f, stderr=subprocess.STDOUT)
+    try:
+        return proc, wait_healthy(proc, port, "llama-server")
+    except RuntimeError as e:
+        raise RuntimeError(f"{e}; its log ends: {log_tail(log)}") from None
+
+
+def log_tail(log: Path, n: int = 1500) -> str:
+    return log.read_text(errors="replace")[-n:] if log.is_file() else "(no log)"
 
 
 async def one_request_llama(http: httpx.AsyncClient, body: dict) -> tuple[float, int, float]:
-    """(time to first token, tokens, end time) of one streamed llama-server /completion."""
+    """(time to first token, tokens, end time) of one streamed llama-server ``/completion``; a prompt
+    that was not read as the 64 ids sent is an error (the two servers must do the same work)."""
     t0 = time.perf_counter()
     ttft, tokens = None, 0
     async with http.stream("POST", "/completion", json=body) as r:
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"llama-server answered {r.status_code}: {(await r.aread())[:300]!r}")
         async for line in r.aiter_lines():
-            if not line.startswith("data: {"):
+            if not line.startswith("data: {") or (ttft is not None and '"stop":true' not in line):
                 continue
             chunk = json.loads(line[6:])
+            if "error" in chunk:
+                raise RuntimeError(f"llama-server: {chunk['error']}")
             if chunk.get("content") and ttft is None:
                 ttft = time.perf_counter() - t0
             if chunk.get("stop"):
                 tokens = int(chunk.get("tokens_predicted") or chunk.get("timings", {}).get("predicted_n", 0))
+                read = chunk.get("timings", {}).get("prompt_n")
+                if read is not None and read != len(body["prompt"]):
+                    raise RuntimeError(f"llama-server read {read} prompt tokens, not the {len(body['prompt'])} sent")
     return ttft if ttft is not None else float("nan"), tokens, time.perf_counter()
 
 
 def llama_body(ids: list[int]) -> dict:
-    """The same request to llama-server's /completion: the prompt's ids, 128 new tokens, end-of-text ignored."""
-    return {"prompt": ids, "n_predict": NEW_TOKENS, "temperature": 0.8, "stream": True, "ignore_eos": True,
-            "cache_prompt": False}
+    """The same request to llama-server's ``/completion``: the prompt's ids, 128 new tokens with end-of-text
+    ignored, sampled from the whole distribution at temperature 0.8 (its sampler chain cut to temperature
+    alone, as gencraft's request: no top-k/top-p/min-p), no prompt cache (every request prefills its prompt)."""
+    return {"prompt": ids, "n_predict": NEW_TOKENS, "ignore_eos": True, "temperature": 0.8,
+            "samplers": ["temperature"], "stream": True, "cache_prompt": False}
 
 
 def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) -> None:
-    """gencraft serve (continuous batching) and llama-server -np 16 on the same weights, taking turns."""
+    """gencraft serve and llama-server on the same weights, both batching at most ``--slots`` sequences
+    (llama-server ``-np``, gencraft ``max_batch``), taking turns level by level."""
     import llamacpp  # bench/llamacpp.py, beside this file
 
     from gencraft.backends import load
 
     tm = load(str(home / "runs" / "gpt10m"))
     ids = tm.tokenizer.encode(prompt)
+    assert len(ids) == PROMPT_TOKENS, len(ids)
     gguf = llamacpp.write_gguf(tm.model, home / "gpt10m-f32.gguf", "f32", args.llama_cpp)
     threads = len(os.sched_getaffinity(0))
-    ours, theirs = serve(home, True), llama_server(args.llama_cpp, gguf, 16, threads)
+    log = home / "llama-server.log"
+    ours = serve(home, True, args.slots)
+    theirs = llama_server(args.llama_cpp, gguf, args.slots, threads, log)
     rows = []
     try:
         for n in args.levels:
             g = asyncio.run(level(ours[1], n, args.duration, args.stagger, gencraft_body(ids, eos)))
-            ll = asyncio.run(level(theirs[1], n, args.duration, args.stagger, llama_body(ids), one_request_llama))
+            try:
+                ll = asyncio.run(level(theirs[1], n, args.duration, args.stagger, llama_body(ids), one_request_llama))
+            except (httpx.HTTPError, RuntimeError) as e:
+                raise RuntimeError(f"llama-server at {n} clients: {type(e).__name__}: {e}; "
+                                   f"its log ends: {log_tail(log)}") from None
             rows.append((n, g, ll))
-            print(f"{n:>3} clients  gencraft sustained {g['sustained']:7.1f} tok/s (TTFT p95 {g['ttft_p95'] * 1000:5.0f} ms)"
-                  f"  llama-server {ll['sustained']:7.1f} tok/s (p95 {ll['ttft_p95'] * 1000:5.0f} ms)"
-                  f"  ratio {g['sustained'] / ll['sustained']:.2f}x", flush=True)
+            print(f"{n:>3} clients  gencraft {g['requests']:>4} req sustained {g['sustained']:7.1f} tok/s (TTFT p95 "
+                  f"{g['ttft_p95'] * 1000:5.0f} ms)  llama-server {ll['requests']:>4} req {ll['sustained']:7.1f} tok/s "
+                  f"(p95 {ll['ttft_p95'] * 1000:5.0f} ms)  ratio {g['sustained'] / ll['sustained']:.2f}x  "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for proc, _ in (ours, theirs):
             proc.terminate()
-            proc.wait(timeout=30)
-    print(f"\nsame weights (10.7M GPT, f32), {PROMPT_TOKENS} prompt ids + {NEW_TOKENS} new tokens a request, "
-          f"llama-server -np 16 -t {threads}; aim: >= 1.0x llama-server's sustained tok/s at 16 clients")
-    print("| clients | gencraft sustained tok/s (whole run) | llama-server sustained tok/s (whole run) | ratio "
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(f"\nsame weights (10.7M GPT, f32), {PROMPT_TOKENS} prompt ids + exactly {NEW_TOKENS} new tokens a request "
+          f"(checked on both sides), temperature 0.8 over the whole vocabulary, clients spread over {args.stagger:g} s "
+          f"then {args.duration:g} s of requests; llama-server -np {args.slots} -c {args.slots * 256} -t {threads}, "
+          f"gencraft max_batch {args.slots}; aim: >= 1.0x llama-server's sustained tok/s at 16 clients")
+    print("| clients | requests gencraft / llama-server | gencraft sustained tok/s (whole run) "
+          "| llama-server sustained tok/s (whole run) | ratio sustained (whole run) "
           "| TTFT p50 / p95 gencraft (ms) | TTFT p50 / p95 llama-server (ms) |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for n, g, ll in rows:
-        print(f"| {n} | {g['sustained']:.0f} ({g['tok_s']:.0f}) | {ll['sustained']:.0f} ({ll['tok_s']:.0f}) "
-              f"| {g['sustained'] / ll['sustained']:.2f}x | {g['ttft_p50'] * 1000:.0f} / {g['ttft_p95'] * 1000:.0f} "
+        print(f"| {n} | {g['requests']} / {ll['requests']} | {g['sustained']:.0f} ({g['tok_s']:.0f}) "
+              f"| {ll['sustained']:.0f} ({ll['tok_s']:.0f}) "
+              f"| {g['sustained'] / ll['sustained']:.2f}x ({g['tok_s'] / ll['tok_s']:.2f}x) "
+              f"| {g['ttft_p50'] * 1000:.0f} / {g['ttft_p95'] * 1000:.0f} "
               f"| {ll['ttft_p50'] * 1000:.0f} / {ll['ttft_p95'] * 1000:.0f} |")
 
 
@@ -311,6 +354,8 @@ def main() -> None:
                     help="clients start spread over this many seconds (0 = all at once, a burst)")
     ap.add_argument("--llama-cpp", type=Path, default=None, metavar="DIR",
                     help="a llama.cpp tree with build/bin/llama-server: serve the same weights beside gencraft")
+    ap.add_argument("--slots", type=int, default=16,
+                    help="with --llama-cpp: sequences each server decodes together (llama-server -np, gencraft max_batch)")
     args = ap.parse_args()
     home = Path(tempfile.mkdtemp(prefix="gencraft-bench-serve-"))
     prompt, eos = make_run(home)

@@ -7,15 +7,20 @@
 Pieces:
   nanogpt  nanoGPT's CPU baseline shape (4L/4H/128, ctx 64, batch 12, 2000 iters, lr 1e-3, no dropout)
   versus   the same shape side by side: nanoGPT's recipe in plain PyTorch (bench/nanogpt_ref.py, a fresh
-           process, OMP_WAIT_POLICY=PASSIVE as gencraft runs) and gencraft, taking turns --rounds times:
-           val loss, wall time, tokens/s and their ratio
+           process, OMP_WAIT_POLICY=PASSIVE as gencraft runs) and gencraft, taking turns --rounds times
+           (--iters steps, default 2000, nanoGPT's cosine schedule over them; round r seeds both with --seed + r):
+           val loss (20-batch estimate and whole split), loop wall time, tokens/s and their ratio
+  ladder   what each speed step buys: nanoGPT's recipe, + passive OpenMP waiters, + fused AdamW, + bf16
+           autocast (bench/nanogpt_ref.py's knobs), then gencraft (--iters steps, default 500, --rounds turns)
   small    the `small` GPT preset within a wall-clock budget (--minutes, default 5)
   lstm     the `small` LSTM preset within the same budget
   speed    A/B of the speed knobs on CPU time per step (1 thread, interleaved): fp32 vs bf16
            autocast vs torch.compile, fused vs foreach AdamW, and 1 vs 2 threads with OpenMP
            waiters spinning vs sleeping (OMP_WAIT_POLICY=PASSIVE)
 
-Options: --minutes M (budget of small/lstm), --iters N (fixed steps instead), --threads N, --rounds N (versus),
+Options: --minutes M (budget of small/lstm), --iters N (fixed steps instead; versus/ladder: their steps),
+--threads N, --rounds N (versus, ladder), --seed S (versus: round r seeds both sides with S + r),
+--ref-omp-default (versus: the reference with spinning waiters),
 --set key=value (extra overrides for small/lstm), --omp-active (leave OMP_WAIT_POLICY unset).
 
 The dataset is prepared with gencraft's data pipeline (char tokenizer, validation = the last 10%
@@ -81,7 +86,7 @@ def run_one(ds: Path, name: str, model: str, preset: str, overrides: list[str], 
     full = evaluate(run)
     m = info["metrics"]
     return {"name": name, "val": m["best_val_loss"], "val_full": full["loss"], "bpc": full["bpc"],
-            "time_s": wall, "tok_s": float(np.median(tps)) if tps else float("nan"), "steps": m["step"],
+            "time_s": wall, "loop_s": m["train_time_s"], "tok_s": float(np.median(tps)) if tps else float("nan"), "steps": m["step"],
             "bf16": m.get("bf16"), "compile": info["train"]["compile"], "cpu_s": cpu,
             "tok_cpu_s": m["tokens_seen"] / cpu}
 
@@ -99,48 +104,121 @@ HEADER = ("| run | val loss (eval) | val loss (whole split) | wall | train tok/s
           "precision | nanoGPT val | nanoGPT s | nanoGPT tok/s | target |\n|" + " --- |" * 13)
 
 
-def reference_run(ds: Path, passive: bool = False, iters: int = 2000, seed: int = 1337) -> dict:
+def reference_run(ds: Path, passive: bool = False, iters: int = 2000, seed: int = 1337, knobs: tuple[str, ...] = (),
+                  save: Path | None = None) -> dict:
     """bench/nanogpt_ref.py on the dataset's token files, in a fresh process whose environment is
     what a nanoGPT user's is (none of the OpenMP settings this script or gencraft make), or with
-    ``passive``: OMP_WAIT_POLICY=PASSIVE, the one setting gencraft makes for every process."""
+    ``passive``: OMP_WAIT_POLICY=PASSIVE, the one setting gencraft makes for every process.
+    ``knobs``: extra speed steps of the reference ("fused", "bf16"); ``save``: with it the result has
+    ``val_full``, the final weights' loss over the whole validation split (gencraft's ``split_loss``)."""
     import subprocess
 
     m = json.loads((ds / "manifest.json").read_text())
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "PYTHONPATH")}
     if passive:
         env["OMP_WAIT_POLICY"] = "PASSIVE"
-    res = subprocess.run([sys.executable, str(Path(__file__).with_name("nanogpt_ref.py")), str(ds / "train.bin"),
-                          str(ds / "val.bin"), str(m["tokenizer"]["vocab_size"]), "--iters", str(iters),
-                          "--seed", str(seed), "--dtype", m["dtype"]], env=env, capture_output=True, text=True)
+    cmd = [sys.executable, str(Path(__file__).with_name("nanogpt_ref.py")), str(ds / "train.bin"), str(ds / "val.bin"),
+           str(m["tokenizer"]["vocab_size"]), "--iters", str(iters), "--seed", str(seed), "--dtype", m["dtype"],
+           *(f"--{k}" for k in knobs), *(["--save", str(save)] if save else [])]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if save:
+        out["val_full"] = reference_val_full(save, ds, m["tokenizer"]["vocab_size"])
+    return out
 
 
-def versus(ds: Path, home: Path, rounds: int) -> None:
-    """nanoGPT's recipe (plain PyTorch, fp32, sleeping OpenMP waiters) and gencraft
-    on the same shape, steps and data, taking turns: wall-clock tokens/s and validation loss."""
-    tokens = 2000 * 12 * 64
+def reference_val_full(weights: Path, ds: Path, vocab: int) -> float:
+    """The reference model's loss over the whole validation split, computed as gencraft's evaluation
+    computes it (``train.evaluate.split_loss``: consecutive windows, every token predicted once)."""
+    import torch
+
+    from gencraft.train.data import load_dataset
+    from gencraft.train.evaluate import split_loss
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import nanogpt_ref
+
+    model = nanogpt_ref.GPT(vocab, 64, 4, 4, 128)
+    model.load_state_dict(torch.load(weights))
+    with torch.inference_mode():
+        return split_loss(model.eval(), load_dataset(ds).val, 64)[0]
+
+
+def gencraft_run(ds: Path, home: Path, name: str, iters: int, seed: int, extra: tuple[str, ...] = ()) -> dict:
+    """gencraft ``train`` at nanoGPT's shape and schedule for ``iters`` steps: val losses, loop time, tok/s."""
+    shape = [o for o in NANOGPT_SHAPE if not o.startswith(("max_iters=", "lr_decay_iters="))]
+    r = run_one(ds, name, "gpt", "small", [*shape, f"max_iters={iters}", f"lr_decay_iters={iters}", f"seed={seed}",
+                                           *extra], None, home)
+    return {"val": r["val"], "val_full": r["val_full"], "time_s": r["loop_s"], "tok_s": iters * 12 * 64 / r["loop_s"],
+            "bf16": r["bf16"], "call_s": r["time_s"]}
+
+
+def versus(ds: Path, home: Path, rounds: int, iters: int, omp_default: bool, first_seed: int = 1337) -> None:
+    """nanoGPT's recipe (plain PyTorch, fp32) and gencraft on the same shape, steps, schedule and data,
+    taking turns ``rounds`` times (round r: seed ``first_seed`` + r on both sides -- the same number, not the
+    same random draws: each side initializes and samples its batches with its own code): tokens/s of the
+    training loop (evaluations included) and validation loss (the 20-batch estimate and the whole split)."""
     rows = []
+    ref_name = "nanoGPT recipe" + (" (OpenMP default)" if omp_default else " (OMP passive)")
     for r in range(rounds):
-        # passive OpenMP waiters for the reference too: with libgomp's default spinning, its 2 threads on a
-        # shared 2-core machine took 0.47 CPU-s a step (60 steps in 187 s; 16 CPU-minutes for 2000 steps
-        # unfinished), a figure of the shared machine, not of nanoGPT
-        runs = {"nanoGPT recipe (OMP passive)": reference_run(ds, passive=True)}
-        ours = run_one(ds, f"versus-{r}", "gpt", "small", NANOGPT_SHAPE, None, home)
-        runs[f"gencraft ({'bf16' if ours['bf16'] else 'fp32'})"] = {"val": ours["val"], "time_s": ours["time_s"],
-                                                                   "tok_s": tokens / ours["time_s"]}
-        rows.append((r + 1, os.getloadavg()[0], runs))
-        print(f"round {r + 1}: " + "; ".join(f"{k} val {v['val']:.4f} in {v['time_s']:.0f} s ({v['tok_s']:,.0f} tok/s)"
-                                             for k, v in runs.items()), flush=True)
-    print("\n| round (load average after) | run | val loss (20-batch eval) | wall, 2000 steps | tok/s (wall) "
-          "| gencraft's tok/s / this |\n|" + " --- |" * 6)
-    for r, load, runs in rows:
+        seed = first_seed + r
+        # by default passive OpenMP waiters for the reference too: with libgomp's default spinning, its 2 threads
+        # on a shared 2-core machine took 0.47 CPU-s a step (60 steps in 187 s), a figure of the shared machine
+        runs = {ref_name: reference_run(ds, passive=not omp_default, iters=iters, seed=seed,
+                                        save=home / f"ref-{r}.pt")}
+        ours = gencraft_run(ds, home, f"versus-{r}", iters, seed)
+        runs[f"gencraft ({'bf16' if ours['bf16'] else 'fp32'})"] = ours
+        rows.append((r + 1, seed, os.getloadavg()[0], runs))
+        print(f"round {r + 1} (seed {seed}): " + "; ".join(
+            f"{k} val {v['val']:.4f} / whole split {v['val_full']:.4f} in {v['time_s']:.0f} s ({v['tok_s']:,.0f} tok/s)"
+            for k, v in runs.items()), flush=True)
+    print(f"\n| round (seed, load average after) | run | val loss, 20-batch eval | val loss, whole split "
+          f"| loop wall, {iters} steps | tok/s | gencraft / this |\n|" + " --- |" * 7)
+    ratios = []
+    for r, seed, load, runs in rows:
         ours = [v for k, v in runs.items() if k.startswith("gencraft")][0]
+        ratios.append(ours["tok_s"] / runs[ref_name]["tok_s"])
         for k, v in runs.items():
-            print(f"| {r} ({load:.1f}) | {k} | {v['val']:.4f} | {v['time_s']:.0f} s | {v['tok_s']:,.0f} | "
-                  f"{ours['tok_s'] / v['tok_s']:.2f}x |")
-    print("aim: >= 1.5x nanoGPT's tok/s at equal validation loss (<= 1.88)")
+            print(f"| {r} ({seed}, {load:.1f}) | {k} | {v['val']:.4f} | {v['val_full']:.4f} | {v['time_s']:.0f} s "
+                  f"| {v['tok_s']:,.0f} | {ours['tok_s'] / v['tok_s']:.2f}x |")
+    import statistics
+
+    print(f"gencraft / nanoGPT recipe, tok/s: median {statistics.median(ratios):.2f}x over {rounds} rounds "
+          f"({', '.join(f'{x:.2f}x' for x in ratios)}); aim: >= 1.5x at equal validation loss (<= 1.88)")
+
+
+def ladder(ds: Path, home: Path, iters: int, rounds: int) -> None:
+    """What each speed step buys: nanoGPT's recipe, then one knob more at a time, then gencraft, all at
+    the same shape, steps, schedule and seed (the same computation: the val loss moves only with bf16),
+    in fresh processes, the whole ladder repeated ``rounds`` times taking turns; the best round per step."""
+    steps: list[tuple[str, dict]] = [
+        ("nanoGPT recipe (fp32, foreach AdamW, OpenMP default: spinning waiters)", {}),
+        ("+ OMP_WAIT_POLICY=PASSIVE", {"passive": True}),
+        ("+ fused AdamW", {"passive": True, "knobs": ("fused",)}),
+        ("+ bf16 autocast", {"passive": True, "knobs": ("fused", "bf16")}),
+    ]
+    best: dict[str, dict] = {}
+    for r in range(rounds):
+        for label, kw in steps:
+            res = reference_run(ds, iters=iters, **kw)
+            if label not in best or res["tok_s"] > best[label]["tok_s"]:
+                best[label] = res
+        res = gencraft_run(ds, home, f"ladder-{r}", iters, 1337)
+        label = "gencraft train (its model and loop: bf16, fused AdamW, passive waiters)"
+        if label not in best or res["tok_s"] > best[label]["tok_s"]:
+            best[label] = res
+        print(f"ladder round {r + 1}: " + ", ".join(f"{v['tok_s']:,.0f}" for v in best.values())
+              + f" tok/s (load average {os.getloadavg()[0]:.1f})", flush=True)
+    print(f"\n| step ({iters} steps, loop wall, best of {rounds}) | tok/s | vs the step before | vs nanoGPT recipe "
+          "| val loss (20-batch) |\n|" + " --- |" * 5)
+    prev = base = None
+    for label, v in best.items():
+        base = base or v["tok_s"]
+        print(f"| {label} | {v['tok_s']:,.0f} | {v['tok_s'] / (prev or v['tok_s']):.2f}x | {v['tok_s'] / base:.2f}x "
+              f"| {v['val']:.4f} |", flush=True)
+        prev = v["tok_s"]
 
 
 def _cpu_per_step(net, opt, x, y, bf16: bool, n: int) -> float:
@@ -264,8 +342,11 @@ def _optimizer_ab(steps: int = 200) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["nanogpt", "versus", "small", "lstm", "speed"], action="append")
-    ap.add_argument("--rounds", type=int, default=1, help="versus: turns of each")
+    ap.add_argument("--only", choices=["nanogpt", "versus", "ladder", "small", "lstm", "speed"], action="append")
+    ap.add_argument("--rounds", type=int, default=1, help="versus / ladder: turns of each")
+    ap.add_argument("--seed", type=int, default=1337, help="versus: the first round's seed (round r: seed + r)")
+    ap.add_argument("--ref-omp-default", action="store_true",
+                    help="versus: run the nanoGPT recipe with libgomp's default (spinning) waiters, not PASSIVE")
     ap.add_argument("--minutes", type=float, default=5.0, help="budget for the small presets")
     ap.add_argument("--iters", type=int, default=0,
                     help="small/lstm: a fixed number of steps (step-based schedule) instead of the --minutes budget")
@@ -290,8 +371,10 @@ def main() -> None:
         limit = None if args.iters else args.minutes * 60
         if "speed" in pieces:
             speed_ab()
+        if "ladder" in pieces:
+            ladder(ds, home, args.iters or 500, args.rounds)
         if "versus" in pieces:
-            versus(ds, home, args.rounds)
+            versus(ds, home, args.rounds, args.iters or 2000, args.ref_omp_default, args.seed)
         if "nanogpt" in pieces:
             results.append(("nanogpt", run_one(ds, "nanogpt-shape", "gpt", "small", NANOGPT_SHAPE, None, home)))
             print(HEADER + "\n" + row(results[-1][1], REFERENCE["nanogpt"]), flush=True)
