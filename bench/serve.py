@@ -139,11 +139,18 @@ def gencraft_body(prompt: str | list[int], eos: int) -> dict:
 Send = Callable[[httpx.AsyncClient, dict], Awaitable[tuple[float, int, float]]]
 
 
-async def level(url: str, clients: int, duration: float, stagger: float, body: dict, send: Send = one_request) -> dict:
+async def level(url: str, clients: int, duration: float, stagger: float, body: dict, send: Send = one_request,
+                fresh: bool = False) -> dict:
     """``clients`` closed-loop clients sending ``body`` (each request its own seed) through ``send``:
-    :func:`one_request` to gencraft, :func:`one_request_llama` to llama-server."""
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits) as http:
+    :func:`one_request` to gencraft, :func:`one_request_llama` to llama-server. ``fresh``: a new connection
+    for every request (``Connection: close``), as llama-server needs: it closes the connection after every
+    streamed response while announcing keep-alive (its chunked-content provider returns false after
+    ``sink.done()``, which its cpp-httplib counts as a cancelled write), so a client that reuses the
+    connection has its next request cut ("Server disconnected without sending a response")."""
+    keep = 0 if fresh else clients + 4
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=keep)
+    headers = {"Connection": "close"} if fresh else None
+    async with httpx.AsyncClient(base_url=url, timeout=3600, limits=limits, headers=headers) as http:
         await send(http, body | {k: 4 for k in ("max_tokens", "n_predict") if k in body})  # warm-up (model load)
 
         t0 = time.perf_counter()
@@ -291,6 +298,11 @@ def llama_body(ids: list[int]) -> dict:
             "samplers": ["temperature"], "stream": True, "cache_prompt": False}
 
 
+def ratio(a: float, b: float) -> str:
+    """``a / b`` as "1.23x"; "-" when ``b`` is 0 (no request ended inside a sustained window)."""
+    return f"{a / b:.2f}x" if b else "-"
+
+
 def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) -> None:
     """gencraft serve and llama-server on the same weights, both batching at most ``--slots`` sequences
     (llama-server ``-np``, gencraft ``max_batch``), taking turns level by level."""
@@ -309,16 +321,18 @@ def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) ->
     rows = []
     try:
         for n in args.levels:
-            g = asyncio.run(level(ours[1], n, args.duration, args.stagger, gencraft_body(ids, eos)))
+            # the same clients for both: a connection per request (llama-server closes each after its stream)
+            g = asyncio.run(level(ours[1], n, args.duration, args.stagger, gencraft_body(ids, eos), fresh=True))
             try:
-                ll = asyncio.run(level(theirs[1], n, args.duration, args.stagger, llama_body(ids), one_request_llama))
+                ll = asyncio.run(level(theirs[1], n, args.duration, args.stagger, llama_body(ids), one_request_llama,
+                                       fresh=True))
             except (httpx.HTTPError, RuntimeError) as e:
                 raise RuntimeError(f"llama-server at {n} clients: {type(e).__name__}: {e}; "
                                    f"its log ends: {log_tail(log)}") from None
             rows.append((n, g, ll))
             print(f"{n:>3} clients  gencraft {g['requests']:>4} req sustained {g['sustained']:7.1f} tok/s (TTFT p95 "
                   f"{g['ttft_p95'] * 1000:5.0f} ms)  llama-server {ll['requests']:>4} req {ll['sustained']:7.1f} tok/s "
-                  f"(p95 {ll['ttft_p95'] * 1000:5.0f} ms)  ratio {g['sustained'] / ll['sustained']:.2f}x  "
+                  f"(p95 {ll['ttft_p95'] * 1000:5.0f} ms)  ratio {ratio(g['sustained'], ll['sustained'])}  "
                   f"load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for proc, _ in (ours, theirs):
@@ -328,7 +342,7 @@ def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) ->
             except subprocess.TimeoutExpired:
                 proc.kill()
     print(f"\nsame weights (10.7M GPT, f32), {PROMPT_TOKENS} prompt ids + exactly {NEW_TOKENS} new tokens a request "
-          f"(checked on both sides), temperature 0.8 over the whole vocabulary, clients spread over {args.stagger:g} s "
+          f"(checked on both sides), temperature 0.8 over the whole vocabulary, a connection per request, clients spread over {args.stagger:g} s "
           f"then {args.duration:g} s of requests; llama-server -np {args.slots} -c {args.slots * 256} -t {threads}, "
           f"gencraft max_batch {args.slots}; aim: >= 1.0x llama-server's sustained tok/s at 16 clients")
     print("| clients | requests gencraft / llama-server | gencraft sustained tok/s (whole run) "
@@ -338,7 +352,7 @@ def versus_llama(args: argparse.Namespace, home: Path, prompt: str, eos: int) ->
     for n, g, ll in rows:
         print(f"| {n} | {g['requests']} / {ll['requests']} | {g['sustained']:.0f} ({g['tok_s']:.0f}) "
               f"| {ll['sustained']:.0f} ({ll['tok_s']:.0f}) "
-              f"| {g['sustained'] / ll['sustained']:.2f}x ({g['tok_s'] / ll['tok_s']:.2f}x) "
+              f"| {ratio(g['sustained'], ll['sustained'])} ({ratio(g['tok_s'], ll['tok_s'])}) "
               f"| {g['ttft_p50'] * 1000:.0f} / {g['ttft_p95'] * 1000:.0f} "
               f"| {ll['ttft_p50'] * 1000:.0f} / {ll['ttft_p95'] * 1000:.0f} |")
 
