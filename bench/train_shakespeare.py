@@ -11,15 +11,15 @@ Pieces:
            (--iters steps, default 2000, nanoGPT's cosine schedule over them; round r seeds both with --seed + r):
            val loss (20-batch estimate and whole split), loop wall time, tokens/s and their ratio
   ladder   what each speed step buys: nanoGPT's recipe, + passive OpenMP waiters, + fused AdamW, + bf16
-           autocast (bench/nanogpt_ref.py's knobs), then gencraft (--iters steps, default 500, --rounds turns)
+           autocast (bench/nanogpt_ref.py's knobs), then gencraft (--ladder-iters steps, default 500, --ladder-rounds turns, default 2)
   small    the `small` GPT preset within a wall-clock budget (--minutes, default 5)
   lstm     the `small` LSTM preset within the same budget
   speed    A/B of the speed knobs on CPU time per step (1 thread, interleaved): fp32 vs bf16
            autocast vs torch.compile, fused vs foreach AdamW, and 1 vs 2 threads with OpenMP
            waiters spinning vs sleeping (OMP_WAIT_POLICY=PASSIVE)
 
-Options: --minutes M (budget of small/lstm), --iters N (fixed steps instead; versus/ladder: their steps),
---threads N, --rounds N (versus, ladder), --seed S (versus: round r seeds both sides with S + r),
+Options: --minutes M (budget of small/lstm), --iters N (fixed steps instead; versus: its steps),
+--threads N, --rounds N (versus), --seed S (versus: round r seeds both sides with S + r),
 --ref-omp-default (versus: the reference with spinning waiters),
 --set key=value (extra overrides for small/lstm), --omp-active (leave OMP_WAIT_POLICY unset).
 
@@ -343,7 +343,9 @@ def _optimizer_ab(steps: int = 200) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["nanogpt", "versus", "ladder", "small", "lstm", "speed"], action="append")
-    ap.add_argument("--rounds", type=int, default=1, help="versus / ladder: turns of each")
+    ap.add_argument("--rounds", type=int, default=1, help="versus: turns of each")
+    ap.add_argument("--ladder-iters", type=int, default=500, help="ladder: steps of each run")
+    ap.add_argument("--ladder-rounds", type=int, default=2, help="ladder: turns of the whole ladder")
     ap.add_argument("--seed", type=int, default=1337, help="versus: the first round's seed (round r: seed + r)")
     ap.add_argument("--ref-omp-default", action="store_true",
                     help="versus: run the nanoGPT recipe with libgomp's default (spinning) waiters, not PASSIVE")
@@ -372,7 +374,7 @@ def main() -> None:
         if "speed" in pieces:
             speed_ab()
         if "ladder" in pieces:
-            ladder(ds, home, args.iters or 500, args.rounds)
+            ladder(ds, home, args.ladder_iters, args.ladder_rounds)
         if "versus" in pieces:
             versus(ds, home, args.rounds, args.iters or 2000, args.ref_omp_default, args.seed)
         if "nanogpt" in pieces:
