@@ -152,7 +152,7 @@ def gencraft_run(ds: Path, home: Path, name: str, iters: int, seed: int, extra: 
     r = run_one(ds, name, "gpt", "small", [*shape, f"max_iters={iters}", f"lr_decay_iters={iters}", f"seed={seed}",
                                            *extra], None, home)
     return {"val": r["val"], "val_full": r["val_full"], "time_s": r["loop_s"], "tok_s": iters * 12 * 64 / r["loop_s"],
-            "bf16": r["bf16"], "call_s": r["time_s"]}
+            "bf16": r["bf16"], "call_s": r["time_s"], "steps_tok_s": r["tok_s"]}
 
 
 def versus(ds: Path, home: Path, rounds: int, iters: int, omp_default: bool, first_seed: int = 1337) -> None:
@@ -173,7 +173,8 @@ def versus(ds: Path, home: Path, rounds: int, iters: int, omp_default: bool, fir
         rows.append((r + 1, seed, os.getloadavg()[0], runs))
         print(f"round {r + 1} (seed {seed}): " + "; ".join(
             f"{k} val {v['val']:.4f} / whole split {v['val_full']:.4f} in {v['time_s']:.0f} s ({v['tok_s']:,.0f} tok/s)"
-            for k, v in runs.items()), flush=True)
+            for k, v in runs.items()) + f"; gencraft between evaluations (median of its log windows) "
+            f"{ours['steps_tok_s']:,.0f} tok/s, its train() call {ours['call_s']:.0f} s", flush=True)
     print(f"\n| round (seed, load average after) | run | val loss, 20-batch eval | val loss, whole split "
           f"| loop wall, {iters} steps | tok/s | gencraft / this |\n|" + " --- |" * 7)
     ratios = []
@@ -210,7 +211,8 @@ def ladder(ds: Path, home: Path, iters: int, rounds: int) -> None:
         if label not in best or res["tok_s"] > best[label]["tok_s"]:
             best[label] = res
         print(f"ladder round {r + 1}: " + ", ".join(f"{v['tok_s']:,.0f}" for v in best.values())
-              + f" tok/s (load average {os.getloadavg()[0]:.1f})", flush=True)
+              + f" tok/s; gencraft between evaluations {res['steps_tok_s']:,.0f} tok/s"
+              f" (load average {os.getloadavg()[0]:.1f})", flush=True)
     print(f"\n| step ({iters} steps, loop wall, best of {rounds}) | tok/s | vs the step before | vs nanoGPT recipe "
           "| val loss (20-batch) |\n|" + " --- |" * 5)
     prev = base = None
