@@ -251,6 +251,11 @@ for kind, env in (("decode", {}), ("train", {}), ("train", {"OMP_WAIT_POLICY": "
     os.environ.update(env)
     ok = gencraft.use_thread_policy(kind)
     out.append([ok] + [os.environ.get(k) for k in names])
+for k in names:
+    os.environ.pop(k, None)
+import gencraft.cli, numpy  # the CLI loads numpy (music), not torch: training's OpenMP policy still applies
+out.append([gencraft.use_thread_policy("train"), os.environ.get("OMP_WAIT_POLICY")])
+out.append([gencraft.use_thread_policy("decode"), os.environ.get("OPENBLAS_THREAD_TIMEOUT")])
 import torch
 before = dict(os.environ)
 out.append([gencraft.use_thread_policy("train"), dict(os.environ) == before])
@@ -260,7 +265,7 @@ print(json.dumps(out))
     got = json.loads(subprocess.run([sys.executable, "-c", code], env=base, capture_output=True, text=True,
                                     check=True).stdout)
     assert got == [[True, None, "16"], [True, "PASSIVE", None], [True, "ACTIVE", None], [True, None, "4"],
-                   [False, True]]
+                   [True, "PASSIVE"], [False, None], [False, True]]
     import gencraft
     from gencraft.errors import UsageError
 

@@ -46,9 +46,9 @@ def make_text_run(home: Path, name: str = "tiny", *, block_size: int = 64, n_emb
             m.wte.weight.mul_(20)
     path = home / "runs" / name
     path.mkdir(parents=True)
-    save_weights(m, path / "model.safetensors")
+    digest = save_weights(m, path / "model.safetensors")
     tok.save(path / "tokenizer.json")
-    write_info(path, {"kind": "gpt", "run_id": name, "model": dataclasses.asdict(m.config),
+    write_info(path, {"kind": "gpt", "run_id": name, "model": dataclasses.asdict(m.config), "model_digest": digest,
                       "tokenizer": {"kind": tok.kind, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id},
                       "data": {"sources": [{"path": "corpus.txt", "sha256": "0" * 64, "license": "CC0-1.0"}]}})
     return path
@@ -64,8 +64,8 @@ def make_image_run(home: Path, name: str = "pixels") -> Path:
     m = DCGAN(cfg)
     path = home / "runs" / name
     path.mkdir(parents=True)
-    save_weights(m, path / "model.safetensors")
-    write_info(path, {"kind": "dcgan", "run_id": name, "model": dataclasses.asdict(cfg),
+    digest = save_weights(m, path / "model.safetensors")
+    write_info(path, {"kind": "dcgan", "run_id": name, "model": dataclasses.asdict(cfg), "model_digest": digest,
                       "image": {"size": 16, "channels": 1, "classes": ["a", "b"]}})
     return path
 

@@ -13,8 +13,8 @@ has the measurements):
 
 ``gencraft generate`` and ``gencraft serve`` ask for ``"decode"``, ``gencraft train`` and
 ``gencraft quickstart`` for ``"train"``; so do the bench scripts, and so should a script of yours, as
-its first lines: ``import gencraft; gencraft.use_thread_policy("decode")``, before torch or numpy
-is imported. A variable the user set is never overridden.
+its first lines: ``import gencraft; gencraft.use_thread_policy("decode")``, before torch (and, for
+"decode", numpy) is imported. A variable the user set is never overridden.
 """
 
 from __future__ import annotations
@@ -29,18 +29,25 @@ POLICIES: dict[str, dict[str, str]] = {
     "decode": {"OPENBLAS_THREAD_TIMEOUT": "16"},
 }
 
+# The Python module whose import loads the library that reads each variable, once: libgomp comes
+# with torch, the OpenBLAS with numpy. numpy alone does not start OpenMP, so a command that has
+# loaded numpy (the CLI does, through the music synthesizer) can still choose torch's wait policy.
+READ_WHEN_LOADED = {"OMP_WAIT_POLICY": "torch", "OPENBLAS_THREAD_TIMEOUT": "numpy"}
+
 
 def use_thread_policy(kind: str) -> bool:
     """Set the environment for a process that will mostly ``kind`` ("train" or "decode"), leaving
-    anything the user set. True if applied; False once torch or numpy is loaded (too late to matter,
-    so nothing is changed)."""
+    anything the user set. Each variable is set only while the library that reads it is not loaded
+    yet (later it would not matter); True if every variable of the policy was applied."""
     if kind not in POLICIES:
         raise UsageError(f"thread policy kind {kind!r}: expected one of {', '.join(POLICIES)}", param="kind")
-    if "torch" in sys.modules or "numpy" in sys.modules:
-        return False
+    applied = True
     for name, value in POLICIES[kind].items():
+        if READ_WHEN_LOADED.get(name, "torch") in sys.modules:
+            applied = False
+            continue
         os.environ.setdefault(name, value)
-    return True
+    return applied
 
 
 __all__ = ["POLICIES", "use_thread_policy"]
