@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 # is made only when a batch or a prompt is multiplied; one row (BLAS's GEMV) stays on BLAS. Products
 # of up to BATCH_ROWS rows are a batch's (bound by reading the weights), more are a prompt's.
 BATCH_ROWS = 32
+# batches of up to NATIVE_ROWS rows decode in the multi-row C step (native.run_rows), larger ones in
+# PyTorch (docs/performance.md); GENCRAFT_NATIVE_ROWS overrides it (0: batches stay in PyTorch)
+NATIVE_ROWS = 64
 
 _ACTIVE: contextvars.ContextVar[DecodeSession | None] = contextvars.ContextVar("gencraft_decode", default=None)
 
@@ -119,12 +122,16 @@ class DecodeSession:
         self.native = native
         self.int8 = int8
         self._q8: dict[tuple[int, tuple[int, ...]], tuple[int, torch.Tensor]] = {}  # weight -> (version, q8 copy)
+        self._packed: dict[Any, tuple[int | None, torch.Tensor]] = {}  # weight -> (version, packed copy)
         self.fast_linear = fast_linear
         forced = os.environ.get("GENCRAFT_DECODE_THREADS", "").strip()
         self.threads = threads if threads is not None else (int(forced) if forced.isdigit() else 0)
         self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         self._model = weakref.ref(model) if _weakrefable(model) else (lambda: model)
         self.native_threads = 1  # the C step's thread count, set by its tuner
+        self.native_rows_threads = 1  # the multi-row C step's, set by its own tuner
+        rows = os.environ.get("GENCRAFT_NATIVE_ROWS", "").strip()  # an A/B knob (bench/serve.py): 0 = off
+        self.native_rows = (int(rows) if rows.isdigit() else NATIVE_ROWS) if native else 0
         self._tuners: dict[str, ThreadTuner] = {}
         # module -> (key of the weights it was made from, derived data); strong references to the
         # modules only (never the model itself, which keys this session weakly)
@@ -171,7 +178,7 @@ class DecodeSession:
     def tuner(self, kind: str) -> ThreadTuner:
         """The session's tuner for ``kind``: "blas" (numpy's products), "torch" (oneDNN's, a batch),
         "prompt" (oneDNN's, a prompt's rows, and its attention), "attention" (a batch's attention),
-        "native" (a whole C step a call), "speech" (a voice's acoustic model or vocoder on one
+        "native" (a whole C step a call), "native_rows" (a whole multi-row C step a call), "speech" (a voice's acoustic model or vocoder on one
         sentence's frames)."""
         t = self._tuners.get(kind)
         if t is None:
@@ -180,6 +187,9 @@ class DecodeSession:
                 # a probe costs at most two steps (a losing one stops there), so a machine that looked
                 # busy at one instant only decides where to start, not how long before trying the other
                 t = ThreadTuner(self.cores, self._set_native_threads, fixed=self.threads, window=8,
+                                start=1 if busy else self.cores)
+            elif kind == "native_rows":  # a whole multi-row C step a call
+                t = ThreadTuner(self.cores, self._set_native_rows_threads, fixed=self.threads, window=8,
                                 start=1 if busy else self.cores)
             elif kind == "speech":  # whole model calls on a sentence's frames (a voice): windows of 4 calls
                 t = ThreadTuner(self.cores, _omp.set, fixed=self.threads, busy=busy, restore=True, window=4,
@@ -193,6 +203,9 @@ class DecodeSession:
 
     def _set_native_threads(self, n: int) -> None:
         self.native_threads = n
+
+    def _set_native_rows_threads(self, n: int) -> None:
+        self.native_rows_threads = n
 
     def derived(self, module: Any, name: str, key: Any, make: Callable[[], Any]) -> Any:
         """Data derived from ``module``'s weights (``key`` names the weights it was made from: a new
@@ -260,38 +273,70 @@ class DecodeSession:
     # -- the C step
 
     def native_step(self, model: Any, token_ids: torch.Tensor, cache: Any) -> torch.Tensor | None:
-        """Logits ``[1, V]`` for one token after ``cache`` (advancing it) by the C step, or None to take
-        the PyTorch path (switched off, not built here, or a model/cache it cannot take)."""
+        """Logits ``[B, V]`` for one token per row after ``cache`` (advancing it) by the C step, or None
+        to take the PyTorch path (switched off, not built here, or a model/cache it cannot take).
+
+        One row without padding takes the single-row step; a batch (or a padded row) of up to
+        ``native_rows`` rows takes the multi-row step (:func:`native.run_rows`: each weight read once
+        for every row, each row's attention over its own positions), float32 or bfloat16 weights."""
         if not self.native or torch.is_grad_enabled():
+            return None
+        B = token_ids.shape[0]
+        one = B == 1 and cache.offset is None
+        if not one and (B > self.native_rows or self.int8):
             return None
         lib = native.library()
         if lib is None:
             return None
-        plan = self._plans.get(cache)  # one per (cache, model): a generation
+        plan = self._plans.get(cache)  # one per (cache, model): a generation, or a running batch
         if plan is False:  # this cache was found unsuitable
             return None
         if plan is None or plan.model_id != id(model) or plan.k is not cache.k or plan.v is not cache.v:
             try:
                 if not native.supports(model, cache):
-                    raise ValueError("not a one-row float32/bfloat16 CPU cache without padding")
+                    raise ValueError("not a float32/bfloat16 CPU cache of a model without unmerged adapters")
                 if not self.int8:  # 8-bit decoding reads its own copies, not the model's weights
                     self.huge_pages(model)
-                plan = native.Plan(model, cache, q8=self._q8_copy if self.int8 else None)
+                plan = native.Plan(model, cache, q8=self._q8_copy if self.int8 else None,
+                                   pack=None if one else self._packed_copy)
             except ValueError as e:
                 log.info("native decode step not used (%s)", e)
                 plan = False
             self._plans[cache] = plan
             if plan is False:
                 return None
-        logits = torch.empty(1, plan.vocab, dtype=torch.float32)
-        token, pos = int(token_ids[0, 0]), cache.length
-        ok = self.tuner("native").run(plan.nbytes, lambda: native.run(lib, plan, token, pos, self.native_threads,
-                                                                      logits), key="native")
+        logits = torch.empty(B, plan.vocab, dtype=torch.float32)
+        pos = cache.length
+        if one:
+            token = int(token_ids[0, 0])
+            ok = self.tuner("native").run(plan.nbytes, lambda: native.run(lib, plan, token, pos, self.native_threads,
+                                                                          logits), key="native")
+        else:
+            tokens = token_ids[:, 0].to(torch.int32)
+            if cache.offset is None:
+                lo = torch.zeros(B, dtype=torch.int32)
+                emb = torch.full((B,), pos, dtype=torch.int32)
+            else:  # left padding: row b's real positions start at offset[b] (its position embedding at 0)
+                lo = cache.offset.to(torch.int32)
+                emb = (pos - lo).clamp_(min=0)
+            # a batch's step costs about its rows' products: timed per byte of weights times rows
+            ok = self.tuner("native_rows").run(plan.nbytes * B, lambda: native.run_rows(
+                lib, plan, tokens, emb, lo, pos, self.native_rows_threads, logits), key=("rows", B))
         if not ok:
-            raise ValueError(f"token id {token} is outside the vocabulary (0..{plan.vocab - 1}) "
+            raise ValueError(f"a token id is outside the vocabulary (0..{plan.vocab - 1}) "
                              f"or position {pos} is beyond the model's context")
         cache.length += 1
         return logits
+
+    def _packed_copy(self, w: torch.Tensor) -> torch.Tensor:
+        """The multi-row step's packed copy of weight ``w`` (:func:`native.pack_rows`; made again when the
+        weights change: their version moves). A batch's plans share it."""
+        key = (w.data_ptr(), tuple(w.shape), w.dtype)
+        version = None if w.is_inference() else w._version
+        hit = self._packed.get(key)
+        if hit is None or hit[0] != version:
+            hit = self._packed[key] = (version, native.pack_rows(w))
+        return hit[1]
 
     def _q8_copy(self, w: torch.Tensor) -> torch.Tensor:
         """The q8 copy of weight ``w`` (made again when the weights change: their version moves)."""

@@ -302,7 +302,7 @@ class GPT(nn.Module):
             raise ValueError(f"KV cache full: {cache.length} + {T} > {cache.max_len}")
         if T == 1 and not self.training:  # decoding: one position
             session = decode.active()
-            if session is not None and B == 1 and cache.offset is None:  # one sequence: the C step, when built
+            if session is not None:  # the C step (one row, or a batch's rows), when built
                 logits = session.native_step(self, token_ids, cache)
                 if logits is not None:
                     return logits, cache

@@ -637,3 +637,317 @@ int gc_matvec(const void *w, int bf16, int rows, int cols, const float *x, float
     free(xbuf);
     return nth;
 }
+
+/* ---------------------------------------------------------------- several rows in one step
+ *
+ * A batch of B sequences (continuous batching's running batch) advanced one position each, in one
+ * call: every weight row is read once per step and multiplied with every row's activation (the
+ * single-row step read the weights B times, the PyTorch path pays ~50 ops' dispatch a step and the
+ * GIL between them), and every row attends over its own positions only. The cache is the batch's
+ * ``[n_layer, B, n_head, max_len, head_dim]``: rows share the write position ``length``, and row b's
+ * real positions start at ``lo[b]`` (its left padding before that is never read; ``pos[b]``: the
+ * position embedding of its new token).
+ */
+
+#define TX 4 /* activation rows a weight row is read for at once (row_k) */
+
+typedef struct {
+    const void *w;
+    const float *b;
+    int bf16, rows, cols, epilogue, nx, chunk; /* nx: activation rows; y is [nx, rows] */
+    const void *wp;                            /* the weights packed (below), or NULL */
+    const float *x;                            /* [nx, cols] */
+    float *y;
+    _Atomic int next;
+} matmul_job;
+
+/* GCC reloads a vector for every product it is used in (folding the load into the multiply-add),
+   which doubles a tile's loads; an empty asm that "changes" the values keeps them in registers */
+#if defined(__AVX512F__)
+#define IN_REGS4(a, b, c, d) __asm__("" : "+v"(a), "+v"(b), "+v"(c), "+v"(d))
+#else
+#define IN_REGS4(a, b, c, d) ((void)0)
+#endif
+
+/* One weight row with NB activation rows, each pair summed exactly as row_dot sums it (four
+   accumulators over blocks of 64, then blocks of 16, then one at a time): the weight row is read as
+   one stream, and every row's result equals the single-row step's bit for bit (float32). */
+static inline __attribute__((always_inline)) void row_k(const matmul_job *j, int r, int b0, const int NB,
+                                                        const int BF) {
+    const long esz = BF ? 2 : 4;
+    const int n = j->cols;
+    const void *wr = (const char *)j->w + (long)r * n * esz;
+    const float *xr[TX];
+    for (int c = 0; c < NB; c++) xr[c] = j->x + (long)(b0 + c) * n;
+    f32x16 a0[TX], a1[TX], a2[TX], a3[TX];
+    for (int c = 0; c < NB; c++) a0[c] = a1[c] = a2[c] = a3[c] = (f32x16){0};
+    int i = 0;
+    for (; i + 64 <= n; i += 64) {
+        f32x16 w0 = load16_w(wr, BF, i), w1 = load16_w(wr, BF, i + 16), w2 = load16_w(wr, BF, i + 32),
+               w3 = load16_w(wr, BF, i + 48);
+        if (NB > 1) IN_REGS4(w0, w1, w2, w3);
+        for (int c = 0; c < NB; c++) {
+            a0[c] += w0 * load16(xr[c] + i);
+            a1[c] += w1 * load16(xr[c] + i + 16);
+            a2[c] += w2 * load16(xr[c] + i + 32);
+            a3[c] += w3 * load16(xr[c] + i + 48);
+        }
+    }
+    for (; i + 16 <= n; i += 16) {
+        f32x16 w0 = load16_w(wr, BF, i);
+        for (int c = 0; c < NB; c++) a0[c] += w0 * load16(xr[c] + i);
+    }
+    for (int c = 0; c < NB; c++) {
+        float s = hsum((a0[c] + a1[c]) + (a2[c] + a3[c]));
+        for (int k = i; k < n; k++) s += weight_at(wr, BF, k) * xr[c][k];
+        float *y = j->y + (long)(b0 + c) * j->rows + r;
+        float v = s + (j->b ? j->b[r] : 0.0f);
+        if (j->epilogue == EPI_ADD) *y += v;
+        else *y = v;
+    }
+}
+
+static void matmul_row(const matmul_job *j, int r, int b0, int nb) {
+    if (j->bf16) {
+        switch (nb) {
+        case 1: row_k(j, r, b0, 1, 1); break;
+        case 2: row_k(j, r, b0, 2, 1); break;
+        case 3: row_k(j, r, b0, 3, 1); break;
+        default: row_k(j, r, b0, 4, 1); break;
+        }
+    } else {
+        switch (nb) {
+        case 1: row_k(j, r, b0, 1, 0); break;
+        case 2: row_k(j, r, b0, 2, 0); break;
+        case 3: row_k(j, r, b0, 3, 0); break;
+        default: row_k(j, r, b0, 4, 0); break;
+        }
+    }
+}
+
+static void matmul_task(void *arg, int tid) {
+    (void)tid;
+    matmul_job *j = arg;
+    for (;;) {
+        int r0 = atomic_fetch_add(&j->next, j->chunk);
+        if (r0 >= j->rows) return;
+        int r1 = r0 + j->chunk < j->rows ? r0 + j->chunk : j->rows;
+        for (int r = r0; r < r1; r++)
+            for (int b = 0; b < j->nx; b += TX) matmul_row(j, r, b, j->nx - b < TX ? j->nx - b : TX);
+        if (j->epilogue == EPI_GELU)
+            for (int b = 0; b < j->nx; b++) gelu_tanh(j->y + (long)b * j->rows + r0, r1 - r0);
+    }
+}
+
+/* Packed weights, for batches of PACK_ROWS rows and more: W [rows, cols] stored as blocks of PB output
+   rows, column-major inside a block (``Wp[blk][k][0..PB)``, the rows padded with zeros to a whole
+   block; models/native.py packs them once). Then a product is outer products: for each column k,
+   the block's PB weights (four vectors, one stream) times each activation row's x[k] (a broadcast),
+   into PB x PX accumulators that are stored as they are -- no horizontal sums, a quarter of a load per
+   multiply-add. The sums run over k in order (one accumulator per output): they differ from row_dot's
+   in the last bits. */
+#define PB 64
+#define PX 6
+
+static inline __attribute__((always_inline)) void packed_k(const matmul_job *j, int blk, int b0, const int NB,
+                                                           const int BF) {
+    const int K = j->cols;
+    const long esz = BF ? 2 : 4;
+    const char *wp = (const char *)j->wp + (long)blk * K * PB * esz;
+    const float *xr[PX];
+    for (int c = 0; c < NB; c++) xr[c] = j->x + (long)(b0 + c) * K;
+    f32x16 acc[4][PX];
+    for (int i = 0; i < 4; i++)
+        for (int c = 0; c < NB; c++) acc[i][c] = (f32x16){0};
+    for (int k = 0; k < K; k++) {
+        const char *wk = wp + (long)k * PB * esz;
+        f32x16 w0 = load16_w(wk, BF, 0), w1 = load16_w(wk, BF, 16), w2 = load16_w(wk, BF, 32), w3 = load16_w(wk, BF, 48);
+        IN_REGS4(w0, w1, w2, w3);
+        for (int c = 0; c < NB; c++) {
+            float xs = xr[c][k];
+            acc[0][c] += w0 * xs, acc[1][c] += w1 * xs, acc[2][c] += w2 * xs, acc[3][c] += w3 * xs;
+        }
+    }
+    for (int c = 0; c < NB; c++)
+        for (int i = 0; i < 4; i++) {
+            int r = blk * PB + i * 16, n = j->rows - r < 16 ? j->rows - r : 16;
+            if (n <= 0) break;
+            float v[16], *y = j->y + (long)(b0 + c) * j->rows + r;
+            memcpy(v, &acc[i][c], 64);
+            for (int d = 0; d < n; d++) {
+                float t = v[d] + (j->b ? j->b[r + d] : 0.0f);
+                if (j->epilogue == EPI_ADD) y[d] += t;
+                else y[d] = t;
+            }
+        }
+}
+
+static void packed_block(const matmul_job *j, int blk, int b0, int nb) {
+#define PK(NB) (j->bf16 ? packed_k(j, blk, b0, NB, 1) : packed_k(j, blk, b0, NB, 0))
+    switch (nb) {
+    case 1: PK(1); break;
+    case 2: PK(2); break;
+    case 3: PK(3); break;
+    case 4: PK(4); break;
+    case 5: PK(5); break;
+    default: PK(6); break;
+    }
+#undef PK
+}
+
+static void packed_task(void *arg, int tid) {
+    (void)tid;
+    matmul_job *j = arg;
+    int blocks = (j->rows + PB - 1) / PB;
+    for (;;) {
+        int blk = atomic_fetch_add(&j->next, 1);
+        if (blk >= blocks) return;
+        for (int b = 0; b < j->nx; b += PX) packed_block(j, blk, b, j->nx - b < PX ? j->nx - b : PX);
+        if (j->epilogue == EPI_GELU) {
+            int r0 = blk * PB, n = j->rows - r0 < PB ? j->rows - r0 : PB;
+            for (int b = 0; b < j->nx; b++) gelu_tanh(j->y + (long)b * j->rows + r0, n);
+        }
+    }
+}
+
+/* Y = X W^T + b for nx rows of X (or Y += ..., or gelu(...)); Y is [nx, rows] */
+static void matmul(const void *w, const void *wp, const float *b, int bf16, int rows, int cols, int nx,
+                   const float *x, float *y, int epilogue, int nth) {
+    matmul_job j = {.w = w, .wp = wp, .b = b, .bf16 = bf16, .rows = rows, .cols = cols, .epilogue = epilogue,
+                    .nx = nx, .x = x, .y = y};
+    if (wp) { /* one block of PB rows at a time */
+        atomic_init(&j.next, 0);
+        run_job(packed_task, &j, nth);
+        return;
+    }
+    /* chunks of about 8 per thread, at least ~16 KB of weights each */
+    int per = rows / (8 * (nth > 0 ? nth : 1));
+    int min_rows = (int)(16384 / ((long)cols * (bf16 ? 2 : 4)));
+    j.chunk = per < min_rows ? min_rows : per;
+    atomic_init(&j.next, 0);
+    run_job(matmul_task, &j, nth);
+}
+
+typedef struct {
+    const float *qkv;  /* [nx, 3C] */
+    char *k, *v;       /* this layer's cache: [B, n_head, max_len, hd] */
+    const int *lo;     /* [nx] each row's first real position */
+    int cache_bf16, n_head, hd, max_len, length, nx;
+    float *scores;     /* [nx * n_head, max_len] */
+    float *out;        /* [nx, C] */
+    _Atomic int next;
+} attn_rows_job;
+
+/* One query per (row, head) over that row's positions lo[b]..length (after writing its new key and
+   value at length): the single-row step's attention, per row. */
+static void attn_rows_task(void *arg, int tid) {
+    (void)tid;
+    attn_rows_job *j = arg;
+    int C = j->n_head * j->hd, hd = j->hd, bf = j->cache_bf16, pos = j->length;
+    long esz = bf ? 2 : 4, row = (long)hd * esz;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (;;) {
+        int task = atomic_fetch_add(&j->next, 1);
+        if (task >= j->nx * j->n_head) break;
+        int b = task / j->n_head, h = task % j->n_head, lo = j->lo[b];
+        lo = lo < 0 ? 0 : lo > pos ? pos : lo;
+        long base = ((long)b * j->n_head + h) * j->max_len * row;
+        char *K = j->k + base, *V = j->v + base;
+        const float *qkv = j->qkv + (long)b * 3 * C;
+        const float *q = qkv + h * hd, *kn = qkv + C + h * hd, *vn = qkv + 2 * C + h * hd;
+        float *s = j->scores + (long)task * j->max_len, *o = j->out + (long)b * C + h * hd;
+        if (bf) {
+            for (int d = 0; d < hd; d++) ((uint16_t *)(K + pos * row))[d] = f32_to_bf16(kn[d]);
+            for (int d = 0; d < hd; d++) ((uint16_t *)(V + pos * row))[d] = f32_to_bf16(vn[d]);
+        } else {
+            memcpy(K + pos * row, kn, row);
+            memcpy(V + pos * row, vn, row);
+        }
+        int T = pos + 1 - lo;
+        float m = -INFINITY;
+        for (int t = 0; t < T; t++) {
+            s[t] = row_dot(K + (lo + t) * row, bf, q, hd) * scale;
+            m = s[t] > m ? s[t] : m;
+        }
+        float sum = softmax_exp(s, T, m);
+        memset(o, 0, sizeof(float) * (size_t)hd);
+        for (int t = 0; t < T; t++) row_axpy(s[t], V + (lo + t) * row, bf, o, hd);
+        for (int d = 0; d < hd; d++) o[d] /= sum;
+    }
+}
+
+/* dims and ptrs as for decode (the weight type W_F32 or W_BF16), dims[8]: the cache's rows B; packed:
+ * NULL, or the packed matrices (lm_head, then per layer c_attn, attn.c_proj, c_fc, mlp.c_proj);
+ * nx rows advance (nx == B), tokens[b], pos[b] (position embedding row), lo[b] (first real cache
+ * position) for each; length: the position every row writes. scratch (ptrs[7]) holds
+ * nx * (10 * C + n_head * max_len) floats; logits is [nx, V]. Returns the threads used (0 on bad
+ * arguments). */
+static int decode_rows(const int64_t *dims, const int64_t *ptrs, const int64_t *packed, float eps, int nx,
+                       const int *tokens, const int *pos, const int *lo, int length, int threads, float *logits) {
+    int L = (int)dims[0], H = (int)dims[1], C = (int)dims[2], V = (int)dims[3], max_len = (int)dims[4];
+    int wbf = (int)dims[5], cbf = (int)dims[6], B = (int)dims[8], hd = C / H;
+    if (L <= 0 || H <= 0 || C % H || wbf == W_Q8 || nx != B || nx <= 0 || length < 0 || length >= max_len) return 0;
+    for (int b = 0; b < nx; b++)
+        if (tokens[b] < 0 || tokens[b] >= V || pos[b] < 0 || pos[b] >= dims[7]) return 0;
+    int nth = threads < 1 ? 1 : pool_start(threads);
+    if (nth > threads) nth = threads;
+#define P(i) ((void *)(intptr_t)ptrs[i])
+    const void *wte = P(0), *wpe = P(1), *head = P(4);
+    const float *lnf_w = P(2), *lnf_b = P(3);
+    char *kc = P(5), *vc = P(6);
+    long N = nx;
+    float *x = P(7), *h = x + N * C, *qkv = h + N * C, *att = qkv + N * 3 * C, *ff = att + N * C;
+    float *scores = ff + N * 4 * C;
+    long esz = cbf ? 2 : 4, layer_cache = (long)B * H * max_len * hd * esz;
+#define PP(i) (packed ? (const void *)(intptr_t)packed[i] : NULL)
+
+    for (int b = 0; b < nx; b++)
+        for (int i = 0; i < C; i++) {
+            long e = (long)tokens[b] * C + i, p = (long)pos[b] * C + i;
+            x[(long)b * C + i] = (wbf ? bf16_to_f32(((const uint16_t *)wte)[e]) : ((const float *)wte)[e]) +
+                                 (wbf ? bf16_to_f32(((const uint16_t *)wpe)[p]) : ((const float *)wpe)[p]);
+        }
+    for (int l = 0; l < L; l++) {
+        const int64_t *lp = ptrs + HEAD_PTRS + (long)l * LAYER_PTRS;
+#define LP(i) ((void *)(intptr_t)lp[i])
+        for (int b = 0; b < nx; b++) layer_norm(x + (long)b * C, LP(0), LP(1), eps, C, h + (long)b * C);
+        matmul(LP(2), PP(1 + 4 * l), LP(3), wbf, 3 * C, C, nx, h, qkv, EPI_NONE, nth);
+        attn_rows_job aj = {.qkv = qkv, .k = kc + l * layer_cache, .v = vc + l * layer_cache, .lo = lo,
+                            .cache_bf16 = cbf, .n_head = H, .hd = hd, .max_len = max_len, .length = length,
+                            .nx = nx, .scores = scores, .out = att};
+        atomic_init(&aj.next, 0);
+        long span = 0;
+        for (int b = 0; b < nx; b++) span += length + 1 - (lo[b] < 0 ? 0 : lo[b] > length ? length : lo[b]);
+        run_job(attn_rows_task, &aj, span * C * esz * 2 >= 65536 ? nth : 1);
+        matmul(LP(4), PP(2 + 4 * l), LP(5), wbf, C, C, nx, att, x, EPI_ADD, nth);
+        for (int b = 0; b < nx; b++) layer_norm(x + (long)b * C, LP(6), LP(7), eps, C, h + (long)b * C);
+        matmul(LP(8), PP(3 + 4 * l), LP(9), wbf, 4 * C, C, nx, h, ff, EPI_GELU, nth);
+        matmul(LP(10), PP(4 + 4 * l), LP(11), wbf, C, 4 * C, nx, ff, x, EPI_ADD, nth);
+#undef LP
+    }
+    for (int b = 0; b < nx; b++) layer_norm(x + (long)b * C, lnf_w, lnf_b, eps, C, h + (long)b * C);
+    matmul(head, PP(0), NULL, wbf, V, C, nx, h, logits, EPI_NONE, nth);
+#undef PP
+#undef P
+    return nth;
+}
+
+int gc_gpt_decode_rows(const int64_t *dims, const int64_t *ptrs, const int64_t *packed, float eps, int nx,
+                       const int *tokens, const int *pos, const int *lo, int length, int threads, float *logits) {
+    pthread_mutex_lock(&step_mu);
+    int n = decode_rows(dims, ptrs, packed, eps, nx, tokens, pos, lo, length, threads, logits);
+    pthread_mutex_unlock(&step_mu);
+    return n;
+}
+
+/* Y = X W^T for nx rows of X (W float32 or bfloat16, [rows, cols]; wp: the same packed, or NULL): the
+   multi-row step's product on its own (tests, and the rate it reaches) */
+int gc_matmul(const void *w, const void *wp, int bf16, int rows, int cols, int nx, const float *x, float *y,
+              int threads) {
+    pthread_mutex_lock(&step_mu);
+    int nth = threads < 1 ? 1 : pool_start(threads);
+    if (nth > threads) nth = threads;
+    matmul(w, wp, NULL, bf16, rows, cols, nx, x, y, EPI_NONE, nth);
+    pthread_mutex_unlock(&step_mu);
+    return nth;
+}

@@ -1,9 +1,10 @@
 """The GPT's batch-1 decode step in C (``gpt_decode.c``): building it, and what a step hands it.
 
-``GPT.step`` hands a one-sequence, one-token step to the active decode session
+``GPT.step`` hands a one-token step to the active decode session
 (:meth:`gencraft.models.decode.DecodeSession.native_step`), which keeps a :class:`Plan` per KV cache
-and calls :func:`run`; everything else (prompts, batches, padding, training, GPUs) stays in
-PyTorch. The C step reads the model's parameters and the KV cache in place, so prefill in PyTorch
+and calls :func:`run` (one sequence) or :func:`run_rows` (a batch's rows, continuous batching's
+running batch: weights read once for every row, from copies packed by :func:`pack_rows`); everything
+else (prompts, training, GPUs) stays in PyTorch. The C step reads the model's parameters and the KV cache in place, so prefill in PyTorch
 and decoding in C share one cache.
 
 The library is compiled once per machine with the system C compiler (``cc``, or ``$CC``) into
@@ -74,6 +75,15 @@ def library() -> Any:
                 fn.restype = ctypes.c_int
                 fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int, ctypes.c_int,
                                ctypes.c_int, ctypes.c_void_p]
+                rows = lib.gc_gpt_decode_rows
+                rows.restype = ctypes.c_int
+                rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int,
+                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
+                                 ctypes.c_void_p]
+                mm = lib.gc_matmul
+                mm.restype = ctypes.c_int
+                mm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
                 mv = lib.gc_matvec
                 mv.restype = ctypes.c_int
                 mv.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
@@ -115,12 +125,28 @@ def dequantize_q8(buf: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
     return (buf[:rows * cols].view(rows, cols).float() - 128.0) * scale[:, None]
 
 
+PACK = 64  # output rows per block of a packed matrix (gpt_decode.c's PB)
+
+
+def pack_rows(w: torch.Tensor) -> torch.Tensor:
+    """A ``[rows, cols]`` weight as the multi-row step's packed matrix (gpt_decode.c): blocks of
+    ``PACK`` output rows (the last padded with zeros), each stored column by column
+    (``[blocks, cols, PACK]``), so a block's products read one stream and need no horizontal sums."""
+    w = w.detach()
+    rows, cols = w.shape
+    padded = -(-rows // PACK) * PACK
+    out = torch.zeros(padded, cols, dtype=w.dtype)
+    out[:rows] = w
+    return out.view(padded // PACK, PACK, cols).transpose(1, 2).contiguous()
+
+
 class Plan:
     """What one (model, cache) pair hands the C step: dimensions, and the addresses of the
     parameters and cache buffers (kept alive here, with float32 copies of the small vectors).
-    ``q8``: ``weight -> q8 buffer`` (the session's derived copies) to decode with 8-bit matrices."""
+    ``q8``: ``weight -> q8 buffer`` (the session's derived copies) to decode with 8-bit matrices;
+    ``pack``: ``weight -> packed copy`` (:func:`pack_rows`, the session's) for the multi-row step."""
 
-    def __init__(self, model: Any, cache: Any, q8: Any = None) -> None:
+    def __init__(self, model: Any, cache: Any, q8: Any = None, pack: Any = None) -> None:
         cfg = model.config
         wdt = model.wte.weight.dtype
         keep: list[torch.Tensor] = []
@@ -144,7 +170,9 @@ class Plan:
         if len(eps) != 1:
             raise ValueError("layer norms with different eps")
         self.eps = float(eps.pop())
-        self.scratch = torch.empty(14 * cfg.n_embd + cfg.n_head * cache.max_len, dtype=torch.float32)
+        B = cache.k.shape[1]  # the cache's rows: one for gc_gpt_decode, B for gc_gpt_decode_rows
+        self.rows = B
+        self.scratch = torch.empty(B * (14 * cfg.n_embd + cfg.n_head * cache.max_len), dtype=torch.float32)
         ptrs = [addr(model.wte.weight), addr(model.wpe.weight), addr(model.ln_f.weight, True),
                 addr(model.ln_f.bias, True), addr(model.lm_head.weight), cache.k.data_ptr(), cache.v.data_ptr(),
                 self.scratch.data_ptr()]
@@ -158,13 +186,21 @@ class Plan:
         self.keep = keep
         self.k, self.v = cache.k, cache.v  # the buffers the addresses are of (checked on every step)
         self.ptrs = torch.tensor(ptrs, dtype=torch.int64)
+        n_keep = len(keep)
+        self.packed: torch.Tensor | None = None
+        if pack is not None:  # lm_head, then per layer c_attn, attn.c_proj, c_fc, mlp.c_proj
+            mats = [model.lm_head.weight] + [w for b in model.h for w in (
+                b.attn.c_attn.weight, b.attn.c_proj.weight, b.mlp.c_fc.weight, b.mlp.c_proj.weight)]
+            copies = [pack(w.detach()) for w in mats]
+            keep += copies
+            self.packed = torch.tensor([c.data_ptr() for c in copies], dtype=torch.int64)
         wtype = W_Q8 if q8 is not None else W_BF16 if wdt == torch.bfloat16 else W_F32
         self.dims = torch.tensor([cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.vocab_size, cache.max_len,
-                                  wtype, int(cache.k.dtype == torch.bfloat16), model.wpe.weight.shape[0]],
+                                  wtype, int(cache.k.dtype == torch.bfloat16), model.wpe.weight.shape[0], B],
                                  dtype=torch.int64)
         self.vocab = cfg.vocab_size
         big = torch.uint8 if q8 is not None else wdt
-        weights = {t.data_ptr(): t.numel() * t.element_size() for t in keep if t.dtype == big}
+        weights = {t.data_ptr(): t.numel() * t.element_size() for t in keep[:n_keep] if t.dtype == big}
         self.nbytes = sum(weights.values())  # what a step reads (a tied output layer once)
         self.model_id = id(model)
 
@@ -218,11 +254,12 @@ def huge_page_weights(model: Any) -> bool:
 
 
 def supports(model: Any, cache: Any) -> bool:
-    """Whether the C step can decode this model and cache (float32/bfloat16 on the CPU, one row, no padding,
-    no LoRA adapter left unmerged: the C step reads the base weights and would ignore it)."""
+    """Whether the C step can decode this model and cache (float32/bfloat16 on the CPU, no LoRA adapter
+    left unmerged: the C step reads the base weights and would ignore it). One row without padding
+    takes :func:`run`; a batch, or a row with left padding, :func:`run_rows`."""
     k = cache.k
-    return (cache.offset is None and not getattr(model, "_lora_unmerged", False) and k.shape[1] == 1 and k.is_cpu and k.is_contiguous()
-            and k.dtype in (torch.float32, torch.bfloat16) and cache.v.dtype == k.dtype
+    return (not getattr(model, "_lora_unmerged", False) and k.is_cpu and k.is_contiguous()
+            and k.dtype in (torch.float32, torch.bfloat16) and cache.v.dtype == k.dtype and cache.v.is_contiguous()
             and model.wte.weight.dtype in (torch.float32, torch.bfloat16) and model.wte.weight.is_cpu
             and model.config.n_embd % model.config.n_head == 0)
 
@@ -232,6 +269,38 @@ def run(lib: Any, plan: Plan, token: int, pos: int, threads: int, logits: torch.
     (``[1, V]`` float32) on ``threads`` threads; False when the token or position is out of range."""
     return bool(lib.gc_gpt_decode(plan.dims.data_ptr(), plan.ptrs.data_ptr(), plan.eps, token, pos, threads,
                                   logits.data_ptr()))
+
+
+def run_rows(lib: Any, plan: Plan, tokens: torch.Tensor, pos: torch.Tensor, lo: torch.Tensor, length: int,
+             threads: int, logits: torch.Tensor) -> bool:
+    """One C step for every row of ``plan``'s batch cache: ``tokens``, ``pos`` (each row's position
+    embedding) and ``lo`` (its first real cache position), all ``[B]`` int32; every row writes position
+    ``length`` and attends over ``lo[b]..length`` only; logits into ``logits`` (``[B, V]`` float32).
+    False when a token or position is out of range. Weights float32 or bfloat16 (not q8); the products
+    read ``plan``'s packed copies where it has them (:func:`pack_rows`), else the weights in place."""
+    packed = None if plan.packed is None else plan.packed.data_ptr()
+    return bool(lib.gc_gpt_decode_rows(plan.dims.data_ptr(), plan.ptrs.data_ptr(), packed, plan.eps, plan.rows,
+                                       tokens.data_ptr(), pos.data_ptr(), lo.data_ptr(), length, threads,
+                                       logits.data_ptr()))
+
+
+def matmul(w: torch.Tensor, x: torch.Tensor, threads: int = 1, packed: bool = False) -> torch.Tensor:
+    """``x @ w.T`` by the multi-row step's product (``w`` ``[out, in]`` float32 or bfloat16, contiguous;
+    ``x`` ``[rows, in]`` float32), from the weights in place or (``packed``) from :func:`pack_rows`'s
+    copy: the kernels on their own, for tests."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native library is not available")
+    if w.dtype not in (torch.float32, torch.bfloat16) or not w.is_contiguous() or w.dim() != 2:
+        raise ValueError("w must be a contiguous 2-d float32 or bfloat16 tensor")
+    x = x.detach().float().contiguous()
+    if x.dim() != 2 or x.shape[1] != w.shape[1]:
+        raise ValueError(f"x must have shape (rows, {w.shape[1]}), got {tuple(x.shape)}")
+    y = torch.empty(x.shape[0], w.shape[0], dtype=torch.float32)
+    wp = pack_rows(w) if packed else None
+    lib.gc_matmul(w.data_ptr(), None if wp is None else wp.data_ptr(), int(w.dtype == torch.bfloat16), w.shape[0],
+                  w.shape[1], x.shape[0], x.data_ptr(), y.data_ptr(), threads)
+    return y
 
 
 def bf16_input() -> bool:
