@@ -52,12 +52,15 @@ def test_library_builds() -> None:
     assert native.library() is not None
 
 
-@pytest.mark.parametrize("kw", [
+SHAPES = [
     dict(),                                        # tied output layer, no biases
     dict(bias=True, tie_weights=False),            # biases everywhere, own output layer
     dict(n_embd=40, n_head=2, vocab_size=50),      # widths that are not multiples of 16 (scalar tails)
     dict(n_layer=3, n_head=4, n_embd=128),
-])
+]
+
+
+@pytest.mark.parametrize("kw", SHAPES)
 def test_native_step_matches_pytorch(kw: dict) -> None:
     m = _model(**kw)
     prompt = [3, 14, 15, 9, 26, 5]

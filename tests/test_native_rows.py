@@ -6,11 +6,15 @@ with left padding, ghost rows and two threads."""
 
 from __future__ import annotations
 
+import os
+import platform
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from test_native_decode import _model
+from test_native_decode import SHAPES, _model
 
 from gencraft.models import decode, native
 from gencraft.models.gpt import GPT, KVCache
@@ -47,12 +51,7 @@ def _prefill(m: GPT, prompts: list[list[int]]) -> tuple[torch.Tensor, KVCache]:
     return m.step(ids, cache)
 
 
-@pytest.mark.parametrize("kw", [
-    dict(),                                        # tied output layer, no biases
-    dict(bias=True, tie_weights=False),            # biases everywhere, own output layer
-    dict(n_embd=40, n_head=2, vocab_size=50),      # widths that are not multiples of 16 (scalar tails)
-    dict(n_layer=3, n_head=4, n_embd=128),
-])
+@pytest.mark.parametrize("kw", SHAPES)  # the single-row step's shapes
 def test_rows_step_matches_pytorch(kw: dict) -> None:
     m = _model(**kw)
     ref, _ = _batch_decode(m, 20, on=False)
@@ -154,3 +153,24 @@ def test_rows_step_rejects_a_token_outside_the_vocabulary() -> None:
         _, cache = _prefill(m, PROMPTS)
         with pytest.raises(ValueError, match="outside the vocabulary"):
             m.step(torch.tensor([[1], [2], [m.config.vocab_size], [3], [4]]), cache)
+
+
+def test_rows_step_portable_build_without_avx512(tmp_path) -> None:
+    """The multi-row kernels built for AVX2 only (GCC's vector types split in halves) decode like PyTorch too."""
+    code = f"""
+import sys
+sys.path.insert(0, {os.path.dirname(__file__)!r})
+from gencraft.models import native
+native.CFLAGS = [f for f in native.CFLAGS if not f.startswith("-march")] + ["-march=x86-64-v3", "-Wno-psabi"]
+native.cache_dir = lambda: __import__("pathlib").Path({str(tmp_path)!r})
+assert native.library() is not None and not native.bf16_input()
+import test_native_rows as t
+t.test_rows_products_match_torch()
+t.test_rows_step_matches_pytorch(dict(bias=True, tie_weights=False))
+print("ok")
+"""
+    if platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64 only")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
