@@ -286,3 +286,36 @@ def test_step_tuner_starts_split_and_probes_cheaply(monkeypatch):
         tuner.run(1 << 20, clock.matmul)
     assert tuner.mode == 2
     assert clock.calls[1] / 2_008 < 0.02
+
+
+def test_step_tuner_close_settings_probe_rarely(monkeypatch):
+    """A memory-bound step on one core of two is only ~1.3x slower: probes of it stop after two
+    steps and come ever less often (not a whole window every few), and a window that only looks
+    faster by chance does not switch."""
+    clock = _FakeClock({1: 1.3e-3, 2: 1e-3})
+    monkeypatch.setattr(D.time, "perf_counter", lambda: clock.now)
+    tuner = D.ThreadTuner(2, clock.set_threads, window=8, start=2)
+    for _ in range(2_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 2
+    assert clock.calls[1] / 2_000 < 0.01
+    clock.cost[1] = 0.95e-3  # one thread a hair faster: not worth switching for
+    for _ in range(2_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 2
+
+
+def test_step_tuner_leaves_a_split_that_stalls_at_once(monkeypatch):
+    """After long quiet stretches the probes are far apart; a split that suddenly stalls (another
+    process took a core) is left within a couple of windows, not at the next scheduled probe."""
+    clock = _FakeClock({1: 2e-3, 2: 1e-3})
+    monkeypatch.setattr(D.time, "perf_counter", lambda: clock.now)
+    tuner = D.ThreadTuner(2, clock.set_threads, window=8, start=2)
+    for _ in range(20_000):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 2 and tuner.gap == tuner.MAX_GAP
+    clock.cost[2] = 2e-2
+    before = clock.calls[2]
+    for _ in range(40):
+        tuner.run(1 << 20, clock.matmul)
+    assert tuner.mode == 1 and clock.calls[2] - before <= 24

@@ -377,8 +377,10 @@ class ThreadTuner:
 
     It times windows of calls (seconds per byte of weights over ``window`` calls, a few decode
     steps' mix of shapes) in the current setting, now and then probes the other setting for one
-    window and keeps the faster; after a probe that lost clearly it waits twice as long before the
-    next one, and a probe that is clearly losing stops early, so a loaded machine pays little. It
+    window and keeps it if it was clearly faster (``WIN``); after a probe that lost (``LOSING``) it
+    waits twice as long before the next one, and a probe that is losing stops early, so a loaded
+    machine pays little; a window of the split setting far slower than its average (``SLOWER``:
+    another process took a core) probes one thread at once, so long gaps cost no slow stretch. It
     starts on one thread, the setting that is never a disaster (``start``: a tuner whose calls are
     whole decode steps starts on all cores when the machine looks idle, or its first window of steps
     would all run on one). Products under ``SPLIT_MIN`` bytes of weights (a small model's layers,
@@ -390,6 +392,11 @@ class ThreadTuner:
     WINDOW = 64  # calls per measurement
     BASE_GAP, MAX_GAP = 6, 192  # windows between probes
     SPLIT_MIN = 512 * 1024
+    # A probe 1.2x slower has lost: a memory-bound decode step on one core of two runs only 1.2-1.4x
+    # slower, and probes that stopped at 1.5x ran whole windows every 6 (124M bf16 in the engine: 16-42
+    # of 127 steps on one thread; docs/performance.md). A probe must win by 10% to be kept: against an
+    # average that one stalled step raised, a slower setting can look faster for a window.
+    LOSING, WIN, SLOWER = 1.2, 1.1, 1.5
 
     def __init__(self, many: int, set_threads: Callable[[int], None], fixed: int = 0, busy: bool = False,
                  restore: bool = False, window: int = WINDOW, start: int = 1) -> None:
@@ -442,8 +449,9 @@ class ThreadTuner:
         self.secs += time.perf_counter() - t
         self.bytes += nbytes
         self.n += 1
-        if self.probing and self.n >= max(2, self.window // 8) and self.secs > 1.5 * self.cost[self.base] * self.bytes:
-            # clearly losing (one thread on an idle machine, a split waiting on a busy core): stop now,
+        if (self.probing and self.n >= max(2, self.window // 8)
+                and self.secs > self.LOSING * self.cost[self.base] * self.bytes):
+            # losing (one thread on an idle machine, a split waiting on a busy core): stop now,
             # instead of paying a whole window of slow calls
             self._window(self.secs / self.bytes)
             self.n, self.secs, self.bytes = 0, 0.0, 0
@@ -456,17 +464,19 @@ class ThreadTuner:
         if self.probing:
             self.probing = False
             base_cost = self.cost[self.base]
-            if c < base_cost:
+            if c * self.WIN < base_cost:
                 self.cost[self.mode] = c
                 self.gap = self.BASE_GAP
             else:
                 self.mode = self.base
-                self.gap = min(self.gap * 2, self.MAX_GAP) if c > 1.5 * base_cost else self.BASE_GAP
+                self.gap = min(self.gap * 2, self.MAX_GAP) if c > self.LOSING * base_cost else self.BASE_GAP
             self.left = self.gap
             return
         old = self.cost.get(self.mode)
         self.cost[self.mode] = c if old is None else 0.7 * old + 0.3 * c
         self.left -= 1
+        if old is not None and self.mode == self.many and c > self.SLOWER * old:
+            self.left = 0  # the split slowed down: another process may hold a core now
         if self.left <= 0:
             self.base, self.mode, self.probing = self.mode, (1 if self.mode != 1 else self.many), True
 
