@@ -14,12 +14,12 @@ start; the loss read every 10 steps (``loss.item()``, as its log line does). Not
 imported: it runs in a fresh process with the environment a user of nanoGPT would have.
 
     python bench/nanogpt_ref.py TRAIN.bin VAL.bin VOCAB [--iters 2000] [--seed 1337] [--save W.pt]
-                                [--fused] [--bf16]
+                                [--fused] [--bf16] [--attn-fp32]
 
 prints one JSON line: ``{"val", "train", "time_s", "tok_s", "steps"}`` (the last evaluation's losses,
 the wall time of the whole loop evaluations included, its tokens per second). ``--save`` writes the
-final weights (after the timed loop) for a whole-split evaluation by the caller. ``--fused`` (fused AdamW)
-and ``--bf16`` (bf16 autocast) are not nanoGPT's CPU recipe: they are the speed steps
+final weights (after the timed loop) for a whole-split evaluation by the caller. ``--fused`` (fused AdamW),
+``--bf16`` (bf16 autocast) and ``--attn-fp32`` (with it, attention in float32) are not nanoGPT's CPU recipe: they are the speed steps
 bench/train_shakespeare.py adds to it one at a time, to show what each one buys.
 """
 
@@ -34,6 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+ATTN_FP32 = False  # --attn-fp32
 
 
 class Block(nn.Module):
@@ -51,7 +54,11 @@ class Block(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(self.ln_1(x)).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if ATTN_FP32 and q.dtype == torch.bfloat16:  # --attn-fp32: outside autocast, which would cast back
+            with torch.autocast("cpu", enabled=False):
+                y = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True).to(q.dtype)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.attn_proj(y.transpose(1, 2).contiguous().view(B, T, C))
         return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
 
@@ -93,7 +100,11 @@ def main() -> None:
     ap.add_argument("--save", default=None, help="write the final weights here (torch.save of the state dict)")
     ap.add_argument("--fused", action="store_true", help="fused AdamW (nanoGPT uses it on CUDA only)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (nanoGPT autocasts on CUDA only)")
+    ap.add_argument("--attn-fp32", action="store_true",
+                    help="with --bf16: attention in float32 (ATen's bf16 CPU flash attention is slower)")
     a = ap.parse_args()
+    global ATTN_FP32
+    ATTN_FP32 = a.attn_fp32
     B, T, warmup, lr_max, lr_min, eval_every, eval_iters = 12, 64, 100, 1e-3, 1e-4, 250, 20
     torch.manual_seed(a.seed)
     data = {"train": np.memmap(a.train, dtype=a.dtype, mode="r"), "val": np.memmap(a.val, dtype=a.dtype, mode="r")}

@@ -11,7 +11,7 @@ Pieces:
            (--iters steps, default 2000, nanoGPT's cosine schedule over them; round r seeds both with --seed + r):
            val loss (20-batch estimate and whole split), loop wall time, tokens/s and their ratio
   ladder   what each speed step buys: nanoGPT's recipe, + passive OpenMP waiters, + fused AdamW, + bf16
-           autocast (bench/nanogpt_ref.py's knobs), then gencraft (--ladder-iters steps, default 500, --ladder-rounds turns, default 2)
+           autocast, + attention in float32 under it (bench/nanogpt_ref.py's knobs), then gencraft (--ladder-iters steps, default 500, --ladder-rounds turns, default 2)
   small    the `small` GPT preset within a wall-clock budget (--minutes, default 5)
   lstm     the `small` LSTM preset within the same budget
   speed    A/B of the speed knobs on CPU time per step (1 thread, interleaved): fp32 vs bf16
@@ -199,6 +199,7 @@ def ladder(ds: Path, home: Path, iters: int, rounds: int) -> None:
         ("+ OMP_WAIT_POLICY=PASSIVE", {"passive": True}),
         ("+ fused AdamW", {"passive": True, "knobs": ("fused",)}),
         ("+ bf16 autocast", {"passive": True, "knobs": ("fused", "bf16")}),
+        ("+ attention in float32 under autocast", {"passive": True, "knobs": ("fused", "bf16", "attn-fp32")}),
     ]
     best: dict[str, dict] = {}
     for r in range(rounds):
@@ -207,7 +208,7 @@ def ladder(ds: Path, home: Path, iters: int, rounds: int) -> None:
             if label not in best or res["tok_s"] > best[label]["tok_s"]:
                 best[label] = res
         res = gencraft_run(ds, home, f"ladder-{r}", iters, 1337)
-        label = "gencraft train (its model and loop: bf16, fused AdamW, passive waiters)"
+        label = "gencraft train (its model and loop: bf16 with float32 attention, fused AdamW, passive waiters)"
         if label not in best or res["tok_s"] > best[label]["tok_s"]:
             best[label] = res
         print(f"ladder round {r + 1}: " + ", ".join(f"{v['tok_s']:,.0f}" for v in best.values())
