@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
 ATTN_FP32 = False  # --attn-fp32
 
 
