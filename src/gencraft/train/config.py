@@ -40,6 +40,7 @@ class TrainConfig:
     max_time: float = 0.0  # wall-clock budget in seconds; 0 = none. The lr schedule follows it too.
     device: str = "auto"  # auto | cpu | cuda
     num_threads: int = 0  # torch CPU threads; 0 = all cores (divided among local torchrun processes)
+    parallel: str = "auto"  # CPU threads: rows (each thread a share of the batch, end to end) | ops | auto (train/rows.py)
 
     STEPS: ClassVar[Range] = Range(1, 10**9)
     LIMITS: ClassVar[dict[str, Limit]] = {
@@ -51,6 +52,7 @@ class TrainConfig:
         "checkpoint_interval": Range(0, 10**9), "checkpoint_every": Range(0, 10**7), "log_interval": STEPS,
         "dtype": ("auto", "float32", "bfloat16"), "seed": Range(0, 2**63 - 1), "max_time": Range(0, 10**9),
         "device": ("auto", "cpu", "cuda"), "num_threads": Range(0, 1024),
+        "parallel": ("auto", "rows", "ops"),
     }
 
 

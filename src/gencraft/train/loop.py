@@ -9,9 +9,11 @@ run directory (docs/architecture.md).
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
@@ -49,29 +51,38 @@ from gencraft.train.curves import pictures_markdown
 from gencraft.train.data import Dataset, check_split, get_batch, load_dataset
 from gencraft.train.metrics import RunLog, load_run_tokenizer, text_samples
 from gencraft.train.optim import lr_at, make_optimizer
+from gencraft.train.rows import RowThreads, row_threads
 from gencraft.train.speech import train_speech
 from gencraft.train.text_vae import train_text_vae
 
 
-@torch.no_grad()
 def estimate_val_loss(model: torch.nn.Module, ds: Dataset, tc: TrainConfig, block_size: int,
-                      device: torch.device, autocast, info: D.DistInfo) -> float:
+                      device: torch.device, amp: Callable[[], Any], info: D.DistInfo,
+                      threads: RowThreads | None = None) -> float:
     """Mean loss over ``eval_iters`` random validation windows, the same windows at every evaluation.
 
     A fresh generator with a fixed seed picks them (so evaluations compare like with like and the
-    training data stream is untouched); under torchrun the batches are shared out between ranks.
+    training data stream is untouched); under torchrun the batches are shared out between ranks,
+    with row threads between the threads (``amp()``: a fresh autocast context).
     """
     gen = torch.Generator().manual_seed(tc.seed + 1)
+    batches = [get_batch(ds.val, tc.batch_size, block_size, gen, device) for _ in range(tc.eval_iters)]
+    mine = batches[info.rank::info.world_size]
+    n = threads.n if threads is not None else 1
+
+    @torch.no_grad()
+    def losses(part: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        total = torch.zeros((), device=device)
+        for x, y in part:
+            with amp():
+                total += model(x, y)[1].float()
+        return total
+
     was_training = model.training
     model.eval()
-    total = torch.zeros((), device=device)
-    for i in range(tc.eval_iters):
-        x, y = get_batch(ds.val, tc.batch_size, block_size, gen, device)
-        if i % info.world_size != info.rank:
-            continue
-        with autocast:
-            _, loss = model(x, y)
-        total += loss.float()
+    parts = [(mine[k::n],) for k in range(n) if mine[k::n]]
+    total = functools.reduce(torch.add, (threads or RowThreads(1)).map(losses, parts)) if parts \
+        else torch.zeros((), device=device)
     if info.enabled:
         torch.distributed.all_reduce(total)
     model.train(was_training)
@@ -187,11 +198,15 @@ def train(
     if dev.type == "cuda" and info.enabled:
         dev = torch.device("cuda", info.local_rank)
     threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(tc.num_threads or max(1, (os.cpu_count() or 1) // info.local_world_size))
     finished = False
     try:
-        out = _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress, tune)
+        rows = 1
+        if dev.type == "cpu":
+            n = tc.num_threads or max(1, (os.cpu_count() or 1) // info.local_world_size)
+            rows = row_threads(tc.parallel, n, kind=kind, batch_size=tc.batch_size, dropout=getattr(mcfg, "dropout", 0.0),
+                               compile=tc.compile, distributed=info.enabled, objective=tune.objective if tune else "lm")
+            torch.set_num_threads(1 if rows > 1 else n)
+        out = _train(ds, run_dir, kind, preset, mcfg, tc, state, dev, info, progress, tune, rows)
         finished = True
         return out
     finally:
@@ -200,7 +215,8 @@ def train(
 
 
 def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainConfig, state: dict,
-           dev: torch.device, info: D.DistInfo, show_progress: bool, tune: finetune.Tune | None = None) -> Path:
+           dev: torch.device, info: D.DistInfo, show_progress: bool, tune: finetune.Tune | None = None,
+           rows: int = 1) -> Path:
     main = info.is_main
     seed_all(tc.seed + info.rank)  # dropout masks differ between ranks; the data stream does not
     gen = torch.Generator().manual_seed(tc.seed)  # the training data stream (identical on every rank)
@@ -218,7 +234,15 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     fwd: torch.nn.Module = torch.compile(raw) if tc.compile else raw  # what evaluation runs
     net = DDP(fwd, device_ids=[dev.index] if dev.type == "cuda" else None) if info.enabled else fwd
     bf16 = use_bf16(tc, dev, kind)
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def amp() -> Any:  # a fresh context each time: the row threads enter it side by side
+        return torch.autocast(dev.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+    def loss_of(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with amp():
+            return net(x, y)[1]
+
+    trainable = [p for p in raw.parameters() if p.requires_grad]
 
     run_id = D.broadcast_str(state.get("run_id") or new_run_id(), info, dev)
     created = state.get("created") or now_iso()
@@ -289,6 +313,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
     stopped = None
     net.train()
     autosave.start()
+    threads = RowThreads(rows)
     try:
         while step < tc.max_iters:
             elapsed = time_before + (time.time() - t_start)
@@ -297,12 +322,14 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                 g["lr"] = lr
             for micro in range(A):
                 x, y = get_batch(train_part, B, T, gen, dev)
-                sync = nullcontext() if (not info.enabled or micro == A - 1) else net.no_sync()
-                with sync:
-                    with autocast:
-                        _, loss = net(x, y)
-                    (loss / A).backward()
-                loss_sum += loss.detach().float()
+                if threads.n > 1:  # the rows shared out between threads, one core each (gencraft.train.rows)
+                    loss = threads.grads(loss_of, x, y, trainable, 1.0 / A)
+                else:
+                    with nullcontext() if (not info.enabled or micro == A - 1) else net.no_sync():
+                        loss = loss_of(x, y)
+                        (loss / A).backward()
+                    loss = loss.detach().float()
+                loss_sum += loss
                 loss_n += 1
             if tc.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(raw.parameters(), tc.grad_clip)
@@ -332,7 +359,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
                 stopped = f"{autosave.signal_name}: stopped at step {step}"
             last = step == tc.max_iters or out_of_time
             if step % tc.eval_interval == 0 or last:
-                val = estimate_val_loss(fwd, ds, tc, T, dev, autocast, info)
+                val = estimate_val_loss(fwd, ds, tc, T, dev, amp, info, threads)
                 if not math.isfinite(val):
                     raise diverged("the validation loss is NaN/inf")
                 last_val = {"loss": val, "step": step}
@@ -365,6 +392,7 @@ def _train(ds: Dataset, run_dir: Path, kind: str, preset: str, mcfg, tc: TrainCo
             if stopped:
                 break
     finally:
+        threads.close()
         autosave.close()
         bar.close()
         runlog.close()
