@@ -120,12 +120,12 @@ def advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, con
 def _advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, context: Context,
              adapters: torch.Tensor | None) -> tuple[torch.Tensor, Any]:
     if limit is None:
-        return model.step(tokens[:, None], cache)
+        return model.step(tokens.unsqueeze(1), cache)
     keep = shift_keep(limit)
     if not isinstance(cache, KVCache):
         if cache.length >= limit:  # every row's newest positions, the new token included
             return prefill(model, context(list(range(len(tokens)))), keep, limit)
-        return model.step(tokens[:, None], cache)
+        return model.step(tokens.unsqueeze(1), cache)
     L = cache.length
     if cache.offset is None:
         full = list(range(len(tokens))) if L >= limit else []
@@ -142,7 +142,7 @@ def _advance(model: Any, tokens: torch.Tensor, cache: Any, limit: int | None, co
                 raise AssertionError("a shifted window is shorter than the batch: it always fits")
     if cache.length + 1 > cache.max_len and not trim_cache(cache):
         raise AssertionError("every row holds less than the context: some leading column is padding")
-    return model.step(tokens[:, None], cache)
+    return model.step(tokens.unsqueeze(1), cache)
 
 
 # ---------------------------------------------------------------- KV-cache surgery (batches that change)
@@ -297,9 +297,10 @@ class Rule:
         return cls(procs, sampling, config.top_k if survivors else 0)
 
 
-def shaped(logits: torch.Tensor, ids: torch.Tensor, rule: Rule) -> torch.Tensor:
-    """The float32 scores after ``rule``'s processors (``logits`` itself is left as it was)."""
-    scores = logits.float()
+def shaped(logits: torch.Tensor, ids: torch.Tensor | None, rule: Rule) -> torch.Tensor:
+    """The float32 scores after ``rule``'s processors (``logits`` itself is left as it was; ``ids``, the
+    rows' contexts, may be None when ``rule`` has no processors)."""
+    scores = logits if logits.dtype == torch.float32 else logits.float()
     if rule.processors:
         if scores is logits:
             scores = scores.clone()
@@ -307,10 +308,15 @@ def shaped(logits: torch.Tensor, ids: torch.Tensor, rule: Rule) -> torch.Tensor:
     return scores
 
 
-def choose(logits: torch.Tensor, ids: torch.Tensor, rule: Rule, samplers: Sequence[Any]) -> torch.Tensor:
+def choose(logits: torch.Tensor, ids: torch.Tensor | Callable[[], torch.Tensor], rule: Rule,
+           samplers: Sequence[Any]) -> torch.Tensor:
     """The next token of every row of a batch that shares ``rule`` (the Decoder's batches): ``ids``
-    ``[B, T]`` the rows' contexts, ``samplers`` one per row (unused when greedy)."""
-    return pick(shaped(logits, ids, rule), rule.sampling, rule.top_k, samplers, lambda: ids)
+    ``[B, T]`` the rows' contexts, or a callable giving them (called only when a processor or the
+    sampler reads them: a greedy or plain sampled token needs no context), ``samplers`` one per row
+    (unused when greedy)."""
+    context = ids if callable(ids) else lambda: ids
+    return pick(shaped(logits, context() if rule.processors else None, rule), rule.sampling, rule.top_k,
+                samplers, context)
 
 
 def pick(scores: torch.Tensor, sampling: bool, top_k: int, samplers: Sequence[Any],

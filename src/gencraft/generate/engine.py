@@ -146,13 +146,24 @@ class Decoder:
         active = list(range(len(self.rows)))  # row index of each batch position
         want_lp = cfg.logprobs or cfg.top_logprobs
         track = self.stream or bool(stops)  # decode text on the fly only when something needs it
+        # the context is written through a numpy view on the CPU: a torch index assignment costs ~10x more
+        # right after a decode step, which leaves the caches cold (docs/performance.md)
+        ids_np = ids.numpy() if ids.is_cpu else None
+        nxt = ids[:, 0]  # the token each row feeds next (set by the first choice, before it is fed)
         for t in range(cfg.max_new_tokens):
             cur = P + t
-            with torch.inference_mode():
-                nxt = core.choose(logits, ids[:, :cur], rule, samplers)
-                ids[:, cur] = nxt
+            with torch.inference_mode():  # one entry a token: feed the previous token, choose the next
+                if t:
+                    logits, cache = core.advance(self.model, nxt, cache, self.limit,
+                                                 lambda rows, ids=ids, end=cur: ids[rows, :end])
+                # the context as a callable: sliced only when a processor or the sampler reads it
+                nxt = core.choose(logits, lambda ids=ids, end=cur: ids[:, :end], rule, samplers)
+                if ids_np is None:
+                    ids[:, cur] = nxt
                 lp_rows = core.token_logprobs(logits, nxt, cfg.top_logprobs, self.table) if want_lp else None
             new = nxt.tolist()
+            if ids_np is not None:
+                ids_np[:, cur] = new
             finished: list[int] = []
             for b, row_i in enumerate(active):
                 r = self.rows[row_i]
@@ -189,11 +200,9 @@ class Decoder:
                     sel = torch.tensor(keep, device=dev)
                     cache = cache.select(sel)
                     ids, nxt = ids[sel], nxt[sel]
+                ids_np = ids.numpy() if ids_np is not None else None
                 active = [active[b] for b in keep]
                 samplers = [samplers[b] for b in keep] if samplers else samplers
-            with torch.inference_mode():
-                logits, cache = core.advance(self.model, nxt, cache, self.limit,
-                                             lambda rows, ids=ids, end=cur + 1: ids[rows, :end])
         for row_i in active:
             r = self.rows[row_i]
             r.finish = r.finish or "length"

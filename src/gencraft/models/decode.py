@@ -308,7 +308,7 @@ class DecodeSession:
         logits = torch.empty(B, plan.vocab, dtype=torch.float32)
         pos = cache.length
         if one:
-            token = int(token_ids[0, 0])
+            token = int(token_ids)  # its one element, without an indexing op
             ok = self.tuner("native").run(plan.nbytes, lambda: native.run(lib, plan, token, pos, self.native_threads,
                                                                           logits), key="native")
         else:

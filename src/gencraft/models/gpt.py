@@ -297,14 +297,20 @@ class GPT(nn.Module):
         return KVCache(self.config, batch_size, min(max_len or self.config.block_size, self.config.block_size),
                        device or p.device, dtype or p.dtype)
 
-    @torch.inference_mode()
     def step(self, token_ids: torch.Tensor, cache: KVCache | None = None) -> tuple[torch.Tensor, KVCache]:
         """Feed ``token_ids`` ``[B, T]`` after what ``cache`` holds; return next-token logits ``[B, V]``.
 
         The first call passes the whole prompt (T >= 1, cache None or empty); later calls pass one
         token each. The caller keeps ``cache.length + T <= cache.max_len`` (sliding the window when
-        the context is full).
+        the context is full). Runs in inference mode (entered here only when the caller has not:
+        the decoding loops have, and entering costs more than the check between two decode steps).
         """
+        if torch.is_inference_mode_enabled():
+            return self._step(token_ids, cache)
+        with torch.inference_mode():
+            return self._step(token_ids, cache)
+
+    def _step(self, token_ids: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, KVCache]:
         B, T = token_ids.shape
         if cache is None:
             cache = self.new_cache(B)

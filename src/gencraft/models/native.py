@@ -199,6 +199,7 @@ class Plan:
                                   wtype, int(cache.k.dtype == torch.bfloat16), model.wpe.weight.shape[0], B],
                                  dtype=torch.int64)
         self.vocab = cfg.vocab_size
+        self.dims_at, self.ptrs_at = self.dims.data_ptr(), self.ptrs.data_ptr()  # what every step passes
         big = torch.uint8 if q8 is not None else wdt
         weights = {t.data_ptr(): t.numel() * t.element_size() for t in keep[:n_keep] if t.dtype == big}
         self.nbytes = sum(weights.values())  # what a step reads (a tied output layer once)
@@ -267,8 +268,7 @@ def supports(model: Any, cache: Any) -> bool:
 def run(lib: Any, plan: Plan, token: int, pos: int, threads: int, logits: torch.Tensor) -> bool:
     """One C step: ``token`` at position ``pos`` into ``plan``'s cache, its logits into ``logits``
     (``[1, V]`` float32) on ``threads`` threads; False when the token or position is out of range."""
-    return bool(lib.gc_gpt_decode(plan.dims.data_ptr(), plan.ptrs.data_ptr(), plan.eps, token, pos, threads,
-                                  logits.data_ptr()))
+    return bool(lib.gc_gpt_decode(plan.dims_at, plan.ptrs_at, plan.eps, token, pos, threads, logits.data_ptr()))
 
 
 def run_rows(lib: Any, plan: Plan, tokens: torch.Tensor, pos: torch.Tensor, lo: torch.Tensor, length: int,
