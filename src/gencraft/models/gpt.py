@@ -18,6 +18,7 @@ from torch.nn import functional as F
 
 from gencraft.config import Limit, Range
 from gencraft.models import decode
+from gencraft.models.kernels import tanh_gelu
 from gencraft.models.linear import Linear
 
 
@@ -212,7 +213,7 @@ class MLP(nn.Module):
             s = decode.active()
             if s is not None and s.fast_linear:
                 return s.linear(fc, x, gelu=True)
-        return F.gelu(fc(x), approximate="tanh")
+        return tanh_gelu(fc(x))
 
 
 class Block(nn.Module):
