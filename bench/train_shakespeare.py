@@ -11,7 +11,9 @@ Pieces:
            (--iters steps, default 2000, nanoGPT's cosine schedule over them; round r seeds both with --seed + r):
            val loss (20-batch estimate and whole split), loop wall time, tokens/s and their ratio
   ladder   what each speed step buys: nanoGPT's recipe, + passive OpenMP waiters, + fused AdamW, + bf16
-           autocast, + attention in float32 under it (bench/nanogpt_ref.py's knobs), then gencraft (--ladder-iters steps, default 500, --ladder-rounds turns, default 2)
+           autocast, + attention in float32 under it (bench/nanogpt_ref.py's knobs), then gencraft: threads
+           splitting each op with ATen's GELU, + row threads, + the C GELU (as it ships)
+           (--ladder-iters steps, default 500, --ladder-rounds turns, default 2)
   small    the `small` GPT preset within a wall-clock budget (--minutes, default 5)
   lstm     the `small` LSTM preset within the same budget
   speed    A/B of the speed knobs on CPU time per step (1 thread, interleaved): fp32 vs bf16
@@ -146,17 +148,18 @@ def reference_val_full(weights: Path, ds: Path, vocab: int) -> float:
         return split_loss(model.eval(), load_dataset(ds).val, 64)[0]
 
 
-def gencraft_run(ds: Path, home: Path, name: str, iters: int, seed: int, extra: tuple[str, ...] = ()) -> dict:
+def gencraft_run(ds: Path, home: Path, name: str, iters: int, seed: int, extra: tuple[str, ...] = (),
+                 env_extra: dict[str, str] | None = None) -> dict:
     """gencraft at nanoGPT's shape and schedule for ``iters`` steps, as its users run it: ``gencraft train``
     in a fresh process (as the reference runs), with this process's environment (OMP_WAIT_POLICY as
-    chosen here). Val losses, the training loop's wall time (``train_time_s``), tok/s."""
+    chosen here) and ``env_extra``. Val losses, the training loop's wall time (``train_time_s``), tok/s."""
     import subprocess
 
     from gencraft.train.evaluate import evaluate
 
     shape = [o for o in NANOGPT_SHAPE if not o.startswith(("max_iters=", "lr_decay_iters="))]
     sets = [*shape, f"max_iters={iters}", f"lr_decay_iters={iters}", f"seed={seed}", *extra]
-    env = dict(os.environ, GENCRAFT_HOME=str(home), PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, GENCRAFT_HOME=str(home), PYTHONPATH=str(ROOT / "src"), **(env_extra or {}))
     t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "gencraft", "train", str(ds), "--model", "gpt", "--preset", "small",
                           "--out", name, "-q", *(a for o in sets for a in ("--set", o))],
@@ -209,6 +212,17 @@ def versus(ds: Path, home: Path, rounds: int, iters: int, omp_default: bool, fir
           f"({', '.join(f'{x:.2f}x' for x in ratios)}); aim: >= 1.5x at equal validation loss (<= 1.88)")
 
 
+# gencraft's own steps on the ladder: (label, --set overrides, environment). GENCRAFT_NATIVE=0 turns the C
+# kernels off (training's GELU; the decode step too, which training does not use).
+GENCRAFT_STEPS: list[tuple[str, tuple[str, ...], dict[str, str]]] = [
+    ("gencraft train (its model and loop: bf16 with float32 attention, fused AdamW, passive waiters; "
+     "threads split each op, ATen's GELU)", ("parallel=ops",), {"GENCRAFT_NATIVE": "0"}),
+    ("+ row threads (each thread runs whole passes on its share of the batch)", ("parallel=rows",),
+     {"GENCRAFT_NATIVE": "0"}),
+    ("+ tanh GELU in C (gencraft train as it ships)", (), {}),
+]
+
+
 def ladder(ds: Path, home: Path, iters: int, rounds: int) -> None:
     """What each speed step buys: nanoGPT's recipe, then one knob more at a time, then gencraft, all at
     the same shape, steps, schedule and seed (the same computation: the val loss moves only with bf16),
@@ -226,10 +240,10 @@ def ladder(ds: Path, home: Path, iters: int, rounds: int) -> None:
             res = reference_run(ds, iters=iters, **kw)
             if label not in best or res["tok_s"] > best[label]["tok_s"]:
                 best[label] = res
-        res = gencraft_run(ds, home, f"ladder-{r}", iters, 1337)
-        label = "gencraft train (its model and loop: bf16 with float32 attention, fused AdamW, passive waiters)"
-        if label not in best or res["tok_s"] > best[label]["tok_s"]:
-            best[label] = res
+        for i, (label, extra, env) in enumerate(GENCRAFT_STEPS):
+            res = gencraft_run(ds, home, f"ladder-{r}-{i}", iters, 1337, extra, env)
+            if label not in best or res["tok_s"] > best[label]["tok_s"]:
+                best[label] = res
         print(f"ladder round {r + 1}: " + ", ".join(f"{v['tok_s']:,.0f}" for v in best.values())
               + f" tok/s; gencraft between evaluations {res['steps_tok_s']:,.0f} tok/s"
               f" (load average {os.getloadavg()[0]:.1f})", flush=True)
