@@ -4,12 +4,14 @@ and gradients the same with and without it."""
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from gencraft import cbuild
 from gencraft.models import kernels
 from gencraft.models.gpt import GPT, GPTConfig
 from gencraft.models.kernels import tanh_gelu
@@ -95,3 +97,16 @@ def test_a_gpt_trains_the_same_with_and_without_the_kernel(monkeypatch, dtype):
     assert abs(loss_c - loss_a) < tol
     for a, b in zip(grads_c, grads_a, strict=True):
         torch.testing.assert_close(a, b, rtol=tol * 10, atol=tol)
+
+
+def test_a_changed_header_rebuilds_the_library(tmp_path):
+    """cbuild names a library by its source and the headers beside it (simd.h is shared by the decode
+    step and these kernels): editing a header gives a new build, not the stale one from the cache."""
+    (tmp_path / "k.h").write_text("static inline int k(void) { return 1; }\n")
+    src = tmp_path / "k.c"
+    src.write_text('#include "k.h"\nint value(void) { return k(); }\n')
+    first = cbuild.build(src, tmp_path / "cache")
+    assert cbuild.build(src, tmp_path / "cache") == first  # cached
+    (tmp_path / "k.h").write_text("static inline int k(void) { return 2; }\n")
+    second = cbuild.build(src, tmp_path / "cache")
+    assert second != first and ctypes.CDLL(str(second)).value() == 2

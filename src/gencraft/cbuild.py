@@ -1,4 +1,4 @@
-"""Building gencraft's small C libraries (``models/gpt_decode.c``, ``data/minhash.c``) on first use.
+"""Building gencraft's small C libraries (``models/gpt_decode.c``, ``models/kernels.c``, ``data/minhash.c``) on first use.
 
 Each is compiled once per machine with the system C compiler (``cc``, or ``$CC``) into
 ``GENCRAFT_HOME/cache/native`` (:func:`gencraft.paths.home`), named by a digest of the source, the
@@ -43,11 +43,12 @@ def cpu_flags() -> str:
 
 def build(source: Path, cache: Path | None = None, cflags: list[str] = CFLAGS) -> Path:
     """Compile ``source`` into a shared library in ``cache`` (default :func:`cache_dir`), once per
-    source, flags and CPU; returns its path. RuntimeError when there is no compiler or it fails."""
+    source (with the ``*.h`` headers beside it), flags and CPU; returns its path. RuntimeError when there is no compiler or it fails."""
     cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or clang) on PATH")
-    src = source.read_bytes()
+    # the headers beside the source count as the source: a change to one rebuilds what includes it
+    src = source.read_bytes() + b"".join(h.read_bytes() for h in sorted(source.parent.glob("*.h")))
     digest = hashlib.sha256(src + " ".join([cc, *cflags]).encode() + cpu_flags().encode()
                             + platform.machine().encode()).hexdigest()[:16]
     out = (cache or cache_dir()) / f"{source.stem}-{digest}.so"

@@ -24,88 +24,11 @@
 #include <string.h>
 #include <time.h>
 
-typedef float f32x16 __attribute__((vector_size(64), aligned(4)));
-typedef uint16_t u16x16 __attribute__((vector_size(32), aligned(2)));
-typedef uint32_t u32x16 __attribute__((vector_size(64)));
+#include "simd.h"
 
-/* ---------------------------------------------------------------- numbers */
-
-static inline float bf16_to_f32(uint16_t h) {
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
-static inline uint16_t f32_to_bf16(float f) { /* round to nearest even, as torch does */
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-static inline f32x16 load16(const float *p) { return *(const f32x16 *)p; }
-
-static inline f32x16 load16_bf16(const uint16_t *p) {
-    u32x16 u = __builtin_convertvector(*(const u16x16 *)p, u32x16) << 16;
-    f32x16 f;
-    memcpy(&f, &u, 64);
-    return f;
-}
-
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef float f32x4 __attribute__((vector_size(16)));
-typedef int32_t i32x16 __attribute__((vector_size(64)));
-
-static inline float hsum(f32x16 v) { /* a tree, not 16 dependent adds */
-    f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
-              __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
-    f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
-    return (b[0] + b[2]) + (b[1] + b[3]);
-}
-
-static inline f32x16 clamp16(f32x16 x, float lo, float hi) {
-    f32x16 l = x * 0.0f + lo, h = x * 0.0f + hi;
-    i32x16 xi, li, hi_;
-    memcpy(&xi, &x, 64), memcpy(&li, &l, 64), memcpy(&hi_, &h, 64);
-    i32x16 below = x < l, above = x > h; /* all-ones lanes where true */
-    xi = (xi & ~below) | (li & below);
-    xi = (xi & ~above) | (hi_ & above);
-    memcpy(&x, &xi, 64);
-    return x;
-}
-
-static inline f32x16 exp16(f32x16 x) {
-    /* e^x = 2^n e^r, n = round(x / ln 2), |r| <= ln(2) / 2, e^r by its Taylor polynomial to r^7
-       (relative error ~2e-7); x is clamped to where the result is a normal float */
-    x = clamp16(x, -87.0f, 88.0f);
-    const float shifter = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    f32x16 t = x * 1.44269504088896341f + shifter;
-    f32x16 n = t - shifter;
-    f32x16 r = x - n * 0.693145751953125f - n * 1.428606765330187e-06f;
-    f32x16 p = 1.0f / 5040 + r * 0.0f;
-    p = p * r + 1.0f / 720;
-    p = p * r + 1.0f / 120;
-    p = p * r + 1.0f / 24;
-    p = p * r + 1.0f / 6;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    i32x16 e = (__builtin_convertvector(n, i32x16) + 127) << 23;
-    f32x16 scale;
-    memcpy(&scale, &e, 64);
-    return p * scale;
-}
-
-/* tanh-approximated GELU, 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)), over y[0..n) in place. Every
+/* tanh-approximated GELU over y[0..n) in place (simd.h's gelu16). Every
    element goes through the vector code (the tail padded), so a value does not depend on where a
    thread's chunk happened to start: the result is the same on any number of threads. */
-static inline f32x16 gelu16(f32x16 x) {
-    f32x16 u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
-    return x / (1.0f + exp16(-2.0f * u));
-}
-
 static void gelu_tanh(float *y, int n) {
     int i = 0;
     for (; i + 16 <= n; i += 16) {
