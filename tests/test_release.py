@@ -36,6 +36,9 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     mp = pytest.MonkeyPatch()
     mp.setenv("GENCRAFT_HOME", str(home))
     init_keys()
+    # a fixed watermark secret: the tests' p-value thresholds then hold for this key, every run (with a
+    # fresh random secret each run, a 1e-3 threshold on unmarked audio failed about once in a thousand)
+    (home / "keys" / "watermark.key").write_text("5e" * 32 + "\n")
     mp.undo()
     make_sampler_run(home / "runs" / "tiny")
     torch.manual_seed(0)
