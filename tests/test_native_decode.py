@@ -240,3 +240,40 @@ def test_huge_page_weights_skip_a_model_in_training(monkeypatch) -> None:
     m = _model().train()
     ptr = m.wte.weight.data_ptr()
     assert native.huge_page_weights(m) is False and m.wte.weight.data_ptr() == ptr
+
+
+PREFETCH_SCRIPT = """
+import json, os, sys
+import torch
+sys.path.insert(0, sys.argv[1])
+from test_native_decode import _decode, _model
+from gencraft.models import native
+m = _model(n_layer=2, n_head=4, n_embd=256, vocab_size=1000)
+out = [[round(v, 6) for v in t[0, :8].tolist()] for t in _decode(m, [1, 2, 3], 12, on=True, threads=2)]
+out += [[round(v, 6) for v in t[0, :8].tolist()] for t in _decode(m, [4, 5], 6, on=True, threads=1)]
+w, x = torch.randn(300, 256), torch.randn(256)  # a pool job right after a step: the prefetch is stopped first
+want = w @ x
+assert torch.allclose(native.matvec(w, x, threads=2), want, atol=1e-4, rtol=1e-4)
+_decode(m, [1], 2, on=True, threads=2)
+pid = os.fork()  # right after a step, its prefetch running: the child's C pool starts anew
+if pid == 0:  # (C only: libgomp's threads do not survive a fork, so no torch parallel region here)
+    ok = torch.allclose(native.matvec(w, x, threads=2), want, atol=1e-4, rtol=1e-4)
+    os._exit(0 if ok else 1)
+assert os.waitpid(pid, 0)[1] == 0
+print(json.dumps(out))
+"""
+
+
+def test_prefetch_between_steps_changes_nothing_but_time() -> None:
+    """After each single-row step, worker 1 reads the first layer's matrices while Python chooses the
+    token (GENCRAFT_PREFETCH=0 turns it off): the logits are the same bit for bit, a pool job or a fork
+    right after a step waits for it or starts without it (a child's pool), and nothing hangs."""
+    here = os.path.dirname(__file__)
+    outs = []
+    for flag in ("1", "0"):
+        env = dict(os.environ, GENCRAFT_PREFETCH=flag)
+        res = subprocess.run([sys.executable, "-c", PREFETCH_SCRIPT, here], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert res.returncode == 0, res.stderr[-2000:]
+        outs.append(res.stdout.strip().splitlines()[-1])
+    assert outs[0] == outs[1]

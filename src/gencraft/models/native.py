@@ -15,6 +15,9 @@ path (one log line says why).
 
 Threads: the C step splits its matrix products over its own small pool; the session's ``native``
 tuner measures per step whether one thread or all cores is faster right now.
+After a single-row step returns, worker 1 of that pool reads the first layer's matrices (one byte a
+cache line) while Python chooses the next token, so the next step finds them in the L3 cache; the
+next step stops it (``GENCRAFT_PREFETCH=0``: off, for an A/B).
 
 Weight types: float32, bfloat16 (the model's own parameters, read in place) and q8 (8-bit, one
 float32 scale per row: :func:`quantize_q8`; copies the decode session derives once from a float32
