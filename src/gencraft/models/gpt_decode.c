@@ -304,8 +304,8 @@ static void finish_async(void) {
     atomic_store_explicit(&async_stop, 0, memory_order_relaxed);
 }
 
-static void start_async(job_fn fn, void *arg) { /* fn(arg, 1) on worker 1; the caller returns at once */
-    pool.fn = fn, pool.arg = arg, pool.nth = 2;
+static void post_job(job_fn fn, void *arg, int nth) { /* hand workers 1..nth-1 a job, waking sleepers */
+    pool.fn = fn, pool.arg = arg, pool.nth = nth;
     atomic_store(&pool.done, 0);
     atomic_fetch_add_explicit(&pool.gen, 1, memory_order_seq_cst);
     if (atomic_load(&pool.sleepers) > 0) {
@@ -313,6 +313,10 @@ static void start_async(job_fn fn, void *arg) { /* fn(arg, 1) on worker 1; the c
         pthread_cond_broadcast(&pool.cv);
         pthread_mutex_unlock(&pool.mu);
     }
+}
+
+static void start_async(job_fn fn, void *arg) { /* fn(arg, 1) on worker 1; the caller returns at once */
+    post_job(fn, arg, 2);
     async_pending = 1;
 }
 
@@ -322,14 +326,7 @@ static void run_job(job_fn fn, void *arg, int nth) {
         return;
     }
     finish_async();
-    pool.fn = fn, pool.arg = arg, pool.nth = nth;
-    atomic_store(&pool.done, 0);
-    atomic_fetch_add_explicit(&pool.gen, 1, memory_order_seq_cst);
-    if (atomic_load(&pool.sleepers) > 0) {
-        pthread_mutex_lock(&pool.mu);
-        pthread_cond_broadcast(&pool.cv);
-        pthread_mutex_unlock(&pool.mu);
-    }
+    post_job(fn, arg, nth);
     fn(arg, 0);
     while (atomic_load_explicit(&pool.done, memory_order_acquire) < nth - 1) __builtin_ia32_pause();
 }
