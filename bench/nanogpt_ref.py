@@ -13,7 +13,7 @@ memory-mapped train tokens; an evaluation of 20 batches of both splits every 250
 start; the loss read every 10 steps (``loss.item()``, as its log line does). Nothing of gencraft is
 imported: it runs in a fresh process with the environment a user of nanoGPT would have.
 
-    python bench/nanogpt_ref.py TRAIN.bin VAL.bin VOCAB [--iters 2000] [--seed 1337] [--save W.pt]
+    python bench/nanogpt_ref.py TRAIN.bin VAL.bin VOCAB [--iters 2000] [--seed 1337] [--save W.safetensors]
                                 [--fused] [--bf16] [--attn-fp32]
 
 prints one JSON line: ``{"val", "train", "time_s", "tok_s", "steps"}`` (the last evaluation's losses,
@@ -96,7 +96,7 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--seed", type=int, default=1337)
     ap.add_argument("--dtype", default="uint16")
-    ap.add_argument("--save", default=None, help="write the final weights here (torch.save of the state dict)")
+    ap.add_argument("--save", default=None, help="write the final weights here (safetensors: no pickle)")
     ap.add_argument("--fused", action="store_true", help="fused AdamW (nanoGPT uses it on CUDA only)")
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (nanoGPT autocasts on CUDA only)")
     ap.add_argument("--attn-fp32", action="store_true",
@@ -155,7 +155,9 @@ def main() -> None:
             loss.item()
     wall = time.time() - t0
     if a.save:
-        torch.save(model.state_dict(), a.save)
+        from safetensors.torch import save_model  # handles the tied embedding and output weights
+
+        save_model(model, a.save)
     print(json.dumps({"val": losses["val"], "train": losses["train"], "time_s": wall,
                       "tok_s": a.iters * B * T / wall, "steps": a.iters}))
 

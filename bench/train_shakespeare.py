@@ -135,6 +135,7 @@ def reference_val_full(weights: Path, ds: Path, vocab: int) -> float:
     """The reference model's loss over the whole validation split, computed as gencraft's evaluation
     computes it (``train.evaluate.split_loss``: consecutive windows, every token predicted once)."""
     import torch
+    from safetensors.torch import load_model
 
     from gencraft.train.data import load_dataset
     from gencraft.train.evaluate import split_loss
@@ -143,7 +144,7 @@ def reference_val_full(weights: Path, ds: Path, vocab: int) -> float:
     import nanogpt_ref
 
     model = nanogpt_ref.GPT(vocab, 64, 4, 4, 128)
-    model.load_state_dict(torch.load(weights))
+    load_model(model, weights)
     with torch.inference_mode():
         return split_loss(model.eval(), load_dataset(ds).val, 64)[0]
 
@@ -189,7 +190,7 @@ def versus(ds: Path, home: Path, rounds: int, iters: int, omp_default: bool, fir
         # by default passive OpenMP waiters for the reference too: with libgomp's default spinning, its 2 threads
         # on a shared 2-core machine took 0.47 CPU-s a step (60 steps in 187 s), a figure of the shared machine
         runs = {ref_name: reference_run(ds, passive=not omp_default, iters=iters, seed=seed,
-                                        save=home / f"ref-{r}.pt")}
+                                        save=home / f"ref-{r}.safetensors")}
         ours = gencraft_run(ds, home, f"versus-{r}", iters, seed)
         runs[f"gencraft ({'bf16' if ours['bf16'] else 'fp32'})"] = ours
         rows.append((r + 1, seed, os.getloadavg()[0], runs))

@@ -3,21 +3,28 @@
 Each is compiled once per machine with the system C compiler (``cc``, or ``$CC``) into
 ``GENCRAFT_HOME/cache/native`` (:func:`gencraft.paths.home`), named by a digest of the source, the
 compiler flags and the CPU's feature flags, and written atomically. ``GENCRAFT_NATIVE=0`` turns
-them off (callers then take their numpy/PyTorch path). This module imports neither torch nor
+them off (callers then take their numpy/PyTorch path). :func:`load` is the one way a caller gets its
+library: built, loaded and its functions' signatures set once per process. This module imports neither torch nor
 numpy: data-preparation workers load it too.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
+from typing import Any
 
 from gencraft.paths import home
+
+log = logging.getLogger(__name__)
 
 CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-fno-math-errno"]
 
@@ -67,3 +74,33 @@ def build(source: Path, cache: Path | None = None, cflags: list[str] = CFLAGS) -
         if os.path.exists(tmp):
             os.unlink(tmp)
     return out
+
+
+# source -> the loaded library, or None where it could not be built (a process resource: tried once)
+_loaded: dict[Path, Any] = {}
+_load_lock = threading.Lock()
+
+Signatures = dict[str, tuple[Any, list[Any]]]  # function name -> (restype, argtypes)
+
+
+def load(source: Path, signatures: Signatures, fallback: str, cache: Path | None = None,
+         cflags: list[str] = CFLAGS) -> Any:
+    """The library built from ``source`` (:func:`build`), loaded once per process with ``signatures``
+    set, or None: switched off (``GENCRAFT_NATIVE=0``) or not buildable here, which logs one line
+    ending in ``fallback`` (what the caller does instead)."""
+    if not enabled():
+        return None
+    if source not in _loaded:
+        with _load_lock:  # threads reaching a first call together build once
+            if source not in _loaded:
+                lib = None
+                try:
+                    lib = ctypes.CDLL(str(build(source, cache, cflags)))
+                    for name, (restype, argtypes) in signatures.items():
+                        fn = getattr(lib, name)
+                        fn.restype, fn.argtypes = restype, argtypes
+                except (OSError, RuntimeError, subprocess.SubprocessError, AttributeError) as e:
+                    log.info("%s not available (%s): %s", source.name, e, fallback)
+                    lib = None
+                _loaded[source] = lib
+    return _loaded[source]

@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import logging
 import re
-import subprocess
 from collections.abc import Callable, Sequence
-from functools import cache
+from pathlib import Path
 
 import numpy as np
 
 from gencraft import cbuild
 
-log = logging.getLogger(__name__)
+MINHASH_C = Path(__file__).with_name("minhash.c")
 
 BINS = 128  # signature length
 VBITS = 25  # a bin's value bits (the other 7 of a 32-bit shingle hash pick the bin)
@@ -114,20 +112,9 @@ def oph_numpy(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-@cache
 def _lib():
-    from pathlib import Path
-
-    try:
-        if not cbuild.enabled():
-            raise RuntimeError("GENCRAFT_NATIVE=0")
-        lib = ctypes.CDLL(str(cbuild.build(Path(__file__).with_name("minhash.c"))))
-        lib.gc_oph.restype = None
-        lib.gc_oph.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p]
-        return lib
-    except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        log.info("C MinHash not available (%s): signatures in numpy", e)
-        return None
+    return cbuild.load(MINHASH_C, {"gc_oph": (None, [ctypes.c_void_p] * 3 + [ctypes.c_int64, ctypes.c_void_p])},
+                       "signatures in numpy")
 
 
 def signatures(texts: Sequence[str]) -> np.ndarray:

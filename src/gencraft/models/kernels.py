@@ -13,9 +13,6 @@ The library is built once per machine by :mod:`gencraft.cbuild`, like the decode
 from __future__ import annotations
 
 import ctypes
-import logging
-import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,62 +22,48 @@ from torch.autograd.function import once_differentiable
 
 from gencraft import cbuild
 
-log = logging.getLogger(__name__)
-
 SOURCE = Path(__file__).with_name("kernels.c")
-_lock = threading.Lock()
-_lib: Any = None
-_tried = False
-_FUNCS = {  # dtype -> (forward, backward) symbol names
+_FUNCS = {  # dtype -> (forward, backward) function names
     torch.float32: ("gc_gelu_f32", "gc_gelu_bwd_f32"),
     torch.bfloat16: ("gc_gelu_bf16", "gc_gelu_bwd_bf16"),
+}
+_P, _N = ctypes.c_void_p, ctypes.c_int64
+SIGNATURES: cbuild.Signatures = {  # forward (x, y, n), backward (x, grad_y, grad_x, n)
+    "gc_gelu_f32": (None, [_P, _P, _N]), "gc_gelu_bwd_f32": (None, [_P, _P, _P, _N]),
+    "gc_gelu_bf16": (None, [_P, _P, _N]), "gc_gelu_bwd_bf16": (None, [_P, _P, _P, _N]),
 }
 
 
 def library() -> Any:
-    """The loaded kernels library, or None (switched off with ``GENCRAFT_NATIVE=0``, or not buildable
-    here: one log line says why, and callers take ATen's path)."""
-    global _lib, _tried
-    if not cbuild.enabled():
-        return None
-    if not _tried:
-        with _lock:  # row threads reach the first GELU together: build once
-            if not _tried:
-                try:
-                    lib = ctypes.CDLL(str(cbuild.build(SOURCE)))
-                    p, n = ctypes.c_void_p, ctypes.c_int64
-                    for fwd, bwd in _FUNCS.values():
-                        getattr(lib, fwd).argtypes = [p, p, n]
-                        getattr(lib, bwd).argtypes = [p, p, p, n]
-                        getattr(lib, fwd).restype = getattr(lib, bwd).restype = None
-                    _lib = lib
-                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
-                    log.info("C kernels not available (%s): GELU runs in ATen", e)
-                _tried = True
-    return _lib
+    """The loaded kernels library, or None (``GENCRAFT_NATIVE=0``, or not buildable here: one log line
+    says why, and callers take ATen's path)."""
+    return cbuild.load(SOURCE, SIGNATURES, "GELU runs in ATen")
 
 
 class _TanhGelu(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor, fwd: Any, bwd: Any) -> torch.Tensor:  # type: ignore[override]
         y = torch.empty_like(x)
-        getattr(_lib, _FUNCS[x.dtype][0])(x.data_ptr(), y.data_ptr(), x.numel())
+        fwd(x.data_ptr(), y.data_ptr(), x.numel())
         ctx.save_for_backward(x)
+        ctx.bwd = bwd
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
         (x,) = ctx.saved_tensors
         g = g.to(x.dtype).contiguous()
         dx = torch.empty_like(x)
-        getattr(_lib, _FUNCS[x.dtype][1])(x.data_ptr(), g.data_ptr(), dx.data_ptr(), x.numel())
-        return dx
+        ctx.bwd(x.data_ptr(), g.data_ptr(), dx.data_ptr(), x.numel())
+        return dx, None, None
 
 
 def tanh_gelu(x: torch.Tensor) -> torch.Tensor:
     """``F.gelu(x, approximate="tanh")``, through the C kernel where it applies (see the module)."""
-    if (x.is_cpu and x.dtype in _FUNCS and x.is_contiguous() and x.numel() > 0
-            and not torch.compiler.is_compiling() and library() is not None):
-        return _TanhGelu.apply(x)
+    if x.is_cpu and x.dtype in _FUNCS and x.is_contiguous() and x.numel() > 0 and not torch.compiler.is_compiling():
+        lib = library()
+        if lib is not None:
+            fwd, bwd = _FUNCS[x.dtype]
+            return _TanhGelu.apply(x, getattr(lib, fwd), getattr(lib, bwd))
     return F.gelu(x, approximate="tanh")

@@ -30,8 +30,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import mmap
-import subprocess
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -45,61 +43,25 @@ SOURCE = Path(__file__).with_name("gpt_decode.c")
 CFLAGS = cbuild.CFLAGS
 HEAD_PTRS, LAYER_PTRS = 8, 12  # gc_gpt_decode's pointer layout (see gpt_decode.c)
 
-_lock = threading.Lock()
-_lib: Any = None  # the loaded library (a process resource: built and loaded once)
-_tried = False
-
-
-def enabled() -> bool:
-    return cbuild.enabled()
-
-
 def cache_dir() -> Path:
     return cbuild.cache_dir()
 
 
-def _build() -> Path:
-    """Compile ``gpt_decode.c`` (once per source, flags and CPU) and return the library's path."""
-    return cbuild.build(SOURCE, cache_dir(), CFLAGS)
+_P, _I, _F = ctypes.c_void_p, ctypes.c_int, ctypes.c_float
+SIGNATURES: cbuild.Signatures = {
+    "gc_gpt_decode": (_I, [_P, _P, _F, _I, _I, _I, _P]),
+    "gc_gpt_decode_rows": (_I, [_P, _P, _P, _F, _I, _P, _P, _P, _I, _I, _P]),
+    "gc_matmul": (_I, [_P, _P, _I, _I, _I, _I, _P, _P, _I]),
+    "gc_matvec": (_I, [_P, _I, _I, _I, _P, _P, _I]),
+    "gc_bf16_input": (_I, []),
+    "gc_q8_vnni": (_I, []),
+}
 
 
 def library() -> Any:
-    """The loaded C library, or None (not buildable here, or switched off)."""
-    global _lib, _tried
-    if _tried:
-        return _lib
-    with _lock:
-        if not _tried:
-            try:
-                if not enabled():
-                    raise RuntimeError("GENCRAFT_NATIVE=0")
-                lib = ctypes.CDLL(str(_build()))
-                fn = lib.gc_gpt_decode
-                fn.restype = ctypes.c_int
-                fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int, ctypes.c_int,
-                               ctypes.c_int, ctypes.c_void_p]
-                rows = lib.gc_gpt_decode_rows
-                rows.restype = ctypes.c_int
-                rows.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_float, ctypes.c_int,
-                                 ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int,
-                                 ctypes.c_void_p]
-                mm = lib.gc_matmul
-                mm.restype = ctypes.c_int
-                mm.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int,
-                               ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-                mv = lib.gc_matvec
-                mv.restype = ctypes.c_int
-                mv.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_void_p,
-                               ctypes.c_void_p, ctypes.c_int]
-                lib.gc_bf16_input.restype = ctypes.c_int
-                lib.gc_bf16_input.argtypes = []
-                lib.gc_q8_vnni.restype = ctypes.c_int
-                lib.gc_q8_vnni.argtypes = []
-                _lib = lib
-            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-                log.info("native decode step not available (%s): decoding in PyTorch", e)
-            _tried = True
-    return _lib
+    """The loaded C library, or None (not buildable here, or switched off): :func:`cbuild.load` with
+    this module's ``CFLAGS`` and :func:`cache_dir` (tests build other variants through them)."""
+    return cbuild.load(SOURCE, SIGNATURES, "decoding in PyTorch", cache_dir(), CFLAGS)
 
 
 W_F32, W_BF16, W_Q8 = 0, 1, 2  # the C step's weight types
